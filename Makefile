@@ -1,0 +1,30 @@
+# The two commands a fresh machine needs: `make run` and `make test`.
+# Both create the virtual environment on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	@touch $(STAMP)
+
+# The real engine (neonize) is not built yet: `make run` uses the simulated network
+# unless WA_ENGINE says otherwise.
+run: $(STAMP)
+	WA_ENGINE=$${WA_ENGINE:-sim} $(BIN)/wa-worker serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check supervisor session_proc transport tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The session process: one per WhatsApp session, driven by the supervisor over ZeroMQ."""

@@ -1,0 +1,30 @@
+"""Engine lookup by name; each engine's module is imported only when chosen.
+
+The neonize engine loads a Go runtime, which must never be loaded before a
+fork: importing it lazily here keeps it out of every process that does not run it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from session_proc.engine import Engine, EngineError
+
+_ENGINES = {
+    "sim": ("session_proc.sim.engine", "SimEngine"),
+    "neonize": ("session_proc.neonize_engine", "NeonizeEngine"),
+}
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The Engine subclass registered under ``name``."""
+    try:
+        module_name, class_name = _ENGINES[name]
+    except KeyError:
+        raise EngineError("UNKNOWN_ENGINE", f"unknown engine {name!r}; known: {', '.join(_ENGINES)}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineError("ENGINE_UNAVAILABLE", f"the {name} engine cannot be loaded: {exc}") from None
+    cls: type[Engine] = getattr(module, class_name)
+    return cls

@@ -1,0 +1,230 @@
+"""The session process's main loop: one engine, one DEALER to the supervisor.
+
+Contract with the supervisor (see transport/): the process connects a DEALER
+with identity ``<sessionId>:<incarnation>``, announces itself with a ``ready``
+event, reports engine events, answers ``send``/``logout``/``pair_code``/
+``status``/``stop`` requests, and asks the supervisor to commit every incoming
+message (``message`` request) before acknowledging it to the network. It exits
+by itself when the supervisor goes silent or dies.
+
+Exit codes: 0 done on purpose (stop, logout, replaced), 3 supervisor lost,
+1 crashed (the reason was sent in a ``fatal`` request first, when possible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage
+from session_proc.engines import engine_class
+from session_proc.proctitle import die_with_parent, set_title
+from transport import logfmt
+from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError
+
+log = logging.getLogger("session_proc")
+
+EXIT_CLEAN = 0
+EXIT_CRASH = 1
+EXIT_SUPERVISOR_LOST = 3
+
+# How long the supervisor may take to commit an incoming message before the
+# engine leaves it unacknowledged (the network redelivers it later).
+COMMIT_TIMEOUT = 15.0
+# Final notices (fatal, bye) get this long to reach the supervisor.
+FAREWELL_TIMEOUT = 2.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m session_proc", description="One WhatsApp session's process.")
+    p.add_argument("--session-id", required=True)
+    p.add_argument("--incarnation", required=True, type=int)
+    p.add_argument("--endpoint", required=True, help="the supervisor's ROUTER endpoint")
+    p.add_argument("--engine", default="sim")
+    p.add_argument("--storage-dir", required=True, type=Path)
+    p.add_argument("--hb-interval", type=float, default=1.0, help="heartbeat period, seconds")
+    p.add_argument("--hb-liveness", type=int, default=3, help="missed periods before the supervisor counts as gone")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+class SessionProcess:
+    """Glues the engine to the channel; also the engine's sink."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.session_id: str = args.session_id
+        # Secrets (a proxy's password) come by environment, never on the command line that ps shows.
+        extra: dict[str, Any] = json.loads(os.environ.get("WA_SESSION_OPTIONS") or "{}")
+        self.proxy: str | None = extra.pop("proxy", None)
+        self.engine_options: dict[str, Any] = extra
+        self.channel = DealerChannel(
+            args.endpoint,
+            f"{self.session_id}:{args.incarnation}".encode(),
+            on_request=self._on_request,
+            on_peer_lost=self._supervisor_lost,
+            heartbeat_interval=args.hb_interval,
+            liveness=args.hb_liveness,
+            name=f"session {self.session_id}",
+        )
+        self.engine: Engine | None = None
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.status = "initializing"
+        self.phone: str | None = None
+        self.qr: str | None = None
+        self.qr_expires_at: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.finish, EXIT_CLEAN, f"signal {signal.Signals(sig).name}")
+        self.channel.connect()
+        try:
+            session_dir = self.args.storage_dir / "sessions" / self.session_id
+            session_dir.mkdir(parents=True, exist_ok=True)
+            cls = engine_class(self.args.engine)
+            self.engine = cls(
+                EngineContext(
+                    session_id=self.session_id,
+                    session_dir=session_dir,
+                    sink=self,
+                    proxy=self.proxy,
+                    options=self.engine_options,
+                )
+            )
+            self._emit("ready", {"pid": os.getpid(), "engine": self.args.engine})
+            await self.engine.start()
+        except Exception as exc:
+            await self._report_fatal(exc)
+            await self._shutdown()
+            return EXIT_CRASH
+        code = await self.done
+        await self._shutdown()
+        return code
+
+    def finish(self, code: int, why: str) -> None:
+        """Leave the main loop with ``code`` (first caller wins)."""
+        if not self.done.done():
+            log.info("session process finishing: %s", why)
+            self.done.set_result(code)
+
+    async def _shutdown(self) -> None:
+        if self.engine is not None:
+            try:
+                await asyncio.wait_for(self.engine.stop(), timeout=10)
+            except Exception:
+                log.exception("engine did not stop cleanly")
+        await self.channel.close()
+
+    async def _supervisor_lost(self) -> None:
+        # No orphans: without a supervisor nobody commits our messages.
+        self.finish(EXIT_SUPERVISOR_LOST, f"supervisor silent for {self.channel.silence:.1f}s")
+
+    async def _report_fatal(self, exc: BaseException) -> None:
+        log.error("session process failed: %s", exc, exc_info=not isinstance(exc, EngineError))
+        code = exc.code if isinstance(exc, EngineError) else "CRASH"
+        message = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        try:
+            await self.channel.request("fatal", {"code": code, "error": message}, timeout=FAREWELL_TIMEOUT)
+        except ChannelError:
+            pass  # the exit code still tells the supervisor we crashed
+
+    # -- requests from the supervisor -----------------------------------------
+    async def _on_request(self, _identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        engine = self.engine
+        if op == "status":
+            return self._snapshot()
+        if op == "stop":
+            self.finish(EXIT_CLEAN, "stop requested")
+            return {}
+        if engine is None:
+            raise RemoteError("NOT_READY", "engine not started yet")
+        try:
+            if op == "send":
+                result = await engine.send(OutgoingMessage.from_wire(body))
+                return {"id": result.id, "timestamp": result.timestamp}
+            if op == "logout":
+                await engine.logout()
+                return {}
+            if op == "pair_code":
+                return {"code": await engine.pair_code(str(body.get("phone", "")))}
+        except EngineError as exc:
+            raise RemoteError(exc.code, exc.message) from None
+        raise RemoteError("UNKNOWN_OP", f"unknown request {op!r}")
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "phone": self.phone,
+            "qr": self.qr,
+            "qrExpiresAt": self.qr_expires_at,
+            "pid": os.getpid(),
+        }
+
+    # -- EngineSink -------------------------------------------------------------
+    def _emit(self, op: str, body: dict[str, Any]) -> None:
+        try:
+            self.channel.emit(op, body)
+        except PeerGone as exc:
+            # The supervisor re-reads our state with a status request when it reconnects.
+            log.warning("event %s not sent: %s", op, exc)
+
+    def on_qr(self, code: str, expires_at: float) -> None:
+        self.status, self.qr, self.qr_expires_at = "qr_ready", code, expires_at
+        self._emit("qr", {"qr": code, "expiresAt": expires_at})
+
+    def on_connected(self, phone: str, push_name: str | None) -> None:
+        self.status, self.phone, self.qr, self.qr_expires_at = "connected", phone, None, None
+        self._emit("connected", {"phone": phone, "pushName": push_name})
+
+    def on_disconnected(self, reason: str, *, will_retry: bool) -> None:
+        self.status = "disconnected"
+        self._emit("disconnected", {"reason": reason, "willRetry": will_retry})
+        if not will_retry:
+            # e.g. replaced by another connection: restarting would only fight it.
+            self.finish(EXIT_CLEAN, f"disconnected for good: {reason}")
+
+    def on_logged_out(self, reason: str) -> None:
+        self.status, self.phone, self.qr = "logged_out", None, None
+        self._emit("logged_out", {"reason": reason})
+        self.finish(EXIT_CLEAN, f"logged out: {reason}")
+
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
+        self._emit("receipt", {"id": message_id, "status": status, "chat": chat, "timestamp": timestamp})
+
+    def on_credentials_changed(self) -> None:
+        self._emit("creds", {"at": time.time()})
+
+    async def on_message(self, message: IncomingMessage) -> None:
+        await self.channel.request("message", message.to_wire(), timeout=COMMIT_TIMEOUT)
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    proc = SessionProcess(args)
+    return await proc.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one session process until it is told to stop or loses its supervisor."""
+    args = parse_args(argv)
+    die_with_parent(signal.SIGTERM)
+    set_title(f"wa-session {args.session_id}")
+    logfmt.set_context(sessionId=args.session_id, incarnation=args.incarnation)
+    logfmt.configure(args.log_level, json_lines=os.environ.get("WA_LOG_FORMAT", "json") == "json")
+    try:
+        return asyncio.run(_amain(args))
+    except KeyboardInterrupt:
+        return EXIT_CLEAN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The operations the sim engine and the hub exchange over a transport channel.
+
+Requests go from the engine (a DEALER) to the hub (the ROUTER) and are answered;
+events go either way without an answer. Bodies use camelCase keys like the
+hub's HTTP API.
+"""
+
+from __future__ import annotations
+
+# -- engine → hub requests ---------------------------------------------------
+# {sessionId, proxy, heartbeat, deviceId?, secret?} → {status: "linked"|"qr"|"unlinked", heartbeat, ...}
+HELLO = "hello"
+# {id, to, type, text, caption, mimetype, mediaSize, media?} → {id, timestamp}
+SEND = "send"
+# {phone} → {code}: a pairing code the phone can enter instead of scanning a QR
+PAIR_CODE = "pair_code"
+# {} → {}: unlink this device from its account
+LOGOUT = "logout"
+# {} → {}: the engine is stopping; the hub closes the connection now, not after a heartbeat timeout
+BYE = "bye"
+
+# -- engine → hub events -----------------------------------------------------
+ACK = "ack"  # {id}: the pushed message was taken over by the worker; stop redelivering it
+
+# -- hub → engine events -----------------------------------------------------
+QR = "qr"  # {code, expiresAt}
+LINKED = "linked"  # {deviceId, secret, phone, pushName}: a phone scanned the QR or entered the code
+MESSAGE = "message"  # {id, from, to, type, text, caption, mimetype, mediaSize, mediaBase64?, timestamp}
+RECEIPT = "receipt"  # {id, status: "delivered"|"read", chat, timestamp}
+REPLACED = "replaced"  # {}: another connection took over these credentials; do not reconnect
+LOGGED_OUT = "logged_out"  # {reason}: the device was unlinked; the credentials are void
+DISCONNECT = "disconnect"  # {reason}: the server closed the connection; reconnect with backoff
+
+# -- hello statuses ----------------------------------------------------------
+STATUS_LINKED = "linked"
+STATUS_QR = "qr"
+STATUS_UNLINKED = "unlinked"
+
+# -- error codes in replies ----------------------------------------------------
+ERR_NOT_CONNECTED = "NOT_CONNECTED"  # the hub does not know this connection: hello again
+ERR_SEND_REFUSED = "SEND_REFUSED"
+ERR_BAD_REQUEST = "BAD_REQUEST"
+ERR_ALREADY_LINKED = "ALREADY_LINKED"
+
+MEDIA_TYPES = frozenset({"image", "document", "audio", "video"})

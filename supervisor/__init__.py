@@ -1,0 +1,1 @@
+"""The supervisor: the parent process that runs, watches and restarts the session processes."""

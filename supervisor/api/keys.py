@@ -1,0 +1,25 @@
+"""Typed keys for what the app carries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from supervisor.config import Settings
+from supervisor.sessions import SessionRegistry
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    """Facts about this worker process that /health reports."""
+
+    started_at: float = field(default_factory=time.time)
+    engine: str = ""
+    sim_hub_http: str | None = None
+
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", SessionRegistry)
+WORKER = web.AppKey("worker", WorkerInfo)

@@ -1,0 +1,69 @@
+"""How sessions look in API answers (field names as in DESIGN §5)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from supervisor.policy import ExitInfo
+from supervisor.sessions import Session
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def exit_view(info: ExitInfo | None) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    return {
+        "at": iso(info.at),
+        "reason": info.reason,
+        "code": info.code,
+        "signal": info.signal,
+        "crashed": info.crashed,
+    }
+
+
+def status_view(session: Session) -> dict[str, Any]:
+    """GET /session/{id}/status."""
+    return {
+        "sessionId": session.id,
+        "status": session.status,
+        "phoneNumber": session.phone,
+        "lastSeen": iso(session.last_seen),
+        "messageCount": session.message_count,
+        "error": session.last_error,
+    }
+
+
+def process_view(session: Session) -> dict[str, Any]:
+    """The operator's view of a session and its process (GET /sessions items)."""
+    child = session.child
+    record = child.record
+    stats = session.stats
+    now = time.time()
+    running = child.pid is not None and record.spawned_at is not None
+    return {
+        "sessionId": session.id,
+        "userId": session.user_id,
+        "sessionName": session.session_name,
+        "status": session.status,
+        "statusSince": iso(session.status_since),
+        "secondsInStatus": round(now - session.status_since, 3),
+        "phoneNumber": session.phone,
+        "processState": record.state.value.upper(),
+        "pid": child.pid,
+        "restarts": record.restarts,
+        "uptime": round(now - record.spawned_at, 3) if running and record.spawned_at else 0,
+        "cpuPercent": stats.cpu_percent if stats else None,
+        "memory": {"rss": stats.rss if stats else None, "uss": stats.uss if stats else None},
+        "threads": stats.threads if stats else None,
+        "openFiles": stats.open_files if stats else None,
+        "lastExit": exit_view(record.last_exit),
+        "lastError": session.last_error,
+        "qrCount": session.qr_count,
+        "messageCount": session.message_count,
+    }

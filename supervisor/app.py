@@ -1,0 +1,184 @@
+"""The worker as an aiohttp application: the supervisor lives inside the app's lifecycle.
+
+Start-up opens the store, binds the ROUTER the session processes connect to,
+starts the simulated network when asked, and starts the stored sessions; the
+app's cleanup stops them all, so the app's start and stop are the worker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from supervisor import worker_token
+from supervisor.api import health_routes, session_routes
+from supervisor.api.auth import token_middleware
+from supervisor.api.errors import error_middleware
+from supervisor.api.keys import REGISTRY, SETTINGS, WORKER, WorkerInfo
+from supervisor.config import Settings
+from supervisor.session_child import ChildConfig
+from supervisor.sessions import SessionRegistry
+from supervisor.sim_hub import SimHubChild
+from supervisor.store import Store
+from transport.channel import RouterChannel
+
+log = logging.getLogger("supervisor.app")
+
+# ipc:// paths longer than this fail to bind (sun_path is 108 bytes with its NUL).
+IPC_PATH_MAX = 100
+HUB_READY_TIMEOUT = 30.0
+
+
+class StartupError(RuntimeError):
+    """The worker cannot start; the message says what to fix."""
+
+
+def socket_dir(settings: Settings) -> Path:
+    """Where ipc sockets go: the run dir, or a short private path in /tmp when it is too long."""
+    run_dir = settings.run_dir.resolve()
+    if len(str(run_dir / "supervisor.sock")) <= IPC_PATH_MAX:
+        return run_dir
+    digest = hashlib.sha1(str(run_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"wa-worker-{digest}"
+
+
+def _lock_storage(settings: Settings) -> Any:
+    """Hold an exclusive lock on the storage dir: two workers on one directory would corrupt it."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    # The sockets live here: only our own user may connect to them.
+    settings.run_dir.chmod(0o700)
+    handle = open(settings.run_dir / "worker.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StartupError(f"another worker is running on STORAGE_DIR={settings.storage_dir}") from None
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+async def _start_hub(settings: Settings, sockets: Path) -> SimHubChild:
+    hub = SimHubChild(
+        zmq_endpoint=f"ipc://{sockets / 'hub.sock'}",
+        http_port=settings.sim_port,
+        data_dir=settings.storage_dir / "sim-hub",
+        qr_ttl=settings.sim_qr_ttl,
+        policy=settings.restart_policy,
+        worker_id=settings.worker_id,
+    )
+    hub.start()
+    if not await hub.wait_ready(HUB_READY_TIMEOUT):
+        hub.kill_now()
+        await hub.close()
+        raise StartupError(
+            f"the simulated network did not start within {HUB_READY_TIMEOUT:.0f}s (SIM_PORT={settings.sim_port})"
+        )
+    return hub
+
+
+def worker_context(settings: Settings, token: str) -> Any:
+    """The cleanup_ctx that runs the supervisor for the app's lifetime."""
+
+    async def run_worker(app: web.Application) -> AsyncIterator[None]:
+        lock = _lock_storage(settings)
+        sockets = socket_dir(settings)
+        sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = await Store.open(settings.database_path)
+        hub: SimHubChild | None = None
+        router = RouterChannel(
+            f"ipc://{sockets / 'supervisor.sock'}",
+            heartbeat_interval=settings.session_heartbeat_interval,
+            name="supervisor",
+        )
+        registry: SessionRegistry | None = None
+        try:
+            engine_options: dict[str, Any] = {}
+            if settings.engine == "sim":
+                if settings.sim_hub:
+                    engine_options["hub"] = settings.sim_hub
+                else:
+                    hub = await _start_hub(settings, sockets)
+                    engine_options["hub"] = hub.zmq_endpoint
+                    app[WORKER].sim_hub_http = hub.http_url
+            endpoint = router.bind()
+            config = ChildConfig(
+                endpoint=endpoint,
+                engine=settings.engine,
+                storage_dir=settings.storage_dir.resolve(),
+                heartbeat_interval=settings.session_heartbeat_interval,
+                heartbeat_liveness=settings.session_heartbeat_liveness,
+                log_level=settings.log_level,
+                log_format="text" if settings.log_format == "text" else "json",
+                engine_options=engine_options,
+            )
+            registry = SessionRegistry(settings, store, router, config)
+            router.set_handlers(on_request=registry.on_child_request, on_event=registry.on_child_event)
+            app[REGISTRY] = registry
+            await registry.start()
+            log.info(
+                "worker %s ready: engine %s, max %d sessions",
+                settings.worker_id,
+                settings.engine,
+                settings.max_sessions,
+                extra={"workerId": settings.worker_id},
+            )
+            yield
+        finally:
+            if registry is not None:
+                await registry.shutdown()
+            if hub is not None:
+                hub.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(hub.wait_settled(), 10)
+                hub.kill_now()
+                await hub.close()
+            await router.close()
+            await store.close()
+            lock.close()
+            log.info("worker stopped", extra={"workerId": settings.worker_id})
+
+    return run_worker
+
+
+def build_app(settings: Settings, token: str) -> web.Application:
+    """The worker's aiohttp application; starting it starts the worker."""
+    app = web.Application(
+        middlewares=[error_middleware, token_middleware(token)],  # type: ignore[list-item]
+        client_max_size=16 * 1024 * 1024,
+    )
+    app[SETTINGS] = settings
+    app[WORKER] = WorkerInfo(engine=settings.engine)
+    app.add_routes(health_routes.routes)
+    app.add_routes(session_routes.routes)
+
+    async def on_shutdown(app: web.Application) -> None:
+        # From the first SIGTERM on, refuse new work with 503 while children stop.
+        if REGISTRY in app:
+            app[REGISTRY].draining = True
+
+    app.on_shutdown.append(on_shutdown)
+    app.cleanup_ctx.append(worker_context(settings, token))
+    return app
+
+
+def resolve_token(settings: Settings) -> str:
+    """The API token, generating and announcing one when none is configured."""
+    token, generated = worker_token.resolve(settings.worker_auth_token, settings.storage_dir)
+    if generated:
+        # Printed once, to the terminal/console only, never into the structured log.
+        print(
+            f"wa-worker: generated API token (kept in {worker_token.token_path(settings.storage_dir)}):\n  {token}",
+            flush=True,
+        )
+    return token

@@ -1,0 +1,8 @@
+"""WhatsApp message ids, chosen by the worker before a message is handed to a session."""
+
+import secrets
+
+
+def new_message_id() -> str:
+    """An id shaped like whatsmeow's GenerateMessageID: ``3EB0`` and 18 upper-case hex digits."""
+    return "3EB0" + secrets.token_hex(9).upper()

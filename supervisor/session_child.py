@@ -1,0 +1,139 @@
+"""The child process of one WhatsApp session: how it is started and how it is heard.
+
+Its routing identity on the supervisor's ROUTER is ``<sessionId>:<incarnation>``;
+frames from an older incarnation are recognised by that and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.policy import RestartPolicy
+from supervisor.procs import ChildProcess, TransitionListener
+from supervisor.states import ProcState
+from transport.channel import ChannelError, RouterChannel
+
+
+@dataclass(frozen=True, slots=True)
+class ChildConfig:
+    """What every session child of this worker is started with."""
+
+    endpoint: str  # the supervisor's ROUTER
+    engine: str
+    storage_dir: Path
+    heartbeat_interval: float
+    heartbeat_liveness: int
+    log_level: str
+    log_format: str  # json | text
+    engine_options: dict[str, Any]  # e.g. {"hub": "ipc://..."} for the sim engine
+
+
+def identity_of(session_id: str, incarnation: int) -> bytes:
+    return f"{session_id}:{incarnation}".encode()
+
+
+def parse_identity(identity: bytes) -> tuple[str, int] | None:
+    """``(sessionId, incarnation)`` from a routing identity, or None if it is not one of ours."""
+    try:
+        text = identity.decode("ascii")
+        session_id, _, incarnation = text.rpartition(":")
+        return (session_id, int(incarnation)) if session_id else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class SessionChild(ChildProcess):
+    """A session's child process slot."""
+
+    def __init__(
+        self,
+        session_id: str,
+        config: ChildConfig,
+        router: RouterChannel,
+        policy: RestartPolicy,
+        *,
+        proxy: str | None,
+        worker_id: str,
+        on_transition: TransitionListener | None = None,
+    ) -> None:
+        super().__init__(
+            session_id,
+            policy,
+            log_extra={"sessionId": session_id, "workerId": worker_id},
+            on_transition=on_transition,
+        )
+        self.session_id = session_id
+        self.config = config
+        self.router = router
+        self.proxy = proxy
+        self.ready_incarnation = 0
+
+    @property
+    def identity(self) -> bytes:
+        return identity_of(self.session_id, self.incarnation)
+
+    def argv(self, incarnation: int) -> list[str]:
+        c = self.config
+        return [
+            sys.executable,
+            "-m",
+            "session_proc",
+            "--session-id",
+            self.session_id,
+            "--incarnation",
+            str(incarnation),
+            "--endpoint",
+            c.endpoint,
+            "--engine",
+            c.engine,
+            "--storage-dir",
+            str(c.storage_dir),
+            "--hb-interval",
+            str(c.heartbeat_interval),
+            "--hb-liveness",
+            str(c.heartbeat_liveness),
+            "--log-level",
+            c.log_level,
+        ]
+
+    def env(self, incarnation: int) -> dict[str, str]:
+        env = dict(os.environ)
+        # By environment, not argv: a proxy URL may carry a password and ps shows argv to everyone.
+        env["WA_SESSION_OPTIONS"] = json.dumps({**self.config.engine_options, "proxy": self.proxy})
+        env["WA_LOG_FORMAT"] = self.config.log_format
+        return env
+
+    async def on_spawned(self, proc: asyncio.subprocess.Process, incarnation: int) -> None:
+        self.router.track(identity_of(self.session_id, incarnation))
+
+    def on_exited(self, incarnation: int) -> None:
+        self.router.forget(identity_of(self.session_id, incarnation))
+
+    def mark_ready(self, incarnation: int) -> None:
+        """The child of ``incarnation`` announced itself."""
+        self.ready_incarnation = incarnation
+        self.ready(incarnation)
+
+    def check_heartbeat(self) -> None:
+        """Report a hang when a ready child has been silent past its liveness."""
+        if self.state not in (ProcState.STARTING, ProcState.RUNNING) or self.ready_incarnation != self.incarnation:
+            return
+        silence = self.router.silence(self.identity)
+        limit = self.config.heartbeat_interval * self.config.heartbeat_liveness
+        if silence is not None and silence > limit:
+            self.hung(self.incarnation, silence)
+
+    def request_stop(self) -> None:
+        self._spawn_task(self._ask_stop(self.identity))
+
+    async def _ask_stop(self, identity: bytes) -> None:
+        try:
+            await self.router.request(identity, "stop", timeout=self.policy.stop_timeout)
+        except ChannelError:
+            pass  # the policy's stop deadline escalates to SIGTERM and SIGKILL

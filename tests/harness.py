@@ -1,0 +1,210 @@
+"""Running the worker as a person would: a real ``wa-worker serve`` process on loopback ports.
+
+Waiting is done on observable conditions (the worker's API, process state), with
+timeouts only as upper bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import psutil
+import pytest
+
+TOKEN = "test-token-0123456789"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = await check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or check}; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class Worker:
+    """A running worker process and an HTTP client for it."""
+
+    def __init__(self, storage: Path, env_overrides: dict[str, str] | None = None) -> None:
+        self.storage = storage
+        self.port = free_port()
+        self.sim_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.hub_url = f"http://127.0.0.1:{self.sim_port}"
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "STORAGE_DIR": str(storage),
+            "WA_ENGINE": "sim",
+            "SIM_PORT": str(self.sim_port),
+            "WORKER_AUTH_TOKEN": TOKEN,
+            "WORKER_ID": "test-worker",
+            "SESSION_HEARTBEAT_INTERVAL": "0.5",
+            "SESSION_HEARTBEAT_LIVENESS": "4",
+            "SAMPLE_INTERVAL": "0.5",
+            "START_STAGGER": "0.05",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "info",
+            **(env_overrides or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.log_path = storage / "worker.log"
+
+    async def start(self) -> None:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.cli", "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self.http = aiohttp.ClientSession(headers={"X-Worker-Token": TOKEN})
+
+        async def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with self.http.get(f"{self.url}/health") as resp:  # type: ignore[union-attr]
+                    return resp.status == 200
+            return False
+
+        await wait_for(healthy, timeout=30, what="worker /health")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-20000:]
+        except FileNotFoundError:
+            return ""
+
+    async def api(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        assert self.http is not None
+        async with self.http.request(method, f"{self.url}{path}", **kwargs) as resp:
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = await resp.text()
+            return resp.status, body
+
+    async def hub(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        assert self.http is not None
+        async with self.http.request(method, f"{self.hub_url}{path}", **kwargs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def session(self, session_id: str) -> dict[str, Any]:
+        status, body = await self.api("GET", "/sessions")
+        assert status == 200, body
+        for item in body["data"]["sessions"]:
+            if item["sessionId"] == session_id:
+                return dict(item)
+        raise KeyError(session_id)
+
+    async def wait_session(
+        self, session_id: str, pred: Callable[[dict[str, Any]], bool], *, timeout: float = 20, what: str = ""
+    ) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            try:
+                item = await self.session(session_id)
+            except KeyError:
+                return None
+            return item if pred(item) else None
+
+        return await wait_for(check, timeout=timeout, what=what or f"session {session_id}")
+
+    async def create_linked(self, session_id: str, phone: str) -> dict[str, Any]:
+        """Create a session, scan its QR with ``phone`` and wait until it is connected."""
+        status, body = await self.api("POST", "/session/create", json={"sessionId": session_id})
+        assert status == 200, body
+
+        async def qr() -> str | None:
+            _, b = await self.api("GET", f"/session/{session_id}/qr")
+            return b["data"]["qr"] if b.get("success") else None
+
+        code = await wait_for(qr, what=f"QR of {session_id}")
+        status, body = await self.hub("POST", f"/phones/{phone}/scan", json={"qr": code})
+        assert status == 200, body
+        return await self.wait_session(session_id, lambda s: s["status"] == "connected", what="connected")
+
+    def child_pids(self) -> list[int]:
+        """Every live process under the worker (sessions and the hub)."""
+        assert self.proc is not None
+        try:
+            return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        """Stop the worker with ``sig`` and wait for it to exit; returns its exit code."""
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode
+
+
+async def kill_tree(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(storage: Path, **env: str) -> AsyncIterator[Worker]:
+    """A started worker that is stopped, with every process it left, when the block ends."""
+    worker = Worker(storage, env)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        children = worker.child_pids()
+        await worker.stop()
+        leftovers = [p for p in children if pid_alive(p)]
+        await kill_tree(leftovers)
+        if leftovers:
+            print(f"worker left processes behind: {leftovers}")

@@ -1,0 +1,74 @@
+"""Configuration parsing and the worker token."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from supervisor import worker_token
+from supervisor.config import ConfigError, load
+
+
+def test_defaults_follow_the_design() -> None:
+    s = load({})
+    assert (s.port, s.max_sessions, s.engine) == (8001, 50, "neonize")
+    assert s.database_path == Path("data/worker.db")
+    assert s.restart_policy.intensity == 5 and s.restart_policy.backoff_max == 30.0
+
+
+def test_values_are_parsed() -> None:
+    s = load(
+        {
+            "PORT": "9000",
+            "MAX_SESSIONS": "7",
+            "WA_ENGINE": "sim",
+            "DATABASE_URL": "sqlite:////var/lib/wa/worker.db",
+            "RESTART_INTENSITY": "2",
+            "SESSION_HEARTBEAT_INTERVAL": "0.5",
+        }
+    )
+    assert (s.port, s.max_sessions, s.engine) == (9000, 7, "sim")
+    assert s.database_path == Path("/var/lib/wa/worker.db")
+    assert s.restart_policy.intensity == 2 and s.session_heartbeat_interval == 0.5
+
+
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"MAX_SESSIONS": "0"}, "MAX_SESSIONS"),
+        ({"WA_ENGINE": "baileys"}, "WA_ENGINE"),
+        ({"DATABASE_URL": "postgres://x"}, "DATABASE_URL"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"SESSION_HEARTBEAT_INTERVAL": "fast"}, "SESSION_HEARTBEAT_INTERVAL"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        load(env)
+
+
+def test_token_is_generated_once_and_private(tmp_path: Path) -> None:
+    token, generated = worker_token.resolve(None, tmp_path)
+    assert generated and len(token) >= 32
+    mode = stat.S_IMODE((tmp_path / worker_token.TOKEN_FILE).stat().st_mode)
+    assert mode == 0o600
+    again, generated_again = worker_token.resolve(None, tmp_path)
+    assert (again, generated_again) == (token, False)
+    assert worker_token.resolve("configured", tmp_path) == ("configured", False)
+
+
+def test_worker_refuses_to_start_with_one_clear_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PORT": "eighty", "STORAGE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "serve"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["wa-worker: bad configuration: PORT='eighty' is not an integer"]

@@ -1,0 +1,160 @@
+"""The wire protocol and the channels, over real ZeroMQ sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+import zmq.asyncio
+
+from transport.channel import DealerChannel, PeerGone, RemoteError, RequestTimeout, RouterChannel
+from transport.protocol import EVENT, PROTOCOL_VERSION, REQ, Frame, ProtocolError, decode, encode
+
+
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"\xc1", "undecodable"),
+        (msgpack.packb([1, 2]), "not a map"),
+        (msgpack.packb({"v": 2, "kind": "req", "id": 1}), "version"),
+        (msgpack.packb({"v": PROTOCOL_VERSION, "kind": "shout"}), "kind"),
+        (msgpack.packb({"v": PROTOCOL_VERSION, "kind": "req", "op": "x", "body": {}}), "correlation id"),
+        (msgpack.packb({"v": PROTOCOL_VERSION, "kind": "event", "op": 5, "body": {}}), "wrong types"),
+        (msgpack.packb({"v": PROTOCOL_VERSION, "kind": "event", "op": "x", "body": []}), "wrong types"),
+    ],
+)
+def test_decode_refuses_bad_frames(raw: bytes, why: str) -> None:
+    with pytest.raises(ProtocolError, match=why):
+        decode(raw)
+
+
+def test_frames_round_trip() -> None:
+    frame = Frame(kind=REQ, op="send", body={"id": "3EB0AA", "to": "1@s.whatsapp.net", "data": b"\x00\x01"}, id=7)
+    assert decode(encode(frame)) == frame
+
+
+@pytest.fixture(params=["ipc", "tcp"])
+def endpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "ipc":
+        return f"ipc://{tmp_path_factory.mktemp('s')}/r.sock"
+    return "tcp://127.0.0.1:0"
+
+
+async def test_request_reply_events_and_errors(endpoint: str) -> None:
+    events: asyncio.Queue[tuple[bytes, str, dict[str, Any]]] = asyncio.Queue()
+
+    async def on_router_event(identity: bytes, op: str, body: dict[str, Any]) -> None:
+        await events.put((identity, op, body))
+
+    async def on_router_request(identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        if op == "boom":
+            raise RemoteError("BOOM", "asked for it")
+        if op == "crash":
+            raise ValueError("handler bug")
+        return {"echo": body, "from": identity.decode()}
+
+    async def on_dealer_request(identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        if op == "slow":
+            await asyncio.sleep(5)
+        return {"child": True}
+
+    router = RouterChannel(endpoint, on_request=on_router_request, on_event=on_router_event, heartbeat_interval=0.1)
+    bound = router.bind()
+    dealer = DealerChannel(bound, b"s1:1", on_request=on_dealer_request, heartbeat_interval=0.1)
+    dealer.connect()
+    try:
+        assert await dealer.request("ping", {"n": 1}, timeout=5) == {"echo": {"n": 1}, "from": "s1:1"}
+        dealer.emit("qr", {"qr": "abc"})
+        assert await asyncio.wait_for(events.get(), 5) == (b"s1:1", "qr", {"qr": "abc"})
+        assert await router.request(b"s1:1", "hello", timeout=5) == {"child": True}
+        with pytest.raises(RemoteError) as err:
+            await dealer.request("boom", timeout=5)
+        assert err.value.code == "BOOM"
+        with pytest.raises(RemoteError) as err:
+            await dealer.request("crash", timeout=5)
+        assert err.value.code == "INTERNAL"
+        with pytest.raises(RequestTimeout):
+            await router.request(b"s1:1", "slow", timeout=0.2)
+        # ROUTER_MANDATORY: a send to an identity that is not connected fails at once.
+        with pytest.raises(PeerGone):
+            await router.request(b"nobody:1", "hello", timeout=5)
+        assert router.heard(b"s1:1") and (router.silence(b"s1:1") or 0) < 1
+    finally:
+        await dealer.close()
+        await router.close()
+
+
+async def test_dealer_notices_a_silent_peer_once() -> None:
+    router = RouterChannel("tcp://127.0.0.1:0", heartbeat_interval=0.05)
+    bound = router.bind()
+    lost = asyncio.Event()
+    calls = 0
+
+    async def on_lost() -> None:
+        nonlocal calls
+        calls += 1
+        lost.set()
+
+    dealer = DealerChannel(bound, b"s:1", on_peer_lost=on_lost, heartbeat_interval=0.05, liveness=3)
+    dealer.connect()
+    router.track(b"s:1")
+    try:
+        await asyncio.wait_for(_until(lambda: router.heard(b"s:1")), 5)
+        assert not lost.is_set()
+        await router.close()  # the supervisor goes away
+        await asyncio.wait_for(lost.wait(), 5)
+        await asyncio.sleep(0.3)
+        assert calls == 1
+    finally:
+        await dealer.close()
+
+
+async def test_garbage_reaches_both_sides_and_is_dropped() -> None:
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_event(identity: bytes, op: str, body: dict[str, Any]) -> None:
+        await got.put(op)
+
+    router = RouterChannel("tcp://127.0.0.1:0", on_event=on_event, heartbeat_interval=0.05)
+    bound = router.bind()
+    # A raw ROUTER facing a real DealerChannel, to throw garbage at the child side.
+    ctx = zmq.asyncio.Context()
+    raw_router = ctx.socket(zmq.ROUTER)
+    raw_router.setsockopt(zmq.LINGER, 0)
+    port = raw_router.bind_to_random_port("tcp://127.0.0.1")
+    child_events: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_child_event(identity: bytes, op: str, body: dict[str, Any]) -> None:
+        await child_events.put(op)
+
+    dealer = DealerChannel(f"tcp://127.0.0.1:{port}", b"c:1", on_event=on_child_event, heartbeat_interval=0.05)
+    dealer.connect()
+    raw_dealer = ctx.socket(zmq.DEALER)
+    raw_dealer.setsockopt(zmq.LINGER, 0)
+    raw_dealer.connect(bound)
+    try:
+        identity, _ = await asyncio.wait_for(raw_router.recv_multipart(), 5)  # the child's first heartbeat
+        for junk in (b"\xc1", b"", msgpack.packb({"v": 9}), msgpack.packb("text")):
+            await raw_dealer.send(junk)
+            await raw_router.send_multipart([identity, junk])
+        await raw_router.send_multipart([identity, b"x", b"y"])
+        ok_frame = encode(Frame(kind=EVENT, op="still-alive"))
+        await raw_dealer.send(ok_frame)
+        await raw_router.send_multipart([identity, ok_frame])
+        assert await asyncio.wait_for(got.get(), 5) == "still-alive"
+        assert await asyncio.wait_for(child_events.get(), 5) == "still-alive"
+        assert router.dropped_frames >= 4 and dealer.dropped_frames >= 5
+    finally:
+        raw_dealer.close()
+        raw_router.close()
+        ctx.term()
+        await dealer.close()
+        await router.close()
+
+
+async def _until(pred: Any) -> None:
+    while not pred():
+        await asyncio.sleep(0.01)

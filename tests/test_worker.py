@@ -1,0 +1,266 @@
+"""The worker end to end: real supervisor, real session processes, the simulated network."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import psutil
+import zmq
+import zmq.asyncio
+from harness import TOKEN, Worker, pid_alive, running_worker, wait_for
+
+
+async def test_create_link_send_and_receive(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        status, body = await w.api("POST", "/session/create", json={"sessionId": "alice", "userId": "u1"})
+        assert status == 200 and body["success"] is True
+        assert body["data"]["sessionId"] == "alice"
+        # The create call waits briefly for the first QR and hands it out as a PNG.
+        assert body["data"]["status"] == "qr_ready"
+        assert body["data"]["qrCode"].startswith("data:image/png;base64,")
+
+        status, qr = await w.api("GET", "/session/alice/qr")
+        assert status == 200 and qr["data"]["qr"] and qr["data"]["expiresAt"] > time.time()
+
+        await w.hub("POST", "/phones/6281111/scan", json={"qr": qr["data"]["qr"]})
+        await w.wait_session("alice", lambda s: s["status"] == "connected")
+        status, st = await w.api("GET", "/session/alice/status")
+        assert st["data"]["phoneNumber"] == "6281111" and st["data"]["status"] == "connected"
+
+        status, sent = await w.api("POST", "/session/alice/send", json={"to": "6289999", "text": "hello"})
+        assert status == 200, sent
+        message_id = sent["data"]["messageId"]
+        assert sent["data"]["status"] == "sent" and message_id.startswith("3EB0")
+        _, inbox = await w.hub("GET", "/phones/6289999/messages")
+        [received] = inbox["messages"]
+        assert received["id"] == message_id and received["text"] == "hello" and received["deliveries"] == 1
+        assert received["from"] == "6281111"
+
+        # A phone writes to the linked number: the session process hands it to the supervisor.
+        _, pushed = await w.hub("POST", "/phones/6289999/messages", json={"to": "6281111", "text": "hi back"})
+
+        async def logged() -> bool:
+            return pushed["id"] in w.log() and "message received" in w.log()
+
+        await wait_for(logged, what="incoming message in the worker's log")
+        assert "hi back" not in w.log()  # message text never reaches the log
+        await w.wait_session("alice", lambda s: s["messageCount"] == 2)
+
+
+async def test_sigkill_child_comes_back_without_new_qr(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        a = await w.create_linked("a", "6281000001")
+        b = await w.create_linked("b", "6281000002")
+        os.kill(a["pid"], signal.SIGKILL)
+        back = await w.wait_session(
+            "a", lambda s: s["status"] == "connected" and s["pid"] not in (None, a["pid"]), what="a reconnected"
+        )
+        assert back["restarts"] == 1
+        assert back["qrCount"] == a["qrCount"]  # reconnected with stored credentials, no new scan
+        assert back["lastExit"]["reason"] == "killed by SIGKILL"
+        assert back["lastExit"]["crashed"] is True
+        other = await w.session("b")
+        assert other["pid"] == b["pid"] and other["status"] == "connected" and other["restarts"] == 0
+        # ...and it still works.
+        status, sent = await w.api("POST", "/session/a/send", json={"to": "6289999", "text": "after crash"})
+        assert status == 200, sent
+
+
+async def test_sigstop_hang_is_detected_killed_and_replaced(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        a = await w.create_linked("hang", "6282000001")
+        os.kill(a["pid"], signal.SIGSTOP)
+        try:
+            back = await w.wait_session(
+                "hang",
+                lambda s: s["status"] == "connected" and s["pid"] not in (None, a["pid"]),
+                timeout=30,
+                what="hung child replaced",
+            )
+        finally:
+            if pid_alive(a["pid"]):
+                os.kill(a["pid"], signal.SIGKILL)
+        assert back["lastExit"]["reason"] == "heartbeat timeout"
+        assert back["restarts"] == 1
+        assert not pid_alive(a["pid"])
+
+
+async def test_children_exit_when_supervisor_is_killed(tmp_path: Path) -> None:
+    w = Worker(tmp_path / "w")
+    await w.start()
+    try:
+        await w.create_linked("orphan1", "6283000001")
+        await w.create_linked("orphan2", "6283000002")
+        children = w.child_pids()
+        assert len(children) >= 3  # two sessions and the hub
+        await w.stop(signal.SIGKILL)
+
+        async def all_gone() -> bool:
+            return not any(pid_alive(p) for p in children)
+
+        # Liveness is 4 x 0.5 s; PR_SET_PDEATHSIG usually ends them at once.
+        await wait_for(all_gone, timeout=10, what="children to exit after the supervisor died")
+    finally:
+        for pid in w.child_pids():
+            psutil.Process(pid).kill()
+
+
+async def test_crash_loop_ends_failed_with_reason(tmp_path: Path) -> None:
+    env = {"RESTART_INTENSITY": "3", "RESTART_PERIOD": "60", "RESTART_BACKOFF_INITIAL": "0.05"}
+    async with running_worker(tmp_path / "w", **env) as w:
+        first = await w.create_linked("broken", "6284000001")
+        # Break the session's storage: every new process of it now fails at start.
+        session_dir = w.storage / "sessions" / "broken"
+        for f in session_dir.iterdir():
+            f.unlink()
+        session_dir.rmdir()
+        session_dir.write_text("not a directory")
+        os.kill(first["pid"], signal.SIGKILL)
+        failed = await w.wait_session("broken", lambda s: s["status"] == "failed", timeout=30, what="failed")
+        assert failed["processState"] == "FATAL"
+        assert failed["pid"] is None
+        assert "crashed" in failed["lastError"] and failed["lastExit"]["reason"] == "exit code 1"
+        assert failed["restarts"] == 3
+        # It stays down: no process comes back by itself.
+        _, st = await w.api("GET", "/session/broken/status")
+        assert st["data"]["status"] == "failed" and st["data"]["error"]
+
+
+async def test_garbage_on_the_router_is_dropped(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        a = await w.create_linked("steady", "6285000001")
+        endpoint = f"ipc://{w.storage.resolve() / 'run' / 'supervisor.sock'}"
+        ctx = zmq.asyncio.Context()
+        # One stranger throws garbage and plausible frames; an impostor claims the session's identity.
+        stranger = ctx.socket(zmq.DEALER)
+        impostor = ctx.socket(zmq.DEALER)
+        impostor.setsockopt(zmq.IDENTITY, f"steady:{a['restarts'] + 1}".encode())
+        for sock in (stranger, impostor):
+            sock.setsockopt(zmq.LINGER, 2000)  # closing must not discard what is still queued
+            sock.connect(endpoint)
+        frames = [
+            b"\xc1\xff\x00garbage",
+            b"",
+            b"\x92\x01\x02",
+            json.dumps({"v": 1}).encode(),
+            msgpack.packb({"v": 99, "kind": "req", "id": 1, "op": "message", "body": {}}),
+            msgpack.packb({"v": 1, "kind": "nope", "op": "x", "body": {}}),
+            msgpack.packb({"v": 1, "kind": "event", "op": "connected", "body": {"phone": "1"}}),
+        ]
+        for sock in (stranger, impostor):
+            for junk in frames:
+                await sock.send(junk)
+            await sock.send_multipart([b"a", b"b", b"c"])
+        for sock in (stranger, impostor):
+            sock.close()
+        ctx.term()
+
+        async def dropped() -> bool:
+            return "dropped a frame" in w.log() and "unknown identity" in w.log()
+
+        await wait_for(dropped, what="the worker to log dropped frames")
+        status, health = await w.api("GET", "/health")
+        assert status == 200 and health["status"] == "healthy"
+        s = await w.session("steady")
+        assert s["pid"] == a["pid"] and s["status"] == "connected" and s["phoneNumber"] == "6285000001"
+        status, _ = await w.api("POST", "/session/steady/send", json={"to": "6289999", "text": "still here"})
+        assert status == 200
+
+
+async def test_sessions_come_back_after_worker_restart(tmp_path: Path) -> None:
+    storage = tmp_path / "w"
+    async with running_worker(storage) as w:
+        await w.create_linked("persist", "6286000001")
+        before = await w.session("persist")
+        children = w.child_pids()
+        assert await w.stop(signal.SIGTERM) == 0
+        assert not any(pid_alive(p) for p in children)  # graceful stop leaves nothing running
+    async with running_worker(storage) as w2:
+        again = await w2.wait_session("persist", lambda s: s["status"] == "connected", what="reconnected")
+        assert again["qrCount"] == 0 and again["phoneNumber"] == "6286000001"
+        assert again["pid"] != before["pid"]
+
+
+async def test_phone_unlink_logs_out_without_restart_loop(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("unlinked", "6287000001")
+        status, _ = await w.hub("POST", "/phones/6287000001/unlink")
+        assert status == 200
+        s = await w.wait_session("unlinked", lambda s: s["status"] == "logged_out" and s["pid"] is None)
+        assert s["processState"] == "EXITED" and s["restarts"] == 0
+        # A restart brings a new QR for a new link.
+        status, _ = await w.api("POST", "/session/unlinked/restart")
+        assert status == 200
+        await w.wait_session("unlinked", lambda s: s["status"] == "qr_ready")
+
+
+async def test_admission_auth_and_validation(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w", MAX_SESSIONS="1") as w:
+        assert (await w.api("POST", "/session/create", json={"sessionId": "one"}))[0] == 200
+        status, body = await w.api("POST", "/session/create", json={"sessionId": "two"})
+        assert status == 503 and body == {"success": False, "error": body["error"], "code": "CAPACITY"}
+        # Creating an existing session is idempotent, even at capacity.
+        assert (await w.api("POST", "/session/create", json={"sessionId": "one"}))[0] == 200
+        status, body = await w.api("POST", "/session/create", json={"sessionId": "../etc"})
+        assert status == 400 and body["code"] == "INVALID_SESSION_ID"
+        status, body = await w.api("GET", "/session/nobody/status")
+        assert status == 404 and body["code"] == "SESSION_NOT_FOUND"
+        status, body = await w.api("POST", "/session/one/send", json={"to": "6280000", "text": "x"})
+        assert status == 409 and body["code"] == "SESSION_NOT_CONNECTED"
+        status, body = await w.api("POST", "/session/one/send", json={"to": "not-a-phone", "text": "x"})
+        assert status == 400 and body["code"] == "INVALID_TARGET"
+        status, body = await w.api("POST", "/session/one/send", data="to=1", headers={"Content-Type": "text/plain"})
+        assert status == 415
+        assert w.http is not None
+        async with w.http.get(f"{w.url}/sessions", headers={"X-Worker-Token": "wrong"}) as resp:
+            assert resp.status == 403 and (await resp.json())["code"] == "FORBIDDEN"
+        async with w.http.get(f"{w.url}/sessions", headers={"X-Worker-Token": ""}) as resp:
+            assert resp.status == 403
+        import aiohttp
+
+        async with aiohttp.ClientSession() as anon:
+            async with anon.get(f"{w.url}/sessions") as resp:
+                assert resp.status == 401 and (await resp.json())["code"] == "UNAUTHORIZED"
+            async with anon.get(f"{w.url}/health") as resp:
+                assert resp.status == 200
+
+
+async def test_delete_logs_out_stops_and_removes_state(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        s = await w.create_linked("gone", "6288000001")
+        assert (w.storage / "sessions" / "gone").is_dir()
+        status, body = await w.api("DELETE", "/session/gone")
+        assert status == 200 and body["data"]["deleted"] is True
+        assert not pid_alive(s["pid"])
+        assert not (w.storage / "sessions" / "gone").exists()
+        assert (await w.api("GET", "/session/gone/status"))[0] == 404
+        _, devices = await w.hub("GET", "/devices")
+        assert all(d.get("phone") != "6288000001" for d in devices["devices"])
+
+
+async def test_ps_shows_the_session_processes(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        a = await w.create_linked("ps-a", "6289000001")
+        await w.wait_session("ps-a", lambda s: s["memory"]["uss"] and s["processState"] == "RUNNING")
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "supervisor.cli", "ps", "--url", w.url, "--token", TOKEN],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert out.returncode == 0, out.stderr
+        header, *rows = out.stdout.splitlines()
+        assert header.split()[:4] == ["SESSION", "STATUS", "PROC", "PID"]
+        [row] = [r for r in rows if r.startswith("ps-a ")]
+        assert row.split()[:4] == ["ps-a", "connected", "RUNNING", str(a["pid"])]
+        # The process is findable by its title.
+        assert psutil.Process(a["pid"]).cmdline()[0].startswith("wa-session ps-a")

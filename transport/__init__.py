@@ -1,0 +1,1 @@
+"""What the supervisor and the session processes share: the wire protocol and the ZeroMQ channel."""

@@ -1,0 +1,412 @@
+"""Async ZeroMQ channels speaking the wire protocol: requests with correlation ids
+and timeouts, fire-and-forget events, and heartbeats both ways.
+
+The supervisor (and the sim hub) bind a :class:`RouterChannel`; each session
+process connects a :class:`DealerChannel`. Malformed frames are logged and
+dropped. A send never blocks the event loop: when a peer's queue is full or the
+peer is gone, the send fails at once instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from transport.protocol import EVENT, HB, REP, REQ, Frame, IdSource, ProtocolError, decode, encode, fail, ok
+
+log = logging.getLogger("transport")
+
+# Defaults; both sides get the real values from their configuration.
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_LIVENESS = 3  # missed periods before a peer counts as dead (Paranoid Pirate)
+SEND_HWM = 10_000
+RECV_HWM = 10_000
+
+
+class ChannelError(Exception):
+    """Base of the errors a channel raises to its caller."""
+
+
+class RemoteError(ChannelError):
+    """The peer answered a request with an error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RequestTimeout(ChannelError):
+    """No reply arrived within the request's timeout."""
+
+
+class PeerGone(ChannelError):
+    """The peer is not connected, or its queue is full: the frame was not sent."""
+
+
+Body = dict[str, Any]
+# Request handlers return the reply's result, or raise RemoteError to answer with an error.
+RequestHandler = Callable[[bytes, str, Body], Awaitable[Body | None]]
+EventHandler = Callable[[bytes, str, Body], Awaitable[None]]
+
+
+def _identity_text(identity: bytes) -> str:
+    return identity.decode("utf-8", "replace")
+
+
+class _Endpoint:
+    """What both ends share: the socket, the reader loop, request correlation."""
+
+    def __init__(
+        self,
+        socket_type: int,
+        *,
+        on_request: RequestHandler | None,
+        on_event: EventHandler | None,
+        name: str,
+    ) -> None:
+        # Each process creates its own context: a context must never cross a fork.
+        self._ctx = zmq.asyncio.Context()
+        self._sock = self._ctx.socket(socket_type)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._sock.setsockopt(zmq.RCVHWM, RECV_HWM)
+        self._on_request = on_request
+        self._on_event = on_event
+        self._ids = IdSource()
+        self._pending: dict[int, asyncio.Future[Body]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self.name = name
+        self.dropped_frames = 0
+
+    def set_handlers(self, *, on_request: RequestHandler | None, on_event: EventHandler | None) -> None:
+        """Install the handlers (for owners built after their channel)."""
+        self._on_request = on_request
+        self._on_event = on_event
+
+    # -- sending -------------------------------------------------------------
+    def _send(self, identity: bytes | None, frame: Frame) -> asyncio.Future[Any]:
+        raise NotImplementedError
+
+    def _send_checked(self, identity: bytes | None, frame: Frame) -> None:
+        if self._closed:
+            raise PeerGone("channel closed")
+        try:
+            # zmq.asyncio completes a NOBLOCK send at once and reports its error on the
+            # returned future: result() raises it here, never in a callback nobody reads.
+            sent = self._send(identity, frame)
+            if not sent.done():  # only if a blocking send were queued before us; we never make one
+                sent.cancel()
+                raise PeerGone("send would block")
+            sent.result()
+        except zmq.Again:
+            raise PeerGone("peer's queue is full") from None
+        except zmq.ZMQError as exc:
+            raise PeerGone(f"peer unreachable: {exc.strerror}") from None
+
+    async def _request(self, identity: bytes | None, op: str, body: Body, timeout: float) -> Body:
+        rid = self._ids.next()
+        fut: asyncio.Future[Body] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            self._send_checked(identity, Frame(kind=REQ, op=op, body=body, id=rid))
+            reply = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"{op} got no reply within {timeout:.1f}s") from None
+        finally:
+            self._pending.pop(rid, None)
+        if reply.get("ok"):
+            result = reply.get("result")
+            return result if isinstance(result, dict) else {}
+        error = reply.get("error")
+        if not isinstance(error, dict):
+            error = {}
+        raise RemoteError(str(error.get("code", "REMOTE_ERROR")), str(error.get("message", "")))
+
+    # -- receiving -----------------------------------------------------------
+    def _split(self, parts: list[bytes]) -> tuple[bytes, bytes] | None:
+        raise NotImplementedError
+
+    def _seen(self, identity: bytes) -> None:
+        """Called for every valid frame: any frame counts as a heartbeat."""
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                parts = await self._sock.recv_multipart(copy=True)
+            except (asyncio.CancelledError, zmq.ContextTerminated):
+                raise
+            except zmq.ZMQError as exc:
+                if self._closed:
+                    return
+                log.warning("%s: receive failed: %s", self.name, exc)
+                continue
+            split = self._split(parts)
+            if split is None:
+                self._drop(b"?", f"unexpected frame layout ({len(parts)} parts)")
+                continue
+            identity, payload = split
+            try:
+                frame = decode(payload)
+            except ProtocolError as exc:
+                self._drop(identity, str(exc))
+                continue
+            self._seen(identity)
+            self._dispatch(identity, frame)
+
+    def _drop(self, identity: bytes, why: str) -> None:
+        self.dropped_frames += 1
+        log.warning(
+            "%s: dropped a frame from %s: %s (%d dropped so far)",
+            self.name,
+            _identity_text(identity),
+            why,
+            self.dropped_frames,
+        )
+
+    def _dispatch(self, identity: bytes, frame: Frame) -> None:
+        if frame.kind == HB:
+            return
+        if frame.kind == REP:
+            fut = self._pending.get(frame.id)
+            if fut is not None and not fut.done():
+                fut.set_result(frame.body)
+            return
+        if frame.kind == REQ:
+            self._spawn(self._answer(identity, frame))
+        elif frame.kind == EVENT and self._on_event is not None:
+            self._spawn(self._on_event(identity, frame.op, frame.body))
+
+    async def _answer(self, identity: bytes, frame: Frame) -> None:
+        if self._on_request is None:
+            body = fail("NO_HANDLER", f"{self.name} takes no requests")
+        else:
+            try:
+                body = ok(await self._on_request(identity, frame.op, frame.body))
+            except RemoteError as exc:
+                body = fail(exc.code, exc.message)
+            except Exception as exc:
+                log.exception("%s: handler for %s failed", self.name, frame.op)
+                body = fail("INTERNAL", type(exc).__name__)
+        try:
+            self._send_checked(identity, Frame(kind=REP, op=frame.op, body=body, id=frame.id))
+        except PeerGone as exc:
+            log.info("%s: reply to %s not sent: %s", self.name, _identity_text(identity), exc)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: handler failed", self.name, exc_info=task.exception())
+
+    # -- lifecycle -----------------------------------------------------------
+    def _start_reader(self) -> None:
+        self._reader = asyncio.create_task(self._read_loop(), name=f"{self.name}-reader")
+
+    async def close(self) -> None:
+        """Stop reading, fail pending requests, close the socket and the context."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(PeerGone("channel closed"))
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+
+class RouterChannel(_Endpoint):
+    """The binding side: many peers, each known by its routing identity.
+
+    The owner decides which identities it heartbeats (``track``) and when a peer
+    is dead (``silence`` tells how long a peer has said nothing).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        on_request: RequestHandler | None = None,
+        on_event: EventHandler | None = None,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        name: str = "router",
+    ) -> None:
+        super().__init__(zmq.ROUTER, on_request=on_request, on_event=on_event, name=name)
+        # A send to a vanished peer fails loudly instead of disappearing.
+        self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # No ROUTER_HANDOVER: a second connection claiming a live identity is refused,
+        # so nobody can take over a session's routing by guessing its identity.
+        self.endpoint = endpoint
+        self.heartbeat_interval = heartbeat_interval
+        self._last_seen: dict[bytes, float] = {}
+        self._tracked: set[bytes] = set()
+        self._beater: asyncio.Task[None] | None = None
+        self._bound = False
+
+    def bind(self) -> str:
+        """Bind and start reading; returns the bound endpoint (with the real port for tcp://*:0)."""
+        self._sock.bind(self.endpoint)
+        self._bound = True
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._start_reader()
+        self._beater = asyncio.create_task(self._beat_loop(), name=f"{self.name}-heartbeat")
+        return self.endpoint
+
+    def _send(self, identity: bytes | None, frame: Frame) -> asyncio.Future[Any]:
+        assert identity is not None
+        return self._sock.send_multipart([identity, encode(frame)], flags=zmq.NOBLOCK)  # type: ignore[return-value]
+
+    def _split(self, parts: list[bytes]) -> tuple[bytes, bytes] | None:
+        if len(parts) != 2:
+            return None
+        return parts[0], parts[1]
+
+    def _seen(self, identity: bytes) -> None:
+        self._last_seen[identity] = time.monotonic()
+
+    def track(self, identity: bytes) -> None:
+        """Heartbeat this peer from now on; its silence counts from now."""
+        self._tracked.add(identity)
+        self._last_seen.setdefault(identity, time.monotonic())
+
+    def forget(self, identity: bytes) -> None:
+        """Stop heartbeating a peer and forget when it was last heard."""
+        self._tracked.discard(identity)
+        self._last_seen.pop(identity, None)
+
+    def silence(self, identity: bytes) -> float | None:
+        """Seconds since the peer's last frame, or None if it was never heard."""
+        seen = self._last_seen.get(identity)
+        return None if seen is None else time.monotonic() - seen
+
+    def heard(self, identity: bytes) -> bool:
+        """True once any frame from this peer arrived."""
+        return identity in self._last_seen
+
+    async def request(self, identity: bytes, op: str, body: Body | None = None, *, timeout: float) -> Body:
+        """Send a request to one peer and wait for its result (or RemoteError/RequestTimeout/PeerGone)."""
+        return await self._request(identity, op, body or {}, timeout)
+
+    def emit(self, identity: bytes, op: str, body: Body | None = None) -> None:
+        """Send an event to one peer; raises PeerGone if it cannot be sent now."""
+        self._send_checked(identity, Frame(kind=EVENT, op=op, body=body or {}))
+
+    async def _beat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            beat = Frame(kind=HB)
+            for identity in list(self._tracked):
+                try:
+                    self._send_checked(identity, beat)
+                except PeerGone:
+                    pass  # not connected yet, or gone: the owner's liveness check decides
+
+    async def close(self) -> None:
+        if self._beater is not None:
+            self._beater.cancel()
+            with contextlib.suppress(BaseException):
+                await self._beater
+        await super().close()
+
+
+class DealerChannel(_Endpoint):
+    """The connecting side: one peer (the binder), beaten and watched.
+
+    ``on_peer_lost`` runs once when nothing was heard from the binder for
+    ``heartbeat_interval * liveness`` seconds.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        identity: bytes,
+        *,
+        on_request: RequestHandler | None = None,
+        on_event: EventHandler | None = None,
+        on_peer_lost: Callable[[], Awaitable[None]] | None = None,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        liveness: int = HEARTBEAT_LIVENESS,
+        name: str = "dealer",
+    ) -> None:
+        super().__init__(zmq.DEALER, on_request=on_request, on_event=on_event, name=name)
+        # The identity must be set before connecting: it names this incarnation.
+        self._sock.setsockopt(zmq.IDENTITY, identity)
+        self.identity = identity
+        self.endpoint = endpoint
+        self.heartbeat_interval = heartbeat_interval
+        self.liveness = liveness
+        self._on_peer_lost = on_peer_lost
+        self._last_heard = time.monotonic()
+        self._beater: asyncio.Task[None] | None = None
+
+    def connect(self) -> None:
+        """Connect and start reading and heartbeating."""
+        self._sock.connect(self.endpoint)
+        self._last_heard = time.monotonic()
+        self._start_reader()
+        self._beater = asyncio.create_task(self._beat_loop(), name=f"{self.name}-heartbeat")
+
+    def _send(self, identity: bytes | None, frame: Frame) -> asyncio.Future[Any]:
+        return self._sock.send(encode(frame), flags=zmq.NOBLOCK)  # type: ignore[return-value]
+
+    def _split(self, parts: list[bytes]) -> tuple[bytes, bytes] | None:
+        if len(parts) != 1:
+            return None
+        return b"peer", parts[0]
+
+    def _seen(self, identity: bytes) -> None:
+        self._last_heard = time.monotonic()
+
+    @property
+    def silence(self) -> float:
+        """Seconds since the last frame from the peer."""
+        return time.monotonic() - self._last_heard
+
+    async def request(self, op: str, body: Body | None = None, *, timeout: float) -> Body:
+        """Send a request to the peer and wait for its result."""
+        return await self._request(None, op, body or {}, timeout)
+
+    def emit(self, op: str, body: Body | None = None) -> None:
+        """Send an event; raises PeerGone if it cannot be queued now."""
+        self._send_checked(None, Frame(kind=EVENT, op=op, body=body or {}))
+
+    async def _beat_loop(self) -> None:
+        beat = Frame(kind=HB)
+        lost = False
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            with contextlib.suppress(PeerGone):
+                self._send_checked(None, beat)
+            if self.silence > self.heartbeat_interval * self.liveness:
+                if not lost and self._on_peer_lost is not None:
+                    lost = True
+                    log.warning("%s: peer silent for %.1fs", self.name, self.silence)
+                    self._spawn(self._on_peer_lost())
+            else:
+                lost = False
+
+    async def close(self) -> None:
+        if self._beater is not None:
+            self._beater.cancel()
+            with contextlib.suppress(BaseException):
+                await self._beater
+        await super().close()
