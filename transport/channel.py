@@ -281,7 +281,9 @@ class RouterChannel(_Endpoint):
         return parts[0], parts[1]
 
     def _seen(self, identity: bytes) -> None:
-        self._last_seen[identity] = time.monotonic()
+        # Only tracked peers: a forgotten peer that still speaks must not grow the map forever.
+        if identity in self._tracked:
+            self._last_seen[identity] = time.monotonic()
 
     def track(self, identity: bytes) -> None:
         """Heartbeat this peer from now on; its silence counts from now."""
@@ -294,13 +296,9 @@ class RouterChannel(_Endpoint):
         self._last_seen.pop(identity, None)
 
     def silence(self, identity: bytes) -> float | None:
-        """Seconds since the peer's last frame, or None if it was never heard."""
+        """Seconds since the peer's last frame (or since tracked), None for an untracked peer."""
         seen = self._last_seen.get(identity)
         return None if seen is None else time.monotonic() - seen
-
-    def heard(self, identity: bytes) -> bool:
-        """True once any frame from this peer arrived."""
-        return identity in self._last_seen
 
     async def request(self, identity: bytes, op: str, body: Body | None = None, *, timeout: float) -> Body:
         """Send a request to one peer and wait for its result (or RemoteError/RequestTimeout/PeerGone)."""
