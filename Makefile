@@ -22,6 +22,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Figures come from here, never from timed assertions in tests.
+bench: $(STAMP)
+	$(BIN)/python bench/recovery.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check supervisor session_proc transport tests
 	$(BIN)/mypy

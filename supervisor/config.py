@@ -109,7 +109,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if log_format not in ("json", "text", "auto"):
         raise ConfigError(f"LOG_FORMAT={log_format!r} must be json, text or auto")
     policy = RestartPolicy(
-        backoff_initial=_float(env, "RESTART_BACKOFF_INITIAL", 0.25, minimum=0.0),
+        backoff_initial=_float(env, "RESTART_BACKOFF_INITIAL", 0.1, minimum=0.0),
         backoff_max=_float(env, "RESTART_BACKOFF_MAX", 30.0, minimum=0.0),
         intensity=_int(env, "RESTART_INTENSITY", 5, minimum=1),
         period=_float(env, "RESTART_PERIOD", 60.0, minimum=1.0),

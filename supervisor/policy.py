@@ -20,7 +20,7 @@ class RestartPolicy:
     """Tunables of the restart policy (OTP "transient" restarts, counted per child)."""
 
     # delay before the first restart after a crash, in seconds
-    backoff_initial: float = 0.25
+    backoff_initial: float = 0.1
     # upper bound of the restart delay, jitter included, in seconds
     backoff_max: float = 30.0
     # growth of the delay per consecutive crash

@@ -63,7 +63,6 @@ class Worker:
         self.port = free_port()
         self.sim_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.hub_url = f"http://127.0.0.1:{self.sim_port}"
         self.env = {
             **os.environ,
             "PORT": str(self.port),
@@ -81,6 +80,7 @@ class Worker:
             "LOG_LEVEL": "info",
             **(env_overrides or {}),
         }
+        self.hub_url = f"http://127.0.0.1:{self.env['SIM_PORT']}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.http: aiohttp.ClientSession | None = None
         self.log_path = storage / "worker.log"

@@ -32,7 +32,8 @@ from supervisor.policy import (
 )
 from supervisor.states import ProcState
 
-POLICY = RestartPolicy()
+# The tests spell out the delays of a 0.25 s first backoff.
+POLICY = RestartPolicy(backoff_initial=0.25)
 NO_JITTER = 0.5  # the jitter sample that leaves the delay as it is
 SIGKILL = 9
 SIGTERM = 15
@@ -170,7 +171,7 @@ def test_happy_start_is_running_only_after_start_secs() -> None:
 
 
 def test_start_secs_zero_means_running_at_ready() -> None:
-    policy = RestartPolicy(start_secs=0.0)
+    policy = RestartPolicy(backoff_initial=0.25, start_secs=0.0)
     run = feed(ProcRecord(), [Start(0.0), Spawned(0.0, PID), Ready(0.3)], policy)
     assert run.record.state is ProcState.RUNNING
     assert run.record.running_since == 0.3
@@ -243,7 +244,7 @@ def test_backoff_delay_doubles_up_to_the_cap(attempt: int, delay: float) -> None
 
 
 def test_crash_loop_delays_grow_and_cap_at_backoff_max() -> None:
-    policy = RestartPolicy(intensity=1000)
+    policy = RestartPolicy(backoff_initial=0.25, intensity=1000)
     run = crash_loop(running(), crashes=10, start=5.0, policy=policy)
     delays = [float(line.split()[2].rstrip("s")) for line in run.log if line.startswith("restarting in")]
     assert delays == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
@@ -272,7 +273,7 @@ def test_jitter_is_linear_in_the_sample(sample: float, delay: float) -> None:
 
 @pytest.mark.parametrize(("jitter_fraction", "sample"), [(2.0, 0.0), (1.0, 0.0), (5.0, 0.999)])
 def test_jitter_never_gives_a_negative_or_over_cap_delay(jitter_fraction: float, sample: float) -> None:
-    policy = RestartPolicy(jitter=jitter_fraction)
+    policy = RestartPolicy(backoff_initial=0.25, jitter=jitter_fraction)
     for attempt in range(12):
         assert 0.0 <= backoff_delay(attempt, policy, sample) <= policy.backoff_max
 
@@ -368,7 +369,7 @@ def test_crashes_spread_wider_than_the_period_never_go_fatal(
     period: float,
     gap: float,
 ) -> None:
-    policy = RestartPolicy(intensity=intensity, period=period, stable_secs=1e9, backoff_max=0.01)
+    policy = RestartPolicy(backoff_initial=0.25, intensity=intensity, period=period, stable_secs=1e9, backoff_max=0.01)
     run = crash_loop(running(), crashes=50, start=5.0, gap=gap, policy=policy)
     assert run.record.state is ProcState.BACKOFF
     assert run.record.restarts == 49

@@ -264,3 +264,53 @@ async def test_ps_shows_the_session_processes(tmp_path: Path) -> None:
         assert row.split()[:4] == ["ps-a", "connected", "RUNNING", str(a["pid"])]
         # The process is findable by its title.
         assert psutil.Process(a["pid"]).cmdline()[0].startswith("wa-session ps-a")
+
+
+async def test_hub_is_supervised_and_sessions_reconnect_after_it_crashes(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("hubbed", "6281200001")
+        session_pid = (await w.session("hubbed"))["pid"]
+        [hub] = [p for p in w.child_pids() if psutil.Process(p).cmdline()[0].startswith("wa-sim-hub")]
+        killed_at = time.time()
+        os.kill(hub, signal.SIGKILL)
+
+        async def hub_back() -> int | None:
+            pids = [p for p in w.child_pids() if p != hub and "wa-sim-hub" in " ".join(psutil.Process(p).cmdline())]
+            return pids[0] if pids else None
+
+        await wait_for(hub_back, what="a new hub process")
+        # The session process outlives the hub's crash, notices it, and reconnects with its stored credentials.
+        s = await w.wait_session(
+            "hubbed",
+            lambda s: s["status"] == "connected" and time.time() - s["secondsInStatus"] > killed_at,
+            timeout=30,
+            what="connected again since the hub was killed",
+        )
+        assert s["pid"] == session_pid and s["qrCount"] == 1
+        status, _ = await w.api("POST", "/session/hubbed/send", json={"to": "6289999", "text": "after hub crash"})
+        assert status == 200
+
+
+async def test_standalone_hub_shared_through_sim_hub(tmp_path: Path) -> None:
+    from harness import free_port
+
+    zmq_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SIM_HUB": f"tcp://127.0.0.1:{zmq_port}",
+        "SIM_PORT": str(http_port),
+        "STORAGE_DIR": str(tmp_path / "hub"),
+    }
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "sim"], env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    try:
+        assert hub.stdout is not None
+        ready = json.loads(await asyncio.to_thread(hub.stdout.readline))
+        assert ready["ready"] is True and ready["zmq"] == f"tcp://127.0.0.1:{zmq_port}"
+        async with running_worker(tmp_path / "w", SIM_HUB=env["SIM_HUB"], SIM_PORT=str(http_port)) as w:
+            assert not [p for p in w.child_pids() if "wa-sim-hub" in " ".join(psutil.Process(p).cmdline())]
+            await w.create_linked("shared", "6281300001")
+    finally:
+        hub.terminate()
+        hub.wait(timeout=10)
