@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from harness import running_worker  # noqa: E402 - the tests' way of running a worker as a user would
+from harness import running_worker
 
 
 def bare_spawn_seconds(runs: int) -> float:
