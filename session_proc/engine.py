@@ -38,8 +38,14 @@ class OutgoingMessage:
     media_path: str | None = None
     mimetype: str | None = None
     filename: str | None = None
-    reply_to: str | None = None
-    mentions: list[str] = field(default_factory=list)
+    reply_to: str | None = None  # id of the quoted message (a reply)
+    mentions: list[str] = field(default_factory=list)  # JIDs mentioned in text/caption
+    latitude: float | None = None  # type "location"
+    longitude: float | None = None
+    name: str | None = None  # location name, or a contact's display name
+    address: str | None = None  # location address
+    vcard: str | None = None  # type "contact"
+    reaction_to: str | None = None  # type "reaction": the message reacted to; the emoji is `text` ("" removes it)
 
     @classmethod
     def from_wire(cls, body: dict[str, Any]) -> OutgoingMessage:
@@ -75,6 +81,13 @@ class IncomingMessage:
     media_path: str | None = None
     reply_to: str | None = None
     from_me: bool = False
+    latitude: float | None = None
+    longitude: float | None = None
+    name: str | None = None
+    address: str | None = None
+    vcard: str | None = None
+    reaction_to: str | None = None
+    mentions: list[str] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
@@ -31,6 +31,7 @@ from session_proc.sim import ops
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
 
+T = TypeVar("T")
 log = logging.getLogger("sim.engine")
 
 BACKOFF_MIN = 0.2  # seconds before the first reconnect; doubles up to BACKOFF_MAX
@@ -156,6 +157,14 @@ class SimEngine(Engine):
             "text": message.text,
             "caption": message.caption,
             "mimetype": message.mimetype,
+            "latitude": message.latitude,
+            "longitude": message.longitude,
+            "name": message.name,
+            "address": message.address,
+            "vcard": message.vcard,
+            "reactionTo": message.reaction_to,
+            "quotedId": message.reply_to,
+            "mentions": message.mentions or None,
         }
         if message.type in ops.MEDIA_TYPES:
             if not message.media_path:
@@ -467,6 +476,14 @@ class SimEngine(Engine):
             mimetype=mimetype,
             media_size=media_size if isinstance(media_size, int) else None,
             media_path=media_path,
+            reply_to=_opt(body, "quotedId", str),
+            latitude=_opt(body, "latitude", float),
+            longitude=_opt(body, "longitude", float),
+            name=_opt(body, "name", str),
+            address=_opt(body, "address", str),
+            vcard=_opt(body, "vcard", str),
+            reaction_to=_opt(body, "reactionTo", str),
+            mentions=[m for m in body.get("mentions") or [] if isinstance(m, str)],
         )
 
     def _on_receipt(self, body: dict[str, Any]) -> None:
@@ -532,3 +549,11 @@ def _write_media(directory: Path, msg_id: str, mimetype: str | None, data: bytes
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
+
+
+def _opt(body: dict[str, Any], key: str, kind: type[T]) -> T | None:
+    """``body[key]`` if it has the expected type (ints count as floats), else None."""
+    value = body.get(key)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return value if isinstance(value, kind) else None

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import logging
 import os
@@ -158,6 +159,21 @@ def req_str(body: dict[str, Any], key: str, *, max_len: int = 1 << 20) -> str:
     if not value:
         raise HubError(400, "BAD_REQUEST", f"{key} is required")
     return value
+
+
+def message_extra(body: dict[str, Any], media: bytes | None = None) -> dict[str, Any]:
+    """The optional message fields of ``body`` (see ops.EXTRA_FIELDS), type-checked, plus the media's digest."""
+    extra: dict[str, Any] = {}
+    for key, types in ops.EXTRA_FIELDS.items():
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise HubError(400, "BAD_REQUEST", f"{key} has the wrong type")
+        extra[key] = value
+    if media is not None:
+        extra["mediaSha256"] = hashlib.sha256(media).hexdigest()
+    return extra
 
 
 def _opt_size(body: dict[str, Any], key: str) -> int | None:
@@ -332,6 +348,7 @@ class Hub:
             mimetype=opt_str(body, "mimetype", max_len=255),
             timestamp=ts,
             deliveries=1,
+            extra=message_extra(body, media),
         )
         deliveries = self._store.record_delivery(entry)
         # Session to session: the recipient's linked devices receive it like any incoming message.
@@ -416,6 +433,7 @@ class Hub:
             mimetype=opt_str(body, "mimetype", max_len=255),
             timestamp=time.time(),
             deliveries=1,
+            extra=message_extra(body, media),
         )
         incoming = self._incoming_body(entry, media)
         pushed = False
@@ -552,6 +570,7 @@ class Hub:
             "mimetype": entry.mimetype,
             "mediaSize": entry.media_size,
             "timestamp": entry.timestamp,
+            **entry.extra,
         }
         if media is not None:
             body["mediaBase64"] = base64.b64encode(media).decode()

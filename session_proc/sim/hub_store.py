@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     mimetype    TEXT,
     timestamp   REAL NOT NULL,
     deliveries  INTEGER NOT NULL DEFAULT 1,
+    extra       TEXT,  -- JSON: location, contact, reaction, reply and mention fields, mediaSha256
     UNIQUE (phone, id)
 );
 
@@ -82,10 +83,12 @@ class InboxEntry:
     mimetype: str | None
     timestamp: float
     deliveries: int
+    extra: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         """The entry as ``GET /phones/{phone}/messages`` shows it."""
         return {
+            **self.extra,
             "id": self.id,
             "from": self.from_phone,
             "to": self.phone,
@@ -121,6 +124,9 @@ class HubStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(inbox)")}
+        if "extra" not in columns:  # a hub.db from before message extras
+            self._db.execute("ALTER TABLE inbox ADD COLUMN extra TEXT")
 
     def close(self) -> None:
         """Close the database."""
@@ -183,7 +189,7 @@ class HubStore:
             if cur.rowcount == 0:
                 self._db.execute(
                     "INSERT INTO inbox (phone, id, from_phone, from_device, type, text, caption,"
-                    " media_size, mimetype, timestamp, deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                    " media_size, mimetype, timestamp, deliveries, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
                     (
                         entry.phone,
                         entry.id,
@@ -195,6 +201,7 @@ class HubStore:
                         entry.media_size,
                         entry.mimetype,
                         entry.timestamp,
+                        json.dumps(entry.extra) if entry.extra else None,
                     ),
                 )
             row = self._db.execute(
@@ -206,7 +213,7 @@ class HubStore:
         """What a phone received, oldest first; only the given ids when ``ids`` is set."""
         sql = (
             "SELECT id, phone, from_phone, from_device, type, text, caption, media_size, mimetype,"
-            " timestamp, deliveries FROM inbox WHERE phone = ?"
+            " timestamp, deliveries, extra FROM inbox WHERE phone = ?"
         )
         args: list[Any] = [phone]
         if ids is not None:
@@ -214,7 +221,7 @@ class HubStore:
                 return []
             sql += f" AND id IN ({','.join('?' * len(ids))})"
             args.extend(ids)
-        return [InboxEntry(*row) for row in self._db.execute(sql + " ORDER BY seq", args)]
+        return [_inbox_entry(row) for row in self._db.execute(sql + " ORDER BY seq", args)]
 
     # -- pending pushes --------------------------------------------------------
     def add_pending(self, device_id: str, kind: str, msg_id: str, body: dict[str, Any]) -> Pending | None:
@@ -268,3 +275,11 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _inbox_entry(row: tuple[Any, ...]) -> InboxEntry:
+    (msg_id, phone, from_phone, from_device, kind, text, caption, size, mimetype, ts, deliveries, extra) = row
+    return InboxEntry(
+        msg_id, phone, from_phone, from_device, kind, text, caption, size, mimetype, ts, deliveries,
+        json.loads(extra) if extra else {},
+    )

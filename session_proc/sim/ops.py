@@ -43,3 +43,17 @@ ERR_BAD_REQUEST = "BAD_REQUEST"
 ERR_ALREADY_LINKED = "ALREADY_LINKED"
 
 MEDIA_TYPES = frozenset({"image", "document", "audio", "video"})
+
+# Optional message fields carried as they are, by the send and message ops and in inboxes:
+# location (latitude, longitude, name, address), contact (name, vcard), reaction (reactionTo, emoji in text),
+# reply (quotedId), mentions (list of JIDs). The hub checks their types, never their meaning.
+EXTRA_FIELDS: dict[str, tuple[type, ...]] = {
+    "latitude": (int, float),
+    "longitude": (int, float),
+    "name": (str,),
+    "address": (str,),
+    "vcard": (str,),
+    "reactionTo": (str,),
+    "quotedId": (str,),
+    "mentions": (list,),
+}
