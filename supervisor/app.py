@@ -20,14 +20,14 @@ from typing import Any
 
 from aiohttp import web
 
-from supervisor import worker_token
-from supervisor.api import health_routes, session_routes
-from supervisor.api.auth import token_middleware
-from supervisor.api.errors import error_middleware
-from supervisor.api.keys import REGISTRY, SETTINGS, WORKER, WorkerInfo
+from supervisor import drain, worker_token
+from supervisor.api import media_routes, message_routes
+from supervisor.api.install import client_max_size, install_api
+from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER, WorkerInfo
 from supervisor.config import Settings
 from supervisor.session_child import ChildConfig
 from supervisor.sessions import SessionRegistry
+from supervisor.storage.service import SessionStorage, build_storage
 from supervisor.sim_hub import SimHubChild
 from supervisor.store import Store
 from transport.channel import RouterChannel
@@ -102,6 +102,7 @@ def worker_context(settings: Settings, token: str) -> Any:
             name="supervisor",
         )
         registry: SessionRegistry | None = None
+        storage: SessionStorage | None = None
         try:
             engine_options: dict[str, Any] = {}
             if settings.engine == "sim":
@@ -122,7 +123,12 @@ def worker_context(settings: Settings, token: str) -> Any:
                 log_format="text" if settings.log_format == "text" else "json",
                 engine_options=engine_options,
             )
-            registry = SessionRegistry(settings, store, router, config)
+            storage = build_storage(settings, token)
+            await storage.start()  # MinIO down: retried in the background, the worker starts anyway
+            app[STORAGE] = storage
+            if drain.DRAIN_PLAN in app:
+                app[drain.DRAIN_PLAN].register("backup_auth", storage.backup_running)
+            registry = SessionRegistry(settings, store, router, config, storage=storage)
             router.set_handlers(on_request=registry.on_child_request, on_event=registry.on_child_event)
             app[REGISTRY] = registry
             await registry.start()
@@ -137,6 +143,8 @@ def worker_context(settings: Settings, token: str) -> Any:
         finally:
             if registry is not None:
                 await registry.shutdown()
+            if storage is not None:
+                await storage.close()  # final backups land (bounded), leases released
             if hub is not None:
                 hub.stop()
                 with contextlib.suppress(TimeoutError):
@@ -154,13 +162,13 @@ def worker_context(settings: Settings, token: str) -> Any:
 def build_app(settings: Settings, token: str) -> web.Application:
     """The worker's aiohttp application; starting it starts the worker."""
     app = web.Application(
-        middlewares=[error_middleware, token_middleware(token)],  # type: ignore[list-item]
-        client_max_size=16 * 1024 * 1024,
+        client_max_size=client_max_size(settings),
     )
     app[SETTINGS] = settings
     app[WORKER] = WorkerInfo(engine=settings.engine)
-    app.add_routes(health_routes.routes)
-    app.add_routes(session_routes.routes)
+    install_api(app, settings, token)  # middlewares, session/health/metrics/docs routes
+    app.add_routes(message_routes.routes)
+    app.add_routes(media_routes.routes)
 
     async def on_shutdown(app: web.Application) -> None:
         # From the first SIGTERM on, refuse new work with 503 while children stop.
@@ -169,6 +177,8 @@ def build_app(settings: Settings, token: str) -> web.Application:
 
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(worker_context(settings, token))
+    # The SIGTERM drain's ordered steps; parts of the worker register theirs on app[DRAIN_PLAN].
+    drain.install(app, settings)
     return app
 
 

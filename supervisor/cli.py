@@ -11,7 +11,6 @@ import urllib.request
 from typing import Any, NoReturn
 
 from supervisor import config, worker_token
-from transport import logfmt
 
 
 def _settings() -> config.Settings:
@@ -24,25 +23,22 @@ def _settings() -> config.Settings:
 
 def serve(_args: argparse.Namespace) -> int:
     """Run the worker until SIGTERM/SIGINT."""
-    from aiohttp import web
+    import asyncio
 
+    from supervisor import drain, logs
     from supervisor.app import StartupError, build_app, resolve_token
 
     settings = _settings()
-    json_lines = {"json": True, "text": False}.get(settings.log_format)
-    logfmt.set_context(workerId=settings.worker_id)
-    logfmt.configure(settings.log_level, json_lines=json_lines)
     token = resolve_token(settings)
+    try:
+        logs.configure(settings, token=token)
+    except OSError as exc:
+        print(f"wa-worker: bad configuration: LOG_FILE_PATH={settings.log_file_path}: {exc.strerror}", file=sys.stderr)
+        return 2
     app = build_app(settings, token)
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            shutdown_timeout=5,
-            access_log=None,
-        )
+        # Our own runner, not web.run_app: the drain needs the second SIGTERM and a deadline (supervisor/drain.py).
+        asyncio.run(drain.serve(app, settings))
     except StartupError as exc:
         print(f"wa-worker: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -136,6 +132,23 @@ def ps(args: argparse.Namespace) -> int:
     return 0
 
 
+def health(args: argparse.Namespace) -> int:
+    """Exit 0 when the local worker's /health answers 200 (the container's HEALTHCHECK; no curl in the image)."""
+    port = os.environ.get("PORT") or "8001"
+    url = args.url or f"http://127.0.0.1:{port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            status = json.load(resp).get("status")
+    except urllib.error.HTTPError as exc:
+        print(f"wa-worker health: {url} answered {exc.code}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"wa-worker health: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wa-worker health: {status}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wa-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -146,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     p_ps.add_argument("--token", help="API token (default WORKER_AUTH_TOKEN or the stored one)")
     p_ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p_ps.set_defaults(func=ps)
+    p_health = sub.add_parser("health", help="check the local worker's /health (exit 0 when healthy)")
+    p_health.add_argument("--url", help="default http://127.0.0.1:$PORT/health")
+    p_health.add_argument("--timeout", type=float, default=4.0, help="seconds (default 4)")
+    p_health.set_defaults(func=health)
     args = parser.parse_args(argv)
     func = getattr(args, "func", serve)
     result: int = func(args)

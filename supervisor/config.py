@@ -6,10 +6,13 @@ A bad value stops the worker at start with one line naming the variable.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from supervisor.policy import RestartPolicy
 
@@ -45,10 +48,41 @@ class Settings:
     create_qr_wait: float = 3.0
     # Sessions from an earlier run start this far apart, so a restart does not reconnect all at once.
     start_stagger: float = 0.2
-    send_timeout: float = 30.0
+    # POST /send waits this long for the network's confirmation, then answers 202 pending.
+    send_timeout: float = 10.0
+    send_attempt_timeout: float = 15.0  # one try of one message in a session process
+    message_ttl: float = 3600.0  # an accepted message not sent by then becomes failed
     sample_interval: float = 5.0  # psutil sampling period
     shutdown_timeout: float = 15.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    # API: Bearer JWTs (HS256) are accepted when set; request bodies past MAX_UPLOAD_MB answer 413.
+    jwt_secret: str | None = None
+    max_upload_mb: float = 16.0
+    backend_url: str | None = None  # the gateway this worker reports to; /health checks it is reachable
+    # Per minute; 0 switches a limit off. Sends per session: WhatsApp bans accounts that blast.
+    rate_limit_send_per_session: int = 100
+    # Session operations (create, restart, logout, pair-code, delete) per client credential.
+    rate_limit_session_ops: int = 30
+    # -- deployment (DESIGN §8; parsed by _deployment) --
+    backend_heartbeat_interval: float = 30.0  # seconds; HEARTBEAT_INTERVAL is milliseconds, as in the seed
+    minio_endpoint: str | None = None  # host name only; unset: object storage on the local filesystem
+    minio_port: int = 9000
+    minio_access_key: str | None = None
+    minio_secret_key: str | None = field(default=None, repr=False)  # secrets stay out of reprs and logs
+    minio_use_ssl: bool = False
+    encryption_key: str | None = field(default=None, repr=False)  # encrypts auth-state backups when set
+    log_file_path: Path | None = None  # directory for error.log and combined.log (rotated); unset: stderr only
+    log_file_max_bytes: int = 10 * 1024 * 1024
+    log_file_backups: int = 5
+    # SIGTERM: finish sends, flush, back up, stop sessions within this many seconds, then exit anyway.
+    drain_timeout: float = 30.0
+    # -- object storage (DESIGN §7; parsed by _storage) --
+    sessions_bucket: str = "whatsapp-sessions"
+    media_bucket: str = "whatsapp-media"
+    lease_ttl: float = 15.0  # a session's lease lapses this long after its worker stopped renewing it
+    presign_expiry: float = 3600.0  # seconds a media URL in an API answer stays valid
+    backup_debounce: float = 1.0  # a credentials change is backed up once it has been quiet this long
+    backup_retry_max: float = 10.0  # failed backups retry with backoff up to this many seconds apart
 
     @property
     def run_dir(self) -> Path:
@@ -92,6 +126,93 @@ def _database_path(env: Mapping[str, str], storage_dir: Path) -> Path:
     raise ConfigError(f"DATABASE_URL={raw!r}: only sqlite:/// URLs are supported")
 
 
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    parsed = urlsplit(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"{name}={raw!r} must be an http:// or https:// URL with a host")
+    return raw.rstrip("/")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _secret(env: Mapping[str, str], name: str, *, min_length: int) -> str | None:
+    # The value itself never appears in an error: this line ends up in logs.
+    raw = env.get(name)
+    if not raw:
+        return None
+    if len(raw) < min_length:
+        raise ConfigError(f"{name} is too short: use at least {min_length} characters")
+    return raw
+
+
+def _deployment(env: Mapping[str, str]) -> dict[str, Any]:
+    """The deployment variables (backend, MinIO, keys, log files, drain) as Settings fields."""
+    minio_endpoint = env.get("MINIO_ENDPOINT") or None
+    if minio_endpoint is not None and ("://" in minio_endpoint or "/" in minio_endpoint):
+        raise ConfigError(
+            f"MINIO_ENDPOINT={minio_endpoint!r} must be a host name only (MINIO_PORT and MINIO_USE_SSL say the rest)"
+        )
+    minio_port = _int(env, "MINIO_PORT", 9000, minimum=1)
+    if minio_port > 65535:
+        raise ConfigError(f"MINIO_PORT={minio_port} is not a TCP port")
+    access_key = env.get("MINIO_ACCESS_KEY") or None
+    secret_key = env.get("MINIO_SECRET_KEY") or None
+    if minio_endpoint is not None:
+        for name, value in (("MINIO_ACCESS_KEY", access_key), ("MINIO_SECRET_KEY", secret_key)):
+            if value is None:
+                raise ConfigError(f"{name} is required when MINIO_ENDPOINT is set")
+    log_file_path = Path(env["LOG_FILE_PATH"]) if env.get("LOG_FILE_PATH") else None
+    if log_file_path is not None and log_file_path.exists() and not log_file_path.is_dir():
+        raise ConfigError(f"LOG_FILE_PATH={str(log_file_path)!r} must be a directory (error.log, combined.log)")
+    heartbeat_ms = _int(env, "HEARTBEAT_INTERVAL", 30000, minimum=1000)
+    _http_url(env, "BACKEND_URL")  # validated here; the field is read in load()
+    return {
+        "backend_heartbeat_interval": heartbeat_ms / 1000.0,
+        "minio_endpoint": minio_endpoint,
+        "minio_port": minio_port,
+        "minio_access_key": access_key,
+        "minio_secret_key": secret_key,
+        "minio_use_ssl": _bool(env, "MINIO_USE_SSL", False),
+        # 32 characters: a 256-bit key in hex or base64, or a passphrase long enough to derive one.
+        "encryption_key": _secret(env, "ENCRYPTION_KEY", min_length=32),
+        "log_file_path": log_file_path,
+        "log_file_max_bytes": _int(env, "LOG_FILE_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
+        "log_file_backups": _int(env, "LOG_FILE_BACKUPS", 5, minimum=1),
+        "drain_timeout": _float(env, "DRAIN_TIMEOUT", 30.0, minimum=1.0),
+    }
+
+
+def _storage(env: Mapping[str, str]) -> dict[str, Any]:
+    """Buckets, leases, media URLs and backup timing as Settings fields."""
+    buckets = {}
+    for name, default in (("MINIO_SESSIONS_BUCKET", "whatsapp-sessions"), ("MINIO_MEDIA_BUCKET", "whatsapp-media")):
+        value = env.get(name) or default
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+            raise ConfigError(f"{name}={value!r} is not a valid bucket name (3-63 of a-z, 0-9, '.', '-')")
+        buckets[name] = value
+    return {
+        "sessions_bucket": buckets["MINIO_SESSIONS_BUCKET"],
+        "media_bucket": buckets["MINIO_MEDIA_BUCKET"],
+        "lease_ttl": _float(env, "LEASE_TTL", 15.0, minimum=1.0),
+        "presign_expiry": _float(env, "PRESIGN_EXPIRY", 3600.0, minimum=1.0),
+        "backup_debounce": _float(env, "BACKUP_DEBOUNCE", 1.0),
+        "backup_retry_max": _float(env, "BACKUP_RETRY_MAX", 10.0, minimum=0.1),
+    }
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Parse settings from ``env`` (default: os.environ); raise ConfigError naming the bad variable."""
     env = os.environ if env is None else env
@@ -117,6 +238,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         stable_secs=_float(env, "RESTART_STABLE_SECS", 10.0),
     )
     sim_port = _int(env, "SIM_PORT", 8002)
+    jwt_secret = env.get("JWT_SECRET") or None
+    if jwt_secret is not None and len(jwt_secret) < 32:
+        # HS256 with a short secret can be brute-forced offline from one captured token.
+        raise ConfigError("JWT_SECRET must be at least 32 characters")
     return Settings(
         host=env.get("HOST") or "0.0.0.0",
         port=port,
@@ -136,8 +261,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         session_heartbeat_liveness=_int(env, "SESSION_HEARTBEAT_LIVENESS", 3, minimum=2),
         create_qr_wait=_float(env, "CREATE_QR_WAIT", 3.0),
         start_stagger=_float(env, "START_STAGGER", 0.2),
-        send_timeout=_float(env, "SEND_TIMEOUT", 30.0, minimum=0.1),
+        send_timeout=_float(env, "SEND_TIMEOUT", 10.0, minimum=0.1),
+        send_attempt_timeout=_float(env, "SEND_ATTEMPT_TIMEOUT", 15.0, minimum=0.1),
+        message_ttl=_float(env, "MESSAGE_TTL", 3600.0, minimum=1.0),
         sample_interval=_float(env, "SAMPLE_INTERVAL", 5.0, minimum=0.1),
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", 15.0, minimum=0.1),
         restart_policy=policy,
+        jwt_secret=jwt_secret,
+        backend_url=env.get("BACKEND_URL") or None,
+        max_upload_mb=_float(env, "MAX_UPLOAD_MB", 16.0, minimum=0.001),
+        rate_limit_send_per_session=_int(env, "RATE_LIMIT_SEND_PER_SESSION", 100),
+        rate_limit_session_ops=_int(env, "RATE_LIMIT_SESSION_OPS", 30),
+        **_deployment(env),
+        **_storage(env),
     )

@@ -113,7 +113,10 @@ class SessionChild(ChildProcess):
         self.router.track(identity_of(self.session_id, incarnation))
 
     def on_exited(self, incarnation: int) -> None:
-        self.router.forget(identity_of(self.session_id, incarnation))
+        identity = identity_of(self.session_id, incarnation)
+        self.router.forget(identity)
+        # Whoever waits on this child (a send) learns now, not at its timeout.
+        self.router.fail_pending(identity, "the session process exited")
 
     def mark_ready(self, incarnation: int) -> None:
         """The child of ``incarnation`` announced itself."""

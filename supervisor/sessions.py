@@ -15,17 +15,22 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from supervisor.config import Settings
+from supervisor.inflight import InFlight, counted_send
 from supervisor.message_id import new_message_id
+from supervisor.outbox import Outbox, OutboxSettings, SendAnswer
 from supervisor.policy import ExitInfo, ProcRecord
 from supervisor.procs import ChildProcess
 from supervisor.sampler import ProcessSampler, ProcStats
 from supervisor.session_child import ChildConfig, SessionChild, parse_identity
 from supervisor.states import ProcState
-from supervisor.store import SessionRow, Store
-from transport.channel import ChannelError, PeerGone, RemoteError, RequestTimeout, RouterChannel
+from supervisor.storage.service import BackupRefused, LeaseHeld, SessionStorage, StorageError
+from supervisor.store import MessageRow, SessionRow, Store
+from supervisor.timefmt import iso
+from transport.channel import ChannelError, RemoteError, RouterChannel
 
 log = logging.getLogger("supervisor.sessions")
 
@@ -60,14 +65,11 @@ class Session:
     qr_count: int = 0
     last_error: str | None = None
     last_seen: float | None = None
-    messages_in: int = 0
-    messages_out: int = 0
+    message_count: int = 0  # messages in history, in and out (kept equal to the store's count)
+    messages_in: int = 0  # received since the worker started
+    messages_out: int = 0  # accepted for sending since the worker started
     stats: ProcStats | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def message_count(self) -> int:
-        return self.messages_in + self.messages_out
 
     @property
     def last_exit(self) -> ExitInfo | None:
@@ -87,15 +89,40 @@ class Session:
 class SessionRegistry:
     """All sessions of this worker and their children."""
 
-    def __init__(self, settings: Settings, store: Store, router: RouterChannel, child_config: ChildConfig) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        router: RouterChannel,
+        child_config: ChildConfig,
+        *,
+        storage: SessionStorage | None = None,
+    ) -> None:
         self.settings = settings
+        # Leases, backups and media in object storage; None: no storage hooks (unit tests).
+        self.storage = storage
+        if storage is not None:
+            storage.set_lease_lost_handler(self._lease_lost)
         self.store = store
         self.router = router
         self.child_config = child_config
         self.sessions: dict[str, Session] = {}
         self.draining = False
+        # POST /send calls under way: the drain lets them answer before it stops the session processes.
+        self.sends_in_flight = InFlight()
+        self._shutdown: asyncio.Future[None] | None = None
         self.sampler = ProcessSampler()
         self.supervisor_stats: ProcStats | None = None
+        self.outbox = Outbox(
+            store,
+            router,
+            self._connected_identity,
+            OutboxSettings(
+                attempt_timeout=settings.send_attempt_timeout,
+                send_timeout=settings.send_timeout,
+                message_ttl=settings.message_ttl,
+            ),
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._log_extra = {"workerId": settings.worker_id}
@@ -120,16 +147,19 @@ class SessionRegistry:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat-monitor"),
             asyncio.create_task(self._sample_loop(), name="process-sampler"),
         ]
+        await self.outbox.start()
         rows = await self.store.sessions()
+        counts = await self.store.message_counts()
         if rows:
-            self._spawn(self._restore(rows))
+            self._spawn(self._restore(rows, counts))
 
-    async def _restore(self, rows: list[SessionRow]) -> None:
+    async def _restore(self, rows: list[SessionRow], counts: dict[str, int]) -> None:
         started = 0
         for row in rows:
             if self.draining:
                 return
             session = self._add(row)
+            session.message_count = counts.get(row.id, 0)
             if row.status == "logged_out":
                 # Needs a person with a phone: a process would only show QR codes to nobody.
                 log.info("session stays down: logged out", extra=self._extra(row.id))
@@ -137,12 +167,27 @@ class SessionRegistry:
             if started:
                 # Staggered: 50 sessions reconnecting in the same second look like abuse to WhatsApp.
                 await asyncio.sleep(self.settings.start_stagger)
+            try:
+                await self._before_start(row.id)
+            except SessionError as exc:
+                session.set_status("disconnected")
+                session.last_error = exc.message
+                log.warning("session stays down: %s", exc.message, extra=self._extra(row.id))
+                continue
             session.child.start()
             started += 1
         log.info("started %d of %d stored sessions", started, len(rows), extra=self._log_extra)
 
     async def shutdown(self) -> None:
-        """Stop every child (ask, SIGTERM, SIGKILL) and the timers; nothing is left running."""
+        """Stop every child (ask, SIGTERM, SIGKILL) and the timers; nothing is left running.
+
+        Idempotent: the drain calls it, and the app's cleanup again; the second call waits for the first.
+        """
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._shutdown_once())
+        await asyncio.shield(self._shutdown)
+
+    async def _shutdown_once(self) -> None:
         self.draining = True
         for session in self:
             session.child.stop()
@@ -160,6 +205,7 @@ class SessionRegistry:
                     await asyncio.wait_for(asyncio.gather(*(c.wait_settled() for c in children)), 5)
         for child in children:
             await child.close()
+        await self.outbox.close()
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         for task in [*self._loops, *self._tasks]:
@@ -175,6 +221,7 @@ class SessionRegistry:
         existing = self.sessions.get(session_id)
         if existing is not None:
             if existing.child.state in (ProcState.EXITED, ProcState.STOPPED, ProcState.FATAL):
+                await self._before_start(session_id)
                 existing.child.start()
             return existing
         if len(self.sessions) >= self.settings.max_sessions:
@@ -190,6 +237,7 @@ class SessionRegistry:
             phone=None,
             last_error=None,
         )
+        await self._before_start(session_id)
         await self.store.add_session(row)
         session = self._add(row, proxy=proxy)
         session.child.start()
@@ -211,8 +259,52 @@ class SessionRegistry:
         self._check_open()
         session = self.get(session_id)
         session.last_error = None
+        await self._before_start(session_id)
         session.child.restart()
         return session
+
+    async def logout(self, session_id: str) -> Session:
+        """Unlink the device but keep the session: the process logs out and exits, then starts for a new QR."""
+        self._check_open()
+        session = self.get(session_id)
+        child = session.child
+        if child.pid is not None:
+            try:
+                await self.router.request(child.identity, "logout", timeout=10)
+            except ChannelError as exc:
+                # A process that cannot log out is stopped; its credentials go with its files below.
+                log.warning("logout request failed: %s", exc, extra=self._extra(session_id))
+                child.stop()
+            try:
+                await asyncio.wait_for(child.wait_settled(), self.settings.shutdown_timeout)
+            except TimeoutError:
+                child.kill_now()
+                await child.wait_settled()
+        # No credentials may survive an unlink, whatever the engine managed to delete itself.
+        await asyncio.to_thread(shutil.rmtree, self.settings.storage_dir / "sessions" / session_id, True)
+        session.phone = session.last_error = None
+        await self._before_start(session_id, restore=False)
+        child.restart()
+        log.info("session logged out; starting for a new QR", extra=self._extra(session_id))
+        return session
+
+    async def pair_code(self, session_id: str, phone: str) -> str:
+        """A pairing code for linking ``phone`` (digits) by code instead of a QR scan."""
+        self._check_open()
+        session = self.get(session_id)
+        if session.status == "connected":
+            raise SessionError("ALREADY_LINKED", f"session {session_id!r} is already linked")
+        child = session.child
+        if child.pid is None or child.ready_incarnation != child.incarnation:
+            raise SessionError("SESSION_NOT_READY", f"session {session_id!r} is {session.status}; try again shortly")
+        try:
+            reply = await self.router.request(child.identity, "pair_code", {"phone": phone}, timeout=15)
+        except RemoteError as exc:
+            code = exc.code if exc.code in ("ALREADY_LINKED", "NOT_SUPPORTED", "INVALID_PHONE") else "SESSION_NOT_READY"
+            raise SessionError(code, f"no pairing code: {exc.message}") from None
+        except ChannelError as exc:
+            raise SessionError("SESSION_NOT_READY", f"no pairing code: {exc}") from None
+        return str(reply.get("code") or "")
 
     async def delete(self, session_id: str) -> None:
         """Log out, stop the process, remove auth state and the record."""
@@ -232,32 +324,71 @@ class SessionRegistry:
             await child.wait_settled()
         await child.close()
         self.sessions.pop(session_id, None)
+        if self.storage is not None:
+            await self.storage.forget(session_id)  # backups, lease, media
         session_dir = self.settings.storage_dir / "sessions" / session_id
         await asyncio.to_thread(shutil.rmtree, session_dir, True)
         await self.store.delete_session(session_id)
+        self.outbox.forget_session(session_id)
         log.info("session deleted", extra=self._extra(session_id))
 
-    async def send_text(self, session_id: str, to: str, text: str) -> dict[str, Any]:
-        """Send a text message; returns ``{messageId, status, timestamp}`` once the network took it."""
+    @counted_send
+    async def send(
+        self,
+        session_id: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> SendAnswer:
+        """Accept a message for sending (durably, under a new id) and answer within the send timeout.
+
+        ``payload`` is the engine's OutgoingMessage without ``id`` (type, to, text, ...).
+        """
         self._check_open()
         session = self.get(session_id)
-        if session.status != "connected" or session.child.pid is None:
+        if session.status != "connected" or self._connected_identity(session_id) is None:
             raise SessionError("SESSION_NOT_CONNECTED", f"session {session_id!r} is {session.status}, not connected")
         message_id = new_message_id()
-        body = {"id": message_id, "to": to, "type": "text", "text": text}
-        try:
-            result = await self.router.request(
-                session.child.identity, "send", body, timeout=self.settings.send_timeout
-            )
-        except RemoteError as exc:
-            code = "SESSION_NOT_CONNECTED" if exc.code == "NOT_CONNECTED" else "SEND_FAILED"
-            raise SessionError(code, f"send failed: {exc.message}") from None
-        except RequestTimeout:
-            raise SessionError("SEND_TIMEOUT", "the session did not confirm the send in time") from None
-        except PeerGone:
-            raise SessionError("SESSION_NOT_CONNECTED", "the session's process is not reachable") from None
-        session.messages_out += 1
-        return {"messageId": message_id, "status": "sent", "timestamp": result.get("timestamp")}
+        payload = {**payload, "id": message_id}
+        row = MessageRow(
+            session_id=session_id,
+            id=message_id,
+            direction="out",
+            chat=str(payload["to"]),
+            sender=f"{session.phone}@s.whatsapp.net" if session.phone else None,
+            recipient=str(payload["to"]),
+            type=str(payload.get("type", "text")),
+            timestamp=time.time(),
+            status="pending",
+            text=payload.get("text"),
+            caption=payload.get("caption"),
+            media_ref=payload.get("media_ref"),
+            mimetype=payload.get("mimetype"),
+            media_size=payload.get("media_size"),
+            filename=payload.get("filename"),
+            extra=_message_extra(payload),
+        )
+        for bookkeeping in ("media_ref", "media_size", "media_sha256"):
+            payload.pop(bookkeeping, None)
+        answer = await self.outbox.submit(row, payload, idempotency_key=idempotency_key, fingerprint=fingerprint)
+        if answer.data.get("messageId") == message_id:
+            session.messages_out += 1
+            session.message_count += 1
+        elif payload.get("media_path"):
+            # A replay of an earlier answer: this upload's copy of the media is not needed.
+            await asyncio.to_thread(Path(payload["media_path"]).unlink, True)
+        return answer
+
+    def _connected_identity(self, session_id: str) -> bytes | None:
+        """The routing identity of the session's process while it is connected and ready, else None."""
+        session = self.sessions.get(session_id)
+        if session is None or session.status != "connected":
+            return None
+        child = session.child
+        if child.pid is None or child.ready_incarnation != child.incarnation:
+            return None
+        return child.identity
 
     def _check_open(self) -> None:
         if self.draining:
@@ -299,6 +430,31 @@ class SessionRegistry:
         if session.id in self.sessions:
             self._spawn(write())
 
+    async def _before_start(self, session_id: str, *, restore: bool = True) -> None:
+        """Take the session's lease and restore its auth state from a backup when it is missing here."""
+        if self.storage is None:
+            return
+        try:
+            if await self.storage.before_start(session_id, restore=restore):
+                log.info("auth state restored from object storage", extra=self._extra(session_id))
+        except LeaseHeld as exc:
+            raise SessionError("SESSION_LEASED", str(exc)) from None
+        except BackupRefused as exc:
+            raise SessionError("BACKUP_REFUSED", f"the session's backup was refused: {exc}") from None
+        except StorageError as exc:
+            raise SessionError("STORAGE_UNAVAILABLE", f"cannot check for a backup of this session: {exc}") from None
+
+    def _lease_lost(self, session_id: str, holder: str) -> None:
+        """Another worker runs this session now: stop ours, or both would fight over one device."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return
+        session.last_error = f"stopped: worker {holder} took over the session's lease"
+        log.warning("lease lost to worker %s; stopping the session", holder, extra=self._extra(session_id))
+        session.child.stop()
+        session.notify()
+        self._persist(session)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -324,6 +480,8 @@ class SessionRegistry:
         elif state in (ProcState.STOPPED, ProcState.EXITED) and session.status in LIVE_STATUSES:
             session.set_status("disconnected")
             session.qr = session.qr_expires_at = None
+        if state in (ProcState.STOPPED, ProcState.EXITED, ProcState.FATAL) and self.storage is not None:
+            self.storage.on_stopped(session.id)  # down for good: final backup, then the lease goes
         session.notify()
         self._persist(session)
 
@@ -360,6 +518,7 @@ class SessionRegistry:
             session.last_error = None
             session.set_status("connected")
             log.info("connected", extra=extra)
+            self.outbox.kick(session.id)
         elif op == "disconnected":
             session.set_status("disconnected")
             session.last_error = str(body.get("reason") or "disconnected")
@@ -369,11 +528,17 @@ class SessionRegistry:
             session.phone = session.qr = session.qr_expires_at = None
             session.last_error = str(body.get("reason") or "logged out")
             log.info("logged out: %s", session.last_error, extra=extra)
+            if self.storage is not None:
+                self.storage.on_logged_out(session.id)
         elif op == "receipt":
-            log.debug("receipt %s for %s", body.get("status"), body.get("id"), extra=extra)
+            message_id, status = body.get("id"), body.get("status")
+            if isinstance(message_id, str) and isinstance(status, str):
+                await self.store.apply_receipt(session.id, message_id, status)
             return
         elif op == "creds":
             log.info("credentials changed", extra=extra)
+            if self.storage is not None:
+                self.storage.on_creds(session.id)
             return
         else:
             log.warning("unknown event %r from session process", op, extra=extra)
@@ -389,9 +554,15 @@ class SessionRegistry:
         session.last_seen = time.time()
         extra = self._extra(session.id)
         if op == "message":
-            session.messages_in += 1
-            # Never the text: logs are read by people who must not read customers' messages.
-            log.info("message received: id %s type %s", body.get("id"), body.get("type"), extra=extra)
+            row = incoming_row(session.id, body)
+            # Committed before we answer: only then does the process acknowledge it to the network.
+            if await self.store.add_incoming(row, {"message": message_view(row)}):
+                session.messages_in += 1
+                session.message_count += 1
+                # Never the text: logs are read by people who must not read customers' messages.
+                log.info("message received: id %s type %s", row.id, row.type, extra=extra)
+            else:
+                log.info("duplicate message %s ignored", row.id, extra=extra)
             return {}
         if op == "fatal":
             session.last_error = f"{body.get('code')}: {body.get('error')}"
@@ -426,3 +597,59 @@ class SessionRegistry:
 
 def _float_or_none(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) else None
+
+
+# Fields of an outgoing/incoming wire message kept in history's `extra` column.
+_EXTRA_KEYS = ("latitude", "longitude", "name", "address", "vcard", "reaction_to", "reply_to", "mentions")
+
+
+def _message_extra(wire: dict[str, Any]) -> dict[str, Any]:
+    return {k: wire[k] for k in _EXTRA_KEYS if wire.get(k) not in (None, [], "")}
+
+
+def incoming_row(session_id: str, body: dict[str, Any]) -> MessageRow:
+    """A history row from a session process's ``message`` request (an IncomingMessage on the wire)."""
+    ts = body.get("timestamp")
+    return MessageRow(
+        session_id=session_id,
+        id=str(body.get("id")),
+        direction="in",
+        chat=str(body.get("chat") or body.get("sender") or ""),
+        sender=body.get("sender"),
+        recipient=body.get("to"),
+        type=str(body.get("type") or "text"),
+        timestamp=float(ts) if isinstance(ts, int | float) and ts > 0 else time.time(),
+        status="received",
+        text=body.get("text"),
+        caption=body.get("caption"),
+        media_ref=body.get("media_path"),
+        mimetype=body.get("mimetype"),
+        media_size=body.get("media_size"),
+        extra=_message_extra(body),
+    )
+
+
+def message_view(row: MessageRow) -> dict[str, Any]:
+    """A message as history and events show it (mediaUrl is filled in where media is stored)."""
+    return {
+        "id": row.id,
+        "direction": row.direction,
+        "chat": row.chat,
+        "from": row.sender,
+        "to": row.recipient,
+        "type": row.type,
+        "text": row.text,
+        "caption": row.caption,
+        "mimetype": row.mimetype,
+        "mediaSize": row.media_size,
+        "mediaUrl": None,
+        "timestamp": iso(row.timestamp),
+        "status": row.status,
+        "error": row.error,
+        **{_camel(k): v for k, v in row.extra.items()},
+    }
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

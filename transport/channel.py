@@ -82,6 +82,7 @@ class _Endpoint:
         self._on_event = on_event
         self._ids = IdSource()
         self._pending: dict[int, asyncio.Future[Body]] = {}
+        self._pending_peer: dict[int, bytes | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -117,6 +118,7 @@ class _Endpoint:
         rid = self._ids.next()
         fut: asyncio.Future[Body] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
+        self._pending_peer[rid] = identity
         try:
             self._send_checked(identity, Frame(kind=REQ, op=op, body=body, id=rid))
             reply = await asyncio.wait_for(fut, timeout)
@@ -124,6 +126,7 @@ class _Endpoint:
             raise RequestTimeout(f"{op} got no reply within {timeout:.1f}s") from None
         finally:
             self._pending.pop(rid, None)
+            self._pending_peer.pop(rid, None)
         if reply.get("ok"):
             result = reply.get("result")
             return result if isinstance(result, dict) else {}
@@ -294,6 +297,16 @@ class RouterChannel(_Endpoint):
         """Stop heartbeating a peer and forget when it was last heard."""
         self._tracked.discard(identity)
         self._last_seen.pop(identity, None)
+
+    def fail_pending(self, identity: bytes, why: str) -> int:
+        """Fail every request waiting on ``identity`` with PeerGone (it exited: no answer will come)."""
+        failed = 0
+        for rid, peer in list(self._pending_peer.items()):
+            fut = self._pending.get(rid)
+            if peer == identity and fut is not None and not fut.done():
+                fut.set_exception(PeerGone(why))
+                failed += 1
+        return failed
 
     def silence(self, identity: bytes) -> float | None:
         """Seconds since the peer's last frame (or since tracked), None for an untracked peer."""

@@ -1,29 +1,91 @@
-"""Authentication: ``X-Worker-Token`` on everything but ``/health``, compared in constant time."""
+"""Authentication on everything but ``/health`` and the API's own description.
+
+A client proves itself with ``X-Worker-Token: <WORKER_AUTH_TOKEN>`` (compared in
+constant time) or ``Authorization: Bearer <JWT>``: a JWT signed with
+``JWT_SECRET`` using HS256 only (the algorithm is pinned, so ``none`` or an
+RS256 token signed with the secret as a "public key" never passes) and carrying
+an ``exp`` that has not passed. The bearer may also be the worker token itself.
+Who the client is (``request["client"]``) keys the per-client rate limits.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
+import jwt
 from aiohttp import web
 
 from supervisor.api.errors import Handler, error_response
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+OPEN_PREFIXES = ("/docs/", "/media/")  # /media/: presigned URLs carry their own signature
+JWT_ALGORITHMS = ["HS256"]
+# Who the caller is, for rate limits and logs (never the secret itself).
+CLIENT = web.RequestKey("client", str)
 
 
-def token_middleware(token: str) -> object:
-    """Middleware requiring ``X-Worker-Token: <token>``."""
+def _client_of_token(token: bytes) -> str:
+    # A digest prefix names the credential without revealing it.
+    return "token:" + hashlib.sha256(token).hexdigest()[:12]
+
+
+def verify_jwt(token: str, secret: str) -> dict[str, object]:
+    """The claims of a valid ``token``; raises ``jwt.InvalidTokenError`` (or a subclass) otherwise."""
+    return dict(
+        jwt.decode(
+            token,
+            secret,
+            algorithms=JWT_ALGORITHMS,
+            options={"require": ["exp"], "verify_exp": True, "verify_signature": True},
+            leeway=5,  # clock skew between the backend and this worker
+        )
+    )
+
+
+def is_open(path: str) -> bool:
+    """Paths that need no credentials: the health probe and the API's description."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def token_middleware(token: str, jwt_secret: str | None = None) -> object:
+    """Middleware requiring the worker token (header or bearer) or, with ``jwt_secret``, a valid JWT."""
     expected = token.encode()
+    token_client = _client_of_token(expected)
+
+    def unauthorized(message: str, code: str = "UNAUTHORIZED") -> web.Response:
+        return error_response(401, code, message, {"WWW-Authenticate": 'Bearer realm="wa-worker"'})
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if is_open(request.path):
             return await handler(request)
         given = request.headers.get("X-Worker-Token")
-        if given is None:
-            return error_response(401, "UNAUTHORIZED", "send the worker token in X-Worker-Token")
-        if not hmac.compare_digest(given.encode(), expected):
-            return error_response(403, "FORBIDDEN", "the worker token is wrong")
+        if given is not None:
+            if not hmac.compare_digest(given.encode(), expected):
+                return error_response(403, "FORBIDDEN", "the worker token is wrong")
+            request[CLIENT] = token_client
+            return await handler(request)
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            return unauthorized("send the worker token in X-Worker-Token or a JWT as Authorization: Bearer")
+        scheme, _, credential = authorization.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            return unauthorized("Authorization must be 'Bearer <token>'")
+        if hmac.compare_digest(credential.encode(), expected):
+            request[CLIENT] = token_client
+            return await handler(request)
+        if jwt_secret is None:
+            return error_response(403, "FORBIDDEN", "the bearer token is wrong (JWTs are not enabled: no JWT_SECRET)")
+        try:
+            claims = verify_jwt(credential, jwt_secret)
+        except jwt.ExpiredSignatureError:
+            return unauthorized("the JWT has expired", "TOKEN_EXPIRED")
+        except jwt.InvalidTokenError as exc:
+            return unauthorized(f"the JWT is not valid: {exc}", "INVALID_TOKEN")
+        subject = claims.get("sub")
+        request[CLIENT] = f"jwt:{subject}" if isinstance(subject, str) and subject else "jwt"
         return await handler(request)
 
     return check_token

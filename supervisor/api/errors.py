@@ -23,6 +23,21 @@ SESSION_ERROR_STATUS = {
     "SHUTTING_DOWN": 503,
     "SEND_FAILED": 502,
     "SEND_TIMEOUT": 504,
+    "SESSION_NOT_READY": 409,
+    "ALREADY_LINKED": 409,
+    "NOT_SUPPORTED": 409,
+    "INVALID_PHONE": 400,
+    "RATE_LIMITED": 429,
+    "SESSION_LEASED": 409, "BACKUP_REFUSED": 409, "STORAGE_UNAVAILABLE": 503,  # object storage (leases, backups)
+}
+
+# aiohttp's own HTTP errors (no route, wrong method, body too large), by status, to machine codes.
+HTTP_ERROR_CODE = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
 }
 
 
@@ -53,13 +68,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except SessionError as exc:
         status = SESSION_ERROR_STATUS.get(exc.code, 500)
-        headers = {"Retry-After": "5"} if status == 503 else None
+        headers = {"Retry-After": "5"} if status in (429, 503) else None
         return error_response(status, exc.code, exc.message, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status, "HTTP_ERROR")
-        return error_response(exc.status, code, exc.reason)
+        code = HTTP_ERROR_CODE.get(exc.status, "HTTP_ERROR")
+        # Allow (on 405) tells the client what would work; other headers of the exception are aiohttp's.
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, exc.reason, headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "INTERNAL", "internal error; see the worker's log")

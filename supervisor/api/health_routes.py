@@ -1,16 +1,102 @@
-"""``/health``: the seed's shape, open to probes without a token."""
+"""``/health``: the seed's shape with real figures, open to probes without a token.
+
+``status`` is ``healthy``; ``degraded`` (still 200) when the backend cannot be
+reached; ``unhealthy`` (503) when the database or the storage directory is
+unusable; ``draining`` (503) while the worker shuts down.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import time
+import uuid
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import psutil
 from aiohttp import web
 
-from supervisor.api.keys import REGISTRY, SETTINGS, WORKER
+from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
 from supervisor.sessions import STATUSES
 
 routes = web.RouteTableDef()
+
+DB_TIMEOUT = 2.0
+BACKEND_TIMEOUT = 1.0
+BACKEND_CACHE = 10.0  # seconds a backend reachability answer is reused: probes must not hammer it
+
+
+@dataclass(slots=True)
+class BackendProbe:
+    """The last answer to "can we open a connection to the backend?"."""
+
+    checked_at: float = 0.0
+    reachable: bool = False
+    error: str | None = None
+
+
+BACKEND = web.AppKey("backend_probe", BackendProbe)
+
+
+def _storage_check(path: Path) -> dict[str, Any]:
+    """Write and remove a probe file, and read the disk's free space (blocking: run in a thread)."""
+    probe = path / f".health-{uuid.uuid4().hex}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        usage = psutil.disk_usage(str(path))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        return {"status": "error", "writable": False, "error": exc.strerror or type(exc).__name__}
+    return {"status": "ok", "writable": True, "freeBytes": usage.free, "totalBytes": usage.total}
+
+
+def _system() -> dict[str, Any]:
+    memory = psutil.virtual_memory()
+    return {
+        "cpuCount": os.cpu_count(),
+        "cpuPercent": psutil.cpu_percent(interval=None),
+        "loadAverage": [round(x, 2) for x in os.getloadavg()],
+        "memory": {"total": memory.total, "available": memory.available, "percent": memory.percent},
+    }
+
+
+async def _database(request: web.Request) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(request.app[REGISTRY].store.ping(), DB_TIMEOUT)
+    except Exception as exc:  # any failure means unusable; the kind is enough for an operator
+        return {"status": "error", "error": type(exc).__name__}
+    return {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 3)}
+
+
+async def _backend(app: web.Application, url: str | None) -> dict[str, Any]:
+    if url is None:
+        return {"status": "not_configured"}
+    probe = app[BACKEND]
+    if time.monotonic() - probe.checked_at > BACKEND_CACHE:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), BACKEND_TIMEOUT)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            probe.reachable, probe.error = True, None
+        except (OSError, TimeoutError, ValueError) as exc:
+            probe.reachable, probe.error = False, type(exc).__name__
+        probe.checked_at = time.monotonic()
+    answer: dict[str, Any] = {"url": url, "status": "reachable" if probe.reachable else "unreachable"}
+    if probe.error:
+        answer["error"] = probe.error
+    return answer
 
 
 @routes.get("/health")
@@ -22,19 +108,35 @@ async def health(request: web.Request) -> web.Response:
     by_status = Counter(s.status for s in sessions)
     own = registry.supervisor_stats
     children = [s.stats for s in sessions if s.stats is not None]
-    status = "draining" if registry.draining else "healthy"
+    database, storage, system, backend = await asyncio.gather(
+        _database(request),
+        asyncio.to_thread(_storage_check, settings.storage_dir),
+        asyncio.to_thread(_system),
+        _backend(request.app, settings.backend_url),
+    )
+    if registry.draining:
+        status = "draining"
+    elif database["status"] != "ok" or storage["status"] != "ok":
+        status = "unhealthy"
+    elif backend["status"] == "unreachable":
+        status = "degraded"
+    else:
+        status = "healthy"
     body = {
         "status": status,
         "workerId": settings.worker_id,
         "uptime": round(time.time() - worker.started_at, 3),
+        "timestamp": time.time(),
         "engine": worker.engine,
         "sessions": {
             "total": len(sessions),
             "max": settings.max_sessions,
+            "active": by_status.get("connected", 0),
             **{name: by_status.get(name, 0) for name in STATUSES},
         },
         "resources": {
             "supervisor": {
+                "pid": os.getpid(),
                 "cpuPercent": own.cpu_percent if own else None,
                 "memory": {"rss": own.rss if own else None, "uss": own.uss if own else None},
             },
@@ -43,7 +145,16 @@ async def health(request: web.Request) -> web.Response:
                 "cpuPercent": round(sum(c.cpu_percent for c in children), 2),
                 "memory": {"rss": sum(c.rss for c in children), "uss": sum(c.uss for c in children)},
             },
+            "system": system,
         },
-        "storage": {"type": "local", "path": str(settings.storage_dir)},
+        "storage": {
+            "type": "local",
+            "path": str(settings.storage_dir),
+            **storage,
+            # Object storage (MinIO or local): minioConnected, pendingBackups, leases.
+            **(request.app[STORAGE].health() if STORAGE in request.app else {}),
+        },
+        "database": {"type": "sqlite", "path": str(settings.database_path), **database},
+        "backend": backend,
     }
-    return web.json_response(body, status=503 if registry.draining else 200)
+    return web.json_response(body, status=503 if status in ("draining", "unhealthy") else 200)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from supervisor.config import Settings
 from supervisor.sessions import SessionRegistry
+from supervisor.storage.service import SessionStorage
 
 
 @dataclass(slots=True)
@@ -23,3 +24,4 @@ class WorkerInfo:
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", SessionRegistry)
 WORKER = web.AppKey("worker", WorkerInfo)
+STORAGE = web.AppKey("storage", SessionStorage)  # object storage: leases, backups, media

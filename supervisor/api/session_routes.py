@@ -1,4 +1,4 @@
-"""Routes about sessions: create, qr, status, delete, send, restart, list."""
+"""Routes about sessions: create, qr, status, delete, restart, logout, pair-code, process, list."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from supervisor.api import validation as v
-from supervisor.api.errors import ApiError
 from supervisor.api.keys import REGISTRY, SETTINGS
 from supervisor.api.qr_image import png_data_url
-from supervisor.api.views import process_view, status_view
+from supervisor.api.views import exit_view, process_view, status_view
 
 routes = web.RouteTableDef()
 
@@ -71,24 +70,31 @@ async def restart_session(request: web.Request) -> web.Response:
     return ok({"sessionId": session.id, "status": session.status})
 
 
-@routes.post("/session/{id}/send")
-async def send_message(request: web.Request) -> web.Response:
-    session_id = v.path_session_id(request)
-    body = await v.json_body(request)
-    to = v.phone_target(body.get("to"))
-    kind = body.get("type", "text")
-    if kind != "text":
-        raise ApiError(400, "UNSUPPORTED_TYPE", f"message type {kind!r} is not supported here; use 'text'")
-    text = body.get("text", body.get("message"))
-    if not isinstance(text, str) or not text:
-        raise ApiError(400, "INVALID_TEXT", "text must be a non-empty string")
-    if len(text) > v.MAX_TEXT:
-        raise ApiError(400, "INVALID_TEXT", f"text is longer than {v.MAX_TEXT} characters")
-    result = await request.app[REGISTRY].send_text(session_id, to, text)
-    return ok(result)
-
-
 @routes.get("/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     return ok({"sessions": [process_view(s) for s in registry]})
+
+
+@routes.post("/session/{id}/logout")
+async def logout_session(request: web.Request) -> web.Response:
+    session = await request.app[REGISTRY].logout(v.path_session_id(request))
+    return ok({"sessionId": session.id, "status": session.status, "loggedOut": True})
+
+
+@routes.post("/session/{id}/pair-code")
+async def pair_code(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    body = await v.json_body(request)
+    phone = v.phone_digits(body.get("phoneNumber"), field="phoneNumber")
+    registry = request.app[REGISTRY]
+    registry.get(session_id)  # 404 before anything else
+    code = await registry.pair_code(session_id, phone)
+    return ok({"sessionId": session_id, "phoneNumber": phone, "pairingCode": code})
+
+
+@routes.get("/session/{id}/process")
+async def get_process(request: web.Request) -> web.Response:
+    session = request.app[REGISTRY].get(v.path_session_id(request))
+    exits = [exit_view(e) for e in reversed(session.child.exits)]
+    return ok({**process_view(session), "exits": exits})

@@ -43,6 +43,15 @@ def phone_target(value: object, *, field: str = "to") -> str:
     raise ApiError(400, "INVALID_TARGET", f"{field} must be a JID (628...@s.whatsapp.net, ...@g.us) or digits")
 
 
+def phone_digits(value: object, *, field: str = "phoneNumber") -> str:
+    """A phone number as digits only (a leading + and separators allowed), or a 400."""
+    if isinstance(value, str):
+        digits = re.sub(r"[\s\-()]", "", value.strip()).lstrip("+")
+        if _DIGITS.match(digits):
+            return digits
+    raise ApiError(400, "INVALID_PHONE", f"{field} must be a phone number in international format, digits only")
+
+
 def optional_str(body: dict[str, Any], name: str, *, max_len: int = 256) -> str | None:
     value = body.get(name)
     if value is None:

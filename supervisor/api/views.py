@@ -7,12 +7,7 @@ from typing import Any
 
 from supervisor.policy import ExitInfo
 from supervisor.sessions import Session
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+from supervisor.timefmt import iso
 
 
 def exit_view(info: ExitInfo | None) -> dict[str, Any] | None:

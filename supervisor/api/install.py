@@ -1,0 +1,41 @@
+"""Putting the API together on an app: middlewares in their order, routes, and their state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from supervisor.api import health_routes, metrics, openapi, session_routes
+from supervisor.api.auth import token_middleware
+from supervisor.api.errors import error_middleware
+from supervisor.api.ratelimit import RateLimiter, RateLimits
+from supervisor.config import Settings
+
+
+def client_max_size(settings: Settings) -> int:
+    """The largest request body in bytes (MAX_UPLOAD_MB); aiohttp answers 413 past it."""
+    return int(settings.max_upload_mb * 1024 * 1024)
+
+
+def install_api(app: web.Application, settings: Settings, token: str) -> None:
+    """Add the middlewares (timing, errors, auth, rate limits: outermost first) and the API's routes."""
+    limiter = RateLimiter(
+        RateLimits(
+            send_per_session=settings.rate_limit_send_per_session,
+            session_ops_per_client=settings.rate_limit_session_ops,
+        )
+    )
+    app[metrics.STATS] = metrics.RequestStats()
+    app[health_routes.BACKEND] = health_routes.BackendProbe()
+    app.middlewares.extend(
+        [
+            metrics.metrics_middleware,
+            error_middleware,
+            token_middleware(token, settings.jwt_secret),  # type: ignore[list-item]
+            limiter.middleware(),  # type: ignore[list-item]
+        ]
+    )
+    app.add_routes(health_routes.routes)
+    app.add_routes(session_routes.routes)
+    app.add_routes(metrics.routes)
+    app.add_routes(openapi.routes)
+    openapi.add_docs_assets(app)

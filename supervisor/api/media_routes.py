@@ -1,0 +1,40 @@
+"""``GET /media/{bucket}/{key}``: the local backend's presigned media URLs, served by the worker.
+
+With MinIO, presigned URLs point at MinIO itself and this route is unused. The
+URL's HMAC signature and expiry are its authentication (no worker token), so a
+link in an API answer works for whoever holds it, until it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+
+from aiohttp import web
+
+from supervisor.api.errors import ApiError
+from supervisor.api.keys import STORAGE
+from supervisor.storage.local import LocalObjectStore, check_signature
+from supervisor.storage.objects import StorageError
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/media/{bucket}/{key:.+}")
+async def media(request: web.Request) -> web.StreamResponse:
+    storage = request.app.get(STORAGE)
+    if storage is None or not isinstance(storage.objects, LocalObjectStore):
+        raise ApiError(404, "NOT_FOUND", "media is served by object storage, not by this worker")
+    objects = storage.objects
+    bucket, key = request.match_info["bucket"], request.match_info["key"]
+    expires, signature = request.query.get("expires", ""), request.query.get("signature", "")
+    if bucket != storage.media_bucket or not check_signature(objects.url_secret, bucket, key, expires, signature):
+        raise ApiError(403, "FORBIDDEN", "the media URL is invalid or has expired")
+    try:
+        path = objects.path_of(bucket, key)
+    except StorageError:
+        raise ApiError(404, "NOT_FOUND", "no such media") from None
+    if not await asyncio.to_thread(path.is_file):
+        raise ApiError(404, "NOT_FOUND", "no such media")
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "private, max-age=60"})

@@ -1,0 +1,123 @@
+"""Routes about messages: sending (through the outbox) and history."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from supervisor.api import send_request, upload
+from supervisor.api import validation as v
+from supervisor.api.errors import ApiError
+from supervisor.api.keys import REGISTRY, SETTINGS
+from supervisor.outbox import IdempotencyConflict
+from supervisor.sessions import message_view
+
+routes = web.RouteTableDef()
+
+MAX_PAGE = 500
+DIRECTIONS = ("in", "out")
+
+
+@routes.post("/session/{id}/send")
+async def send_message(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    key = send_request.idempotency_key(request.headers)
+    registry = request.app[REGISTRY]
+    session = registry.get(session_id)  # 404 before anything else
+    if request.content_type.startswith("multipart/"):
+        if session.status != "connected":
+            # Refused before the upload is read: the client should not stream megabytes for nothing.
+            raise ApiError(409, "SESSION_NOT_CONNECTED", f"session {session_id!r} is {session.status}, not connected")
+        message = await _receive_media(request, session_id)
+    else:
+        message = send_request.parse_json_message(await v.json_body(request))
+    try:
+        answer = await registry.send(
+            session_id, message, idempotency_key=key, fingerprint=send_request.fingerprint(message)
+        )
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", str(exc)) from None
+    return web.json_response({"success": True, "data": answer.data}, status=answer.http_status)
+
+
+async def _receive_media(request: web.Request, session_id: str) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    media_dir = settings.storage_dir / "media" / session_id
+    target = media_dir / f"{secrets.token_hex(12)}.upload"
+    received = await upload.receive(request, target, max_bytes=int(settings.max_upload_mb * 1024 * 1024))
+    try:
+        message = send_request.parse_media_fields(received.fields)
+        upload.check_type(received, message["type"])
+    except ApiError:
+        await asyncio.to_thread(target.unlink, True)
+        raise
+    message.update(
+        media_path=str(received.path.absolute()),
+        mimetype=received.mimetype,
+        filename=message.get("filename") or received.filename,
+        media_size=received.size,
+        media_sha256=received.sha256,
+        media_ref=f"{session_id}/{received.path.name}",
+    )
+    return message
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "INVALID_QUERY", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, "INVALID_QUERY", f"{name} must be between {low} and {high}")
+    return value
+
+
+def _time_query(request: web.Request, name: str) -> float | None:
+    """Epoch seconds or ISO 8601."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ApiError(400, "INVALID_QUERY", f"{name} must be epoch seconds or an ISO 8601 time") from None
+
+
+@routes.get("/session/{id}/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    registry = request.app[REGISTRY]
+    registry.get(session_id)
+    limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
+    offset = _int_query(request, "offset", 0, 0, 10**9)
+    contact = request.query.get("contact")
+    chat = v.phone_target(contact, field="contact") if contact is not None else None
+    direction = request.query.get("direction")
+    if direction is not None and direction not in DIRECTIONS:
+        raise ApiError(400, "INVALID_QUERY", "direction must be 'in' or 'out'")
+    rows, total = await registry.store.messages(
+        session_id,
+        limit=limit,
+        offset=offset,
+        chat=chat,
+        direction=direction,
+        since=_time_query(request, "since"),
+        until=_time_query(request, "until"),
+    )
+    data: dict[str, Any] = {
+        "messages": [message_view(r) for r in rows],
+        "pagination": {"total": total, "limit": limit, "offset": offset},
+    }
+    return web.json_response({"success": True, "data": data})

@@ -1,0 +1,221 @@
+"""``GET /metrics``: the seed's JSON figures, or the Prometheus text exposition.
+
+Request latency is measured by a middleware into a prometheus-client histogram
+(labelled by route template, never by the raw path, so ids do not explode the
+label set) and into a short in-memory window for the JSON ``performance``
+figures. Session figures are read from the registry at scrape time: the
+registry's sampler already keeps each process's psutil figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from supervisor.api.errors import ApiError, Handler
+from supervisor.api.keys import REGISTRY, SETTINGS, WORKER
+from supervisor.sessions import STATUSES, Session, SessionRegistry
+
+routes = web.RouteTableDef()
+
+WINDOW = 300.0  # seconds of requests behind the JSON performance figures
+WINDOW_MAX = 100_000  # requests kept at most in that window (memory bound under load)
+HOUR = 3600.0
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """Latency histogram (Prometheus) and a moving window of (time, seconds, status) for the JSON view."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    window: deque[tuple[float, float, int]] = field(default_factory=lambda: deque(maxlen=WINDOW_MAX))
+    histogram: Histogram = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.histogram = Histogram(
+            "wa_worker_http_request_duration_seconds",
+            "Time to answer an API request",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.histogram.labels(method, route, str(status)).observe(seconds)
+        self.window.append((time.time(), seconds, status))
+
+    def performance(self) -> dict[str, Any]:
+        """Average response time (ms), share of 5xx answers (0-1) and requests per second, over the window."""
+        cutoff = time.time() - WINDOW
+        while self.window and self.window[0][0] < cutoff:
+            self.window.popleft()
+        count = len(self.window)
+        if not count:
+            return {"avgResponseTime": 0.0, "errorRate": 0.0, "throughput": 0.0, "requests": 0, "window": WINDOW}
+        total = sum(seconds for _, seconds, _ in self.window)
+        errors = sum(1 for _, _, status in self.window if status >= 500)
+        span = max(time.time() - self.window[0][0], 1.0)
+        return {
+            "avgResponseTime": round(total / count * 1000, 3),
+            "errorRate": round(errors / count, 4),
+            "throughput": round(count / span, 3),
+            "requests": count,
+            "window": WINDOW,
+        }
+
+
+STATS = web.AppKey("request_stats", RequestStats)
+
+
+def _route_of(request: web.Request) -> str:
+    route = getattr(request.match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    # Unmatched paths share one label: a scanner's random URLs must not create series.
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Time every request (outermost, so errors and auth refusals count too)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app[STATS].observe(request.method, _route_of(request), status, time.perf_counter() - started)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFigures:
+    """History totals from the store: by direction and status, all time and in the last hour."""
+
+    sent: int = 0
+    received: int = 0
+    failed: int = 0
+    pending: int = 0
+    last_hour: int = 0
+    by_status: tuple[tuple[str, str, int], ...] = ()
+
+
+async def message_figures(registry: SessionRegistry) -> MessageFigures:
+    """Totals from the message history (durable, so they survive restarts)."""
+    rows = await registry.store.message_totals(time.time() - HOUR)
+    sent = received = failed = pending = last_hour = 0
+    for direction, status, count, recent in rows:
+        last_hour += recent
+        if direction == "in":
+            received += count
+        elif status == "failed":
+            failed += count
+        elif status in ("pending", "unknown"):
+            pending += count
+        else:  # sent, delivered, read, played: the network took it
+            sent += count
+    return MessageFigures(
+        sent, received, failed, pending, last_hour, tuple((d, s, c) for d, s, c, _ in rows)
+    )
+
+
+class SessionCollector(Collector):
+    """Per-session process figures and worker totals at scrape time."""
+
+    def __init__(self, sessions: list[Session], messages: MessageFigures) -> None:
+        self.sessions = sessions
+        self.messages = messages
+
+    def collect(self) -> Iterator[Metric]:
+        label = ["sessionId"]
+        cpu = GaugeMetricFamily("wa_worker_session_cpu_percent", "CPU use of a session's process", labels=label)
+        rss = GaugeMetricFamily("wa_worker_session_memory_rss_bytes", "Resident memory of a session's process",
+                                labels=label)
+        uss = GaugeMetricFamily("wa_worker_session_memory_uss_bytes", "Unique memory of a session's process",
+                                labels=label)
+        restarts = CounterMetricFamily("wa_worker_session_restarts", "Restarts of a session's process after crashes",
+                                       labels=label)
+        up = GaugeMetricFamily("wa_worker_session_up", "1 while the session's process runs", labels=label)
+        connected = GaugeMetricFamily("wa_worker_session_connected", "1 while the session is connected",
+                                      labels=label)
+        for s in self.sessions:
+            restarts.add_metric([s.id], s.child.record.restarts)
+            up.add_metric([s.id], 1 if s.child.pid is not None else 0)
+            connected.add_metric([s.id], 1 if s.status == "connected" else 0)
+            if s.stats is not None:
+                cpu.add_metric([s.id], s.stats.cpu_percent)
+                rss.add_metric([s.id], s.stats.rss)
+                uss.add_metric([s.id], s.stats.uss)
+        by_status = GaugeMetricFamily("wa_worker_sessions", "Sessions by status", labels=["status"])
+        counts = Counter(s.status for s in self.sessions)
+        for status in STATUSES:
+            by_status.add_metric([status], counts.get(status, 0))
+        messages = GaugeMetricFamily(
+            "wa_worker_messages", "Messages in history by direction and status", labels=["direction", "status"]
+        )
+        for direction, status, count in self.messages.by_status:
+            messages.add_metric([direction, status], count)
+        yield from (cpu, rss, uss, restarts, up, connected, by_status, messages)
+
+
+def _wants_prometheus(request: web.Request) -> bool:
+    fmt = request.query.get("format")
+    if fmt is not None:
+        return fmt == "prometheus"
+    accept = request.headers.get("Accept", "")
+    return "text/plain" in accept or "openmetrics" in accept
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    fmt = request.query.get("format")
+    if fmt is not None and fmt not in ("json", "prometheus"):
+        raise ApiError(400, "INVALID_QUERY", "format must be 'json' or 'prometheus'")
+    registry = request.app[REGISTRY]
+    sessions = list(registry)
+    figures = await message_figures(registry)
+    if _wants_prometheus(request):
+        scrape = CollectorRegistry()
+        scrape.register(SessionCollector(sessions, figures))
+        text = generate_latest(request.app[STATS].registry) + generate_latest(scrape)
+        return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    settings = request.app[SETTINGS]
+    worker = request.app[WORKER]
+    own = registry.supervisor_stats
+    by_status = Counter(s.status for s in sessions)
+    body = {
+        "worker": {
+            "id": settings.worker_id,
+            "uptime": round(time.time() - worker.started_at, 3),
+            "engine": worker.engine,
+            "cpuPercent": own.cpu_percent if own else None,
+            "memory": {"rss": own.rss if own else None, "uss": own.uss if own else None},
+        },
+        "sessions": {
+            "total": len(sessions),
+            "active": by_status.get("connected", 0),
+            "max": settings.max_sessions,
+            "byStatus": {status: by_status.get(status, 0) for status in STATUSES},
+        },
+        "messages": {
+            "sent": figures.sent,
+            "received": figures.received,
+            "failed": figures.failed,
+            "pending": figures.pending,
+            "lastHour": figures.last_hour,
+        },
+        "performance": request.app[STATS].performance(),
+        "timestamp": time.time(),
+    }
+    return web.json_response(body)

@@ -1,0 +1,227 @@
+"""Session backups: debounced per session, uploaded as new versions, switched by a manifest.
+
+Objects of a session in the sessions bucket::
+
+    sessions/<id>/auth/<version>.bak   sealed snapshots (see storage.cipher), one per backup
+    sessions/<id>/auth/current.json    the manifest: which version is current, its SHA-256
+
+A backup uploads a new version first and rewrites the manifest only once that
+upload completed, so a half-written upload never replaces a good backup; older
+versions are pruned after the switch. Credential changes arrive in bursts
+(pairing writes several times), so a backup waits ``debounce`` seconds for the
+burst to end; a failed upload is retried with exponential backoff until it lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.storage import snapshot
+from supervisor.storage.cipher import BackupCipher, BackupRefused
+from supervisor.storage.objects import ObjectStore, StorageError
+
+log = logging.getLogger("supervisor.backups")
+
+KEEP_VERSIONS = 2  # the current one and the one before it
+
+
+def auth_prefix(session_id: str) -> str:
+    return f"sessions/{session_id}/auth/"
+
+
+def manifest_key(session_id: str) -> str:
+    return f"{auth_prefix(session_id)}current.json"
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSettings:
+    """Timing of backups."""
+
+    debounce: float = 1.0  # wait this long after a credentials change for the burst to end
+    retry_initial: float = 1.0
+    retry_max: float = 10.0
+
+
+class BackupScheduler:
+    """Backs up and restores the auth state of sessions."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        cipher: BackupCipher,
+        *,
+        bucket: str,
+        sessions_dir: Path,
+        worker_id: str,
+        settings: BackupSettings,
+    ) -> None:
+        self.objects = objects
+        self.cipher = cipher
+        self.bucket = bucket
+        self.sessions_dir = sessions_dir
+        self.worker_id = worker_id
+        self.settings = settings
+        self.last_backup_at: float | None = None
+        self.backups_done = 0
+        self._dirty: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        """Sessions whose latest auth state has not landed in the store yet."""
+        return len(self._dirty | set(self._tasks))
+
+    def session_dir(self, session_id: str) -> Path:
+        return self.sessions_dir / session_id
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    # -- scheduling ---------------------------------------------------------------------
+    def schedule(self, session_id: str, *, delay: float | None = None) -> None:
+        """Back the session up soon (debounced; retried until it lands)."""
+        self._dirty.add(session_id)
+        if session_id not in self._tasks:
+            wait = self.settings.debounce if delay is None else delay
+            task = asyncio.create_task(self._run(session_id, wait), name=f"backup-{session_id}")
+            self._tasks[session_id] = task
+
+    def store_is_back(self) -> None:
+        """Retry waiting backups now instead of at the end of their backoff."""
+        self._wake.set()
+        self._wake = asyncio.Event()
+
+    async def _run(self, session_id: str, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+            delay = self.settings.retry_initial
+            while session_id in self._dirty:
+                self._dirty.discard(session_id)
+                try:
+                    await self.backup_now(session_id)
+                    delay = self.settings.retry_initial
+                except StorageError as exc:
+                    self._dirty.add(session_id)
+                    log.warning("backup failed, retrying in %.1fs: %s", delay, exc, extra={"sessionId": session_id})
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    delay = min(delay * 2, self.settings.retry_max)
+                except Exception:
+                    log.exception("backup failed", extra={"sessionId": session_id})
+                    return
+        finally:
+            self._tasks.pop(session_id, None)
+
+    def cancel(self, session_id: str) -> None:
+        """Drop a waiting backup (logged out, deleted, lease lost)."""
+        self._dirty.discard(session_id)
+        task = self._tasks.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (bounded) for waiting backups to land: at shutdown, run them now."""
+        for session_id in list(self._tasks):
+            self.cancel(session_id)
+            self._dirty.add(session_id)
+        dirty = list(self._dirty)
+        if not dirty:
+            return
+
+        async def one(session_id: str) -> None:
+            try:
+                await self.backup_now(session_id)
+                self._dirty.discard(session_id)
+            except Exception as exc:
+                log.warning("final backup failed: %s", exc, extra={"sessionId": session_id})
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(one(s) for s in dirty)), timeout)
+
+    async def close(self) -> None:
+        for session_id in list(self._tasks):
+            self.cancel(session_id)
+
+    # -- one backup ------------------------------------------------------------------------
+    async def backup_now(self, session_id: str) -> bool:
+        """Snapshot, seal and upload the session's auth state; False when it has none."""
+        async with self._lock(session_id):
+            session_dir = self.session_dir(session_id)
+            if not await asyncio.to_thread(snapshot.has_auth_state, session_dir):
+                return False
+            archive = await asyncio.to_thread(snapshot.snapshot, session_dir)
+            blob = await asyncio.to_thread(self.cipher.seal, archive, session_id)
+            version = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+            key = f"{auth_prefix(session_id)}{version}.bak"
+            await self.objects.put(self.bucket, key, blob)
+            manifest = {
+                "format": 1,
+                "object": key,
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "size": len(blob),
+                "encrypted": self.cipher.encrypting,
+                "createdAt": time.time(),
+                "workerId": self.worker_id,
+            }
+            # Only now, with the new version complete in the store, does it become the current one.
+            await self.objects.put(
+                self.bucket, manifest_key(session_id), json.dumps(manifest).encode(), content_type="application/json"
+            )
+            self.last_backup_at = time.time()
+            self.backups_done += 1
+            log.info("backup stored (%d bytes)", len(blob), extra={"sessionId": session_id})
+            await self._prune(session_id, keep=key)
+            return True
+
+    async def _prune(self, session_id: str, *, keep: str) -> None:
+        try:
+            versions = [k for k in await self.objects.list(self.bucket, auth_prefix(session_id)) if k.endswith(".bak")]
+            for key in versions[:-KEEP_VERSIONS]:
+                if key != keep:
+                    await self.objects.delete(self.bucket, key)
+        except StorageError as exc:
+            log.info("pruning old backups failed (next backup retries): %s", exc, extra={"sessionId": session_id})
+
+    async def restore(self, session_id: str) -> bool:
+        """Unpack the current backup into the session dir; False when there is none.
+
+        Raises BackupRefused for a backup that must not be loaded, StorageError when the store fails.
+        """
+        async with self._lock(session_id):
+            found = await self.objects.get(self.bucket, manifest_key(session_id))
+            if found is None:
+                return False
+            try:
+                manifest = json.loads(found.data)
+                key, digest = str(manifest["object"]), str(manifest["sha256"])
+            except (ValueError, KeyError, TypeError):
+                raise BackupRefused("the backup manifest is unreadable") from None
+            obj = await self.objects.get(self.bucket, key)
+            if obj is None:
+                raise BackupRefused(f"the backup manifest points at a missing object {key}")
+            if hashlib.sha256(obj.data).hexdigest() != digest:
+                raise BackupRefused("the backup does not match its manifest's checksum (corrupt or tampered)")
+            archive = await asyncio.to_thread(self.cipher.open, obj.data, session_id)
+            try:
+                names = await asyncio.to_thread(snapshot.restore, archive, self.session_dir(session_id))
+            except (ValueError, OSError) as exc:
+                raise BackupRefused(f"the backup archive is unusable: {exc}") from None
+            log.info("auth state restored from backup (%d files)", len(names), extra={"sessionId": session_id})
+            return True
+
+    async def remove(self, session_id: str) -> None:
+        """Delete every backup of the session (logout, delete)."""
+        self.cancel(session_id)
+        async with self._lock(session_id):
+            await self.objects.delete(self.bucket, manifest_key(session_id))
+            await self.objects.delete_prefix(self.bucket, auth_prefix(session_id))

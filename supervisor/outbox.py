@@ -1,0 +1,278 @@
+"""The outbox: every accepted outgoing message is written down, with its final
+WhatsApp id, before any session process sees it, and is retried under that same
+id until it is confirmed, refused for good, or too old.
+
+A retry after a crash reuses the id, so the recipient sees one message (the
+network deduplicates by id; whatsmeow's ``SendRequestExtra.ID``, the sim hub
+likewise). An engine that cannot send under a chosen id answers
+``OUTCOME_UNKNOWN`` for a send a crash left undecided: such a message is never
+resent blindly, it is settled as ``unknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor.store import IdempotencyRow, MessageRow, OutboxRow, Store
+from transport.channel import PeerGone, RemoteError, RequestTimeout, RouterChannel
+
+log = logging.getLogger("supervisor.outbox")
+
+# Engine error codes that no retry can fix.
+PERMANENT_ERRORS = frozenset(
+    {"INVALID_RECIPIENT", "MEDIA_MISSING", "BAD_REQUEST", "UNSUPPORTED_TYPE", "INVALID_MESSAGE", "NOT_SUPPORTED"}
+)
+# The engine sent without a chosen id and cannot tell whether an interrupted send went out.
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+FINAL = frozenset({"sent", "failed", "unknown"})
+RETRY_MAX_DELAY = 30.0
+SWEEP_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    """Tunables of delivery."""
+
+    attempt_timeout: float = 15.0  # one try: the session process must confirm within this
+    send_timeout: float = 10.0  # the HTTP call waits this long, then answers 202 pending
+    message_ttl: float = 3600.0  # a message not sent by then is failed
+    idempotency_ttl: float = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SendAnswer:
+    """What POST /send answers: an HTTP status and the ``data`` object."""
+
+    http_status: int
+    data: dict[str, Any]
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key reused with a different request."""
+
+
+# Given a session id: the routing identity of its process if it is connected, else None.
+TargetLookup = Callable[[str], bytes | None]
+
+
+class Outbox:
+    """Delivery of accepted outgoing messages, at least once, under one id each."""
+
+    def __init__(self, store: Store, router: RouterChannel, target: TargetLookup, settings: OutboxSettings) -> None:
+        self.store = store
+        self.router = router
+        self.target = target
+        self.settings = settings
+        self._settled: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self._flushing: dict[str, asyncio.Task[None]] = {}
+        self._inflight: set[tuple[str, str]] = set()
+        self._again: set[str] = set()  # sessions whose running flush must read the outbox once more
+        self._sweeper: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.failed = 0
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbox-sweeper")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._sweeper, *self._flushing.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # -- accepting ---------------------------------------------------------------------
+    async def submit(
+        self,
+        message: MessageRow,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> SendAnswer:
+        """Accept a message durably, try to send it, and answer within the send timeout."""
+        session_id, message_id = message.session_id, message.id
+        if idempotency_key is not None:
+            previous = await self.store.idempotency(
+                session_id, idempotency_key, max_age=self.settings.idempotency_ttl
+            )
+            if previous is not None:
+                return await self._replay(previous, fingerprint)
+        now = time.time()
+        outbox = OutboxRow(
+            session_id=session_id,
+            message_id=message_id,
+            payload=payload,
+            attempts=0,
+            next_attempt_at=now,
+            expires_at=now + self.settings.message_ttl,
+            created_at=now,
+        )
+        idem = (
+            IdempotencyRow(session_id, idempotency_key, fingerprint, message_id, None, None, now)
+            if idempotency_key is not None
+            else None
+        )
+        await self.store.accept_outgoing(message, outbox, idem)
+        settled = self._future(session_id, message_id)
+        self._spawn_flush(session_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(settled), self.settings.send_timeout)
+        answer = await self._answer(session_id, message_id)
+        if idempotency_key is not None:
+            await self.store.save_idempotent_answer(session_id, idempotency_key, answer.http_status, answer.data)
+        return answer
+
+    async def _replay(self, previous: IdempotencyRow, fingerprint: str) -> SendAnswer:
+        if previous.fingerprint != fingerprint:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request")
+        if previous.response is not None and previous.http_status is not None:
+            return SendAnswer(previous.http_status, previous.response)
+        # The first call is still waiting: answer with the message's state now.
+        return await self._answer(previous.session_id, previous.message_id)
+
+    async def _answer(self, session_id: str, message_id: str) -> SendAnswer:
+        row = await self.store.message(session_id, message_id)
+        status = row.status if row is not None else "pending"
+        if status in ("delivered", "read"):
+            # The answer tells whether the send happened; history and message.status events tell how far it got.
+            status = "sent"
+        data: dict[str, Any] = {
+            "messageId": message_id,
+            "status": status,
+            "timestamp": row.timestamp if row is not None and status != "pending" else None,
+        }
+        if row is not None and row.error:
+            data["error"] = row.error
+        return SendAnswer(202 if status == "pending" else 200, data)
+
+    def _future(self, session_id: str, message_id: str) -> asyncio.Future[str]:
+        key = (session_id, message_id)
+        fut = self._settled.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._settled[key] = fut
+        return fut
+
+    def _settle(self, session_id: str, message_id: str, status: str) -> None:
+        fut = self._settled.pop((session_id, message_id), None)
+        if fut is not None and not fut.done():
+            fut.set_result(status)
+
+    # -- delivering ----------------------------------------------------------------------
+    def kick(self, session_id: str) -> None:
+        """The session (re)connected: send what waits for it, oldest first."""
+        self._spawn_flush(session_id)
+
+    def _spawn_flush(self, session_id: str) -> None:
+        running = self._flushing.get(session_id)
+        if running is not None and not running.done():
+            # A flush is under way; it re-reads the outbox before it stops, so nothing is left behind.
+            self._again.add(session_id)
+            return
+        task = asyncio.create_task(self._flush(session_id), name=f"outbox-{session_id}")
+        self._flushing[session_id] = task
+
+    async def _flush(self, session_id: str) -> None:
+        try:
+            while True:
+                self._again.discard(session_id)
+                now = time.time()
+                rows = [r for r in await self.store.outbox(session_id) if r.next_attempt_at <= now]
+                for row in rows:
+                    if self.target(session_id) is None:
+                        return  # not connected: the next `connected` kicks us again
+                    await self._attempt(row)
+                if session_id not in self._again:
+                    return
+        except Exception:
+            log.exception("outbox flush failed", extra={"sessionId": session_id})
+        finally:
+            if self._flushing.get(session_id) is asyncio.current_task():
+                del self._flushing[session_id]
+
+    async def _attempt(self, row: OutboxRow) -> None:
+        session_id, message_id = row.session_id, row.message_id
+        key = (session_id, message_id)
+        identity = self.target(session_id)
+        if identity is None or key in self._inflight:
+            return
+        extra = {"sessionId": session_id}
+        self._inflight.add(key)
+        try:
+            result = await self.router.request(identity, "send", row.payload, timeout=self.settings.attempt_timeout)
+        except RemoteError as exc:
+            if exc.code in PERMANENT_ERRORS:
+                await self._finish(session_id, message_id, "failed", error=f"{exc.code}: {exc.message}")
+            elif exc.code == OUTCOME_UNKNOWN:
+                await self._finish(session_id, message_id, "unknown", error=exc.message)
+            else:
+                await self._retry_later(row, f"{exc.code}: {exc.message}")
+        except (RequestTimeout, PeerGone) as exc:
+            # The outcome is open; the retry reuses the id, so the recipient still sees one message.
+            await self._retry_later(row, str(exc))
+        else:
+            ts = result.get("timestamp")
+            await self._finish(session_id, message_id, "sent", timestamp=float(ts) if ts else time.time())
+            log.debug("sent %s (attempt %d)", message_id, row.attempts + 1, extra=extra)
+        finally:
+            self._inflight.discard(key)
+
+    async def _finish(self, session_id: str, message_id: str, status: str, **kw: Any) -> None:
+        if await self.store.finish_outgoing(session_id, message_id, status, **kw):
+            if status == "sent":
+                self.sent += 1
+            elif status == "failed":
+                self.failed += 1
+            if status != "sent":
+                log.warning("message %s %s: %s", message_id, status, kw.get("error"), extra={"sessionId": session_id})
+        self._settle(session_id, message_id, status)
+
+    async def _retry_later(self, row: OutboxRow, why: str) -> None:
+        attempts = row.attempts + 1
+        delay = min(RETRY_MAX_DELAY, 0.5 * 2 ** min(attempts - 1, 10))
+        await self.store.outbox_retry_at(row.session_id, row.message_id, attempts, time.time() + delay)
+        log.info(
+            "message %s not confirmed (attempt %d): %s; retrying in %.1fs",
+            row.message_id,
+            attempts,
+            why,
+            delay,
+            extra={"sessionId": row.session_id},
+        )
+
+    async def _sweep_loop(self) -> None:
+        """Retry what is due for connected sessions; fail what outlived the TTL."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                now = time.time()
+                due: set[str] = set()
+                for row in await self.store.outbox():
+                    if row.expires_at <= now:
+                        await self._finish(
+                            row.session_id, row.message_id, "failed", error="not sent within the message TTL"
+                        )
+                    elif row.next_attempt_at <= now and self.target(row.session_id) is not None:
+                        due.add(row.session_id)
+                for session_id in due:
+                    self._spawn_flush(session_id)
+                await self.store.purge_idempotency(now - self.settings.idempotency_ttl)
+            except Exception:
+                log.exception("outbox sweep failed")
+
+    def forget_session(self, session_id: str) -> None:
+        """A deleted session: nobody waits for its messages any more."""
+        for key in [k for k in self._settled if k[0] == session_id]:
+            self._settle(*key, "failed")

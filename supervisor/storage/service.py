@@ -1,0 +1,334 @@
+"""What the session registry asks of storage: leases, restore before start, backups, cleanup, media.
+
+One :class:`SessionStorage` per worker, over MinIO or the local filesystem. The
+registry calls its hooks at the points of a session's life (before its process
+starts, on a credentials change, when it stopped, logged out, was deleted);
+nothing here stops the worker when the store is down: the store's state shows
+in ``/health`` and waiting backups are retried until they land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import mimetypes
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from supervisor.backups import BackupScheduler, BackupSettings
+from supervisor.config import Settings
+from supervisor.storage import snapshot
+from supervisor.storage.cipher import BackupCipher, BackupRefused
+from supervisor.storage.leases import LeaseHeld, LeaseManager, lease_key
+from supervisor.storage.local import LocalObjectStore
+from supervisor.storage.objects import ObjectStore, StorageError, StorageUnavailable
+from supervisor.storage.s3 import MinioObjectStore
+
+log = logging.getLogger("supervisor.storage")
+
+PROBE_INTERVAL = 2.0  # how often a down store is tried again
+MEDIA_PREFIX = "media"
+
+__all__ = [
+    "BackupRefused",
+    "LeaseHeld",
+    "SessionStorage",
+    "StorageError",
+    "StorageUnavailable",
+    "build_storage",
+    "open_objects",
+]
+
+
+def open_objects(settings: Settings, *, url_secret: bytes) -> ObjectStore:
+    """The object store the settings ask for: MinIO when MINIO_ENDPOINT is set, else local files."""
+    if settings.minio_endpoint:
+        return MinioObjectStore(
+            f"{settings.minio_endpoint}:{settings.minio_port}",
+            access_key=settings.minio_access_key,
+            secret_key=settings.minio_secret_key,
+            secure=settings.minio_use_ssl,
+        )
+    return LocalObjectStore(
+        {
+            settings.sessions_bucket: settings.storage_dir / "backups",
+            # Keys are media/<sessionId>/...: the files land in STORAGE_DIR/media/<sessionId>/.
+            settings.media_bucket: settings.storage_dir,
+        },
+        url_base=settings.worker_endpoint,
+        url_secret=url_secret,
+    )
+
+
+class SessionStorage:
+    """Leases, backups and media of this worker's sessions."""
+
+    def __init__(self, objects: ObjectStore, settings: Settings) -> None:
+        self.objects = objects
+        self.settings = settings
+        self.sessions_bucket = settings.sessions_bucket
+        self.media_bucket = settings.media_bucket
+        self.cipher = BackupCipher(settings.encryption_key)
+        self.backups = BackupScheduler(
+            objects,
+            self.cipher,
+            bucket=settings.sessions_bucket,
+            sessions_dir=settings.storage_dir / "sessions",
+            worker_id=settings.worker_id,
+            settings=BackupSettings(debounce=settings.backup_debounce, retry_max=settings.backup_retry_max),
+        )
+        self.leases = LeaseManager(objects, settings.sessions_bucket, settings.worker_id, settings.lease_ttl)
+        self.buckets_ready = False
+        self._logged_out: set[str] = set()
+        self._forgotten: set[str] = set()
+        self._finals: dict[str, asyncio.Task[None]] = {}
+        self._removals: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.objects.connected and self.buckets_ready
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the buckets, or keep trying in the background: a down store never stops the worker."""
+        await self._ensure_buckets()
+        self._probe = asyncio.create_task(self._probe_loop(), name="storage-probe")
+        self.leases.start()
+
+    async def _ensure_buckets(self) -> bool:
+        try:
+            await self.objects.ensure_buckets([self.sessions_bucket, self.media_bucket])
+        except StorageUnavailable as exc:
+            if self.buckets_ready or self._probe is None:
+                log.warning("object storage unavailable, retrying every %.0fs: %s", PROBE_INTERVAL, exc)
+            self.buckets_ready = False
+            return False
+        except StorageError as exc:
+            log.error("object storage refuses to set up buckets: %s", exc)
+            self.buckets_ready = False
+            return False
+        if not self.buckets_ready:
+            log.info("object storage ready (%s)", self.objects.kind)
+        self.buckets_ready = True
+        return True
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            was_up = self.connected
+            if not self.objects.connected or self.objects.needs_setup:
+                self.buckets_ready = False
+            if not self.buckets_ready:
+                self.objects.needs_setup = not await self._ensure_buckets()
+            if self.connected and not was_up:
+                self.backups.store_is_back()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """At shutdown: let final backups land (bounded), give up our leases, stop the timers."""
+        finals = list(self._finals.values())
+        if finals:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*finals, return_exceptions=True), timeout)
+        await self.backups.flush(timeout)
+        await self.backups.close()
+        await self.leases.close()
+        for session_id in [*self.leases.held, *self.leases.unverified]:
+            with contextlib.suppress(StorageError):
+                await asyncio.wait_for(self.leases.release(session_id), 5)
+        for task in [*self._tasks, *self._finals.values()]:
+            task.cancel()
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(BaseException):
+                await self._probe
+        await self.objects.close()
+
+    async def backup_running(self) -> None:
+        """Drain step: back up every session we hold, now (the snapshot is consistent while it runs)."""
+        held = [s for s in [*self.leases.held, *self.leases.unverified] if s not in self._logged_out]
+        for session_id in held:
+            self.backups.cancel(session_id)
+
+        async def one(session_id: str) -> None:
+            try:
+                await self.backups.backup_now(session_id)
+            except Exception as exc:
+                log.warning("backup at drain failed: %s", exc, extra=_extra(session_id))
+
+        await asyncio.gather(*(one(s) for s in held))
+
+    def set_lease_lost_handler(self, handler: Callable[[str, str], None]) -> None:
+        """Called with (sessionId, holder) when another worker took a session's lease."""
+
+        def lost(session_id: str, holder: str) -> None:
+            self.backups.cancel(session_id)  # our state is no longer the session's truth
+            handler(session_id, holder)
+
+        self.leases.on_lost = lost
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def health(self) -> dict[str, Any]:
+        """The ``storage`` part of /health."""
+        return {
+            "type": self.objects.kind,
+            "minioConnected": self.connected if self.objects.kind == "minio" else None,
+            "connected": self.connected,
+            "pendingBackups": self.backups.pending,
+            "lastBackupAt": self.backups.last_backup_at,
+            "backupsDone": self.backups.backups_done,
+            "leasesHeld": len(self.leases.held),
+            "leasesUnverified": len(self.leases.unverified),
+            "encrypted": self.cipher.encrypting,
+        }
+
+    # -- hooks of a session's life ----------------------------------------------------
+    async def before_start(self, session_id: str, *, restore: bool = True) -> bool:
+        """Take the session's lease and restore its auth state when it is missing here.
+
+        Returns True when a backup was restored. Raises LeaseHeld (another worker
+        runs it), BackupRefused (a backup that must not be loaded) or
+        StorageError (no local auth state and the store cannot be asked).
+        ``restore=False`` after a logout: the old credentials must not come back.
+        """
+        await self._settle_final(session_id)
+        removal = self._removals.get(session_id)
+        if removal is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(removal), 15)
+        self._logged_out.discard(session_id)
+        self._forgotten.discard(session_id)
+        session_dir = self.backups.session_dir(session_id)
+        local = await asyncio.to_thread(snapshot.has_auth_state, session_dir)
+        try:
+            await self.leases.acquire(session_id)
+        except StorageUnavailable:
+            if not local:
+                raise
+            # Availability first: we hold the auth state, so we run it and confirm the lease later.
+            log.warning("starting without a confirmed lease: object storage unavailable", extra=_extra(session_id))
+            self.leases.hold_unverified(session_id)
+            return False
+        if local or not restore:
+            return False
+        try:
+            return await self.backups.restore(session_id)
+        except (BackupRefused, StorageError):
+            with contextlib.suppress(StorageError):
+                await self.leases.release(session_id)
+            raise
+
+    def on_creds(self, session_id: str) -> None:
+        """The engine's credentials changed: back them up soon (only while we hold the lease)."""
+        if self.leases.holds(session_id) and session_id not in self._forgotten:
+            self.backups.schedule(session_id)
+
+    def on_logged_out(self, session_id: str) -> None:
+        """Unlinked: the backups are worthless now (history stays in the worker's database)."""
+        self._logged_out.add(session_id)
+        self.backups.cancel(session_id)
+        if self.leases.holds(session_id) and session_id not in self._removals:
+            task = self._spawn(self._remove_auth(session_id))
+            self._removals[session_id] = task
+            task.add_done_callback(lambda _t: self._removals.pop(session_id, None))
+
+    async def _remove_auth(self, session_id: str) -> None:
+        try:
+            await self.backups.remove(session_id)
+        except StorageError as exc:
+            log.warning("cannot remove backups after logout: %s", exc, extra=_extra(session_id))
+
+    def on_stopped(self, session_id: str) -> None:
+        """The session's process is down for good (stopped, exited, failed): final backup, then release."""
+        if session_id in self._forgotten or session_id in self._finals or not self.leases.holds(session_id):
+            return
+        task = asyncio.ensure_future(self._final(session_id))
+        self._finals[session_id] = task
+        task.add_done_callback(lambda _t: self._finals.pop(session_id, None))
+
+    async def _final(self, session_id: str) -> None:
+        if session_id not in self._logged_out:
+            self.backups.cancel(session_id)
+            try:
+                await self.backups.backup_now(session_id)
+            except StorageError as exc:
+                log.warning("backup at stop failed, retrying: %s", exc, extra=_extra(session_id))
+                self.backups.schedule(session_id, delay=0)
+                return  # the lease stays ours until the retry landed or the worker stops
+            except Exception:
+                log.exception("backup at stop failed", extra=_extra(session_id))
+        try:
+            await self.leases.release(session_id)
+        except StorageError as exc:
+            log.info("lease not released (it expires by itself): %s", exc, extra=_extra(session_id))
+
+    async def _settle_final(self, session_id: str) -> None:
+        task = self._finals.get(session_id)
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), 15)
+
+    async def forget(self, session_id: str) -> None:
+        """The session is deleted: remove its backups, lease and media from the store."""
+        self._forgotten.add(session_id)
+        self.backups.cancel(session_id)
+        await self._settle_final(session_id)
+        try:
+            await self.backups.remove(session_id)
+            await self.delete_media(session_id)
+            self.leases.drop(session_id)
+            await self.objects.delete(self.sessions_bucket, lease_key(session_id))
+        except StorageError as exc:
+            log.warning("objects of a deleted session left in the store: %s", exc, extra=_extra(session_id))
+
+    # -- media -------------------------------------------------------------------------
+    def media_key(self, session_id: str, name: str) -> str:
+        """The key of a media object: ``media/<sessionId>/<name>``."""
+        return f"{MEDIA_PREFIX}/{session_id}/{name}"
+
+    async def put_media(
+        self, session_id: str, path: Path, *, content_type: str | None = None, name: str | None = None
+    ) -> str:
+        """Upload a media file (streamed from disk); returns its key. Raises StorageError."""
+        if name is None:
+            extension = mimetypes.guess_extension(content_type or "") or path.suffix
+            name = f"{secrets.token_hex(12)}{extension}"
+        key = self.media_key(session_id, name)
+        await self.objects.put_file(
+            self.media_bucket, key, path, content_type=content_type or "application/octet-stream"
+        )
+        return key
+
+    async def media_url(self, key: str, expiry: float | None = None) -> str:
+        """A presigned GET URL of a media object, valid for PRESIGN_EXPIRY seconds by default."""
+        return await self.objects.presigned_get(
+            self.media_bucket, key, self.settings.presign_expiry if expiry is None else expiry
+        )
+
+    async def delete_media(self, session_id: str) -> int:
+        """Delete every media object of a session."""
+        return await self.objects.delete_prefix(self.media_bucket, f"{MEDIA_PREFIX}/{session_id}/")
+
+
+def _extra(session_id: str) -> dict[str, str]:
+    return {"sessionId": session_id}
+
+
+def build_storage(settings: Settings, token: str) -> SessionStorage:
+    """The worker's storage, over MinIO when MINIO_ENDPOINT is set, else over STORAGE_DIR.
+
+    Local media URLs are signed with a key derived from the worker token: only
+    this worker can mint them, and they stay valid across its restarts.
+    """
+    url_secret = hashlib.sha256(b"wa-worker media url\n" + token.encode()).digest()
+    return SessionStorage(open_objects(settings, url_secret=url_secret), settings)

@@ -1,0 +1,104 @@
+"""A real S3 server for the tests: moto's standalone server as its own process on a loopback port.
+
+The worker and the tests talk to it through the real ``minio`` client over HTTP;
+nothing is mocked in-process. ``s3`` is one server for the whole run (tests keep
+apart by bucket names); a test that kills the server starts its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from minio import Minio
+
+ACCESS_KEY = "test-access-key"
+SECRET_KEY = "test-secret-key-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class S3Server:
+    """One moto S3 server process."""
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("moto server did not listen in time")
+
+    def kill(self) -> None:
+        """SIGKILL: an outage as abrupt as it gets (moto keeps objects in memory: they are gone too)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self) -> Minio:
+        return Minio(self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region="us-east-1")
+
+    def worker_env(self, *, prefix: str | None = None) -> dict[str, str]:
+        """The environment a worker needs to use this server, with buckets of its own (``prefix``)."""
+        prefix = prefix or f"t{secrets.token_hex(4)}"
+        return {
+            "MINIO_ENDPOINT": "127.0.0.1",
+            "MINIO_PORT": str(self.port),
+            "MINIO_ACCESS_KEY": ACCESS_KEY,
+            "MINIO_SECRET_KEY": SECRET_KEY,
+            "MINIO_USE_SSL": "false",
+            "MINIO_SESSIONS_BUCKET": f"{prefix}-sessions",
+            "MINIO_MEDIA_BUCKET": f"{prefix}-media",
+        }
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """The shared S3 server of the test run."""
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,187 @@
+"""Failover between workers through object storage (moto S3 on loopback, real workers, one shared sim hub)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Worker, free_port, pid_alive, running_worker, wait_for
+from s3server import S3Server, s3  # noqa: F401 - s3 is a fixture
+
+KEY = "failover-test-key-0123456789abcdefghij"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A standalone simulated network that several workers share."""
+    zmq_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SIM_HUB": f"tcp://127.0.0.1:{zmq_port}",
+        "SIM_PORT": str(http_port),
+        "STORAGE_DIR": str(tmp_path / "hub"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "sim"], env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["ready"] is True
+        yield {"SIM_HUB": env["SIM_HUB"], "SIM_PORT": str(http_port)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def worker_env(s3: S3Server, hub: dict[str, str], worker_id: str, prefix: str) -> dict[str, str]:  # noqa: F811
+    return {
+        **hub,
+        **s3.worker_env(prefix=prefix),
+        "WORKER_ID": worker_id,
+        "ENCRYPTION_KEY": KEY,
+        "LEASE_TTL": "3",
+        "BACKUP_DEBOUNCE": "0.1",
+        "BACKUP_RETRY_MAX": "1",
+    }
+
+
+async def health(w: Worker) -> dict[str, Any]:
+    _, body = await w.api("GET", "/health")
+    return dict(body["storage"])
+
+
+async def backed_up(w: Worker) -> bool:
+    storage = await health(w)
+    return storage["backupsDone"] >= 1 and storage["pendingBackups"] == 0
+
+
+async def create_when_free(w: Worker, session_id: str, timeout: float = 30) -> dict[str, Any]:
+    """POST /session/create until the old holder's lease has lapsed (409 SESSION_LEASED until then)."""
+
+    async def attempt() -> dict[str, Any] | None:
+        status, body = await w.api("POST", "/session/create", json={"sessionId": session_id})
+        if status == 409 and body["code"] == "SESSION_LEASED":
+            return None
+        assert status == 200, body
+        return dict(body["data"])
+
+    return await wait_for(attempt, timeout=timeout, interval=0.2, what="the lease to lapse")
+
+
+async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3Server, hub: dict[str, str]) -> None:  # noqa: F811
+    a = Worker(tmp_path / "a", worker_env(s3, hub, "worker-a", "fo"))
+    await a.start()
+    try:
+        await a.create_linked("fo1", "6285000001")
+        await wait_for(lambda: backed_up(a), what="the backup to land")
+        children = a.child_pids()
+        assert a.proc is not None
+        a.proc.kill()  # SIGKILL: no final backup, no lease release
+        a.proc.wait()
+
+        async def orphans_gone() -> bool:
+            return not [p for p in children if pid_alive(p)]
+
+        await wait_for(orphans_gone, what="worker A's session processes to exit by themselves")
+    finally:
+        await a.stop()
+    # The bucket holds no readable SQLite: the backup is sealed.
+    client = s3.client()
+    bucket = "fo-sessions"
+    for obj in client.list_objects(bucket, "sessions/fo1/auth/", recursive=True):
+        raw = client.get_object(bucket, str(obj.object_name)).read()
+        if str(obj.object_name).endswith(".bak"):
+            assert b"SQLite format 3" not in raw and b"6285000001" not in raw
+
+    async with running_worker(tmp_path / "b", **worker_env(s3, hub, "worker-b", "fo")) as b:
+        assert not (tmp_path / "b" / "sessions" / "fo1").exists()
+        created = await create_when_free(b, "fo1")
+        assert created["qrCode"] is None
+        item = await b.wait_session("fo1", lambda s: s["status"] == "connected", what="fo1 connected on B")
+        assert item["qrCount"] == 0 and item["phoneNumber"] == "6285000001"  # no scan on B
+        status, sent = await b.api("POST", "/session/fo1/send", json={"to": "6289000001", "text": "from B"})
+        assert status == 200 and sent["data"]["status"] == "sent", sent
+        _, inbox = await b.hub("GET", "/phones/6289000001/messages")
+        assert [m["from"] for m in inbox["messages"]] == ["6285000001"]
+        await b.hub("POST", "/phones/6289000001/messages", json={"to": "6285000001", "text": "to B"})
+        await b.wait_session("fo1", lambda s: s["messageCount"] == 2, what="the incoming message on B")
+
+
+async def test_two_workers_asked_at_once_run_it_exactly_once(
+    tmp_path: Path,
+    s3: S3Server,  # noqa: F811
+    hub: dict[str, str],
+) -> None:
+    async with (
+        running_worker(tmp_path / "a", **worker_env(s3, hub, "worker-a", "two")) as a,
+        running_worker(tmp_path / "b", **worker_env(s3, hub, "worker-b", "two")) as b,
+    ):
+        answers = await asyncio.gather(
+            a.api("POST", "/session/create", json={"sessionId": "both"}),
+            b.api("POST", "/session/create", json={"sessionId": "both"}),
+        )
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200, 409], answers
+        loser = [body for status, body in answers if status == 409][0]
+        assert loser["code"] == "SESSION_LEASED" and loser["success"] is False
+        running = []
+        for w in (a, b):
+            _, body = await w.api("GET", "/sessions")
+            running += [s for s in body["data"]["sessions"] if s["sessionId"] == "both" and s["pid"]]
+        assert len(running) == 1
+
+
+async def test_s3_outage_keeps_sessions_messaging_and_the_pending_backup_lands_later(
+    tmp_path: Path, hub: dict[str, str]
+) -> None:
+    server = S3Server(tmp_path / "moto.log")
+    server.start()
+    try:
+        async with running_worker(tmp_path / "w", **worker_env(server, hub, "worker-o", "out")) as w:
+            await w.create_linked("up", "6286000001")
+            await wait_for(lambda: backed_up(w), what="the first backup")
+            # A second session waits for its scan while the store goes away.
+            status, body = await w.api("POST", "/session/create", json={"sessionId": "late"})
+            assert status == 200, body
+            _, qr = await w.api("GET", "/session/late/qr")
+            server.kill()
+
+            async def down() -> bool:
+                return (await health(w))["minioConnected"] is False
+
+            await wait_for(down, timeout=30, what="minioConnected false")
+            await w.hub("POST", "/phones/6286000002/scan", json={"qr": qr["data"]["qr"]})
+            await w.wait_session("late", lambda s: s["status"] == "connected", what="late linked during the outage")
+
+            async def pending() -> bool:
+                return (await health(w))["pendingBackups"] >= 1
+
+            await wait_for(pending, what="a pending backup")
+            # Sessions keep messaging both ways.
+            status, sent = await w.api("POST", "/session/up/send", json={"to": "6286000002", "text": "still here"})
+            assert status == 200 and sent["data"]["status"] == "sent", sent
+            await w.hub("POST", "/phones/6289000003/messages", json={"to": "6286000002", "text": "hello"})
+            await w.wait_session("late", lambda s: s["messageCount"] == 2, what="messages on late")
+            _, h = await w.api("GET", "/health")
+            assert h["status"] in ("healthy", "degraded")
+
+            server.start()  # same port, empty store: the worker sets its buckets up again
+
+            async def landed() -> bool:
+                storage = await health(w)
+                if not storage["minioConnected"] or storage["pendingBackups"]:
+                    return False
+                names = [o.object_name for o in server.client().list_objects("out-sessions", "sessions/late/auth/")]
+                return "sessions/late/auth/current.json" in names
+
+            await wait_for(landed, timeout=30, what="the pending backup to land")
+    finally:
+        server.stop()

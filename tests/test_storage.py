@@ -1,0 +1,314 @@
+"""Storage against a real S3 server (moto, through the minio client) and the local filesystem:
+conditional writes, presigned URLs, sealed backups (refused when tampered), snapshots, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import secrets
+import sqlite3
+import tarfile
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from s3server import ACCESS_KEY, SECRET_KEY, S3Server, s3  # noqa: F401 - s3 is a fixture
+
+from supervisor.backups import BackupScheduler, BackupSettings, manifest_key
+from supervisor.storage import snapshot
+from supervisor.storage.cipher import BackupCipher, BackupRefused
+from supervisor.storage.leases import LeaseHeld, LeaseManager
+from supervisor.storage.local import LocalObjectStore, check_signature
+from supervisor.storage.objects import ObjectStore, PreconditionFailed
+from supervisor.storage.s3 import MinioObjectStore
+
+KEY = "k" * 40
+BUCKET = "sessions"
+
+
+@pytest.fixture(params=["local", "minio"])
+async def objects(request: pytest.FixtureRequest, tmp_path: Path, s3: S3Server) -> AsyncIterator[ObjectStore]:  # noqa: F811
+    store: ObjectStore
+    if request.param == "local":
+        store = LocalObjectStore(
+            {BUCKET: tmp_path / "b", "media": tmp_path / "m"}, url_base="http://127.0.0.1:1", url_secret=b"x"
+        )
+        await store.ensure_buckets([BUCKET, "media"])
+    else:
+        store = MinioObjectStore(s3.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+        prefix = f"u{secrets.token_hex(4)}"
+        await store.ensure_buckets([f"{prefix}-s"])
+        store.bucket = f"{prefix}-s"  # type: ignore[attr-defined]
+    yield store
+    await store.close()
+
+
+def bucket_of(store: ObjectStore) -> str:
+    return getattr(store, "bucket", BUCKET)
+
+
+async def test_conditional_writes(objects: ObjectStore) -> None:
+    bucket = bucket_of(objects)
+    first = await objects.put(bucket, "a/lease.json", b"one", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        await objects.put(bucket, "a/lease.json", b"two", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        await objects.put(bucket, "a/lease.json", b"two", if_match="0" * 32)
+    second = await objects.put(bucket, "a/lease.json", b"two", if_match=first)
+    got = await objects.get(bucket, "a/lease.json")
+    assert got is not None and got.data == b"two" and got.etag == second
+    with pytest.raises(PreconditionFailed):
+        await objects.delete(bucket, "a/lease.json", if_match=first)
+    await objects.delete(bucket, "a/lease.json", if_match=second)
+    assert await objects.get(bucket, "a/lease.json") is None
+
+
+async def test_list_and_delete_prefix(objects: ObjectStore) -> None:
+    bucket = bucket_of(objects)
+    for key in ("s/x/1", "s/x/2", "s/y/1"):
+        await objects.put(bucket, key, key.encode())
+    assert await objects.list(bucket, "s/x/") == ["s/x/1", "s/x/2"]
+    assert await objects.delete_prefix(bucket, "s/x/") == 2
+    assert await objects.list(bucket, "s/") == ["s/y/1"]
+
+
+async def test_presigned_get_from_minio(s3: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    store = MinioObjectStore(s3.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+    bucket = f"m{secrets.token_hex(4)}"
+    await store.ensure_buckets([bucket])
+    media = tmp_path / "photo.jpg"
+    media.write_bytes(b"\xff\xd8" + secrets.token_bytes(300_000))
+    await store.put_file(bucket, "media/s1/photo.jpg", media, content_type="image/jpeg")
+    url = await store.presigned_get(bucket, "media/s1/photo.jpg", 60)
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:  # no credentials: the URL is the key
+        assert resp.status == 200
+        assert await resp.read() == media.read_bytes()
+    await store.close()
+
+
+def test_local_presigned_url_signature(tmp_path: Path) -> None:
+    store = LocalObjectStore({"media": tmp_path}, url_base="http://w:8001", url_secret=b"secret")
+    url = asyncio.run(store.presigned_get("media", "media/s1/a.png", 60))
+    query = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&"))
+    assert url.startswith("http://w:8001/media/media/media/s1/a.png?")
+    assert check_signature(b"secret", "media", "media/s1/a.png", query["expires"], query["signature"])
+    assert not check_signature(b"secret", "media", "media/s1/b.png", query["expires"], query["signature"])
+    assert not check_signature(b"other", "media", "media/s1/a.png", query["expires"], query["signature"])
+    assert not check_signature(b"secret", "media", "media/s1/a.png", "1", query["signature"])
+
+
+# -- sealing ---------------------------------------------------------------------------------------
+def test_sealed_backup_opens_only_with_its_key_and_session() -> None:
+    cipher = BackupCipher(KEY)
+    blob = cipher.seal(b"auth state", "s1")
+    assert b"auth state" not in blob
+    assert BackupCipher(KEY).open(blob, "s1") == b"auth state"  # another worker, same key
+    with pytest.raises(BackupRefused, match="wrong ENCRYPTION_KEY, or it was tampered"):
+        BackupCipher("x" * 40).open(blob, "s1")
+    with pytest.raises(BackupRefused, match="tampered"):
+        BackupCipher(KEY).open(blob, "s2")  # moved to another session's name
+    tampered = bytearray(blob)
+    tampered[-20] ^= 1
+    with pytest.raises(BackupRefused, match="tampered"):
+        BackupCipher(KEY).open(bytes(tampered), "s1")
+    with pytest.raises(BackupRefused, match="set ENCRYPTION_KEY"):
+        BackupCipher(None).open(blob, "s1")
+    with pytest.raises(BackupRefused, match="not encrypted"):
+        BackupCipher(KEY).open(BackupCipher(None).seal(b"plain", "s1"), "s1")
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+def test_snapshot_of_a_database_being_written_is_consistent(tmp_path: Path) -> None:
+    session_dir = tmp_path / "sessions" / "s1"
+    session_dir.mkdir(parents=True)
+    db = sqlite3.connect(session_dir / "auth.db", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (n INTEGER, pad TEXT)")
+    (session_dir / "device.json").write_text("{}")
+    (session_dir / "media").mkdir()
+    (session_dir / "media" / "big.bin").write_bytes(b"0" * 1000)
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            db.execute("BEGIN")
+            db.execute("INSERT INTO t VALUES (?, ?)", (n, "x" * 500))
+            db.execute("INSERT INTO t VALUES (?, ?)", (n, "y" * 500))
+            db.execute("COMMIT")
+            n += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        archives = [snapshot.snapshot(session_dir) for _ in range(5)]
+    finally:
+        stop.set()
+        thread.join()
+        db.close()
+    for i, archive in enumerate(archives):
+        names = tarfile.open(fileobj=io.BytesIO(archive)).getnames()
+        assert sorted(names) == ["auth.db", "device.json"]  # no journals, no media dir
+        target = tmp_path / "restored" / str(i)
+        assert sorted(snapshot.restore(archive, target)) == ["auth.db", "device.json"]
+        check = sqlite3.connect(target / "auth.db")
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        # Transactions are whole: every n appears twice or not at all.
+        assert check.execute("SELECT COUNT(*) FROM (SELECT n FROM t GROUP BY n HAVING COUNT(*) != 2)").fetchone() == (
+            0,
+        )
+        check.close()
+
+
+def test_restore_refuses_paths_outside_the_session_dir(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("../evil.db")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match="unexpected entry"):
+        snapshot.restore(buffer.getvalue(), tmp_path / "sessions" / "s1")
+    assert not (tmp_path / "sessions" / "evil.db").exists()
+
+
+# -- backups in S3 ---------------------------------------------------------------------------------
+async def _scheduler(s3: S3Server, root: Path, key: str | None) -> BackupScheduler:  # noqa: F811
+    store = MinioObjectStore(s3.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+    bucket = f"b{secrets.token_hex(4)}"
+    await store.ensure_buckets([bucket])
+    return BackupScheduler(
+        store,
+        BackupCipher(key),
+        bucket=bucket,
+        sessions_dir=root / "sessions",
+        worker_id="w1",
+        settings=BackupSettings(debounce=0.01),
+    )
+
+
+def _device_db(path: Path, secret: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path / "sim-device.db")
+    db.execute("CREATE TABLE IF NOT EXISTS device (secret TEXT)")
+    db.execute("DELETE FROM device")
+    db.execute("INSERT INTO device VALUES (?)", (secret,))
+    db.commit()
+    db.close()
+
+
+async def test_encrypted_backup_restores_elsewhere_and_is_not_sqlite_in_the_bucket(
+    s3: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    backups = await _scheduler(s3, tmp_path / "a", KEY)
+    _device_db(tmp_path / "a" / "sessions" / "s1", "first")
+    assert await backups.backup_now("s1")
+    _device_db(tmp_path / "a" / "sessions" / "s1", "second")
+    assert await backups.backup_now("s1")
+    client = s3.client()
+    names = sorted(o.object_name for o in client.list_objects(backups.bucket, "sessions/s1/", recursive=True))
+    versions = [n for n in names if n.endswith(".bak")]
+    assert len(versions) == 2 and f"sessions/s1/auth/current.json" in names
+    for name in versions:
+        raw = client.get_object(backups.bucket, name).read()
+        # Neither the SQLite header nor the tar's file names are visible: the archive is sealed.
+        assert b"SQLite format 3" not in raw and b"sim-device.db" not in raw and b"second" not in raw
+    # Another worker (own directory, same key) restores the latest.
+    other = BackupScheduler(
+        backups.objects,
+        BackupCipher(KEY),
+        bucket=backups.bucket,
+        sessions_dir=tmp_path / "b" / "sessions",
+        worker_id="w2",
+        settings=BackupSettings(),
+    )
+    assert await other.restore("s1")
+    db = sqlite3.connect(tmp_path / "b" / "sessions" / "s1" / "sim-device.db")
+    assert db.execute("SELECT secret FROM device").fetchone() == ("second",)
+    db.close()
+    assert not await other.restore("nobody")
+    await backups.objects.close()
+
+
+async def test_tampered_backup_is_refused_and_nothing_is_written(s3: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    backups = await _scheduler(s3, tmp_path / "a", KEY)
+    _device_db(tmp_path / "a" / "sessions" / "s1", "secret")
+    await backups.backup_now("s1")
+    found = await backups.objects.get(backups.bucket, manifest_key("s1"))
+    assert found is not None
+    manifest = json.loads(found.data)
+    blob = await backups.objects.get(backups.bucket, manifest["object"])
+    assert blob is not None
+    tampered = bytearray(blob.data)
+    tampered[len(tampered) // 2] ^= 0x40
+    await backups.objects.put(backups.bucket, manifest["object"], bytes(tampered))
+    target = tmp_path / "b" / "sessions"
+    restorer = BackupScheduler(
+        backups.objects, BackupCipher(KEY), bucket=backups.bucket, sessions_dir=target, worker_id="w2",
+        settings=BackupSettings(),
+    )
+    with pytest.raises(BackupRefused, match="checksum"):
+        await restorer.restore("s1")
+    # An attacker who also fixes the manifest's checksum still fails authentication.
+    import hashlib
+
+    manifest["sha256"] = hashlib.sha256(bytes(tampered)).hexdigest()
+    await backups.objects.put(backups.bucket, manifest_key("s1"), json.dumps(manifest).encode())
+    with pytest.raises(BackupRefused, match="tampered"):
+        await restorer.restore("s1")
+    # ...and so does a restore with the wrong key.
+    manifest["sha256"] = hashlib.sha256(blob.data).hexdigest()
+    await backups.objects.put(backups.bucket, manifest["object"], blob.data)
+    await backups.objects.put(backups.bucket, manifest_key("s1"), json.dumps(manifest).encode())
+    restorer.cipher = BackupCipher("w" * 40)
+    with pytest.raises(BackupRefused, match="wrong ENCRYPTION_KEY"):
+        await restorer.restore("s1")
+    assert not (target / "s1" / "sim-device.db").exists()
+    await backups.objects.close()
+
+
+# -- leases ----------------------------------------------------------------------------------------
+async def _leases(s3: S3Server, bucket: str, worker: str, ttl: float) -> LeaseManager:  # noqa: F811
+    store = MinioObjectStore(s3.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+    await store.ensure_buckets([bucket])
+    return LeaseManager(store, bucket, worker, ttl)
+
+
+async def test_leases_exclude_a_second_worker_until_expiry_and_the_loser_hears_of_it(
+    s3: S3Server,  # noqa: F811
+) -> None:
+    bucket = f"l{secrets.token_hex(4)}"
+    a = await _leases(s3, bucket, "A", 1.0)
+    b = await _leases(s3, bucket, "B", 1.0)
+    # Both at once: exactly one wins.
+    results = await asyncio.gather(a.acquire("s1"), b.acquire("s1"), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["LeaseHeld", "NoneType"]
+    winner, loser = (a, b) if results[0] is None else (b, a)
+    assert winner.holds("s1") and not loser.holds("s1")
+    lost: list[tuple[str, str]] = []
+    winner.on_lost = lambda session_id, holder: lost.append((session_id, holder))
+    await winner.renew("s1")
+    with pytest.raises(LeaseHeld):
+        await loser.acquire("s1")
+    # The winner stops renewing (its worker died): once the lease expired the other takes it over...
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        try:
+            await loser.acquire("s1")
+            break
+        except LeaseHeld:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+    # ...and the old holder's next renewal learns it lost the session.
+    await winner.renew("s1")
+    assert lost == [("s1", loser.worker_id)] and not winner.holds("s1")
+    # Release deletes only one's own lease.
+    await winner.release("s1")
+    assert (await loser.read("s1")) is not None
+    await loser.release("s1")
+    assert (await loser.read("s1")) is None
+    await a.objects.close()
+    await b.objects.close()
