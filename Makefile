@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean lock
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: $(STAMP)
 # Figures come from here, never from timed assertions in tests.
 bench: $(STAMP)
 	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/failover.py
+
+# The versions the container image installs (Containerfile: pip install --constraint requirements.lock).
+# Direct-URL installs (" @ ") cannot be pinned portably and are left out; the packaging test checks
+# that every run-time dependency is pinned.
+lock: $(STAMP)
+	( echo "# pip freeze of the tested environment: \`make lock\` regenerates it."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v ' @ ' ) > requirements.lock
 
 lint: $(STAMP)
 	$(BIN)/ruff check supervisor session_proc transport tests

@@ -186,7 +186,7 @@ class NeonizeEngine(Engine):
             delay = min(self.retry_max, self.retry_initial * 2 ** min(self._dial_attempt, 16))
             delay *= random.uniform(0.8, 1.2)  # spread the retries of many sessions after an outage
             self._dial_attempt += 1
-            log.warning("dial %d failed: %s; next try in %.1fs", self._dial_attempt, reason, delay)
+            log.warning("dial %d failed: %s; next try in %.2fs", self._dial_attempt, reason, delay)
             self._post(self._dial_failed, reason)
             self._stopping.wait(delay)
 

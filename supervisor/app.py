@@ -18,18 +18,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from supervisor import drain, worker_token
-from supervisor.api import media_routes, message_routes
+from supervisor.api import event_routes, media_routes, message_routes
 from supervisor.api.install import client_max_size, install_api
-from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER, WorkerInfo
+from supervisor.api.keys import BACKEND_LINK, EVENTS, REGISTRY, SETTINGS, STORAGE, WEBHOOKS, WORKER, WorkerInfo
+from supervisor.backend import BackendLink
 from supervisor.config import Settings
+from supervisor.events import EventLog
 from supervisor.session_child import ChildConfig
 from supervisor.sessions import SessionRegistry
-from supervisor.storage.service import SessionStorage, build_storage
 from supervisor.sim_hub import SimHubChild
+from supervisor.storage.service import SessionStorage, build_storage
 from supervisor.store import Store
+from supervisor.webhooks import Webhooks
 from transport.channel import RouterChannel
 
 log = logging.getLogger("supervisor.app")
@@ -95,6 +99,14 @@ def worker_context(settings: Settings, token: str) -> Any:
         sockets = socket_dir(settings)
         sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         store = await Store.open(settings.database_path)
+        events = EventLog(store, retention=settings.event_retention)
+        events.start()
+        app[EVENTS] = events
+        # One HTTP client for everything the worker calls: backend, webhooks.
+        http = aiohttp.ClientSession()
+        webhooks = Webhooks(events, http, worker_id=settings.worker_id)
+        app[WEBHOOKS] = webhooks
+        backend: BackendLink | None = None
         hub: SimHubChild | None = None
         router = RouterChannel(
             f"ipc://{sockets / 'supervisor.sock'}",
@@ -132,6 +144,20 @@ def worker_context(settings: Settings, token: str) -> Any:
             router.set_handlers(on_request=registry.on_child_request, on_event=registry.on_child_event)
             app[REGISTRY] = registry
             await registry.start()
+            await webhooks.start()
+            plan = app[drain.DRAIN_PLAN] if drain.DRAIN_PLAN in app else None
+            if settings.backend_url:
+                backend = BackendLink(settings, registry, events, http, token)
+                backend.start()
+                app[BACKEND_LINK] = backend
+                if plan is not None:
+                    plan.register("stop_accepting", backend.draining)
+                    plan.register("flush_events", backend.feed.flush)
+                    plan.register("deregister", backend.close)
+            else:
+                log.info(
+                    "BACKEND_URL is not set: not registering with a backend", extra={"workerId": settings.worker_id}
+                )
             log.info(
                 "worker %s ready: engine %s, max %d sessions",
                 settings.worker_id,
@@ -143,6 +169,11 @@ def worker_context(settings: Settings, token: str) -> Any:
         finally:
             if registry is not None:
                 await registry.shutdown()
+            if backend is not None:
+                await backend.close()
+            await webhooks.close()
+            await events.close()
+            await http.close()
             if storage is not None:
                 await storage.close()  # final backups land (bounded), leases released
             if hub is not None:
@@ -168,6 +199,7 @@ def build_app(settings: Settings, token: str) -> web.Application:
     app[WORKER] = WorkerInfo(engine=settings.engine)
     install_api(app, settings, token)  # middlewares, session/health/metrics/docs routes
     app.add_routes(message_routes.routes)
+    app.add_routes(event_routes.routes)
     app.add_routes(media_routes.routes)
 
     async def on_shutdown(app: web.Application) -> None:

@@ -83,6 +83,8 @@ class Settings:
     presign_expiry: float = 3600.0  # seconds a media URL in an API answer stays valid
     backup_debounce: float = 1.0  # a credentials change is backed up once it has been quiet this long
     backup_retry_max: float = 10.0  # failed backups retry with backoff up to this many seconds apart
+    # -- events (GET /events, SSE, backend feed, webhooks) --
+    event_retention: float = 72 * 3600.0  # seconds an event stays replayable with ?since=
 
     @property
     def run_dir(self) -> Path:
@@ -177,7 +179,7 @@ def _deployment(env: Mapping[str, str]) -> dict[str, Any]:
     log_file_path = Path(env["LOG_FILE_PATH"]) if env.get("LOG_FILE_PATH") else None
     if log_file_path is not None and log_file_path.exists() and not log_file_path.is_dir():
         raise ConfigError(f"LOG_FILE_PATH={str(log_file_path)!r} must be a directory (error.log, combined.log)")
-    heartbeat_ms = _int(env, "HEARTBEAT_INTERVAL", 30000, minimum=1000)
+    heartbeat_ms = _int(env, "HEARTBEAT_INTERVAL", 30000, minimum=100)
     _http_url(env, "BACKEND_URL")  # validated here; the field is read in load()
     return {
         "backend_heartbeat_interval": heartbeat_ms / 1000.0,
@@ -274,4 +276,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_session_ops=_int(env, "RATE_LIMIT_SESSION_OPS", 30),
         **_deployment(env),
         **_storage(env),
+        event_retention=_float(env, "EVENT_RETENTION_HOURS", 72.0, minimum=0.01) * 3600.0,
     )

@@ -21,6 +21,10 @@ from transport import logfmt
 ERROR_LOG = "error.log"
 COMBINED_LOG = "combined.log"
 REDACTED = "[redacted]"
+# Libraries whose DEBUG lines carry data: aiosqlite logs every statement with its parameters
+# (message text), urllib3 every URL (presigned query strings). They stay at INFO or above
+# whatever LOG_LEVEL says.
+DATA_LOGGERS = ("aiosqlite", "urllib3", "minio", "botocore")
 
 
 class SecretFilter(logging.Filter):
@@ -76,6 +80,8 @@ def configure(settings: Settings, *, token: str | None = None) -> None:
     logfmt.set_context(workerId=settings.worker_id)
     logfmt.configure(settings.log_level, json_lines=json_lines)
     root = logging.getLogger()
+    for name in DATA_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     if settings.log_file_path is not None:
         for handler in file_handlers(
             settings.log_file_path, max_bytes=settings.log_file_max_bytes, backups=settings.log_file_backups

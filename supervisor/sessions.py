@@ -24,6 +24,7 @@ from supervisor.message_id import new_message_id
 from supervisor.outbox import Outbox, OutboxSettings, SendAnswer
 from supervisor.policy import ExitInfo, ProcRecord
 from supervisor.procs import ChildProcess
+from supervisor.qr_image import png_data_url
 from supervisor.sampler import ProcessSampler, ProcStats
 from supervisor.session_child import ChildConfig, SessionChild, parse_identity
 from supervisor.states import ProcState
@@ -124,6 +125,7 @@ class SessionRegistry:
             ),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._event_order: dict[str, asyncio.Lock] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._log_extra = {"workerId": settings.worker_id}
 
@@ -328,7 +330,9 @@ class SessionRegistry:
             await self.storage.forget(session_id)  # backups, lease, media
         session_dir = self.settings.storage_dir / "sessions" / session_id
         await asyncio.to_thread(shutil.rmtree, session_dir, True)
-        await self.store.delete_session(session_id)
+        # session.deleted is the session's last event: let the ones queued before it commit first.
+        async with self._event_order.pop(session_id, asyncio.Lock()):
+            await self.store.delete_session(session_id)
         self.outbox.forget_session(session_id)
         log.info("session deleted", extra=self._extra(session_id))
 
@@ -455,6 +459,24 @@ class SessionRegistry:
         session.notify()
         self._persist(session)
 
+    def _emit(self, session_id: str, event: str, data: dict[str, Any], *, qr: str | None = None) -> None:
+        """Queue a session event durably, in the order they happen (one lock per session, FIFO)."""
+        lock = self._event_order.setdefault(session_id, asyncio.Lock())
+
+        async def write() -> None:
+            async with lock:
+                try:
+                    if qr is not None:
+                        data["qrCode"] = await asyncio.to_thread(png_data_url, qr)
+                    await self.store.add_event(session_id, event, data)
+                except Exception:
+                    log.exception("cannot queue the %s event", event, extra=self._extra(session_id))
+
+        self._spawn(write())
+
+    def _emit_qr(self, session_id: str, qr: str, expires_at: float | None, count: int) -> None:
+        self._emit(session_id, "qr_ready", {"qr": qr, "expiresAt": iso(expires_at), "qrCount": count}, qr=qr)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -469,10 +491,14 @@ class SessionRegistry:
         if state == ProcState.FATAL:
             session.set_status("failed")
             session.last_error = after.fatal_reason
+            self._emit(session.id, "failed", {"reason": after.fatal_reason})
         elif state == ProcState.BACKOFF:
+            was = session.status
             session.set_status("disconnected")
             reason = after.last_exit.reason if after.last_exit else "exited"
             session.last_error = f"process {reason}; restarting"
+            if was != "disconnected":
+                self._emit(session.id, "disconnected", {"reason": session.last_error, "willRetry": True})
         elif state == ProcState.STARTING:
             session.qr = session.qr_expires_at = None
             if session.status != "connected" or before.state != ProcState.STOPPING:
@@ -512,22 +538,29 @@ class SessionRegistry:
             session.qr_count += 1
             session.set_status("qr_ready")
             log.info("QR ready (%d so far)", session.qr_count, extra=extra)
+            if session.qr is not None:
+                self._emit_qr(session.id, session.qr, session.qr_expires_at, session.qr_count)
         elif op == "connected":
             session.phone = str(body.get("phone") or "") or None
             session.qr = session.qr_expires_at = None
             session.last_error = None
             session.set_status("connected")
             log.info("connected", extra=extra)
+            self._emit(session.id, "connected", {"phoneNumber": session.phone, "pushName": body.get("pushName")})
             self.outbox.kick(session.id)
         elif op == "disconnected":
             session.set_status("disconnected")
             session.last_error = str(body.get("reason") or "disconnected")
             log.info("disconnected: %s", session.last_error, extra=extra)
+            self._emit(
+                session.id, "disconnected", {"reason": session.last_error, "willRetry": bool(body.get("willRetry"))}
+            )
         elif op == "logged_out":
             session.set_status("logged_out")
             session.phone = session.qr = session.qr_expires_at = None
             session.last_error = str(body.get("reason") or "logged out")
             log.info("logged out: %s", session.last_error, extra=extra)
+            self._emit(session.id, "logged_out", {"reason": session.last_error})
             if self.storage is not None:
                 self.storage.on_logged_out(session.id)
         elif op == "receipt":

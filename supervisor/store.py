@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,22 @@ MIGRATIONS: tuple[str, ...] = (
         event      TEXT NOT NULL,
         data       TEXT NOT NULL,
         timestamp  REAL NOT NULL
+    );
+    """,
+    # 3: where each consumer of the event queue stands, and per-session webhooks.
+    """
+    CREATE INDEX events_by_session ON events (session_id, seq);
+    CREATE INDEX events_by_time ON events (timestamp);
+    CREATE TABLE consumers (
+        name       TEXT PRIMARY KEY,
+        last_seq   INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE webhooks (
+        session_id TEXT PRIMARY KEY,
+        url        TEXT NOT NULL,
+        secret     TEXT NOT NULL,
+        created_at REAL NOT NULL
     );
     """,
 )
@@ -185,6 +201,9 @@ class Store:
         # One connection serves every coroutine: a transaction must not interleave with
         # another's statements, or one's commit would publish the other's half.
         self._lock = asyncio.Lock()
+        self._wrote_events = False
+        # Called after a commit that queued events (wakes their consumers); set by the owner.
+        self.on_events: Callable[[], None] | None = None
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -193,9 +212,14 @@ class Store:
             try:
                 yield self._db
             except BaseException:
+                self._wrote_events = False
                 await self._db.rollback()
                 raise
             await self._db.commit()
+            if self._wrote_events:
+                self._wrote_events = False
+                if self.on_events is not None:
+                    self.on_events()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -255,12 +279,16 @@ class Store:
             )
 
     async def delete_session(self, session_id: str) -> None:
-        """Forget a session with its history, outbox and idempotency keys."""
+        """Forget a session with its history, outbox and idempotency keys, and queue ``session.deleted``.
+
+        Its webhook stays until that last event reached it (the webhook's deliverer removes it).
+        """
         async with self._tx() as db:
             await db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             await db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
             await db.execute("DELETE FROM outbox WHERE session_id = ?", (session_id,))
             await db.execute("DELETE FROM idempotency WHERE session_id = ?", (session_id,))
+            await self._add_event(db, session_id, "session.deleted", {})
 
     async def sessions(self) -> list[SessionRow]:
         """Every stored session, oldest first."""
@@ -272,8 +300,10 @@ class Store:
         return [SessionRow(*tuple(r)) for r in rows]
 
     # -- events --------------------------------------------------------------------
-    @staticmethod
-    async def _add_event(db: aiosqlite.Connection, session_id: str | None, event: str, data: dict[str, Any]) -> None:
+    async def _add_event(
+        self, db: aiosqlite.Connection, session_id: str | None, event: str, data: dict[str, Any]
+    ) -> None:
+        self._wrote_events = True
         await db.execute(
             "INSERT INTO events (session_id, event, data, timestamp) VALUES (?, ?, ?, ?)",
             (session_id, event, json.dumps(data, default=str), time.time()),
@@ -284,14 +314,70 @@ class Store:
         async with self._tx() as db:
             await self._add_event(db, session_id, event, data)
 
-    async def events_since(self, seq: int, limit: int = 100) -> list[EventRow]:
-        """Queued events after ``seq``, oldest first."""
-        async with self._db.execute(
-            "SELECT seq, session_id, event, data, timestamp FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit),
-        ) as cur:
+    async def events_since(self, seq: int, limit: int = 100, *, session_id: str | None = None) -> list[EventRow]:
+        """Queued events after ``seq`` (of one session, or all), oldest first."""
+        sql = "SELECT seq, session_id, event, data, timestamp FROM events WHERE seq > ?"
+        args: list[Any] = [seq]
+        if session_id is not None:
+            sql += " AND session_id = ?"
+            args.append(session_id)
+        async with self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)) as cur:
             rows = await cur.fetchall()
         return [EventRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    async def last_event_seq(self) -> int:
+        async with self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def purge_events(self, before: float) -> int:
+        """Drop events older than ``before`` (epoch seconds): the retention of the event log."""
+        async with self._tx() as db:
+            cur = await db.execute("DELETE FROM events WHERE timestamp < ?", (before,))
+        return cur.rowcount
+
+    async def consumer_cursor(self, name: str, *, start: int) -> int:
+        """Where consumer ``name`` stands; a new consumer starts at ``start``."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO consumers (name, last_seq, updated_at) VALUES (?, ?, ?)",
+                (name, start, time.time()),
+            )
+            async with db.execute("SELECT last_seq FROM consumers WHERE name = ?", (name,)) as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else start
+
+    async def advance_consumer(self, name: str, seq: int) -> None:
+        """Consumer ``name`` has everything up to ``seq``."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE consumers SET last_seq = MAX(last_seq, ?), updated_at = ? WHERE name = ?",
+                (seq, time.time(), name),
+            )
+
+    async def drop_consumer(self, name: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM consumers WHERE name = ?", (name,))
+
+    # -- webhooks -----------------------------------------------------------------
+    async def set_webhook(self, session_id: str, url: str, secret: str) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO webhooks (session_id, url, secret, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET url = excluded.url, secret = excluded.secret",
+                (session_id, url, secret, time.time()),
+            )
+
+    async def delete_webhook(self, session_id: str) -> bool:
+        async with self._tx() as db:
+            cur = await db.execute("DELETE FROM webhooks WHERE session_id = ?", (session_id,))
+        return cur.rowcount > 0
+
+    async def webhooks(self) -> dict[str, tuple[str, str]]:
+        """``{sessionId: (url, secret)}``."""
+        async with self._db.execute("SELECT session_id, url, secret FROM webhooks") as cur:
+            rows = await cur.fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     # -- outgoing messages ---------------------------------------------------------
     async def accept_outgoing(

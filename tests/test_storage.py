@@ -4,6 +4,7 @@ conditional writes, presigned URLs, sealed backups (refused when tampered), snap
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import secrets
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from harness import TOKEN, running_worker
 from s3server import ACCESS_KEY, SECRET_KEY, S3Server, s3  # noqa: F401 - s3 is a fixture
 
 from supervisor.backups import BackupScheduler, BackupSettings, manifest_key
@@ -211,7 +213,7 @@ async def test_encrypted_backup_restores_elsewhere_and_is_not_sqlite_in_the_buck
     client = s3.client()
     names = sorted(o.object_name for o in client.list_objects(backups.bucket, "sessions/s1/", recursive=True))
     versions = [n for n in names if n.endswith(".bak")]
-    assert len(versions) == 2 and f"sessions/s1/auth/current.json" in names
+    assert len(versions) == 2 and "sessions/s1/auth/current.json" in names
     for name in versions:
         raw = client.get_object(backups.bucket, name).read()
         # Neither the SQLite header nor the tar's file names are visible: the archive is sealed.
@@ -247,14 +249,16 @@ async def test_tampered_backup_is_refused_and_nothing_is_written(s3: S3Server, t
     await backups.objects.put(backups.bucket, manifest["object"], bytes(tampered))
     target = tmp_path / "b" / "sessions"
     restorer = BackupScheduler(
-        backups.objects, BackupCipher(KEY), bucket=backups.bucket, sessions_dir=target, worker_id="w2",
+        backups.objects,
+        BackupCipher(KEY),
+        bucket=backups.bucket,
+        sessions_dir=target,
+        worker_id="w2",
         settings=BackupSettings(),
     )
     with pytest.raises(BackupRefused, match="checksum"):
         await restorer.restore("s1")
     # An attacker who also fixes the manifest's checksum still fails authentication.
-    import hashlib
-
     manifest["sha256"] = hashlib.sha256(bytes(tampered)).hexdigest()
     await backups.objects.put(backups.bucket, manifest_key("s1"), json.dumps(manifest).encode())
     with pytest.raises(BackupRefused, match="tampered"):
@@ -312,3 +316,27 @@ async def test_leases_exclude_a_second_worker_until_expiry_and_the_loser_hears_o
     assert (await loser.read("s1")) is None
     await a.objects.close()
     await b.objects.close()
+
+
+async def test_local_backend_media_urls_are_served_by_the_worker_until_they_expire(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        media = tmp_path / "w" / "media" / "s1" / "photo.png"
+        media.parent.mkdir(parents=True)
+        media.write_bytes(b"\x89PNG" + secrets.token_bytes(5000))
+        # The worker signs local media URLs with a key derived from its token; mint one the same way.
+        secret = hashlib.sha256(b"wa-worker media url\n" + TOKEN.encode()).digest()
+        store = LocalObjectStore({"whatsapp-media": tmp_path / "w"}, url_base=w.url, url_secret=secret)
+        url = await store.presigned_get("whatsapp-media", "media/s1/photo.png", 60)
+        expired = await store.presigned_get("whatsapp-media", "media/s1/photo.png", -5)
+        async with aiohttp.ClientSession() as http:  # no worker token: the signature is the credential
+            async with http.get(url) as resp:
+                assert resp.status == 200 and await resp.read() == media.read_bytes()
+                assert resp.headers["Content-Type"] == "image/png"
+            async with http.get(url.replace("photo.png", "other.png")) as resp:
+                assert resp.status == 403 and (await resp.json())["code"] == "FORBIDDEN"
+            async with http.get(expired) as resp:
+                assert resp.status == 403
+        _, health = await w.api("GET", "/health")
+        assert health["storage"]["type"] == "local" and health["storage"]["pendingBackups"] == 0
+        status, text = await w.api("GET", "/metrics?format=prometheus")
+        assert status == 200 and "wa_worker_storage_pending_backups 0.0" in text

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from supervisor.backend import BackendLink
 from supervisor.config import Settings
+from supervisor.events import EventLog
 from supervisor.sessions import SessionRegistry
 from supervisor.storage.service import SessionStorage
+from supervisor.webhooks import Webhooks
 
 
 @dataclass(slots=True)
@@ -25,3 +28,6 @@ SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", SessionRegistry)
 WORKER = web.AppKey("worker", WorkerInfo)
 STORAGE = web.AppKey("storage", SessionStorage)  # object storage: leases, backups, media
+EVENTS = web.AppKey("events", EventLog)  # the numbered event log: pull, stream, deliverers
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
+BACKEND_LINK = web.AppKey("backend_link", BackendLink)  # only when BACKEND_URL is set

@@ -21,7 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from supervisor.api.errors import ApiError, Handler
-from supervisor.api.keys import REGISTRY, SETTINGS, WORKER
+from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
+from supervisor.api.storage_metrics import StorageCollector
 from supervisor.sessions import STATUSES, Session, SessionRegistry
 
 routes = web.RouteTableDef()
@@ -188,6 +189,8 @@ async def metrics(request: web.Request) -> web.Response:
     if _wants_prometheus(request):
         scrape = CollectorRegistry()
         scrape.register(SessionCollector(sessions, figures))
+        if STORAGE in request.app:
+            scrape.register(StorageCollector(request.app[STORAGE]))
         text = generate_latest(request.app[STATS].registry) + generate_latest(scrape)
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
     settings = request.app[SETTINGS]
@@ -216,6 +219,7 @@ async def metrics(request: web.Request) -> web.Response:
             "lastHour": figures.last_hour,
         },
         "performance": request.app[STATS].performance(),
+        "storage": request.app[STORAGE].health() if STORAGE in request.app else None,
         "timestamp": time.time(),
     }
     return web.json_response(body)

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from supervisor.api import validation as v
 from supervisor.api.keys import REGISTRY, SETTINGS
-from supervisor.api.qr_image import png_data_url
 from supervisor.api.views import exit_view, process_view, status_view
+from supervisor.qr_image import png_data_url
 
 routes = web.RouteTableDef()
 

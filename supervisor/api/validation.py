@@ -67,8 +67,12 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send the body as application/json")
     try:
         body = await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "INVALID_JSON", "the body is not valid JSON") from None
+        # JSON may escape lone surrogates (\ud800) that no UTF-8 store or engine accepts.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError):
+        raise ApiError(400, "INVALID_JSON", "the body is not valid JSON (UTF-8)") from None
+    except RecursionError:
+        raise ApiError(400, "INVALID_JSON", "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "INVALID_JSON", "the body must be a JSON object")
     return body

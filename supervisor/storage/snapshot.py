@@ -39,7 +39,8 @@ def has_auth_state(session_dir: Path) -> bool:
 
 
 def _sqlite_image(source: Path, target: Path) -> None:
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT)
+    # Read-only: the snapshot must never write to the engine's live database.
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT)
     try:
         dst = sqlite3.connect(target)
         try:

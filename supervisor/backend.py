@@ -1,0 +1,206 @@
+"""This worker's relationship with the backend gateway: registration, heartbeats,
+the event feed, and saying goodbye.
+
+Seed contract: ``POST {BACKEND_URL}/api/admin/workers/register``,
+``PUT .../workers/{workerId}/heartbeat`` every ``HEARTBEAT_INTERVAL`` ms, and
+``POST .../workers/{workerId}/events``; every call carries ``X-Worker-Token``.
+A backend that is down delays all of this and loses none of it: registration
+retries with backoff, a missed heartbeat is logged, events wait in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from importlib import metadata
+from typing import Any
+
+import aiohttp
+
+from supervisor.config import Settings
+from supervisor.delivery import Deliverer, Target
+from supervisor.events import EventLog
+from supervisor.sessions import STATUSES, SessionRegistry
+from supervisor.timefmt import iso
+
+log = logging.getLogger("supervisor.backend")
+
+CALL_TIMEOUT = 10.0
+REGISTER_RETRY_MAX = 30.0
+
+
+def worker_version() -> str:
+    try:
+        return metadata.version("wa-worker")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class BackendLink:
+    """Registration, heartbeats and the event feed to BACKEND_URL."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: SessionRegistry,
+        events: EventLog,
+        http: aiohttp.ClientSession,
+        token: str,
+    ) -> None:
+        assert settings.backend_url is not None
+        self.settings = settings
+        self.registry = registry
+        self.http = http
+        self.base = settings.backend_url.rstrip("/") + "/api/admin/workers"
+        self.headers = {"X-Worker-Token": token}
+        self.status = "online"
+        self.registered = False
+        self.last_heartbeat_ok: float | None = None
+        self.last_error: str | None = None
+        self.feed = Deliverer(
+            events,
+            http,
+            Target(name="backend", url=f"{self.base}/{settings.worker_id}/events", headers=self.headers),
+            worker_id=settings.worker_id,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._extra = {"workerId": settings.worker_id}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="backend-link")
+        self.feed.start()
+
+    async def close(self) -> None:
+        """Stop the loops and tell the backend this worker is offline (one try; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._task,):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.feed.close()
+        if self.registered:
+            self.status = "offline"
+            await self._heartbeat(quiet=True)
+
+    async def draining(self) -> None:
+        """The worker started draining: say so at once instead of at the next beat."""
+        self.status = "draining"
+        if self.registered:
+            await self._heartbeat(quiet=True)
+
+    # -- the loop --------------------------------------------------------------------
+    async def _run(self) -> None:
+        await self._register()
+        interval = self.settings.backend_heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            if await self._heartbeat() == 404:
+                # The backend forgot us (restarted, or pruned a silent worker): introduce ourselves again.
+                log.warning("backend does not know this worker; registering again", extra=self._extra)
+                self.registered = False
+                await self._register()
+
+    async def _register(self) -> None:
+        delay = 1.0
+        failed_before = False
+        while True:
+            status, error = await self._call("POST", f"{self.base}/register", self._registration())
+            if status is not None and 200 <= status < 300:
+                self.registered = True
+                log.info("registered with the backend at %s", self.settings.backend_url, extra=self._extra)
+                return
+            self.last_error = error or f"HTTP {status}"
+            if not failed_before:
+                log.warning(
+                    "cannot register with the backend (%s); retrying with backoff, serving meanwhile",
+                    self.last_error,
+                    extra=self._extra,
+                )
+                failed_before = True
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(REGISTER_RETRY_MAX, delay * 2)
+
+    async def _heartbeat(self, *, quiet: bool = False) -> int | None:
+        body = await self.heartbeat_body()
+        status, error = await self._call("PUT", f"{self.base}/{self.settings.worker_id}/heartbeat", body)
+        if status is not None and 200 <= status < 300:
+            if self.last_error is not None and not quiet:
+                log.info("backend answers heartbeats again", extra=self._extra)
+            self.last_heartbeat_ok = time.time()
+            self.last_error = None
+        elif status != 404:
+            if self.last_error is None and not quiet:
+                log.warning("heartbeat missed: %s", error or f"HTTP {status}", extra=self._extra)
+            self.last_error = error or f"HTTP {status}"
+        return status
+
+    async def _call(self, method: str, url: str, body: dict[str, Any]) -> tuple[int | None, str | None]:
+        try:
+            async with self.http.request(
+                method, url, json=body, headers=self.headers, timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)
+            ) as resp:
+                await resp.read()
+                return resp.status, None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+    # -- what we say -----------------------------------------------------------------
+    def _registration(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "workerId": s.worker_id,
+            "endpoint": s.worker_endpoint,
+            "maxSessions": s.max_sessions,
+            "status": self.status,
+            "version": worker_version(),
+            "capabilities": {
+                "engine": s.engine,
+                "media": True,
+                "pairCode": True,
+                "idempotency": True,
+                "events": ["pull", "sse", "webhooks"],
+            },
+        }
+
+    async def heartbeat_body(self) -> dict[str, Any]:
+        """The heartbeat's figures: sessions by status, CPU and memory, message counts."""
+        sessions = list(self.registry)
+        by_status = Counter(s.status for s in sessions)
+        own = self.registry.supervisor_stats
+        children = [s.stats for s in sessions if s.stats is not None]
+        sent = received = failed = 0
+        for direction, status, count, _recent in await self.registry.store.message_totals(time.time() - 3600):
+            if direction == "in":
+                received += count
+            elif status == "failed":
+                failed += count
+            elif status in ("sent", "delivered", "read"):
+                sent += count
+        return {
+            "workerId": self.settings.worker_id,
+            "status": self.status,
+            "timestamp": iso(time.time()),
+            "sessions": {
+                "total": len(sessions),
+                "max": self.settings.max_sessions,
+                "byStatus": {name: by_status.get(name, 0) for name in STATUSES},
+            },
+            "resources": {
+                "worker": {"cpuPercent": own.cpu_percent if own else None, "rss": own.rss if own else None},
+                "sessions": {
+                    "processes": len(children),
+                    "cpuPercent": round(sum(c.cpu_percent for c in children), 2),
+                    "rss": sum(c.rss for c in children),
+                    "uss": sum(c.uss for c in children),
+                },
+            },
+            "messages": {"sent": sent, "received": received, "failed": failed},
+        }

@@ -1,0 +1,172 @@
+"""Delivering the event log over HTTP: to the backend, and to each session's webhook.
+
+At least once, in order: a consumer posts one event at a time and moves its
+stored cursor only after a 2xx answer, retrying the same event with exponential
+backoff otherwise. A receiver dedupes on the event's ``id`` (also sent as
+``X-Event-Id``). A worker killed between an event's commit and its delivery
+delivers it after it starts again.
+
+Webhook signatures (``X-Signature: t=<unix seconds>,v1=<hex>``): ``v1`` is
+HMAC-SHA256 keyed with the webhook's secret over ``f"{t}.{raw body}"``; a
+receiver recomputes it over the exact bytes it received and rejects stale ``t``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from supervisor.events import EventLog, envelope
+from supervisor.store import EventRow
+
+log = logging.getLogger("supervisor.delivery")
+
+RETRY_FIRST = 0.5
+RETRY_MAX = 60.0
+POST_TIMEOUT = 10.0
+IDLE_WAIT = 5.0
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``X-Signature`` header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: str, body: bytes, header: str, *, tolerance: float = 300.0, now: float | None = None) -> bool:
+    """Check an ``X-Signature`` header the way a receiver should (constant time, freshness)."""
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        timestamp = int(fields["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs((now if now is not None else time.time()) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+@dataclass(slots=True)
+class Target:
+    """Where one consumer posts its events."""
+
+    name: str  # the cursor's name in the store
+    url: str
+    headers: dict[str, str]
+    session_id: str | None = None  # only this session's events (webhooks)
+    secret: str | None = None  # sign with this (webhooks)
+    start_at_end: bool = False  # a new consumer starts with the events that come after it
+
+
+class Deliverer:
+    """One consumer of the event log posting to one URL."""
+
+    def __init__(
+        self,
+        events: EventLog,
+        http: aiohttp.ClientSession,
+        target: Target,
+        *,
+        worker_id: str,
+        on_delivered: Callable[[EventRow], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.events = events
+        self.http = http
+        self.target = target
+        self.worker_id = worker_id
+        self.on_delivered = on_delivered
+        self.delivered = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.cursor = 0
+        self._progress = asyncio.Event()  # replaced after each delivered event; flush() waits on it
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"deliver-{self.target.name}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def flush(self) -> None:
+        """Return once everything queued before this call was delivered (callers bound the wait)."""
+        target = await self.events.store.last_event_seq()
+        while self.cursor < target:
+            progress = self._progress
+            await progress.wait()
+
+    async def _run(self) -> None:
+        store = self.events.store
+        start = await store.last_event_seq() if self.target.start_at_end else 0
+        self.cursor = await store.consumer_cursor(self.target.name, start=start)
+        while True:
+            try:
+                rows = await self.events.wait(self.cursor, timeout=IDLE_WAIT, session_id=self.target.session_id)
+                for row in rows:
+                    await self._deliver(row)
+                    await store.advance_consumer(self.target.name, row.seq)
+                    self.cursor = row.seq
+                    progress, self._progress = self._progress, asyncio.Event()
+                    progress.set()
+                    if self.on_delivered is not None and await self.on_delivered(row):
+                        return  # the consumer is done for good
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery to %s failed unexpectedly", self.target.name)
+                await asyncio.sleep(RETRY_MAX)
+
+    async def _deliver(self, row: EventRow) -> None:
+        body = json.dumps(envelope(row), separators=(",", ":"), default=str).encode()
+        delay = RETRY_FIRST
+        outage = False
+        while True:
+            headers = {
+                **self.target.headers,
+                "Content-Type": "application/json",
+                "X-Event-Id": str(row.seq),
+                "X-Worker-Id": self.worker_id,
+            }
+            if self.target.secret is not None:
+                headers["X-Signature"] = sign(self.target.secret, body, int(time.time()))
+            try:
+                async with self.http.post(
+                    self.target.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT)
+                ) as resp:
+                    if 200 <= resp.status < 300:
+                        self.delivered += 1
+                        if outage:
+                            log.info("%s takes events again", self.target.name, extra=self._extra(row))
+                        self.last_error = None
+                        return
+                    error = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            self.failures += 1
+            self.last_error = error
+            if not outage:
+                # Once per outage: a receiver down for an hour must not write thousands of lines.
+                log.warning(
+                    "%s refused event %d (%s); retrying with backoff", self.target.name, row.seq, error,
+                    extra=self._extra(row),
+                )
+                outage = True
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(RETRY_MAX, delay * 2)
+
+    def _extra(self, row: EventRow) -> dict[str, Any]:
+        return {"workerId": self.worker_id, **({"sessionId": row.session_id} if row.session_id else {})}

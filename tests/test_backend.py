@@ -1,0 +1,276 @@
+"""Backend integration against a fake backend served by the test (real HTTP on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from harness import TOKEN, Worker, free_port, running_worker, wait_for
+
+PHONE = "6281777000"
+
+
+class FakeBackend:
+    """Records what the worker sends; fails on demand."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.registrations: list[dict[str, Any]] = []
+        self.heartbeats: list[tuple[float, dict[str, Any]]] = []
+        self.events: list[dict[str, Any]] = []  # every delivery, duplicates included
+        self.tokens: set[str | None] = set()
+        self.fail_every = 0  # answer 500 to every n-th event call
+        self.forget_worker = False  # answer the next heartbeat with 404
+        self.calls = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/admin/workers/register", self._register)
+        app.router.add_put("/api/admin/workers/{wid}/heartbeat", self._heartbeat)
+        app.router.add_post("/api/admin/workers/{wid}/events", self._event)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _register(self, request: web.Request) -> web.Response:
+        self.tokens.add(request.headers.get("X-Worker-Token"))
+        self.registrations.append(await request.json())
+        return web.json_response({"success": True})
+
+    async def _heartbeat(self, request: web.Request) -> web.Response:
+        self.tokens.add(request.headers.get("X-Worker-Token"))
+        if self.forget_worker:
+            self.forget_worker = False
+            return web.json_response({"success": False}, status=404)
+        self.heartbeats.append((time.monotonic(), await request.json()))
+        return web.json_response({"success": True})
+
+    async def _event(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        if self.fail_every and self.calls % self.fail_every == 0:
+            await request.read()
+            return web.json_response({"error": "flaky"}, status=500)
+        body = await request.json()
+        assert request.headers["X-Event-Id"] == str(body["id"])
+        self.events.append(body)
+        return web.json_response({"success": True})
+
+    def unique_events(self) -> list[dict[str, Any]]:
+        seen: dict[int, dict[str, Any]] = {}
+        for e in self.events:
+            if e["id"] in seen:
+                assert seen[e["id"]] == e, "a redelivery must be the same event"
+            seen.setdefault(e["id"], e)
+        return [seen[k] for k in sorted(seen)]
+
+
+async def _all_events(w: Worker) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    since = 0
+    while True:
+        status, body = await w.api("GET", f"/events?since={since}&limit=1000")
+        assert status == 200, body
+        out += body["data"]["events"]
+        if not body["data"]["events"]:
+            return out
+        since = body["data"]["nextSince"]
+
+
+async def _activity(w: Worker, sid: str, phone: str) -> None:
+    await w.create_linked(sid, phone)
+    for n in range(3):
+        status, _ = await w.api("POST", f"/session/{sid}/send", json={"to": "6280100", "text": f"m{n}"})
+        assert status == 200
+    await w.hub("POST", "/phones/6280100/messages", json={"to": phone, "text": "reply"})
+
+
+async def test_registers_once_the_backend_is_up_and_heartbeats_with_metrics(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    env = {"BACKEND_URL": backend.url, "HEARTBEAT_INTERVAL": "200", "WORKER_ENDPOINT": "http://w1:8001"}
+    async with running_worker(tmp_path / "w", **env) as w:
+        # The backend is down: the worker serves anyway.
+        status, _ = await w.api("POST", "/session/create", json={"sessionId": "early"})
+        assert status == 200
+        await backend.start()
+        try:
+            await wait_for(lambda: _truthy(backend.registrations), timeout=40, what="registration")
+            reg = backend.registrations[0]
+            assert reg["workerId"] == "test-worker" and reg["endpoint"] == "http://w1:8001"
+            assert reg["status"] == "online" and reg["maxSessions"] == 50 and reg["capabilities"]["engine"] == "sim"
+            assert backend.tokens == {TOKEN}
+            await wait_for(lambda: _truthy(len(backend.heartbeats) >= 3), what="three heartbeats")
+            beat = backend.heartbeats[-1][1]
+            assert beat["sessions"]["total"] == 1 and sum(beat["sessions"]["byStatus"].values()) == 1
+            assert beat["resources"]["worker"]["rss"] > 0 and "messages" in beat
+            # A backend that forgot the worker gets a new registration.
+            backend.forget_worker = True
+            await wait_for(lambda: _truthy(len(backend.registrations) == 2), what="re-registration after 404")
+        finally:
+            children = w.child_pids()
+            await w.stop(signal.SIGTERM)
+            await backend.stop()
+        statuses = [b["status"] for _, b in backend.heartbeats]
+        assert statuses[-2:] == ["draining", "offline"], statuses
+        assert children
+
+
+async def _truthy(value: object) -> bool:
+    return bool(value)
+
+
+async def test_every_event_arrives_in_order_despite_a_flaky_backend(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    backend.fail_every = 3
+    await backend.start()
+    try:
+        async with running_worker(tmp_path / "w", BACKEND_URL=backend.url) as w:
+            await _activity(w, "ev", PHONE)
+
+            async def received_everything() -> bool:
+                produced = await _all_events(w)
+                return bool(produced) and [e["id"] for e in backend.unique_events()] == [e["id"] for e in produced]
+
+            await wait_for(received_everything, timeout=60, what="the backend to have every event")
+            produced = await _all_events(w)
+            assert backend.unique_events() == produced  # same content, same order
+            names = [e["event"] for e in produced]
+            for expected in ("qr_ready", "connected", "message.status", "message.received"):
+                assert expected in names, names
+            assert names.index("qr_ready") < names.index("connected")
+            qr = next(e for e in produced if e["event"] == "qr_ready")
+            assert qr["data"]["qrCode"].startswith("data:image/png;base64,")
+            assert next(e for e in produced if e["event"] == "connected")["data"]["phoneNumber"] == PHONE
+            received = next(e for e in produced if e["event"] == "message.received")["data"]["message"]
+            assert received["text"] == "reply" and received["direction"] == "in"
+            assert backend.calls > len(produced)  # some calls failed and were retried: none was lost
+    finally:
+        await backend.stop()
+
+
+async def test_events_survive_a_killed_worker(tmp_path: Path) -> None:
+    port = free_port()
+    backend = FakeBackend(port)
+    storage = tmp_path / "w"
+    w = Worker(storage, {"BACKEND_URL": backend.url})
+    await w.start()
+    try:
+        await _activity(w, "kill", PHONE)
+        produced = await _all_events(w)
+        await w.stop(signal.SIGKILL)
+    finally:
+        await w.stop()
+    await backend.start()
+    try:
+        async with running_worker(storage, BACKEND_URL=backend.url) as w2:
+            want = [e["id"] for e in produced]
+
+            async def delivered() -> bool:
+                return [e["id"] for e in backend.unique_events()][: len(want)] == want
+
+            await wait_for(delivered, timeout=60, what="events produced before the kill")
+            assert backend.unique_events()[: len(want)] == produced
+            assert w2.proc is not None
+    finally:
+        await backend.stop()
+
+
+def _recipe(secret: str, body: bytes, header: str) -> bool:
+    """The README's verification recipe, written as a receiver would."""
+    parts = dict(p.split("=", 1) for p in header.split(","))
+    expected = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
+
+
+async def test_webhooks_are_signed_and_verifiable(tmp_path: Path) -> None:
+    received: list[tuple[bytes, str]] = []
+    app = web.Application()
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers["X-Signature"]))
+        return web.Response(status=204)
+
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with running_worker(tmp_path / "w") as w:
+            await w.create_linked("hooked", PHONE)
+            secret = "s3cr3t-" + "x" * 20
+            status, body = await w.api(
+                "PUT", "/session/hooked/webhook", json={"url": f"http://127.0.0.1:{port}/hook", "secret": secret}
+            )
+            assert status == 200 and body["data"]["secret"] == secret
+            status, _ = await w.api("POST", "/session/hooked/send", json={"to": "6280100", "text": "hi"})
+            assert status == 200
+            await wait_for(lambda: _truthy(len(received) >= 1), what="a webhook call")
+            raw, signature = received[0]
+            assert _recipe(secret, raw, signature)
+            assert not _recipe("wrong-secret-" + "y" * 20, raw, signature)
+            assert not _recipe(secret, raw + b" ", signature)
+            event = json.loads(raw)
+            assert event["sessionId"] == "hooked" and event["event"] == "message.status"
+            status, info = await w.api("GET", "/session/hooked/webhook")
+            assert status == 200 and "secret" not in info["data"] and info["data"]["delivered"] >= 1
+            # Deleting the session sends its last event, then the webhook is gone.
+            await w.api("DELETE", "/session/hooked")
+            await wait_for(
+                lambda: _truthy(any(json.loads(r)["event"] == "session.deleted" for r, _ in received)),
+                what="session.deleted at the webhook",
+            )
+            status, resp = await w.api("PUT", "/session/hooked/webhook", json={"url": "http://127.0.0.1/h"})
+            assert status == 404 and resp["code"] == "SESSION_NOT_FOUND"
+            await w.api("POST", "/session/create", json={"sessionId": "hooked2"})
+            for bad in ({"url": "ftp://x"}, {"url": "http://127.0.0.1/h", "secret": "short"}, {}):
+                status, resp = await w.api("PUT", "/session/hooked2/webhook", json=bad)
+                assert status == 400 and resp["code"] == "INVALID_WEBHOOK", resp
+    finally:
+        await runner.cleanup()
+
+
+async def test_pull_replay_and_sse_resume(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        await _activity(w, "pull", PHONE)
+        everything = await _all_events(w)
+        ids = [e["id"] for e in everything]
+        assert ids == sorted(ids) and len(ids) == len(set(ids))
+        # A consumer that saw up to the third event replays exactly the rest.
+        status, body = await w.api("GET", f"/events?since={ids[2]}&limit=1000")
+        assert [e["id"] for e in body["data"]["events"]] == ids[3:]
+        status, body = await w.api("GET", "/events?since=-1")
+        assert status == 400
+
+        assert w.http is not None
+        seen: list[int] = []
+
+        async def read_sse(resp: aiohttp.ClientResponse, count: int) -> None:
+            while len(seen) < count:
+                line = (await resp.content.readline()).decode().strip()
+                if line.startswith("id: "):
+                    seen.append(int(line[4:]))
+
+        async with w.http.get(f"{w.url}/events/stream") as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            await asyncio.wait_for(read_sse(resp, 4), 20)
+        # Resume from the last id seen: the rest and then live events, no gap, no repeat.
+        async with w.http.get(f"{w.url}/events/stream", headers={"Last-Event-ID": str(seen[-1])}) as resp:
+            await asyncio.wait_for(read_sse(resp, len(ids)), 20)
+            status, _ = await w.api("POST", "/session/pull/send", json={"to": "6280100", "text": "live"})
+            assert status == 200
+            await asyncio.wait_for(read_sse(resp, len(ids) + 1), 20)
+        assert seen[: len(ids)] == ids and len(seen) == len(set(seen))
