@@ -625,3 +625,56 @@ async def test_worker_shows_the_dial_error_and_deletes_the_session_cleanly(tmp_p
         await wait_for(lambda: _ready(not pid_alive(item["pid"])), timeout=15, what="process gone")
         assert not session_dir.exists()
 
+
+
+async def test_pair_code_waits_for_the_first_qr_and_validates_the_number(tmp_path: Path) -> None:
+    client = _FakeClient()
+    calls: list[tuple[str, bool]] = []
+
+    def pair_phone(phone: str, push: bool) -> str:
+        calls.append((phone, push))
+        return "ABCD-EFGH"
+
+    client.PairPhone = pair_phone  # type: ignore[attr-defined]
+    engine, _ = await _engine(tmp_path, client)
+    engine._connected = False
+    with pytest.raises(EngineError) as info:
+        await engine.pair_code("12ab")
+    assert info.value.code == "INVALID_PHONE"
+    pending = asyncio.ensure_future(engine.pair_code("+62 812-3456-7890"))
+    await asyncio.sleep(0)
+    assert not pending.done() and calls == []  # whatsmeow takes a pairing request only after its first QR
+    engine._qr_ready("2@code")
+    assert await asyncio.wait_for(pending, 5) == "ABCD-EFGH"
+    assert calls == [("6281234567890", True)]
+
+
+_STUCK_GO = """
+import asyncio, sys, threading
+from pathlib import Path
+from session_proc.engine import EngineContext
+from session_proc.neonize_engine import NeonizeEngine
+
+class Sink:
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+async def main():
+    engine = NeonizeEngine(EngineContext(session_id="s", session_dir=Path(sys.argv[1]), sink=Sink()))
+    # Like neonize's connect thread after the QR timeout: not a daemon, and stop() cannot end it.
+    engine._runner = threading.Thread(target=threading.Event().wait, daemon=False)
+    engine._runner.start()
+    await engine.stop()
+    print("stopped", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_stop_ends_the_process_even_when_go_never_returns(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _STUCK_GO, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.strip() == "stopped"
+    assert proc.returncode == 0, proc.stderr
+    assert "exiting hard" in proc.stderr

@@ -85,6 +85,7 @@ class _Endpoint:
         self._pending_peer: dict[int, bytes | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
+        self._beater: asyncio.Task[None] | None = None  # the subclass's heartbeat loop
         self._closed = False
         self.name = name
         self.dropped_frames = 0
@@ -224,7 +225,7 @@ class _Endpoint:
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        tasks = [t for t in (self._beater, self._reader, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -262,7 +263,6 @@ class RouterChannel(_Endpoint):
         self.heartbeat_interval = heartbeat_interval
         self._last_seen: dict[bytes, float] = {}
         self._tracked: set[bytes] = set()
-        self._beater: asyncio.Task[None] | None = None
         self._bound = False
 
     def bind(self) -> str:
@@ -331,12 +331,6 @@ class RouterChannel(_Endpoint):
                 except PeerGone:
                     pass  # not connected yet, or gone: the owner's liveness check decides
 
-    async def close(self) -> None:
-        if self._beater is not None:
-            self._beater.cancel()
-            with contextlib.suppress(BaseException):
-                await self._beater
-        await super().close()
 
 
 class DealerChannel(_Endpoint):
@@ -367,7 +361,6 @@ class DealerChannel(_Endpoint):
         self.liveness = liveness
         self._on_peer_lost = on_peer_lost
         self._last_heard = time.monotonic()
-        self._beater: asyncio.Task[None] | None = None
 
     def connect(self) -> None:
         """Connect and start reading and heartbeating."""
@@ -415,9 +408,3 @@ class DealerChannel(_Endpoint):
             else:
                 lost = False
 
-    async def close(self) -> None:
-        if self._beater is not None:
-            self._beater.cancel()
-            with contextlib.suppress(BaseException):
-                await self._beater
-        await super().close()
