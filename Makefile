@@ -9,15 +9,15 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test lint bench clean lock
 
 $(STAMP): pyproject.toml
+	@./scripts/system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
-# The real engine (neonize) is not built yet: `make run` uses the simulated network
-# unless WA_ENGINE says otherwise.
+# Real WhatsApp (neonize) by default; `WA_ENGINE=sim make run` for the simulated network.
 run: $(STAMP)
-	WA_ENGINE=$${WA_ENGINE:-sim} $(BIN)/wa-worker serve
+	$(BIN)/wa-worker serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -39,7 +39,7 @@ def serve(_args: argparse.Namespace) -> int:
     try:
         # Our own runner, not web.run_app: the drain needs the second SIGTERM and a deadline (supervisor/drain.py).
         asyncio.run(drain.serve(app, settings))
-    except StartupError as exc:
+    except (StartupError, drain.ListenError) as exc:
         print(f"wa-worker: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

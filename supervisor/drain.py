@@ -52,6 +52,10 @@ CLEANUP_SHARE = 0.15
 DrainStep = Callable[[], Awaitable[None]]
 
 
+class ListenError(RuntimeError):
+    """The API's address cannot be bound; the message names it."""
+
+
 @dataclass(slots=True)
 class DrainPlan:
     """The ordered, named drain steps of one worker."""
@@ -69,10 +73,9 @@ class DrainPlan:
         """Run every registered step in order; a step that fails or overruns is logged and the drain goes on."""
         started = time.monotonic()
         stop_reserve = (deadline - started) * STOP_SHARE
-        for name in DRAIN_STEPS:
-            cutoff = deadline if DRAIN_STEPS.index(name) >= DRAIN_STEPS.index("stop_sessions") else (
-                deadline - stop_reserve
-            )
+        stopping_from = DRAIN_STEPS.index("stop_sessions")
+        for index, name in enumerate(DRAIN_STEPS):
+            cutoff = deadline if index >= stopping_from else deadline - stop_reserve
             for step in self.steps[name]:
                 remaining = cutoff - time.monotonic()
                 try:
@@ -164,7 +167,10 @@ async def serve(app: web.Application, settings: Settings) -> None:
         await runner.setup()
         if not stop.is_set():
             site = web.TCPSite(runner, settings.host, settings.port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ListenError(f"HOST={settings.host} PORT={settings.port}: {exc.strerror}") from None
         await stop.wait()
         await plan.run(deadline)
     finally:

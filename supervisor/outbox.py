@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -214,9 +215,9 @@ class Outbox:
             result = await self.router.request(identity, "send", row.payload, timeout=self.settings.attempt_timeout)
         except RemoteError as exc:
             if exc.code in PERMANENT_ERRORS:
-                await self._finish(session_id, message_id, "failed", error=f"{exc.code}: {exc.message}")
+                await self._finish(row, "failed", error=f"{exc.code}: {exc.message}")
             elif exc.code == OUTCOME_UNKNOWN:
-                await self._finish(session_id, message_id, "unknown", error=exc.message)
+                await self._finish(row, "unknown", error=exc.message)
             else:
                 await self._retry_later(row, f"{exc.code}: {exc.message}")
         except (RequestTimeout, PeerGone) as exc:
@@ -224,13 +225,18 @@ class Outbox:
             await self._retry_later(row, str(exc))
         else:
             ts = result.get("timestamp")
-            await self._finish(session_id, message_id, "sent", timestamp=float(ts) if ts else time.time())
+            await self._finish(row, "sent", timestamp=float(ts) if ts else time.time())
             log.debug("sent %s (attempt %d)", message_id, row.attempts + 1, extra=extra)
         finally:
             self._inflight.discard(key)
 
-    async def _finish(self, session_id: str, message_id: str, status: str, **kw: Any) -> None:
+    async def _finish(self, row: OutboxRow, status: str, **kw: Any) -> None:
+        session_id, message_id = row.session_id, row.message_id
         if await self.store.finish_outgoing(session_id, message_id, status, **kw):
+            staged = row.payload.get("media_path")
+            if staged:
+                # The session process sent from this copy; the stored object serves mediaUrl from now on.
+                await asyncio.to_thread(Path(staged).unlink, True)
             if status == "sent":
                 self.sent += 1
             elif status == "failed":
@@ -261,9 +267,7 @@ class Outbox:
                 due: set[str] = set()
                 for row in await self.store.outbox():
                     if row.expires_at <= now:
-                        await self._finish(
-                            row.session_id, row.message_id, "failed", error="not sent within the message TTL"
-                        )
+                        await self._finish(row, "failed", error="not sent within the message TTL")
                     elif row.next_attempt_at <= now and self.target(row.session_id) is not None:
                         due.add(row.session_id)
                 for session_id in due:

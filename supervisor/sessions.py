@@ -328,8 +328,8 @@ class SessionRegistry:
         self.sessions.pop(session_id, None)
         if self.storage is not None:
             await self.storage.forget(session_id)  # backups, lease, media
-        session_dir = self.settings.storage_dir / "sessions" / session_id
-        await asyncio.to_thread(shutil.rmtree, session_dir, True)
+        for kept in ("sessions", "outgoing"):  # auth state, and uploads staged for sending
+            await asyncio.to_thread(shutil.rmtree, self.settings.storage_dir / kept / session_id, True)
         # session.deleted is the session's last event: let the ones queued before it commit first.
         async with self._event_order.pop(session_id, asyncio.Lock()):
             await self.store.delete_session(session_id)
@@ -588,8 +588,11 @@ class SessionRegistry:
         extra = self._extra(session.id)
         if op == "message":
             row = incoming_row(session.id, body)
+            view = message_view(row)
+            if row.media_ref is not None:
+                row.media_ref, view["mediaUrl"] = await self._store_incoming_media(session.id, row)
             # Committed before we answer: only then does the process acknowledge it to the network.
-            if await self.store.add_incoming(row, {"message": message_view(row)}):
+            if await self.store.add_incoming(row, {"message": view}):
                 session.messages_in += 1
                 session.message_count += 1
                 # Never the text: logs are read by people who must not read customers' messages.
@@ -603,6 +606,33 @@ class SessionRegistry:
             self._persist(session)
             return {}
         raise RemoteError("UNKNOWN_OP", f"unknown request {op!r}")
+
+    async def _store_incoming_media(self, session_id: str, row: MessageRow) -> tuple[str | None, str | None]:
+        """Move a received message's media (a file the session process wrote) into object storage.
+
+        Returns the object key and a URL for it; (None, None) when storage refused it: the message
+        is still committed (a message is never lost for its attachment), without a mediaUrl.
+        """
+        local = Path(row.media_ref or "")
+        if self.storage is None:
+            return None, None
+        try:
+            key = await self.storage.put_media(
+                session_id, local, content_type=row.mimetype, name=f"in-{row.id}{local.suffix}"
+            )
+            return key, await self.storage.media_url(key)
+        except (StorageError, OSError) as exc:
+            log.warning("media of message %s not stored: %s", row.id, exc, extra=self._extra(session_id))
+            return None, None
+
+    async def media_url(self, key: str | None) -> str | None:
+        """A fresh URL for a stored media object (None without one, or while storage refuses)."""
+        if key is None or self.storage is None:
+            return None
+        try:
+            return await self.storage.media_url(key)
+        except StorageError:
+            return None
 
     # -- timers ------------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

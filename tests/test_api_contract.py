@@ -156,6 +156,8 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("GET", "/session/a%20b/process", {}, 400, "INVALID_SESSION_ID"),
     ("GET", "/session/%ff/status", {}, 400, "INVALID_SESSION_ID"),
     ("GET", "/session/a%00/status", {}, 400, "INVALID_SESSION_ID"),
+    ("GET", "/session/abc%0A/status", {}, 400, "INVALID_SESSION_ID"),
+    ("POST", "/session/create", {"json": {"sessionId": "abc\n"}}, 400, "INVALID_SESSION_ID"),
     # bodies: not JSON, malformed JSON, not an object, too large
     ("POST", "/session/create", {"data": "sessionId=x", "headers": {"Content-Type": "text/plain"}}, 415,
      "UNSUPPORTED_MEDIA_TYPE"),

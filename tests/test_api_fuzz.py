@@ -7,10 +7,16 @@ it stays well under a minute on two cores."""
 from __future__ import annotations
 
 import asyncio
+import string
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from harness import TOKEN, running_worker
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from supervisor.api import validation as v
+from supervisor.api.errors import ApiError
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
@@ -44,6 +50,12 @@ async def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
             "--no-color",
             "--report-dir",
             str(tmp_path / "report"),
+            # An SSE stream never ends by design: a fuzzer would only wait for its timeout.
+            "--exclude-path",
+            "/events/stream",
+            "--generation-database",
+            "none",
+            cwd=tmp_path,  # schemathesis keeps a .schemathesis/ cache in its working directory
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -60,3 +72,52 @@ async def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
         assert status == 200
         for session in body["data"]["sessions"]:
             assert session["status"] != "failed", session
+
+
+# -- the validators themselves, property-based (in process, fast) ------------------------------------
+
+SAFE_ID_CHARS = set(string.ascii_letters + string.digits + "._-")
+ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=80) | st.text(max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT | st.from_regex(v.SESSION_ID).map(lambda s: s + "\n"))
+@example("abc\n")
+@example("..")
+def test_an_accepted_session_id_is_one_plain_file_name(value: str) -> None:
+    try:
+        accepted = v.session_id(value)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.code == "INVALID_SESSION_ID"
+        return
+    # It becomes STORAGE_DIR/sessions/<id> and object names: nothing may escape or hide.
+    assert accepted == value and 1 <= len(accepted) <= 64
+    assert set(accepted) <= SAFE_ID_CHARS  # no newline, space, separator or control character
+    assert "/" not in accepted and "\\" not in accepted and "\x00" not in accepted
+    assert accepted not in (".", "..") and not accepted.startswith(".")
+    base = PurePosixPath("/data/sessions")
+    assert (base / accepted).parent == base
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT | st.integers() | st.none() | st.lists(st.text(max_size=5), max_size=3))
+def test_a_phone_target_is_a_jid_or_a_400(value: object) -> None:
+    try:
+        jid = v.phone_target(value)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.code == "INVALID_TARGET"
+        return
+    user, _, server = jid.partition("@")
+    assert server in ("s.whatsapp.net", "g.us")
+    assert user.replace("-", "").isdigit() and user.isascii()
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANY_TEXT | st.integers() | st.none())
+def test_a_pairing_number_is_digits_or_a_400(value: object) -> None:
+    try:
+        digits = v.phone_digits(value)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.code == "INVALID_PHONE"
+        return
+    assert digits.isascii() and digits.isdigit() and 5 <= len(digits) <= 20

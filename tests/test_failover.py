@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -113,6 +114,12 @@ async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3S
         assert [m["from"] for m in inbox["messages"]] == ["6285000001"]
         await b.hub("POST", "/phones/6289000001/messages", json={"to": "6285000001", "text": "to B"})
         await b.wait_session("fo1", lambda s: s["messageCount"] == 2, what="the incoming message on B")
+        # Delete takes the session's objects along: backups, lease, media.
+        client.put_object("fo-media", "media/fo1/x.jpg", io.BytesIO(b"jpeg"), 4)
+        status, body = await b.api("DELETE", "/session/fo1")
+        assert status == 200, body
+        assert not list(client.list_objects(bucket, "sessions/fo1/", recursive=True))
+        assert not list(client.list_objects("fo-media", "media/fo1/", recursive=True))
 
 
 async def test_two_workers_asked_at_once_run_it_exactly_once(
@@ -185,3 +192,26 @@ async def test_s3_outage_keeps_sessions_messaging_and_the_pending_backup_lands_l
             await wait_for(landed, timeout=30, what="the pending backup to land")
     finally:
         server.stop()
+
+
+async def test_graceful_stop_backs_up_and_releases_so_another_worker_takes_over_at_once(
+    tmp_path: Path,
+    s3: S3Server,  # noqa: F811
+    hub: dict[str, str],
+) -> None:
+    env_a = {**worker_env(s3, hub, "worker-a", "grace"), "LEASE_TTL": "60", "BACKUP_DEBOUNCE": "30"}
+    async with running_worker(tmp_path / "a", **env_a) as a:
+        await a.create_linked("g1", "6285100001")
+        # The debounce is long: the backup that lands is the one made on the way down.
+        assert (await health(a))["pendingBackups"] == 1
+        code = await a.stop()
+        assert code == 0
+    client = s3.client()
+    names = [o.object_name for o in client.list_objects("grace-sessions", "sessions/g1/", recursive=True)]
+    assert "sessions/g1/auth/current.json" in names
+    assert "sessions/g1/lease.json" not in names  # released: no waiting out a 60 s lease
+    async with running_worker(tmp_path / "b", **worker_env(s3, hub, "worker-b", "grace")) as b:
+        status, body = await b.api("POST", "/session/create", json={"sessionId": "g1"})
+        assert status == 200, body
+        item = await b.wait_session("g1", lambda s: s["status"] == "connected", what="g1 connected on B")
+        assert item["qrCount"] == 0

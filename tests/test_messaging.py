@@ -290,6 +290,14 @@ def _png(size: int = 2048) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + body + padding + chunk(b"IEND", b"")
 
 
+async def _fetch(url: str) -> bytes:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200, url
+        return await resp.read()
+
+
 def _form(fields: dict[str, str], data: bytes, filename: str, content_type: str) -> Any:
     import aiohttp
 
@@ -318,6 +326,28 @@ async def test_media_round_trip_and_refusals(tmp_path: Path) -> None:
         assert got["mediaSize"] == len(image) and got["mediaSha256"] == hashlib.sha256(image).hexdigest()
         page = await _history(w, "media")
         assert page["messages"][0]["mediaSize"] == len(image)
+        # The media is kept by the worker and served at a signed URL, in the answer and in history.
+        assert await _fetch(resp["data"]["mediaUrl"]) == image
+        assert await _fetch(page["messages"][0]["mediaUrl"]) == image
+
+        # Media a phone sends lands in history with a URL that serves the same bytes.
+        import base64
+
+        photo = _png(3000)
+        _, pushed = await w.hub(
+            "POST",
+            "/phones/6280444/messages",
+            json={"to": PHONE, "type": "image", "caption": "from phone", "mimetype": "image/png",
+                  "mediaBase64": base64.b64encode(photo).decode()},
+        )
+
+        async def incoming() -> dict[str, Any] | None:
+            got = (await _history(w, "media", "?direction=in"))["messages"]
+            return got[0] if got else None
+
+        entry = await wait_for(incoming, what="the phone's image in history")
+        assert entry["id"] == pushed["id"] and entry["caption"] == "from phone" and entry["type"] == "image"
+        assert await _fetch(entry["mediaUrl"]) == photo
 
         doc = b"%PDF-1.4\n" + b"x" * 100
         status, resp = await w.api(
@@ -349,8 +379,8 @@ async def test_media_round_trip_and_refusals(tmp_path: Path) -> None:
         form.add_field("note", "no file here")
         status, resp = await w.api("POST", "/session/media/send", data=form)
         assert status == 400 and resp["code"] == "MEDIA_MISSING"
-        leftovers = [p.name for p in (w.storage / "media" / "media").iterdir()]
-        assert len(leftovers) == 2, leftovers  # the two accepted uploads only
+        # Staged uploads are gone once sent, and nothing of the refused ones was kept.
+        assert list((w.storage / "outgoing" / "media").iterdir()) == []
 
 
 async def test_incoming_messages_are_committed_once_even_across_a_crash(tmp_path: Path) -> None:

@@ -678,3 +678,35 @@ def test_stop_ends_the_process_even_when_go_never_returns(tmp_path: Path) -> Non
     assert proc.stdout.strip() == "stopped"
     assert proc.returncode == 0, proc.stderr
     assert "exiting hard" in proc.stderr
+
+
+async def test_connection_events_from_go_reach_the_sink_in_order(tmp_path: Path) -> None:
+    from neonize.proto.Neonize_pb2 import Device, PairStatus, StreamError, TemporaryBan
+
+    client = _FakeClient()
+    client.me = Device(JID=JID(User="628111", Server="s.whatsapp.net", Device=7), PushName="Toko")  # type: ignore[attr-defined]
+    engine, sink = await _engine(tmp_path, client)
+    engine._connected = False
+
+    def whatsmeow() -> None:
+        engine._cb_pair_status(client, PairStatus(Status=PairStatus.SUCCESS))
+        engine._cb_connected(client, None)
+        engine._cb_disconnected(client, None)
+        engine._cb_stream_error(client, StreamError(Code="515"))
+        engine._cb_connect_failure(client, ConnectFailureEv(Reason=ConnectFailureReason.INTERNAL_SERVER_ERROR))
+        engine._cb_temporary_ban(client, TemporaryBan(Code=TemporaryBan.SEND_TO_TOO_MANY_PEOPLE, Expire=3600))
+        engine._cb_stream_replaced(client, None)
+        engine._cb_logged_out(client, LoggedOutEv(Reason=ConnectFailureReason.MAIN_DEVICE_GONE))
+
+    await asyncio.to_thread(whatsmeow)
+    await wait_for(lambda: _ready(len(sink.events) == 8), timeout=5, what="8 events")
+    assert sink.events == [
+        ("creds", None),
+        ("connected", "628111"),
+        ("disconnected", ("connection lost", True)),
+        ("disconnected", ("stream error 515", True)),
+        ("disconnected", ("connect failure: internal_server_error", True)),
+        ("disconnected", ("temporary ban (send_to_too_many_people), expires in 3600s", False)),
+        ("disconnected", ("replaced by another connection", False)),
+        ("logged_out", "main_device_gone"),
+    ]

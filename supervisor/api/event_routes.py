@@ -17,6 +17,7 @@ from supervisor.events import envelope
 routes = web.RouteTableDef()
 
 MAX_LIMIT = 1000
+MAX_SEQ = 2**63 - 1  # SQLite's INTEGER: a larger number cannot even be bound to a query
 STREAM_KEEPALIVE = 15.0
 
 
@@ -27,8 +28,8 @@ def _seq(raw: str | None, name: str) -> int:
         value = int(raw)
     except ValueError:
         raise ApiError(400, "INVALID_QUERY", f"{name} must be an event id (an integer)") from None
-    if value < 0:
-        raise ApiError(400, "INVALID_QUERY", f"{name} must not be negative")
+    if not 0 <= value <= MAX_SEQ:
+        raise ApiError(400, "INVALID_QUERY", f"{name} must be between 0 and {MAX_SEQ}")
     return value
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import mimetypes
 import secrets
 from typing import Any
 
@@ -11,10 +13,12 @@ from aiohttp import web
 from supervisor.api import send_request, upload
 from supervisor.api import validation as v
 from supervisor.api.errors import ApiError
-from supervisor.api.keys import REGISTRY, SETTINGS
+from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE
 from supervisor.outbox import IdempotencyConflict
 from supervisor.sessions import message_view
+from supervisor.storage.service import StorageError
 
+log = logging.getLogger("supervisor.api.messages")
 routes = web.RouteTableDef()
 
 MAX_PAGE = 500
@@ -40,12 +44,17 @@ async def send_message(request: web.Request) -> web.Response:
         )
     except IdempotencyConflict as exc:
         raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", str(exc)) from None
-    return web.json_response({"success": True, "data": answer.data}, status=answer.http_status)
+    data = dict(answer.data)
+    if message.get("media_path"):
+        row = await registry.store.message(session_id, data["messageId"])
+        data["mediaUrl"] = await registry.media_url(row.media_ref if row else None)
+    return web.json_response({"success": True, "data": data}, status=answer.http_status)
 
 
 async def _receive_media(request: web.Request, session_id: str) -> dict[str, Any]:
     settings = request.app[SETTINGS]
-    media_dir = settings.storage_dir / "media" / session_id
+    # Staging for the session process, which sends from this file; the outbox removes it once settled.
+    media_dir = settings.storage_dir / "outgoing" / session_id
     target = media_dir / f"{secrets.token_hex(12)}.upload"
     received = await upload.receive(request, target, max_bytes=int(settings.max_upload_mb * 1024 * 1024))
     try:
@@ -54,13 +63,23 @@ async def _receive_media(request: web.Request, session_id: str) -> dict[str, Any
     except ApiError:
         await asyncio.to_thread(target.unlink, True)
         raise
+    key = None
+    storage = request.app[STORAGE]
+    try:
+        extension = mimetypes.guess_extension(received.mimetype) or ""
+        key = await storage.put_media(
+            session_id, received.path, content_type=received.mimetype, name=f"{received.path.stem}{extension}"
+        )
+    except StorageError as exc:
+        # The send goes ahead from the local copy; only the mediaUrl is missing.
+        log.warning("uploaded media not stored: %s", exc, extra={"sessionId": session_id})
     message.update(
         media_path=str(received.path.absolute()),
         mimetype=received.mimetype,
         filename=message.get("filename") or received.filename,
         media_size=received.size,
         media_sha256=received.sha256,
-        media_ref=f"{session_id}/{received.path.name}",
+        media_ref=key,
     )
     return message
 
@@ -116,8 +135,13 @@ async def list_messages(request: web.Request) -> web.Response:
         since=_time_query(request, "since"),
         until=_time_query(request, "until"),
     )
+    views = []
+    for row in rows:
+        view = message_view(row)
+        view["mediaUrl"] = await registry.media_url(row.media_ref)
+        views.append(view)
     data: dict[str, Any] = {
-        "messages": [message_view(r) for r in rows],
+        "messages": views,
         "pagination": {"total": total, "limit": limit, "offset": offset},
     }
     return web.json_response({"success": True, "data": data})

@@ -20,6 +20,7 @@ routes = web.RouteTableDef()
 API_VERSION = "1.0.0"
 DOCS_ASSETS = "/docs/assets"
 SESSION_ID_PATTERN = SESSION_ID.pattern
+MAX_SEQ = 2**63 - 1  # event ids are SQLite INTEGERs
 
 Schema = dict[str, Any]
 
@@ -219,6 +220,32 @@ SCHEMAS: dict[str, Schema] = {
             "pagination": obj({"total": INT, "limit": INT, "offset": INT}, ["total", "limit", "offset"]),
         },
         ["messages", "pagination"],
+    ),
+    "Event": obj(
+        {
+            "id": {"type": "integer", "description": "sequence number: pass it as since / Last-Event-ID"},
+            "event": {"type": "string", "example": "message.received"},
+            "sessionId": nullable(STR),
+            "data": {"type": "object"},
+            "timestamp": TIME,
+        },
+        ["id", "event", "sessionId", "data", "timestamp"],
+    ),
+    "EventsPage": obj(
+        {
+            "events": {"type": "array", "items": ref("Event")},
+            "nextSince": {"type": "integer", "description": "pass back as since to continue"},
+            "latest": {"type": "integer"},
+        },
+        ["events", "nextSince", "latest"],
+    ),
+    "WebhookRequest": obj(
+        {
+            "url": {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://"},
+            "secret": {"type": "string", "minLength": 16, "maxLength": 256,
+                       "description": "signs deliveries; generated when left out"},
+        },
+        ["url"],
     ),
     "Health": obj(
         {
@@ -488,6 +515,65 @@ def document() -> dict[str, Any]:
                              "schema": {"type": "string", "enum": ["json", "prometheus"]}}],
             )
         },
+        "/events": {
+            "get": _op(
+                "Replay the durable event log (messages, statuses, receipts), oldest first",
+                {**_ok(envelope(ref("EventsPage"))), **_errors("400", *AUTH_ERRORS)},
+                tag="events",
+                operationId="listEvents",
+                parameters=[
+                    {"name": "since", "in": "query",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    {"name": "sessionId", "in": "query", "schema": {"type": "string", "pattern": SESSION_ID_PATTERN}},
+                ],
+            )
+        },
+        "/events/stream": {
+            "get": _op(
+                "The event log as a live Server-Sent Events stream (resumes from Last-Event-ID)",
+                {"200": {"description": "text/event-stream: id, event and data (an Event) per message",
+                         "content": {"text/event-stream": {"schema": STR}}},
+                 **_errors("400", *AUTH_ERRORS)},
+                tag="events",
+                operationId="streamEvents",
+                parameters=[
+                    {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}},
+                    {"name": "Last-Event-ID", "in": "header",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}},
+                    {"name": "sessionId", "in": "query", "schema": {"type": "string", "pattern": SESSION_ID_PATTERN}},
+                ],
+            )
+        },
+        "/session/{id}/webhook": {
+            "put": _op(
+                "Set the session's webhook: its events are POSTed there, signed with the secret",
+                {**_ok(envelope(obj({"sessionId": STR, "url": STR, "secret": STR}, ["sessionId", "url", "secret"]))),
+                 **_errors(*SESSION_ERRORS, "413", "415")},
+                tag="events",
+                operationId="putWebhook",
+                parameters=session_params,
+                requestBody=_json_body(ref("WebhookRequest")),
+            ),
+            "get": _op(
+                "The session's webhook and its delivery figures",
+                {**_ok(envelope(obj({"sessionId": STR, "url": STR, "delivered": INT, "failures": INT,
+                                     "lastError": nullable(STR)}, ["sessionId", "url"]))),
+                 **_errors(*SESSION_ERRORS)},
+                tag="events",
+                operationId="getWebhook",
+                parameters=session_params,
+            ),
+            "delete": _op(
+                "Remove the session's webhook",
+                {**_ok(envelope(obj({"sessionId": STR, "deleted": BOOL}, ["sessionId", "deleted"]))),
+                 **_errors(*SESSION_ERRORS)},
+                tag="events",
+                operationId="deleteWebhook",
+                parameters=session_params,
+            ),
+        },
         "/media/{bucket}/{key}": {
             "get": _op(
                 "A stored media file, by the presigned URL an answer gave (local storage only; no credentials: "
@@ -530,7 +616,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"WorkerToken": []}, {"BearerJWT": []}],
-        "tags": [{"name": n} for n in ("sessions", "messages", "operations", "docs")],
+        "tags": [{"name": n} for n in ("sessions", "messages", "events", "operations", "docs")],
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,

@@ -76,7 +76,7 @@ class RateLimiter:
             return
         key = (request.method, resource.canonical)
         session_id = info.get("id")
-        if session_id is not None and not SESSION_ID.match(session_id):
+        if session_id is not None and not SESSION_ID.fullmatch(session_id):
             return  # a malformed id is the handler's 400 and costs nothing: it touches no process
         if key == SEND_ROUTE and self._send is not None and session_id is not None:
             await self._hit(self._send, "send", session_id, f"sends for session {session_id}")

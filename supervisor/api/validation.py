@@ -19,7 +19,7 @@ MAX_TEXT = 65536
 
 def session_id(value: object, *, field: str = "sessionId") -> str:
     """A valid session id, or a 400."""
-    if not isinstance(value, str) or not SESSION_ID.match(value):
+    if not isinstance(value, str) or not SESSION_ID.fullmatch(value):
         raise ApiError(
             400, "INVALID_SESSION_ID", f"{field} must match {SESSION_ID.pattern} (letters, digits, . _ -; max 64)"
         )
@@ -35,10 +35,10 @@ def phone_target(value: object, *, field: str = "to") -> str:
     if not isinstance(value, str):
         raise ApiError(400, "INVALID_TARGET", f"{field} must be a string: a JID or a phone number")
     candidate = value.strip()
-    if _JID.match(candidate):
+    if _JID.fullmatch(candidate):
         return candidate
     digits = re.sub(r"[\s\-()]", "", candidate)
-    if _DIGITS.match(digits):
+    if _DIGITS.fullmatch(digits):
         return f"{digits.lstrip('+')}@s.whatsapp.net"
     raise ApiError(400, "INVALID_TARGET", f"{field} must be a JID (628...@s.whatsapp.net, ...@g.us) or digits")
 
@@ -47,7 +47,7 @@ def phone_digits(value: object, *, field: str = "phoneNumber") -> str:
     """A phone number as digits only (a leading + and separators allowed), or a 400."""
     if isinstance(value, str):
         digits = re.sub(r"[\s\-()]", "", value.strip()).lstrip("+")
-        if _DIGITS.match(digits):
+        if _DIGITS.fullmatch(digits):
             return digits
     raise ApiError(400, "INVALID_PHONE", f"{field} must be a phone number in international format, digits only")
 

@@ -87,6 +87,7 @@ class SessionStorage:
         self._forgotten: set[str] = set()
         self._finals: dict[str, asyncio.Task[None]] = {}
         self._removals: dict[str, asyncio.Task[None]] = {}
+        self._drained: set[str] = set()  # backed up by the drain step
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe: asyncio.Task[None] | None = None
 
@@ -158,6 +159,7 @@ class SessionStorage:
         async def one(session_id: str) -> None:
             try:
                 await self.backups.backup_now(session_id)
+                self._drained.add(session_id)  # the stop that follows needs no second upload
             except Exception as exc:
                 log.warning("backup at drain failed: %s", exc, extra=_extra(session_id))
 
@@ -257,7 +259,8 @@ class SessionStorage:
         task.add_done_callback(lambda _t: self._finals.pop(session_id, None))
 
     async def _final(self, session_id: str) -> None:
-        if session_id not in self._logged_out:
+        # A credentials change after the drain's backup is still dirty: close() flushes it.
+        if session_id not in self._logged_out and session_id not in self._drained:
             self.backups.cancel(session_id)
             try:
                 await self.backups.backup_now(session_id)
