@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from supervisor.store import IdempotencyRow, MessageRow, OutboxRow, Store

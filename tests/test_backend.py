@@ -233,6 +233,28 @@ async def test_webhooks_are_signed_and_verifiable(tmp_path: Path) -> None:
                 lambda: _truthy(any(json.loads(r)["event"] == "session.deleted" for r, _ in received)),
                 what="session.deleted at the webhook",
             )
+            # A webhook given at create hears the session from its first QR on.
+            status, created = await w.api(
+                "POST",
+                "/session/create",
+                json={"sessionId": "hooked3", "webhook": {"url": f"http://127.0.0.1:{port}/hook"}},
+            )
+            assert status == 200 and len(created["data"]["webhook"]["secret"]) >= 32
+
+            async def qr_at_hook() -> tuple[bytes, str] | None:
+                for raw, sig in received:
+                    event = json.loads(raw)
+                    if event["sessionId"] == "hooked3" and event["event"] == "qr_ready":
+                        return raw, sig
+                return None
+
+            raw, signature = await wait_for(qr_at_hook, what="qr_ready of hooked3 at its webhook")
+            assert _recipe(created["data"]["webhook"]["secret"], raw, signature)
+            status, resp = await w.api(
+                "POST", "/session/create", json={"sessionId": "hooked4", "webhook": {"url": "mailto:x"}}
+            )
+            assert status == 400 and resp["code"] == "INVALID_WEBHOOK"
+            assert (await w.api("GET", "/session/hooked4/status"))[0] == 404  # nothing was created
             status, resp = await w.api("PUT", "/session/hooked/webhook", json={"url": "http://127.0.0.1/h"})
             assert status == 404 and resp["code"] == "SESSION_NOT_FOUND"
             await w.api("POST", "/session/create", json={"sessionId": "hooked2"})

@@ -91,12 +91,20 @@ def _webhook_url(value: object) -> str:
     return value
 
 
-async def set_webhook(request: web.Request, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Set a session's webhook from ``{url, secret?}``; answers ``{url, secret}``."""
+def webhook_fields(body: object) -> tuple[str, str | None]:
+    """``(url, secret)`` from a ``{url, secret?}`` object, or a 400."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_WEBHOOK", "webhook must be an object {url, secret?}")
     url = _webhook_url(body.get("url"))
     secret = body.get("secret")
     if secret is not None and (not isinstance(secret, str) or not 16 <= len(secret) <= 256):
         raise ApiError(400, "INVALID_WEBHOOK", "secret must be a string of 16 to 256 characters")
+    return url, secret
+
+
+async def set_webhook(request: web.Request, session_id: str, fields: tuple[str, str | None]) -> dict[str, Any]:
+    """Set a session's webhook; answers ``{sessionId, url, secret}`` (the secret, generated if not given)."""
+    url, secret = fields
     secret = await request.app[WEBHOOKS].set(session_id, url, secret)
     return {"sessionId": session_id, "url": url, "secret": secret}
 
@@ -105,7 +113,7 @@ async def set_webhook(request: web.Request, session_id: str, body: dict[str, Any
 async def put_webhook(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     request.app[REGISTRY].get(session_id)
-    data = await set_webhook(request, session_id, await v.json_body(request))
+    data = await set_webhook(request, session_id, webhook_fields(await v.json_body(request)))
     return web.json_response({"success": True, "data": data})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import mimetypes
 import secrets
 from typing import Any
@@ -103,9 +104,13 @@ def _time_query(request: web.Request, name: str) -> float | None:
     if raw is None:
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise ApiError(400, "INVALID_QUERY", f"{name} must be a finite time")
+        return value
     from datetime import datetime
 
     try:

@@ -93,6 +93,7 @@ SCHEMAS: dict[str, Schema] = {
             "userId": {"type": "string", "maxLength": 256},
             "sessionName": {"type": "string", "maxLength": 256},
             "proxy": {"type": "string", "maxLength": 2048, "description": "socks5:// or http:// proxy URL"},
+            "webhook": ref("WebhookRequest"),
         },
         ["sessionId"],
     ),
@@ -101,6 +102,10 @@ SCHEMAS: dict[str, Schema] = {
             "sessionId": STR,
             "status": STATUS,
             "qrCode": nullable({"type": "string", "description": "data:image/png;base64,..."}),
+            "webhook": obj(
+                {"url": STR, "secret": {"type": "string", "description": "for X-Signature; shown only here"}},
+                ["url", "secret"],
+            ),
         },
         ["sessionId", "status", "qrCode"],
     ),

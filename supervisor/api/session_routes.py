@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from supervisor.api import event_routes
 from supervisor.api import validation as v
 from supervisor.api.keys import REGISTRY, SETTINGS
 from supervisor.api.views import exit_view, process_view, status_view
@@ -30,10 +31,18 @@ async def create_session(request: web.Request) -> web.Response:
     user_id = v.optional_str(body, "userId")
     session_name = v.optional_str(body, "sessionName")
     proxy = v.optional_str(body, "proxy", max_len=2048)
+    # Checked before anything is created: a bad webhook must not leave a half-made session.
+    webhook = event_routes.webhook_fields(body["webhook"]) if body.get("webhook") is not None else None
     registry = request.app[REGISTRY]
     session = await registry.create(session_id, user_id=user_id, session_name=session_name, proxy=proxy)
+    answer: dict[str, Any] = {"sessionId": session.id}
+    if webhook is not None:
+        # Set before waiting for the QR, so the webhook hears qr_ready too.
+        hook = await event_routes.set_webhook(request, session.id, webhook)
+        answer["webhook"] = {"url": hook["url"], "secret": hook["secret"]}
     await registry.wait_for_qr(session, request.app[SETTINGS].create_qr_wait)
-    return ok({"sessionId": session.id, "status": session.status, "qrCode": await _qr_data_url(session.qr)})
+    answer.update(status=session.status, qrCode=await _qr_data_url(session.qr))
+    return ok(answer)
 
 
 @routes.get("/session/{id}/qr")
