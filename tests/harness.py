@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -208,3 +209,26 @@ async def running_worker(storage: Path, **env: str) -> AsyncIterator[Worker]:
         await kill_tree(leftovers)
         if leftovers:
             print(f"worker left processes behind: {leftovers}")
+
+
+@contextlib.asynccontextmanager
+async def standalone_hub(directory: Path) -> AsyncIterator[dict[str, str]]:
+    """A ``wa-worker sim`` hub of its own, as several workers share one; yields the env a worker needs."""
+    zmq_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SIM_HUB": f"tcp://127.0.0.1:{zmq_port}",
+        "SIM_PORT": str(http_port),
+        "STORAGE_DIR": str(directory / "hub"),
+    }
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "sim"], env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    try:
+        assert hub.stdout is not None
+        ready = json.loads(await asyncio.to_thread(hub.stdout.readline))
+        assert ready["ready"] is True and ready["zmq"] == env["SIM_HUB"]
+        yield {"SIM_HUB": env["SIM_HUB"], "SIM_PORT": env["SIM_PORT"]}
+    finally:
+        hub.terminate()
+        await asyncio.to_thread(hub.wait, 10)

@@ -9,19 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from harness import Worker, free_port, pid_alive, wait_for
+from harness import Worker, pid_alive, standalone_hub, wait_for
 
 from supervisor.drain import DRAIN_STEPS, EXIT_FORCED, DrainPlan
 
@@ -35,29 +31,6 @@ class Outcome:
     text: str
     status: int | None  # None: no HTTP answer (connection refused or closed)
     body: Any
-
-
-@contextlib.asynccontextmanager
-async def standalone_hub(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    """A ``wa-worker sim`` hub of its own; yields the env a worker needs to use it."""
-    zmq_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SIM_HUB": f"tcp://127.0.0.1:{zmq_port}",
-        "SIM_PORT": str(http_port),
-        "STORAGE_DIR": str(tmp_path / "hub"),
-    }
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "sim"], env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
-    )
-    try:
-        assert hub.stdout is not None
-        ready = json.loads(await asyncio.to_thread(hub.stdout.readline))
-        assert ready["ready"] is True
-        yield {"SIM_HUB": env["SIM_HUB"], "SIM_PORT": env["SIM_PORT"]}
-    finally:
-        hub.terminate()
-        hub.wait(timeout=10)
 
 
 async def _inbox(hub_url: str, phone: str) -> dict[str, dict[str, Any]]:

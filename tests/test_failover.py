@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Worker, free_port, pid_alive, running_worker, wait_for
+from harness import Worker, pid_alive, running_worker, standalone_hub, wait_for
 from s3server import S3Server, s3  # noqa: F401 - s3 is a fixture
 
 KEY = "failover-test-key-0123456789abcdefghij"
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[dict[str, str]]:
+async def hub(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     """A standalone simulated network that several workers share."""
-    zmq_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SIM_HUB": f"tcp://127.0.0.1:{zmq_port}",
-        "SIM_PORT": str(http_port),
-        "STORAGE_DIR": str(tmp_path / "hub"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "sim"], env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
-    )
-    try:
-        assert proc.stdout is not None
-        assert json.loads(proc.stdout.readline())["ready"] is True
-        yield {"SIM_HUB": env["SIM_HUB"], "SIM_PORT": str(http_port)}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    async with standalone_hub(tmp_path) as env:
+        yield env
 
 
 def worker_env(s3: S3Server, hub: dict[str, str], worker_id: str, prefix: str) -> dict[str, str]:  # noqa: F811

@@ -15,7 +15,7 @@ import msgpack
 import psutil
 import zmq
 import zmq.asyncio
-from harness import TOKEN, Worker, pid_alive, running_worker, wait_for
+from harness import TOKEN, Worker, pid_alive, running_worker, standalone_hub, wait_for
 
 
 async def test_create_link_send_and_receive(tmp_path: Path) -> None:
@@ -292,25 +292,6 @@ async def test_hub_is_supervised_and_sessions_reconnect_after_it_crashes(tmp_pat
 
 
 async def test_standalone_hub_shared_through_sim_hub(tmp_path: Path) -> None:
-    from harness import free_port
-
-    zmq_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SIM_HUB": f"tcp://127.0.0.1:{zmq_port}",
-        "SIM_PORT": str(http_port),
-        "STORAGE_DIR": str(tmp_path / "hub"),
-    }
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "sim"], env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
-    )
-    try:
-        assert hub.stdout is not None
-        ready = json.loads(await asyncio.to_thread(hub.stdout.readline))
-        assert ready["ready"] is True and ready["zmq"] == f"tcp://127.0.0.1:{zmq_port}"
-        async with running_worker(tmp_path / "w", SIM_HUB=env["SIM_HUB"], SIM_PORT=str(http_port)) as w:
-            assert not [p for p in w.child_pids() if "wa-sim-hub" in " ".join(psutil.Process(p).cmdline())]
-            await w.create_linked("shared", "6281300001")
-    finally:
-        hub.terminate()
-        hub.wait(timeout=10)
+    async with standalone_hub(tmp_path) as hub_env, running_worker(tmp_path / "w", **hub_env) as w:
+        assert not [p for p in w.child_pids() if "wa-sim-hub" in " ".join(psutil.Process(p).cmdline())]
+        await w.create_linked("shared", "6281300001")

@@ -1,0 +1,699 @@
+"""The benchmark harness behind ``make bench``: one table of figures and bench/results/bench.json.
+
+Starts the worker as a user would (``wa-worker serve``, sim engine, loopback
+only) and measures, each as a median over ``--repeat`` runs where the figure is
+cheap enough to repeat, and each timing next to a baseline measured in the same
+run:
+
+- baselines: ``python -c pass`` wall time, USS of an idle bare interpreter, and
+  the round trip of a bare pyzmq DEALER/ROUTER ping-pong with a frame of the
+  same size as ours;
+- the IPC round trip of transport/ (RouterChannel.request -> DealerChannel) vs
+  that bare ping-pong;
+- spawn of a session process (exec -> ``ready``; also through the zygote when
+  session_proc/zygote.py exists) vs ``python -c pass``; idle USS of one session
+  process vs a bare interpreter;
+- create+link N sessions (all at once, through the API and the hub's scan);
+- with 50 linked sessions: USS per session process, supervisor RSS, idle CPU;
+  send latency p50/p99 and CPU at the seed's load (50 x 100 msg/min); throughput,
+  latency and CPU at saturation; phone -> history throughput; recovery after
+  SIGKILL of a session process;
+- failover between two workers through S3 (bench/failover.py) and the neonize
+  session's USS (bench/neonize_memory.py) when neonize is installed.
+
+Every request loop is bounded in count and time. ``--quick`` shrinks it all for
+iterating.
+
+    .venv/bin/python bench/run.py [--quick] [--repeat 3] [--sessions 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import zmq
+import zmq.asyncio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import Worker, running_worker  # noqa: E402
+
+from transport.channel import DealerChannel, RouterChannel  # noqa: E402
+from transport.protocol import REQ, Frame, encode  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+MiB = 2**20
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+# -- baselines -------------------------------------------------------------------------
+
+
+def bare_spawn_s(runs: int) -> float:
+    """Median wall time of ``python -c pass``: the floor under any process start."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - t0)
+    return median(times)
+
+
+async def settled_uss(pid: int, settle: float = 1.0, samples: int = 3) -> float:
+    """Median USS of a process after it settled."""
+    await asyncio.sleep(settle)
+    proc = psutil.Process(pid)
+    values = []
+    for _ in range(samples):
+        values.append(float(proc.memory_full_info().uss))
+        await asyncio.sleep(0.2)
+    return median(values)
+
+
+async def bare_python_uss() -> float:
+    """USS of an idle bare interpreter (the same executable, no imports)."""
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+    try:
+        return await settled_uss(child.pid)
+    finally:
+        child.kill()
+        await child.wait()
+
+
+def _send_like_frame() -> bytes:
+    """A frame of the size a text send request has on our wire."""
+    body = {"to": "628100000001@s.whatsapp.net", "type": "text", "text": "x" * 40, "id": "3EB0" + "A" * 16}
+    return encode(Frame(kind=REQ, id=123456, op="send", body=body))
+
+
+async def bare_zmq_rtt(rounds: int) -> float:
+    """Median round trip of a bare pyzmq DEALER -> ROUTER -> DEALER ping-pong over ipc (seconds)."""
+    payload = _send_like_frame()
+    with tempfile.TemporaryDirectory(prefix="wa-bench-") as tmp:
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        dealer = ctx.socket(zmq.DEALER)
+        router.bind(f"ipc://{tmp}/bare.sock")
+        dealer.connect(f"ipc://{tmp}/bare.sock")
+
+        async def echo() -> None:
+            while True:
+                ident, frame = await router.recv_multipart()
+                await router.send_multipart([ident, frame])
+
+        task = asyncio.create_task(echo())
+        times = []
+        try:
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                await dealer.send(payload)
+                await dealer.recv()
+                times.append(time.perf_counter() - t0)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            router.close(0)
+            dealer.close(0)
+            ctx.term()
+    return median(times[rounds // 10 :])
+
+
+async def channel_rtt(rounds: int) -> float:
+    """Median round trip of our transport: RouterChannel.request answered by a DealerChannel (seconds)."""
+    body = {"to": "628100000001@s.whatsapp.net", "type": "text", "text": "x" * 40, "id": "3EB0" + "A" * 16}
+
+    async def answer(_op: str, b: dict[str, Any]) -> dict[str, Any]:
+        return b
+
+    with tempfile.TemporaryDirectory(prefix="wa-bench-") as tmp:
+        router = RouterChannel(f"ipc://{tmp}/ch.sock", heartbeat_interval=5.0)
+        endpoint = router.bind()
+        dealer = DealerChannel(endpoint, b"bench:1", on_request=answer, heartbeat_interval=5.0)
+        dealer.connect()
+        router.track(b"bench:1")
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # the dealer's connect is asynchronous: the first sends may find no route yet
+                try:
+                    await router.request(b"bench:1", "send", body, timeout=1.0)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.01)
+            times = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                await router.request(b"bench:1", "send", body, timeout=5.0)
+                times.append(time.perf_counter() - t0)
+        finally:
+            await dealer.close()
+            await router.close()
+    return median(times[rounds // 10 :])
+
+
+# -- one session process outside the worker ----------------------------------------------
+
+
+async def session_spawn(spawner: str, runs: int) -> dict[str, float]:
+    """Exec/fork -> ``ready`` of a sim session process (no hub: it idles dialling), and its idle USS."""
+    with tempfile.TemporaryDirectory(prefix="wa-bench-") as tmp:
+        ready: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_event(identity: bytes, op: str, _body: dict[str, Any]) -> None:
+            if op == "ready":
+                await ready.put(identity)
+
+        router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=on_event, heartbeat_interval=1.0)
+        endpoint = router.bind()
+        env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps({"hub": f"ipc://{tmp}/no-hub.sock"})}
+        zygote = None
+        if spawner == "zygote":
+            from supervisor.spawner import ZygoteSpawner
+
+            zygote = ZygoteSpawner(cwd=ROOT)
+            await zygote.start()
+        times: list[float] = []
+        uss: list[float] = []
+        try:
+            for i in range(runs):
+                identity = f"bench:{i + 1}".encode()
+                router.track(identity)
+                argv = [
+                    sys.executable, "-m", "session_proc", "--session-id", "bench", "--incarnation", str(i + 1),
+                    "--endpoint", endpoint, "--engine", "sim", "--storage-dir", tmp, "--hb-interval", "1",
+                ]  # fmt: skip
+                t0 = time.perf_counter()
+                if zygote is not None:
+                    handle = await zygote.spawn(argv, env)
+                else:
+                    from supervisor.spawner import exec_spawn
+
+                    handle = await exec_spawn(argv, env, stdout=False)
+                got = await asyncio.wait_for(ready.get(), 30)
+                times.append(time.perf_counter() - t0)
+                assert got == identity, got
+                if i < 3:
+                    uss.append(await settled_uss(handle.pid, settle=1.5))
+                handle.send_signal(signal.SIGKILL)
+                await handle.wait()
+                router.forget(identity)
+        finally:
+            if zygote is not None:
+                await zygote.close()
+            await router.close()
+    return {"spawn_s": median(times), "idle_uss_mib": median(uss) / MiB}
+
+
+# -- the worker --------------------------------------------------------------------------
+
+
+def worker_env(spawner: str) -> dict[str, str]:
+    """A user's settings, with the API's rate limits off (the bench is the one client) and room for sessions."""
+    return {
+        "SESSION_HEARTBEAT_INTERVAL": "2",
+        "SESSION_HEARTBEAT_LIVENESS": "3",
+        "SAMPLE_INTERVAL": "5",
+        "START_STAGGER": "0.2",
+        "RATE_LIMIT_SEND_PER_SESSION": "0",
+        "RATE_LIMIT_SESSION_OPS": "0",
+        "MAX_SESSIONS": "200",
+        "LOG_LEVEL": "warning",
+        "SPAWNER": spawner,
+    }
+
+
+async def poll(check: Callable[[], Awaitable[Any]], timeout: float, interval: float = 0.1, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench: timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def phone_of(i: int) -> str:
+    return f"62810000{i:04d}"
+
+
+async def sessions_by_id(w: Worker) -> dict[str, dict[str, Any]]:
+    status, body = await w.api("GET", "/sessions")
+    assert status == 200, body
+    return {s["sessionId"]: s for s in body["data"]["sessions"]}
+
+
+async def create_and_link(w: Worker, n: int, prefix: str = "s") -> float:
+    """Create ``n`` sessions at once, scan each QR as its phone, until all are connected; seconds."""
+    sem = asyncio.Semaphore(16)  # at most this many API calls in flight, like a backend would
+
+    async def one(i: int) -> None:
+        sid = f"{prefix}{i}"
+        async with sem:
+            status, body = await w.api("POST", "/session/create", json={"sessionId": sid})
+        assert status == 200, body
+
+        async def qr() -> str | None:
+            async with sem:
+                _, b = await w.api("GET", f"/session/{sid}/qr")
+            return b["data"]["qr"] if b.get("success") else None
+
+        code = await poll(qr, 60, 0.05, f"QR of {sid}")
+        async with sem:
+            status, body = await w.hub("POST", f"/phones/{phone_of(i)}/scan", json={"qr": code})
+        assert status == 200, body
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+    async def all_connected() -> bool:
+        sessions = await sessions_by_id(w)
+        return sum(1 for s in sessions.values() if s["sessionId"].startswith(prefix) and s["status"] == "connected") >= n
+
+    await poll(all_connected, 120, 0.1, f"{n} sessions connected")
+    return time.perf_counter() - t0
+
+
+class CpuWindow:
+    """CPU seconds of the supervisor, its session processes and the hub over a window, as % of one core."""
+
+    def __init__(self, w: Worker) -> None:
+        assert w.proc is not None
+        self.sup = psutil.Process(w.proc.pid)
+        self.children = [p for p in self.sup.children(recursive=True)]
+
+    @staticmethod
+    def _cpu(p: psutil.Process) -> float:
+        try:
+            t = p.cpu_times()
+            return float(t.user + t.system)
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    def _snapshot(self) -> dict[str, float]:
+        out = {"supervisor": self._cpu(self.sup), "sessions": 0.0, "hub": 0.0}
+        for p in self.children:
+            try:
+                name = " ".join(p.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            key = "hub" if ("sim_hub" in name or "wa-sim-hub" in name or "session_proc.sim" in name) else "sessions"
+            out[key] += self._cpu(p)
+        return out
+
+    def __enter__(self) -> CpuWindow:
+        self.t0 = time.perf_counter()
+        self.before = self._snapshot()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.elapsed = time.perf_counter() - self.t0
+        after = self._snapshot()
+        self.percent = {k: 100 * (after[k] - self.before[k]) / self.elapsed for k in after}
+        self.session_count = sum(
+            1 for p in self.children if "session_proc" in " ".join(_safe_cmdline(p)) or _safe_name(p) == "wa-session"
+        )
+
+
+def _safe_cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _safe_name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+async def send_one(w: Worker, i: int, latencies: list[float], errors: list[int]) -> None:
+    body = {"to": phone_of(9000 + i), "text": "bench message"}
+    t0 = time.perf_counter()
+    status, _ = await w.api("POST", f"/session/s{i}/send", json=body)
+    latencies.append(time.perf_counter() - t0)
+    if status != 200:
+        errors.append(status)
+
+
+async def seed_load(w: Worker, n: int, rate_per_min: float, seconds: float) -> dict[str, Any]:
+    """Open loop: ``n`` sessions x ``rate_per_min`` sends, spread evenly, for ``seconds``."""
+    total_rate = n * rate_per_min / 60.0
+    count = int(total_rate * seconds)
+    latencies: list[float] = []
+    errors: list[int] = []
+    tasks: list[asyncio.Task[None]] = []
+    with CpuWindow(w) as cpu:
+        start = time.perf_counter()
+        for k in range(count):
+            delay = start + k / total_rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send_one(w, k % n, latencies, errors)))
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    return {
+        "rate_msgs_per_s": total_rate,
+        "sent": count,
+        "errors": len(errors),
+        "p50_ms": 1000 * pct(latencies, 50),
+        "p99_ms": 1000 * pct(latencies, 99),
+        "cpu_supervisor_pct": cpu.percent["supervisor"],
+        "cpu_sessions_pct": cpu.percent["sessions"],
+        "cpu_sessions_per_session_pct": cpu.percent["sessions"] / max(1, n),
+        "cpu_hub_pct": cpu.percent["hub"],
+    }
+
+
+async def saturation(w: Worker, n: int, concurrency: int, count: int, seconds: float) -> dict[str, Any]:
+    """Closed loop: ``concurrency`` clients send as fast as answered, at most ``count`` or ``seconds``."""
+    latencies: list[float] = []
+    errors: list[int] = []
+    issued = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal issued
+        while issued < count and time.perf_counter() < deadline:
+            k = issued
+            issued += 1
+            await send_one(w, k % n, latencies, errors)
+
+    with CpuWindow(w) as cpu:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return {
+        "concurrency": concurrency,
+        "sent": len(latencies),
+        "errors": len(errors),
+        "throughput_msgs_per_s": (len(latencies) - len(errors)) / elapsed,
+        "p50_ms": 1000 * pct(latencies, 50),
+        "p99_ms": 1000 * pct(latencies, 99),
+        "cpu_supervisor_pct": cpu.percent["supervisor"],
+        "cpu_sessions_pct": cpu.percent["sessions"],
+        "cpu_hub_pct": cpu.percent["hub"],
+    }
+
+
+async def delivered_to_phones(w: Worker, n: int) -> int:
+    """How many distinct messages the recipients' phones hold (sent through the API above)."""
+    total = 0
+    for i in range(n):
+        status, body = await w.hub("GET", f"/phones/{phone_of(9000 + i)}/messages")
+        if status == 200:
+            total += len(body["messages"])
+    return total
+
+
+async def incoming_total(w: Worker, n: int) -> int:
+    total = 0
+    for i in range(n):
+        _, body = await w.api("GET", f"/session/s{i}/messages", params={"limit": "1", "direction": "in"})
+        total += int(body["data"]["pagination"]["total"])
+    return total
+
+
+async def phone_to_history(w: Worker, n: int, count: int, concurrency: int) -> dict[str, Any]:
+    """Phones send ``count`` messages to the linked numbers; seconds until all are in history."""
+    before = await incoming_total(w, n)
+    issued = 0
+    errors = 0
+
+    async def phone() -> None:
+        nonlocal issued, errors
+        while issued < count:
+            k = issued
+            issued += 1
+            i = k % n
+            status, _ = await w.hub(
+                "POST", f"/phones/{phone_of(8000 + i)}/messages", json={"to": phone_of(i), "text": "hi"}
+            )
+            errors += status != 200
+
+    with CpuWindow(w) as cpu:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(phone() for _ in range(concurrency)))
+        target = before + count - errors
+
+        async def arrived() -> bool:
+            return await incoming_total(w, n) >= target
+
+        await poll(arrived, 60, 0.1, "incoming messages in history")
+        elapsed = time.perf_counter() - t0
+    return {
+        "sent": count,
+        "errors": errors,
+        "throughput_msgs_per_s": (count - errors) / elapsed,
+        "cpu_supervisor_pct": cpu.percent["supervisor"],
+        "cpu_sessions_pct": cpu.percent["sessions"],
+        "cpu_hub_pct": cpu.percent["hub"],
+    }
+
+
+async def recovery(w: Worker, kills: int, n: int) -> list[float]:
+    """SIGKILL a session process, seconds until the API shows it connected again under a new pid."""
+    times = []
+    for k in range(kills):
+        sid = f"s{k % n}"
+
+        async def running(sid: str = sid) -> dict[str, Any] | None:
+            s = (await sessions_by_id(w)).get(sid)
+            return s if s and s["processState"] == "RUNNING" and s["status"] == "connected" else None
+
+        before = await poll(running, 60, 0.1, f"{sid} running")
+        t0 = time.perf_counter()
+        os.kill(before["pid"], signal.SIGKILL)
+
+        async def back(sid: str = sid, old: int = before["pid"]) -> bool:
+            s = (await sessions_by_id(w)).get(sid)
+            return bool(s and s["status"] == "connected" and s["pid"] not in (None, old))
+
+        await poll(back, 60, 0.02, f"{sid} back")
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def process_memory(w: Worker) -> dict[str, Any]:
+    assert w.proc is not None
+    sup = psutil.Process(w.proc.pid)
+    uss = []
+    for p in sup.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if "--session-id" in p.cmdline() or p.name().startswith("wa-session"):
+                uss.append(float(p.memory_full_info().uss))
+    return {
+        "supervisor_rss_mib": sup.memory_info().rss / MiB,
+        "supervisor_uss_mib": sup.memory_full_info().uss / MiB,
+        "session_uss_median_mib": median(uss) / MiB,
+        "session_uss_max_mib": max(uss, default=float("nan")) / MiB,
+        "session_processes": len(uss),
+        "sessions_uss_total_mib": sum(uss) / MiB,
+    }
+
+
+async def worker_figures(args: argparse.Namespace, spawner: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    link: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="wa-bench-") as tmp:
+        for n in args.link_sizes:
+            if n == args.sessions:
+                continue  # measured below on the worker that keeps them
+            for r in range(args.repeat):
+                async with running_worker(Path(tmp) / f"link{n}-{r}", **worker_env(spawner)) as w:
+                    link.setdefault(str(n), []).append(await create_and_link(w, n))
+        async with running_worker(Path(tmp) / "main", **worker_env(spawner)) as w:
+            link.setdefault(str(args.sessions), []).append(await create_and_link(w, args.sessions))
+            out["link_s"] = {n: median(v) for n, v in link.items()}
+            out["link_runs_s"] = link
+            await asyncio.sleep(3)  # past start-up work: figures of a settled worker
+            out["memory"] = process_memory(w)
+            with CpuWindow(w) as cpu:
+                await asyncio.sleep(args.idle_seconds)
+            out["idle_cpu"] = {
+                "supervisor_pct": cpu.percent["supervisor"],
+                "sessions_total_pct": cpu.percent["sessions"],
+                "hub_pct": cpu.percent["hub"],
+            }
+            seed = [await seed_load(w, args.sessions, 100, args.load_seconds) for _ in range(args.repeat)]
+            out["seed_load"] = {k: median([s[k] for s in seed]) for k in seed[0]}
+            sat = [
+                await saturation(w, args.sessions, args.concurrency, args.sat_count, args.sat_seconds)
+                for _ in range(args.repeat)
+            ]
+            out["saturation"] = {k: median([s[k] for s in sat]) for k in sat[0]}
+            sent_total = sum(s["sent"] - s["errors"] for s in seed + sat)
+            out["delivered_to_phones"] = {"accepted_200": sent_total, "on_phones": await delivered_to_phones(w, args.sessions)}
+            inc = [await phone_to_history(w, args.sessions, args.in_count, 16) for _ in range(args.repeat)]
+            out["phone_to_history"] = {k: median([s[k] for s in inc]) for k in inc[0]}
+            times = await recovery(w, args.kills, args.sessions)
+            out["recovery"] = {"median_s": median(times), "max_s": max(times), "kills": len(times)}
+            out["memory_after_load"] = process_memory(w)
+    return out
+
+
+def run_script(name: str, *extra: str, timeout: float = 600) -> dict[str, Any] | list[Any] | str:
+    """Run another bench script of this directory; its JSON result, or why there is none."""
+    script = ROOT / "bench" / f"{name}.py"
+    if not script.exists():
+        return f"not measured: bench/{name}.py does not exist"
+    try:
+        subprocess.run([sys.executable, str(script), *extra], cwd=ROOT, check=True, timeout=timeout)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        return f"not measured: bench/{name}.py failed: {exc}"
+    return json.loads((RESULTS / f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+
+def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, value, vs baseline) rows."""
+    b = results["baselines"]
+    rows: list[tuple[str, str, str]] = []
+
+    def add(name: str, value: str, ratio: str = "") -> None:
+        rows.append((name, value, ratio))
+
+    add("bare python -c pass", f"{b['python_spawn_s'] * 1000:.1f} ms")
+    add("bare python idle USS", f"{b['python_uss_mib']:.1f} MiB")
+    add("bare pyzmq DEALER/ROUTER rtt", f"{b['zmq_rtt_s'] * 1e6:.0f} us", f"frame {b['frame_bytes']} B")
+    add("transport request rtt", f"{results['channel_rtt_s'] * 1e6:.0f} us", f"{results['channel_rtt_s'] / b['zmq_rtt_s']:.2f}x bare zmq")
+    for spawner, s in results["spawn"].items():
+        add(f"session spawn->ready ({spawner})", f"{s['spawn_s'] * 1000:.0f} ms", f"{s['spawn_s'] / b['python_spawn_s']:.2f}x python -c pass")
+        add(f"idle sim session USS ({spawner})", f"{s['idle_uss_mib']:.1f} MiB", f"{s['idle_uss_mib'] / b['python_uss_mib']:.2f}x bare python")
+    neo = results.get("neonize_memory")
+    if isinstance(neo, list):
+        for r in neo:
+            add(f"idle {r['engine']} session USS (exec)", f"{r['uss_median_mib']} MiB")
+    else:
+        add("idle neonize session USS", str(neo))
+    for spawner, wf in results["worker"].items():
+        tag = f"[{spawner}] "
+        for n, v in wf["link_s"].items():
+            add(f"{tag}create+link {n} sessions", f"{v:.2f} s")
+        m = wf["memory"]
+        add(f"{tag}session process USS (median of {m['session_processes']})", f"{m['session_uss_median_mib']:.1f} MiB", f"{m['session_uss_median_mib'] / b['python_uss_mib']:.2f}x bare python")
+        add(f"{tag}supervisor RSS / USS", f"{m['supervisor_rss_mib']:.1f} / {m['supervisor_uss_mib']:.1f} MiB")
+        add(f"{tag}supervisor RSS after load", f"{wf['memory_after_load']['supervisor_rss_mib']:.1f} MiB")
+        add(f"{tag}idle CPU supervisor / sessions", f"{wf['idle_cpu']['supervisor_pct']:.2f} / {wf['idle_cpu']['sessions_total_pct']:.2f} %")
+        s = wf["seed_load"]
+        add(f"{tag}seed load {s['rate_msgs_per_s']:.0f} msg/s: send p50/p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms", f"p50 {s['p50_ms'] / 1000 / b['zmq_rtt_s']:.0f}x bare zmq rtt")
+        add(f"{tag}seed load CPU sup / per session / hub", f"{s['cpu_supervisor_pct']:.1f} / {s['cpu_sessions_per_session_pct']:.2f} / {s['cpu_hub_pct']:.1f} %", f"errors {s['errors']}")
+        s = wf["saturation"]
+        add(f"{tag}saturation throughput (c={s['concurrency']})", f"{s['throughput_msgs_per_s']:.0f} msg/s", f"errors {s['errors']}")
+        add(f"{tag}saturation send p50/p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms")
+        add(f"{tag}saturation CPU sup / sessions / hub", f"{s['cpu_supervisor_pct']:.0f} / {s['cpu_sessions_pct']:.0f} / {s['cpu_hub_pct']:.0f} %")
+        d = wf["delivered_to_phones"]
+        add(f"{tag}accepted (200) / on phones", f"{d['accepted_200']} / {d['on_phones']}")
+        s = wf["phone_to_history"]
+        add(f"{tag}phone -> history throughput", f"{s['throughput_msgs_per_s']:.0f} msg/s", f"errors {s['errors']}")
+        r = wf["recovery"]
+        add(f"{tag}recovery after SIGKILL (median/max)", f"{r['median_s']:.2f} / {r['max_s']:.2f} s", f"{r['median_s'] / b['python_spawn_s']:.1f}x python -c pass")
+    fo = results.get("failover")
+    if isinstance(fo, dict):
+        for key, value in fo.items():
+            if isinstance(value, (int, float)) and ("median" in key or "ttl" in key):
+                add(f"failover {key}", f"{value:.2f}" if isinstance(value, float) else str(value))
+    else:
+        add("failover", str(fo))
+    return rows
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results["baselines"] = {
+        "python_spawn_s": bare_spawn_s(args.baseline_runs),
+        "python_uss_mib": await bare_python_uss() / MiB,
+        "zmq_rtt_s": await bare_zmq_rtt(args.rtt_rounds),
+        "frame_bytes": len(_send_like_frame()),
+    }
+    results["channel_rtt_s"] = median([await channel_rtt(args.rtt_rounds) for _ in range(args.repeat)])
+    spawners = ["exec"] + (["zygote"] if zygote_available() else [])
+    results["spawn"] = {s: await session_spawn(s, args.spawn_runs) for s in spawners}
+    results["worker"] = {}
+    for spawner in args.worker_spawners:
+        if spawner in spawners:
+            results["worker"][spawner] = await worker_figures(args, spawner)
+    return results
+
+
+def zygote_available() -> bool:
+    return importlib.util.find_spec("session_proc.zygote") is not None and importlib.util.find_spec("supervisor.spawner") is not None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small and short: for checking the harness itself")
+    p.add_argument("--repeat", type=int, default=3, help="runs per repeated figure (median reported)")
+    p.add_argument("--sessions", type=int, default=50)
+    p.add_argument("--link-sizes", type=int, nargs="*", default=[10, 50])
+    p.add_argument("--load-seconds", type=float, default=20)
+    p.add_argument("--idle-seconds", type=float, default=10)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--sat-count", type=int, default=5000)
+    p.add_argument("--sat-seconds", type=float, default=15)
+    p.add_argument("--in-count", type=int, default=1000)
+    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--rtt-rounds", type=int, default=2000)
+    p.add_argument("--spawn-runs", type=int, default=7)
+    p.add_argument("--baseline-runs", type=int, default=15)
+    p.add_argument("--worker-spawners", nargs="*", default=["exec", "zygote"])
+    p.add_argument("--failover-runs", type=int, default=3)
+    p.add_argument("--no-failover", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.repeat, args.sessions, args.link_sizes = 1, 10, [5, 10]
+        args.load_seconds, args.idle_seconds, args.sat_count, args.sat_seconds = 5, 3, 500, 5
+        args.in_count, args.kills, args.rtt_rounds, args.spawn_runs, args.baseline_runs = 100, 2, 300, 3, 5
+        args.concurrency = 16
+    results = asyncio.run(amain(args))
+    neonize = importlib.util.find_spec("neonize") is not None
+    results["neonize_memory"] = (
+        run_script("neonize_memory") if neonize else "not measured: neonize is not installed in .venv"
+    )
+    results["failover"] = (
+        "not measured: --no-failover"
+        if args.no_failover
+        else run_script("failover", "--runs", str(args.failover_runs))
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    rows = table(results)
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    print(f"\n{'figure':<{w0}}  {'value':>{w1}}  vs baseline")
+    for name, value, ratio in rows:
+        print(f"{name:<{w0}}  {value:>{w1}}  {ratio}")
+    print(f"\n(written to {RESULTS / 'bench.json'}; {os.cpu_count()} CPUs)")
+
+
+if __name__ == "__main__":
+    main()
