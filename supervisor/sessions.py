@@ -270,18 +270,7 @@ class SessionRegistry:
         self._check_open()
         session = self.get(session_id)
         child = session.child
-        if child.pid is not None:
-            try:
-                await self.router.request(child.identity, "logout", timeout=10)
-            except ChannelError as exc:
-                # A process that cannot log out is stopped; its credentials go with its files below.
-                log.warning("logout request failed: %s", exc, extra=self._extra(session_id))
-                child.stop()
-            try:
-                await asyncio.wait_for(child.wait_settled(), self.settings.shutdown_timeout)
-            except TimeoutError:
-                child.kill_now()
-                await child.wait_settled()
+        await self._log_out_and_stop(session)
         # No credentials may survive an unlink, whatever the engine managed to delete itself.
         await asyncio.to_thread(shutil.rmtree, self.settings.storage_dir / "sessions" / session_id, True)
         session.phone = session.last_error = None
@@ -289,6 +278,22 @@ class SessionRegistry:
         child.restart()
         log.info("session logged out; starting for a new QR", extra=self._extra(session_id))
         return session
+
+    async def _log_out_and_stop(self, session: Session) -> None:
+        """Ask a running process to log out, then stop it for good (SIGKILL past the shutdown timeout)."""
+        child = session.child
+        if child.pid is not None and session.status not in ("logged_out", "failed"):
+            try:
+                await self.router.request(child.identity, "logout", timeout=10)
+            except ChannelError as exc:
+                # Unlinking must work for a broken session too: its credentials go with its files.
+                log.warning("logout request failed: %s", exc, extra=self._extra(session.id))
+        child.stop()
+        try:
+            await asyncio.wait_for(child.wait_settled(), self.settings.shutdown_timeout)
+        except TimeoutError:
+            child.kill_now()
+            await child.wait_settled()
 
     async def pair_code(self, session_id: str, phone: str) -> str:
         """A pairing code for linking ``phone`` (digits) by code instead of a QR scan."""
@@ -312,18 +317,7 @@ class SessionRegistry:
         """Log out, stop the process, remove auth state and the record."""
         session = self.get(session_id)
         child = session.child
-        if session.status == "connected" and child.pid is not None:
-            try:
-                await self.router.request(child.identity, "logout", timeout=10)
-            except ChannelError as exc:
-                # Deleting must work for a broken session too; the credentials go with the files.
-                log.warning("logout before delete failed: %s", exc, extra=self._extra(session_id))
-        child.stop()
-        try:
-            await asyncio.wait_for(child.wait_settled(), self.settings.shutdown_timeout)
-        except TimeoutError:
-            child.kill_now()
-            await child.wait_settled()
+        await self._log_out_and_stop(session)
         await child.close()
         self.sessions.pop(session_id, None)
         if self.storage is not None:

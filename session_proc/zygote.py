@@ -1,0 +1,207 @@
+"""The pre-warmed spawner: imports a session process's modules once, then forks session processes.
+
+``python -m session_proc.zygote`` is started by the supervisor and speaks JSON
+lines on stdin/stdout (see supervisor/spawner.py): it answers each ``spawn``
+request with the forked child's pid and reports every child it reaps as
+``{"exit": pid, "rc": rc}`` (negative rc: killed by that signal). It exits
+when its stdin closes or its parent (the supervisor) dies.
+
+Only pure-Python modules are preloaded. The neonize engine loads a Go runtime,
+and a forked Go runtime is broken: neonize itself is imported only by the
+child, after the fork (session_proc/engines.py imports engines lazily). The
+zygote starts no threads, no event loop and no ZeroMQ context, so every child
+creates its own.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import selectors
+import signal
+import sys
+from typing import Any
+
+from session_proc.proctitle import die_with_parent, set_title
+
+# What a session process imports anyway, so each child need not (pure Python or plain C extensions).
+PRELOAD = (
+    "asyncio",
+    "json",
+    "zmq",
+    "zmq.asyncio",
+    "msgpack",
+    "session_proc.main",
+    "session_proc.sim.engine",
+)
+# neonize's pure-Python dependencies, where installed; never neonize itself.
+PRELOAD_OPTIONAL = (
+    "google.protobuf.message",
+    "requests",
+    "httpx",
+    "PIL.Image",
+    "phonenumbers",
+    "bs4",
+    "magic",
+)
+SESSION_MODULE = "session_proc"
+
+
+def preload(*, freeze: bool = True) -> list[str]:
+    """Import the modules children share; ``gc.freeze()`` them so no collection dirties their pages."""
+    loaded = []
+    for name in PRELOAD:
+        importlib.import_module(name)
+        loaded.append(name)
+    for name in PRELOAD_OPTIONAL:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception:  # noqa: BLE001 - optional: missing or broken means "not shared", nothing more
+            pass
+    if "neonize" in sys.modules:  # pragma: no cover - a guard against a future preload list
+        raise RuntimeError("neonize must never be imported before the fork (its Go runtime breaks)")
+    gc.collect()
+    if freeze:
+        gc.freeze()
+    return loaded
+
+
+def _write(msg: dict[str, Any]) -> None:
+    os.write(1, (json.dumps(msg) + "\n").encode())
+
+
+def _run_child(argv: list[str], env: dict[str, str], wakeup_r: int, wakeup_w: int, zygote_pid: int) -> None:
+    """In the forked child: become a session process and never return."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.close(wakeup_r)
+        os.close(wakeup_w)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)  # the zygote's control pipe is not the child's business
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        os.environ.clear()
+        os.environ.update(env)
+        # Die with the zygote (which dies with the supervisor); session_proc.main sets it again.
+        die_with_parent(signal.SIGTERM)
+        if os.getppid() != zygote_pid:
+            os._exit(3)
+        if argv[1:3] != ["-m", SESSION_MODULE]:
+            raise ValueError("the zygote forks session processes only")
+        sys.argv = [SESSION_MODULE, *argv[3:]]
+        from session_proc.main import main
+
+        code = main(argv[3:])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - whatever happens, a child must never return into the zygote's loop
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        with_flush()
+        os._exit(code)
+
+
+def with_flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110 - stdout may be closed
+            pass
+
+
+def serve() -> int:
+    """The zygote's loop: fork on request, reap and report; until stdin closes."""
+    parent = os.getppid()
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent:  # the supervisor died before the death signal was armed
+        return 3
+    set_title("wa-zygote")
+    freeze = os.environ.get("WA_ZYGOTE_GC_FREEZE", "1") != "0"
+    preload(freeze=freeze)
+    me = os.getpid()
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_r, False)
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so SIGCHLD writes to the wakeup fd
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    sel = selectors.DefaultSelector()
+    sel.register(0, selectors.EVENT_READ, "control")
+    sel.register(wakeup_r, selectors.EVENT_READ, "wakeup")
+    children: set[int] = set()
+    buf = b""
+    _write({"ready": True, "pid": me})
+    try:
+        while True:
+            for key, _ in sel.select():
+                if key.data == "wakeup":
+                    try:
+                        os.read(wakeup_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    _reap(children)
+                    continue
+                chunk = os.read(0, 1 << 16)
+                if not chunk:
+                    return 0  # the supervisor closed our stdin: done
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    _handle(line, children, wakeup_r, wakeup_w, me)
+            _reap(children)
+    finally:
+        # Children die with us (their parent-death signal); nothing to wait for.
+        sel.close()
+
+
+def _handle(line: bytes, children: set[int], wakeup_r: int, wakeup_w: int, me: int) -> None:
+    try:
+        req = json.loads(line)
+        rid = req["id"]
+    except (ValueError, KeyError, TypeError):
+        return
+    if req.get("op") != "spawn":
+        _write({"id": rid, "error": f"unknown op {req.get('op')!r}"})
+        return
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        _write({"id": rid, "error": str(exc)})
+        return
+    if pid == 0:
+        _run_child(list(req["argv"]), dict(req["env"]), wakeup_r, wakeup_w, me)
+    children.add(pid)
+    # Answered before any reaping: the supervisor opens a pidfd on it while it is surely ours.
+    _write({"id": rid, "pid": pid})
+
+
+def _reap(children: set[int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        _write({"exit": pid, "rc": os.waitstatus_to_exitcode(status)})
+
+
+def main() -> int:
+    try:
+        return serve()
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
