@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from harness import Worker, running_worker  # noqa: E402
 
+from supervisor.spawner import ProcessHandle  # noqa: E402
 from transport.channel import DealerChannel, RouterChannel  # noqa: E402
 from transport.protocol import REQ, Frame, encode  # noqa: E402
 
@@ -70,7 +71,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 # -- baselines -------------------------------------------------------------------------
@@ -150,7 +151,7 @@ async def channel_rtt(rounds: int) -> float:
     """Median round trip of our transport: RouterChannel.request answered by a DealerChannel (seconds)."""
     body = {"to": "628100000001@s.whatsapp.net", "type": "text", "text": "x" * 40, "id": "3EB0" + "A" * 16}
 
-    async def answer(_op: str, b: dict[str, Any]) -> dict[str, Any]:
+    async def answer(_identity: bytes, _op: str, b: dict[str, Any]) -> dict[str, Any]:
         return b
 
     with tempfile.TemporaryDirectory(prefix="wa-bench-") as tmp:
@@ -196,10 +197,11 @@ async def session_spawn(spawner: str, runs: int) -> dict[str, float]:
         endpoint = router.bind()
         env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps({"hub": f"ipc://{tmp}/no-hub.sock"})}
         zygote = None
-        if spawner == "zygote":
+        if spawner.startswith("zygote"):
             from supervisor.spawner import ZygoteSpawner
 
-            zygote = ZygoteSpawner(cwd=ROOT)
+            freeze = "0" if spawner == "zygote-nofreeze" else "1"
+            zygote = ZygoteSpawner(cwd=ROOT, env={**os.environ, "WA_ZYGOTE_GC_FREEZE": freeze})
             await zygote.start()
         times: list[float] = []
         uss: list[float] = []
@@ -212,6 +214,7 @@ async def session_spawn(spawner: str, runs: int) -> dict[str, float]:
                     "--endpoint", endpoint, "--engine", "sim", "--storage-dir", tmp, "--hb-interval", "1",
                 ]  # fmt: skip
                 t0 = time.perf_counter()
+                handle: ProcessHandle
                 if zygote is not None:
                     handle = await zygote.spawn(argv, env)
                 else:
@@ -297,7 +300,9 @@ async def create_and_link(w: Worker, n: int, prefix: str = "s") -> float:
 
     async def all_connected() -> bool:
         sessions = await sessions_by_id(w)
-        return sum(1 for s in sessions.values() if s["sessionId"].startswith(prefix) and s["status"] == "connected") >= n
+        return (
+            sum(1 for s in sessions.values() if s["sessionId"].startswith(prefix) and s["status"] == "connected") >= n
+        )
 
     await poll(all_connected, 120, 0.1, f"{n} sessions connected")
     return time.perf_counter() - t0
@@ -320,13 +325,14 @@ class CpuWindow:
             return 0.0
 
     def _snapshot(self) -> dict[str, float]:
-        out = {"supervisor": self._cpu(self.sup), "sessions": 0.0, "hub": 0.0}
+        out = {"supervisor": self._cpu(self.sup), "sessions": 0.0, "hub": 0.0, "zygote": 0.0}
         for p in self.children:
             try:
                 name = " ".join(p.cmdline())
             except psutil.NoSuchProcess:
                 continue
             key = "hub" if ("sim_hub" in name or "wa-sim-hub" in name or "session_proc.sim" in name) else "sessions"
+            key = "zygote" if "zygote" in name else key
             out[key] += self._cpu(p)
         return out
 
@@ -505,20 +511,30 @@ async def recovery(w: Worker, kills: int, n: int) -> list[float]:
 
 
 def process_memory(w: Worker) -> dict[str, Any]:
+    """USS (own pages) and PSS (own + a share of what siblings share) of the worker's processes."""
     assert w.proc is not None
     sup = psutil.Process(w.proc.pid)
-    uss = []
+    uss: list[float] = []
+    pss: list[float] = []
+    zygote_uss = 0.0
     for p in sup.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            if "--session-id" in p.cmdline() or p.name().startswith("wa-session"):
-                uss.append(float(p.memory_full_info().uss))
+            name = " ".join(p.cmdline())
+            if "zygote" in name:
+                zygote_uss += float(p.memory_full_info().uss)
+            elif "--session-id" in name or name.startswith("wa-session"):
+                info = p.memory_full_info()
+                uss.append(float(info.uss))
+                pss.append(float(getattr(info, "pss", float("nan"))))
     return {
         "supervisor_rss_mib": sup.memory_info().rss / MiB,
         "supervisor_uss_mib": sup.memory_full_info().uss / MiB,
         "session_uss_median_mib": median(uss) / MiB,
+        "session_pss_median_mib": median(pss) / MiB,
         "session_uss_max_mib": max(uss, default=float("nan")) / MiB,
         "session_processes": len(uss),
         "sessions_uss_total_mib": sum(uss) / MiB,
+        "zygote_uss_mib": zygote_uss / MiB,
     }
 
 
@@ -553,7 +569,10 @@ async def worker_figures(args: argparse.Namespace, spawner: str) -> dict[str, An
             ]
             out["saturation"] = {k: median([s[k] for s in sat]) for k in sat[0]}
             sent_total = sum(s["sent"] - s["errors"] for s in seed + sat)
-            out["delivered_to_phones"] = {"accepted_200": sent_total, "on_phones": await delivered_to_phones(w, args.sessions)}
+            out["delivered_to_phones"] = {
+                "accepted_200": sent_total,
+                "on_phones": await delivered_to_phones(w, args.sessions),
+            }
             inc = [await phone_to_history(w, args.sessions, args.in_count, 16) for _ in range(args.repeat)]
             out["phone_to_history"] = {k: median([s[k] for s in inc]) for k in inc[0]}
             times = await recovery(w, args.kills, args.sessions)
@@ -585,10 +604,22 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     add("bare python -c pass", f"{b['python_spawn_s'] * 1000:.1f} ms")
     add("bare python idle USS", f"{b['python_uss_mib']:.1f} MiB")
     add("bare pyzmq DEALER/ROUTER rtt", f"{b['zmq_rtt_s'] * 1e6:.0f} us", f"frame {b['frame_bytes']} B")
-    add("transport request rtt", f"{results['channel_rtt_s'] * 1e6:.0f} us", f"{results['channel_rtt_s'] / b['zmq_rtt_s']:.2f}x bare zmq")
+    add(
+        "transport request rtt",
+        f"{results['channel_rtt_s'] * 1e6:.0f} us",
+        f"{results['channel_rtt_s'] / b['zmq_rtt_s']:.2f}x bare zmq",
+    )
     for spawner, s in results["spawn"].items():
-        add(f"session spawn->ready ({spawner})", f"{s['spawn_s'] * 1000:.0f} ms", f"{s['spawn_s'] / b['python_spawn_s']:.2f}x python -c pass")
-        add(f"idle sim session USS ({spawner})", f"{s['idle_uss_mib']:.1f} MiB", f"{s['idle_uss_mib'] / b['python_uss_mib']:.2f}x bare python")
+        add(
+            f"session spawn->ready ({spawner})",
+            f"{s['spawn_s'] * 1000:.0f} ms",
+            f"{s['spawn_s'] / b['python_spawn_s']:.2f}x python -c pass",
+        )
+        add(
+            f"idle sim session USS ({spawner})",
+            f"{s['idle_uss_mib']:.1f} MiB",
+            f"{s['idle_uss_mib'] / b['python_uss_mib']:.2f}x bare python",
+        )
     neo = results.get("neonize_memory")
     if isinstance(neo, list):
         for r in neo:
@@ -600,23 +631,53 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         for n, v in wf["link_s"].items():
             add(f"{tag}create+link {n} sessions", f"{v:.2f} s")
         m = wf["memory"]
-        add(f"{tag}session process USS (median of {m['session_processes']})", f"{m['session_uss_median_mib']:.1f} MiB", f"{m['session_uss_median_mib'] / b['python_uss_mib']:.2f}x bare python")
+        add(
+            f"{tag}session process USS (median of {m['session_processes']})",
+            f"{m['session_uss_median_mib']:.1f} MiB",
+            f"{m['session_uss_median_mib'] / b['python_uss_mib']:.2f}x bare python",
+        )
+        add(f"{tag}session process PSS (median)", f"{m['session_pss_median_mib']:.1f} MiB")
+        add(
+            f"{tag}sessions USS total (+ zygote)", f"{m['sessions_uss_total_mib']:.0f} (+{m['zygote_uss_mib']:.0f}) MiB"
+        )
         add(f"{tag}supervisor RSS / USS", f"{m['supervisor_rss_mib']:.1f} / {m['supervisor_uss_mib']:.1f} MiB")
         add(f"{tag}supervisor RSS after load", f"{wf['memory_after_load']['supervisor_rss_mib']:.1f} MiB")
-        add(f"{tag}idle CPU supervisor / sessions", f"{wf['idle_cpu']['supervisor_pct']:.2f} / {wf['idle_cpu']['sessions_total_pct']:.2f} %")
+        add(
+            f"{tag}idle CPU supervisor / sessions",
+            f"{wf['idle_cpu']['supervisor_pct']:.2f} / {wf['idle_cpu']['sessions_total_pct']:.2f} %",
+        )
         s = wf["seed_load"]
-        add(f"{tag}seed load {s['rate_msgs_per_s']:.0f} msg/s: send p50/p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms", f"p50 {s['p50_ms'] / 1000 / b['zmq_rtt_s']:.0f}x bare zmq rtt")
-        add(f"{tag}seed load CPU sup / per session / hub", f"{s['cpu_supervisor_pct']:.1f} / {s['cpu_sessions_per_session_pct']:.2f} / {s['cpu_hub_pct']:.1f} %", f"errors {s['errors']}")
+        add(
+            f"{tag}seed load {s['rate_msgs_per_s']:.0f} msg/s: send p50/p99",
+            f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms",
+            f"p50 {s['p50_ms'] / 1000 / b['zmq_rtt_s']:.0f}x bare zmq rtt",
+        )
+        add(
+            f"{tag}seed load CPU sup / per session / hub",
+            f"{s['cpu_supervisor_pct']:.1f} / {s['cpu_sessions_per_session_pct']:.2f} / {s['cpu_hub_pct']:.1f} %",
+            f"errors {s['errors']}",
+        )
         s = wf["saturation"]
-        add(f"{tag}saturation throughput (c={s['concurrency']})", f"{s['throughput_msgs_per_s']:.0f} msg/s", f"errors {s['errors']}")
+        add(
+            f"{tag}saturation throughput (c={s['concurrency']})",
+            f"{s['throughput_msgs_per_s']:.0f} msg/s",
+            f"errors {s['errors']}",
+        )
         add(f"{tag}saturation send p50/p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms")
-        add(f"{tag}saturation CPU sup / sessions / hub", f"{s['cpu_supervisor_pct']:.0f} / {s['cpu_sessions_pct']:.0f} / {s['cpu_hub_pct']:.0f} %")
+        add(
+            f"{tag}saturation CPU sup / sessions / hub",
+            f"{s['cpu_supervisor_pct']:.0f} / {s['cpu_sessions_pct']:.0f} / {s['cpu_hub_pct']:.0f} %",
+        )
         d = wf["delivered_to_phones"]
         add(f"{tag}accepted (200) / on phones", f"{d['accepted_200']} / {d['on_phones']}")
         s = wf["phone_to_history"]
         add(f"{tag}phone -> history throughput", f"{s['throughput_msgs_per_s']:.0f} msg/s", f"errors {s['errors']}")
         r = wf["recovery"]
-        add(f"{tag}recovery after SIGKILL (median/max)", f"{r['median_s']:.2f} / {r['max_s']:.2f} s", f"{r['median_s'] / b['python_spawn_s']:.1f}x python -c pass")
+        add(
+            f"{tag}recovery after SIGKILL (median/max)",
+            f"{r['median_s']:.2f} / {r['max_s']:.2f} s",
+            f"{r['median_s'] / b['python_spawn_s']:.1f}x python -c pass",
+        )
     fo = results.get("failover")
     if isinstance(fo, dict):
         for key, value in fo.items():
@@ -628,7 +689,11 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: dict[str, Any] = {
+        "args": vars(args),
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     results["baselines"] = {
         "python_spawn_s": bare_spawn_s(args.baseline_runs),
         "python_uss_mib": await bare_python_uss() / MiB,
@@ -637,7 +702,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     }
     results["channel_rtt_s"] = median([await channel_rtt(args.rtt_rounds) for _ in range(args.repeat)])
     spawners = ["exec"] + (["zygote"] if zygote_available() else [])
-    results["spawn"] = {s: await session_spawn(s, args.spawn_runs) for s in spawners}
+    variants = spawners + (["zygote-nofreeze"] if zygote_available() else [])
+    results["spawn"] = {s: await session_spawn(s, args.spawn_runs) for s in variants}
     results["worker"] = {}
     for spawner in args.worker_spawners:
         if spawner in spawners:
@@ -646,7 +712,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def zygote_available() -> bool:
-    return importlib.util.find_spec("session_proc.zygote") is not None and importlib.util.find_spec("supervisor.spawner") is not None
+    return (
+        importlib.util.find_spec("session_proc.zygote") is not None
+        and importlib.util.find_spec("supervisor.spawner") is not None
+    )
 
 
 def main() -> None:
@@ -680,9 +749,7 @@ def main() -> None:
         run_script("neonize_memory") if neonize else "not measured: neonize is not installed in .venv"
     )
     results["failover"] = (
-        "not measured: --no-failover"
-        if args.no_failover
-        else run_script("failover", "--runs", str(args.failover_runs))
+        "not measured: --no-failover" if args.no_failover else run_script("failover", "--runs", str(args.failover_runs))
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -59,7 +59,7 @@ def preload(*, freeze: bool = True) -> list[str]:
         try:
             importlib.import_module(name)
             loaded.append(name)
-        except Exception:  # noqa: BLE001 - optional: missing or broken means "not shared", nothing more
+        except Exception:  # optional: missing or broken means "not shared", nothing more
             pass
     if "neonize" in sys.modules:  # pragma: no cover - a guard against a future preload list
         raise RuntimeError("neonize must never be imported before the fork (its Go runtime breaks)")
@@ -100,7 +100,7 @@ def _run_child(argv: list[str], env: dict[str, str], wakeup_r: int, wakeup_w: in
         code = main(argv[3:])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - whatever happens, a child must never return into the zygote's loop
+    except BaseException:  # whatever happens, a child must never return into the zygote's loop
         import traceback
 
         traceback.print_exc()
@@ -114,7 +114,7 @@ def with_flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001, S110 - stdout may be closed
+        except Exception:  # stdout may be closed
             pass
 
 

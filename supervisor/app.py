@@ -31,6 +31,7 @@ from supervisor.events import EventLog
 from supervisor.session_child import ChildConfig
 from supervisor.sessions import SessionRegistry
 from supervisor.sim_hub import SimHubChild
+from supervisor.spawner import ZygoteSpawner
 from supervisor.storage.service import SessionStorage, build_storage
 from supervisor.store import Store
 from supervisor.webhooks import Webhooks
@@ -80,6 +81,8 @@ async def _start_hub(settings: Settings, sockets: Path) -> SimHubChild:
         qr_ttl=settings.sim_qr_ttl,
         policy=settings.restart_policy,
         worker_id=settings.worker_id,
+        log_format="text" if settings.log_format == "text" else "json",
+        qr_max=settings.sim_qr_max,
     )
     hub.start()
     if not await hub.wait_ready(HUB_READY_TIMEOUT):
@@ -115,7 +118,11 @@ def worker_context(settings: Settings, token: str) -> Any:
         )
         registry: SessionRegistry | None = None
         storage: SessionStorage | None = None
+        zygote: ZygoteSpawner | None = None
         try:
+            if settings.spawner == "zygote":
+                zygote = ZygoteSpawner()
+                await zygote.start()
             engine_options: dict[str, Any] = {}
             if settings.engine == "sim":
                 if settings.sim_hub:
@@ -134,6 +141,7 @@ def worker_context(settings: Settings, token: str) -> Any:
                 log_level=settings.log_level,
                 log_format="text" if settings.log_format == "text" else "json",
                 engine_options=engine_options,
+                spawner=zygote,
             )
             storage = build_storage(settings, token)
             await storage.start()  # MinIO down: retried in the background, the worker starts anyway
@@ -169,6 +177,8 @@ def worker_context(settings: Settings, token: str) -> Any:
         finally:
             if registry is not None:
                 await registry.shutdown()
+            if zygote is not None:
+                await zygote.close()
             if backend is not None:
                 await backend.close()
             await webhooks.close()

@@ -63,6 +63,8 @@ def sim(_args: argparse.Namespace) -> NoReturn:
         str(settings.storage_dir / "sim-hub"),
         "--qr-ttl",
         str(settings.sim_qr_ttl),
+        "--qr-max",
+        str(settings.sim_qr_max),
     ]
     # Exec, not import: the supervisor side never imports the session side.
     os.execv(sys.executable, argv)

@@ -39,6 +39,9 @@ class Settings:
     sim_hub: str | None = None  # endpoint of a shared simulated network; unset: start our own hub
     sim_port: int = 8002  # HTTP control port of the hub we start ourselves
     sim_qr_ttl: float = 20.0
+    sim_qr_max: int = 6  # QR codes per login attempt, then qr_timeout (WhatsApp shows 6)
+    # Login attempts (rounds of QR codes) without a scan before a session rests until asked again.
+    qr_cycles: int = 2
     log_level: str = "INFO"
     log_format: str = "auto"  # json | text | auto (text on a terminal)
     # Children beat this often; ~3 missed beats mean hung (a hang is caught within ~15 s).
@@ -53,6 +56,8 @@ class Settings:
     send_attempt_timeout: float = 15.0  # one try of one message in a session process
     message_ttl: float = 3600.0  # an accepted message not sent by then becomes failed
     sample_interval: float = 5.0  # psutil sampling period
+    # How session processes start: exec (a new interpreter each) or zygote (forked from a pre-warmed process).
+    spawner: str = "exec"
     shutdown_timeout: float = 15.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     # API: Bearer JWTs (HS256) are accepted when set; request bodies past MAX_UPLOAD_MB answer 413.
@@ -225,6 +230,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     engine = env.get("WA_ENGINE") or "neonize"
     if engine not in ENGINES:
         raise ConfigError(f"WA_ENGINE={engine!r} must be one of {', '.join(ENGINES)}")
+    spawner = env.get("SPAWNER") or "exec"
+    if spawner not in ("exec", "zygote"):
+        raise ConfigError(f"SPAWNER={spawner!r} must be exec or zygote")
     level = (env.get("LOG_LEVEL") or "info").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL={level.lower()!r} must be debug, info, warning or error")
@@ -257,6 +265,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         sim_hub=env.get("SIM_HUB") or None,
         sim_port=sim_port,
         sim_qr_ttl=_float(env, "SIM_QR_TTL", 20.0, minimum=0.1),
+        sim_qr_max=_int(env, "SIM_QR_MAX", 6),
+        qr_cycles=_int(env, "QR_CYCLES", 2, minimum=1),
         log_level=level,
         log_format=log_format,
         session_heartbeat_interval=_float(env, "SESSION_HEARTBEAT_INTERVAL", 2.0, minimum=0.05),
@@ -267,6 +277,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         send_attempt_timeout=_float(env, "SEND_ATTEMPT_TIMEOUT", 15.0, minimum=0.1),
         message_ttl=_float(env, "MESSAGE_TTL", 3600.0, minimum=1.0),
         sample_interval=_float(env, "SAMPLE_INTERVAL", 5.0, minimum=0.1),
+        spawner=spawner,
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", 15.0, minimum=0.1),
         restart_policy=policy,
         jwt_secret=jwt_secret,

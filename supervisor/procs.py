@@ -40,6 +40,7 @@ from supervisor.policy import (
     next_deadline,
     transition,
 )
+from supervisor.spawner import ProcessHandle, Spawner, exec_spawn
 from supervisor.states import ProcState
 
 log = logging.getLogger("supervisor.procs")
@@ -75,7 +76,7 @@ class ChildProcess:
         self.policy = policy
         self.record = ProcRecord(state_since=time.time())
         self.incarnation = 0
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: ProcessHandle | None = None
         self.exits: deque[ExitInfo] = deque(maxlen=EXIT_HISTORY)
         self._log_extra = log_extra or {}
         self._on_transition = on_transition
@@ -92,7 +93,7 @@ class ChildProcess:
     def env(self, incarnation: int) -> dict[str, str]:
         return dict(os.environ)
 
-    async def on_spawned(self, proc: asyncio.subprocess.Process, incarnation: int) -> None:
+    async def on_spawned(self, proc: ProcessHandle, incarnation: int) -> None:
         """Hook: the child exists (read its stdout, register its identity...)."""
 
     def on_exited(self, incarnation: int) -> None:
@@ -222,14 +223,11 @@ class ChildProcess:
 
     async def _spawn(self, incarnation: int) -> None:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv(incarnation),
-                env=self.env(incarnation),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if self.wants_stdout else asyncio.subprocess.DEVNULL,
-                stderr=None,  # children log to our stderr: one stream for operators
-                close_fds=True,
-            )
+            proc: ProcessHandle
+            if self.spawner is None:
+                proc = await exec_spawn(self.argv(incarnation), self.env(incarnation), stdout=self.wants_stdout)
+            else:
+                proc = await self.spawner.spawn(self.argv(incarnation), self.env(incarnation))
         except OSError as exc:
             log.error("%s: cannot spawn: %s", self.name, exc, extra=self._log_extra)
             self._post(_Incarnated(incarnation, Exited(now=time.time(), code=127, signal=None, jitter=random.random())))
@@ -246,3 +244,5 @@ class ChildProcess:
         self._post(_Incarnated(incarnation, Exited(now=time.time(), code=code, signal=sig, jitter=random.random())))
 
     wants_stdout = False
+    # None: exec a new program per child (the default); else e.g. the zygote forks it (supervisor/spawner.py).
+    spawner: Spawner | None = None

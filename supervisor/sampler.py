@@ -44,10 +44,12 @@ class ProcessSampler:
         for pid in wanted:
             proc = self._procs.get(pid)
             try:
-                if proc is None or not proc.is_running():  # is_running also catches pid reuse
+                fresh = proc is None or not proc.is_running()  # is_running also catches pid reuse
+                if fresh:
                     proc = psutil.Process(pid)
                     proc.cpu_percent(None)  # prime: the first call has no interval to measure
                     self._procs[pid] = proc
+                assert proc is not None
                 with proc.oneshot():
                     try:
                         mem = proc.memory_full_info()
@@ -57,7 +59,8 @@ class ProcessSampler:
                         uss = 0
                     out[pid] = ProcStats(
                         pid=pid,
-                        cpu_percent=proc.cpu_percent(None),
+                        # A fresh object measured over microseconds says nonsense: 0 until the next sample.
+                        cpu_percent=0.0 if fresh else proc.cpu_percent(None),
                         rss=int(mem.rss),
                         uss=uss,
                         threads=proc.num_threads(),

@@ -6,7 +6,6 @@ frames from an older incarnation are recognised by that and dropped.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 from supervisor.policy import RestartPolicy
 from supervisor.procs import ChildProcess, TransitionListener
+from supervisor.spawner import ProcessHandle, Spawner
 from supervisor.states import ProcState
 from transport.channel import ChannelError, RouterChannel
 
@@ -32,6 +32,7 @@ class ChildConfig:
     log_level: str
     log_format: str  # json | text
     engine_options: dict[str, Any]  # e.g. {"hub": "ipc://..."} for the sim engine
+    spawner: Spawner | None = None  # None: exec each session process; else forked (SPAWNER=zygote)
 
 
 def identity_of(session_id: str, incarnation: int) -> bytes:
@@ -73,6 +74,7 @@ class SessionChild(ChildProcess):
         self.router = router
         self.proxy = proxy
         self.ready_incarnation = 0
+        self.spawner = config.spawner
 
     @property
     def identity(self) -> bytes:
@@ -109,7 +111,7 @@ class SessionChild(ChildProcess):
         env["WA_LOG_FORMAT"] = self.config.log_format
         return env
 
-    async def on_spawned(self, proc: asyncio.subprocess.Process, incarnation: int) -> None:
+    async def on_spawned(self, proc: ProcessHandle, incarnation: int) -> None:
         self.router.track(identity_of(self.session_id, incarnation))
 
     def on_exited(self, incarnation: int) -> None:

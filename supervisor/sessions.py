@@ -35,6 +35,8 @@ from transport.channel import ChannelError, RemoteError, RouterChannel
 
 log = logging.getLogger("supervisor.sessions")
 
+# The engines' reason when a round of QR codes ended without a scan.
+QR_TIMEOUT = "qr_timeout"
 # Statuses that only hold while a process runs.
 LIVE_STATUSES = ("initializing", "qr_ready", "connected")
 STATUSES = ("initializing", "qr_ready", "connected", "disconnected", "logged_out", "failed")
@@ -64,6 +66,7 @@ class Session:
     qr: str | None = None
     qr_expires_at: float | None = None
     qr_count: int = 0
+    qr_rounds: int = 0  # login attempts in a row that ended without a scan (qr_timeout)
     last_error: str | None = None
     last_seen: float | None = None
     message_count: int = 0  # messages in history, in and out (kept equal to the store's count)
@@ -246,6 +249,28 @@ class SessionRegistry:
         log.info("session created", extra=self._extra(session_id))
         return session
 
+    async def current_qr(self, session_id: str) -> Session:
+        """The session for GET /qr; a session resting after unscanned QR codes starts a new round first."""
+        session = self.get(session_id)
+        if session.child.state == ProcState.EXITED and session.last_error == QR_TIMEOUT:
+            self._check_open()
+            session.qr_rounds = 0
+            session.qr = session.qr_expires_at = None
+            await self._before_start(session_id)
+            session.child.start()
+            await self.wait_for_qr(session, self.settings.create_qr_wait)
+        return session
+
+    async def _start_again(self, session_id: str) -> None:
+        try:
+            await self._before_start(session_id)
+        except SessionError as exc:
+            log.warning("not starting again: %s", exc.message, extra=self._extra(session_id))
+            return
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.child.start()
+
     async def wait_for_qr(self, session: Session, timeout: float) -> None:
         """Return once the session has a QR, is connected, or ``timeout`` passed."""
         deadline = time.monotonic() + timeout
@@ -261,6 +286,7 @@ class SessionRegistry:
         self._check_open()
         session = self.get(session_id)
         session.last_error = None
+        session.qr_rounds = 0
         await self._before_start(session_id)
         session.child.restart()
         return session
@@ -497,9 +523,26 @@ class SessionRegistry:
             session.qr = session.qr_expires_at = None
             if session.status != "connected" or before.state != ProcState.STOPPING:
                 session.set_status("initializing")
-        elif state in (ProcState.STOPPED, ProcState.EXITED) and session.status in LIVE_STATUSES:
-            session.set_status("disconnected")
-            session.qr = session.qr_expires_at = None
+        elif state in (ProcState.STOPPED, ProcState.EXITED):
+            session.qr = session.qr_expires_at = None  # nobody can scan a code of a process that is gone
+            if session.status in LIVE_STATUSES:
+                session.set_status("disconnected")
+        if state == ProcState.EXITED and session.last_error == QR_TIMEOUT and not self.draining:
+            if session.qr_rounds < self.settings.qr_cycles:
+                log.info(
+                    "no scan: showing QR codes again (round %d/%d)",
+                    session.qr_rounds + 1,
+                    self.settings.qr_cycles,
+                    extra=self._extra(session.id),
+                )
+                self._spawn(self._start_again(session.id))
+            else:
+                # Churning QR codes nobody scans only burns a process: rest until someone asks.
+                log.info(
+                    "no scan after %d rounds of QR codes: resting until GET /qr or restart",
+                    session.qr_rounds,
+                    extra=self._extra(session.id),
+                )
         if state in (ProcState.STOPPED, ProcState.EXITED, ProcState.FATAL) and self.storage is not None:
             self.storage.on_stopped(session.id)  # down for good: final backup, then the lease goes
         session.notify()
@@ -539,12 +582,16 @@ class SessionRegistry:
             session.qr = session.qr_expires_at = None
             session.last_error = None
             session.set_status("connected")
+            session.qr_rounds = 0
             log.info("connected", extra=extra)
             self._emit(session.id, "connected", {"phoneNumber": session.phone, "pushName": body.get("pushName")})
             self.outbox.kick(session.id)
         elif op == "disconnected":
             session.set_status("disconnected")
+            session.qr = session.qr_expires_at = None
             session.last_error = str(body.get("reason") or "disconnected")
+            if session.last_error == QR_TIMEOUT:
+                session.qr_rounds += 1
             log.info("disconnected: %s", session.last_error, extra=extra)
             self._emit(
                 session.id, "disconnected", {"reason": session.last_error, "willRetry": bool(body.get("willRetry"))}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from supervisor.policy import RestartPolicy
 from supervisor.procs import ChildProcess
+from supervisor.spawner import ProcessHandle
 
 log = logging.getLogger("supervisor.sim_hub")
 
@@ -34,8 +35,12 @@ class SimHubChild(ChildProcess):
         qr_ttl: float,
         policy: RestartPolicy,
         worker_id: str,
+        log_format: str = "json",
+        qr_max: int = 0,
     ) -> None:
         super().__init__("sim-hub", policy, log_extra={"workerId": worker_id})
+        self.log_format = log_format
+        self.qr_max = qr_max
         self.zmq_endpoint = zmq_endpoint
         self.http_port = http_port
         self.data_dir = data_dir
@@ -60,9 +65,14 @@ class SimHubChild(ChildProcess):
             str(os.getpid()),
             "--qr-ttl",
             str(self.qr_ttl),
+            "--qr-max",
+            str(self.qr_max),
         ]
 
-    async def on_spawned(self, proc: asyncio.subprocess.Process, incarnation: int) -> None:
+    def env(self, incarnation: int) -> dict[str, str]:
+        return {**os.environ, "WA_LOG_FORMAT": self.log_format}
+
+    async def on_spawned(self, proc: ProcessHandle, incarnation: int) -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
             try:

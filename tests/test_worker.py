@@ -295,3 +295,23 @@ async def test_standalone_hub_shared_through_sim_hub(tmp_path: Path) -> None:
     async with standalone_hub(tmp_path) as hub_env, running_worker(tmp_path / "w", **hub_env) as w:
         assert not [p for p in w.child_pids() if "wa-sim-hub" in " ".join(psutil.Process(p).cmdline())]
         await w.create_linked("shared", "6281300001")
+
+
+async def test_unscanned_qr_rounds_end_in_rest_until_asked(tmp_path: Path) -> None:
+    env = {"SIM_QR_TTL": "0.3", "SIM_QR_MAX": "2", "QR_CYCLES": "2"}
+    async with running_worker(tmp_path / "w", **env) as w:
+        status, _ = await w.api("POST", "/session/create", json={"sessionId": "nobody-scans"})
+        assert status == 200
+        # Two rounds of two codes each, then the session rests: no process, no more codes.
+        rested = await w.wait_session(
+            "nobody-scans",
+            lambda s: s["processState"] == "EXITED" and s["lastError"] == "qr_timeout" and s["qrCount"] == 4,
+            what="resting after two rounds",
+        )
+        assert rested["status"] == "disconnected" and rested["pid"] is None and rested["restarts"] == 0
+        # Asking for the QR starts a new round and answers with a fresh code.
+        status, qr = await w.api("GET", "/session/nobody-scans/qr")
+        assert status == 200 and qr["data"]["qr"] and qr["data"]["status"] == "qr_ready", qr
+        status, _ = await w.hub("POST", "/phones/6281400001/scan", json={"qr": qr["data"]["qr"]})
+        assert status == 200
+        await w.wait_session("nobody-scans", lambda s: s["status"] == "connected")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -21,15 +20,15 @@ from pathlib import Path
 
 import zmq
 from aiohttp import web
-from setproctitle import setproctitle
 
+from session_proc.proctitle import die_with_parent, set_title
 from session_proc.sim.hub import HEARTBEAT_INTERVAL, QR_TTL, Hub
 from session_proc.sim.hub_http import create_app
 from session_proc.sim.hub_store import HubStore
+from transport import logfmt
 
 log = logging.getLogger("sim.hub")
 
-PR_SET_PDEATHSIG = 1
 PARENT_POLL_SECONDS = 0.5
 
 
@@ -43,24 +42,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process dies")
     parser.add_argument("--qr-ttl", type=float, default=QR_TTL, help="seconds each QR string stays valid")
     parser.add_argument(
+        "--qr-max", type=int, default=0, help="QR codes per login attempt before qr_timeout (0: no limit)"
+    )
+    parser.add_argument(
         "--heartbeat", type=float, default=HEARTBEAT_INTERVAL, help="seconds between heartbeats to engines"
     )
     args = parser.parse_args(argv)
     if args.qr_ttl <= 0 or args.heartbeat <= 0:
         parser.error("--qr-ttl and --heartbeat must be positive")
     return args
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel for SIGTERM when the parent dies (Linux only; the poll covers the rest)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-    except (OSError, AttributeError) as exc:
-        log.warning("prctl unavailable: %s", exc)
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
@@ -81,7 +71,9 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     store = HubStore(args.data_dir / "hub.db")
-    hub = Hub(store, zmq_endpoint=args.zmq, qr_ttl=args.qr_ttl, heartbeat_interval=args.heartbeat)
+    hub = Hub(
+        store, zmq_endpoint=args.zmq, qr_ttl=args.qr_ttl, qr_max=args.qr_max, heartbeat_interval=args.heartbeat
+    )
     runner = web.AppRunner(create_app(hub), access_log=None)
     watcher: asyncio.Task[None] | None = None
     try:
@@ -111,14 +103,15 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse the command line, run the hub, return the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, os.environ.get("LOG_LEVEL", "INFO").upper(), logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    # The worker's log format (JSON lines unless WA_LOG_FORMAT=text or a terminal), like the sessions'.
+    fmt = os.environ.get("WA_LOG_FORMAT")
+    logfmt.configure(
+        os.environ.get("LOG_LEVEL", "INFO"), json_lines=None if fmt is None else fmt == "json"
     )
-    setproctitle("wa-sim-hub")
+    logfmt.set_context(component="sim-hub")
+    set_title("wa-sim-hub")
     if args.parent_pid is not None:
-        _die_with_parent()
+        die_with_parent(signal.SIGTERM)
         if os.getppid() != args.parent_pid:
             log.info("parent %d died before the hub started", args.parent_pid)
             return 0

@@ -275,6 +275,10 @@ class SimEngine(Engine):
                 if final == "logged_out":
                     self._end_unlinked()
                     return
+                if final == ops.REASON_QR_TIMEOUT:
+                    # Nobody scanned: the supervisor decides whether to try another round of codes.
+                    self._call(self.ctx.sink.on_disconnected, ops.REASON_QR_TIMEOUT, will_retry=False)
+                    return
                 if final is not None:
                     return
                 log.info("session %s: disconnected (%s); reconnecting", self.ctx.session_id, link.lost_reason)
@@ -392,6 +396,8 @@ class SimEngine(Engine):
             self._final = "logged_out"
             link.lose("unlinked")
         elif op == ops.DISCONNECT:
+            if body.get("reason") == ops.REASON_QR_TIMEOUT:
+                self._final = ops.REASON_QR_TIMEOUT
             link.lose(str(body.get("reason") or "dropped"))
         elif op == ops.RECEIPT:
             self._on_receipt(body)

@@ -194,11 +194,13 @@ class Hub:
         *,
         zmq_endpoint: str,
         qr_ttl: float = QR_TTL,
+        qr_max: int = 0,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         pair_code_ttl: float = PAIR_CODE_TTL,
     ) -> None:
         self._store = store
         self._qr_ttl = qr_ttl
+        self._qr_max = qr_max  # QR codes per login attempt; 0: rotate until scanned
         self._pair_code_ttl = pair_code_ttl
         self._router = RouterChannel(
             zmq_endpoint,
@@ -616,13 +618,18 @@ class Hub:
                 item.on_sent()
 
     async def _rotate_qr(self, conn: Connection) -> None:
-        while True:
+        shown = 0
+        while self._qr_max == 0 or shown < self._qr_max:
             code = _qr_string()
             expires_at = time.time() + self._qr_ttl
             self._qr[code] = _Code(conn, expires_at)
             self._send(conn, ops.QR, {"code": code, "expiresAt": expires_at})
+            shown += 1
             await asyncio.sleep(self._qr_ttl)
             self._expire(self._qr, code)
+        # Like WhatsApp: after the last code nobody scanned, the login attempt is over.
+        log.info("session %s: no scan after %d QR codes", conn.session_id, shown)
+        self._drop(conn, ops.REASON_QR_TIMEOUT, notify=(ops.DISCONNECT, {"reason": ops.REASON_QR_TIMEOUT}))
 
     def _expire(self, table: dict[str, _Code], code: str) -> None:
         table.pop(code, None)

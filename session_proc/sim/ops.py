@@ -30,6 +30,9 @@ RECEIPT = "receipt"  # {id, status: "delivered"|"read", chat, timestamp}
 REPLACED = "replaced"  # {}: another connection took over these credentials; do not reconnect
 LOGGED_OUT = "logged_out"  # {reason}: the device was unlinked; the credentials are void
 DISCONNECT = "disconnect"  # {reason}: the server closed the connection; reconnect with backoff
+# The reason of a DISCONNECT after the last QR went unscanned (like whatsmeow's QR channel timeout):
+# the engine gives up instead of reconnecting.
+REASON_QR_TIMEOUT = "qr_timeout"
 
 # -- hello statuses ----------------------------------------------------------
 STATUS_LINKED = "linked"

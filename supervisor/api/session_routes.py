@@ -47,15 +47,17 @@ async def create_session(request: web.Request) -> web.Response:
 
 @routes.get("/session/{id}/qr")
 async def get_qr(request: web.Request) -> web.Response:
-    session = request.app[REGISTRY].get(v.path_session_id(request))
+    session = await request.app[REGISTRY].current_qr(v.path_session_id(request))
+    # One consistent snapshot: the QR may rotate while the PNG is drawn.
+    qr, expires_at, status, count = session.qr, session.qr_expires_at, session.status, session.qr_count
     return ok(
         {
             "sessionId": session.id,
-            "qrCode": await _qr_data_url(session.qr),
-            "qr": session.qr,
-            "status": session.status,
-            "expiresAt": session.qr_expires_at,
-            "qrCount": session.qr_count,
+            "qrCode": await _qr_data_url(qr),
+            "qr": qr,
+            "status": status,
+            "expiresAt": expires_at,
+            "qrCount": count,
         }
     )
 
