@@ -23,9 +23,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Figures come from here, never from timed assertions in tests.
+# bench/run.py prints one table and writes bench/results/bench.json (it also runs bench/failover.py).
 bench: $(STAMP)
-	$(BIN)/python bench/recovery.py
-	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # The versions the container image installs (Containerfile: pip install --constraint requirements.lock).
 # Direct-URL installs (" @ ") cannot be pinned portably and are left out; the packaging test checks
