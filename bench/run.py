@@ -18,8 +18,9 @@ run:
   send latency p50/p99 and CPU at the seed's load (50 x 100 msg/min); throughput,
   latency and CPU at saturation; phone -> history throughput; recovery after
   SIGKILL of a session process;
-- failover between two workers through S3 (bench/failover.py) and the neonize
-  session's USS (bench/neonize_memory.py) when neonize is installed.
+- spawn and idle USS of a neonize session process (exec, zygote) when neonize is
+  installed;
+- failover between two workers through S3 (bench/failover.py).
 
 Every request loop is bounded in count and time. ``--quick`` shrinks it all for
 iterating.
@@ -184,8 +185,12 @@ async def channel_rtt(rounds: int) -> float:
 # -- one session process outside the worker ----------------------------------------------
 
 
-async def session_spawn(spawner: str, runs: int) -> dict[str, float]:
-    """Exec/fork -> ``ready`` of a sim session process (no hub: it idles dialling), and its idle USS."""
+async def session_spawn(spawner: str, runs: int, engine: str = "sim") -> dict[str, float]:
+    """Exec/fork -> ``ready`` of a session process, and its idle USS.
+
+    sim: no hub, it idles dialling; neonize: its dial fails without WhatsApp, it idles between retries
+    with the Go runtime and whatsmeow loaded (as bench/neonize_memory.py).
+    """
     with tempfile.TemporaryDirectory(prefix="wa-bench-") as tmp:
         ready: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -195,7 +200,8 @@ async def session_spawn(spawner: str, runs: int) -> dict[str, float]:
 
         router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=on_event, heartbeat_interval=1.0)
         endpoint = router.bind()
-        env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps({"hub": f"ipc://{tmp}/no-hub.sock"})}
+        options = {"retry_initial": 30.0} if engine == "neonize" else {"hub": f"ipc://{tmp}/no-hub.sock"}
+        env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps(options)}
         zygote = None
         if spawner.startswith("zygote"):
             from supervisor.spawner import ZygoteSpawner
@@ -211,7 +217,7 @@ async def session_spawn(spawner: str, runs: int) -> dict[str, float]:
                 router.track(identity)
                 argv = [
                     sys.executable, "-m", "session_proc", "--session-id", "bench", "--incarnation", str(i + 1),
-                    "--endpoint", endpoint, "--engine", "sim", "--storage-dir", tmp, "--hb-interval", "1",
+                    "--endpoint", endpoint, "--engine", engine, "--storage-dir", f"{tmp}/{i}", "--hb-interval", "1",
                 ]  # fmt: skip
                 t0 = time.perf_counter()
                 handle: ProcessHandle
@@ -225,7 +231,7 @@ async def session_spawn(spawner: str, runs: int) -> dict[str, float]:
                 times.append(time.perf_counter() - t0)
                 assert got == identity, got
                 if i < 3:
-                    uss.append(await settled_uss(handle.pid, settle=1.5))
+                    uss.append(await settled_uss(handle.pid, settle=3.0 if engine == "neonize" else 1.5))
                 handle.send_signal(signal.SIGKILL)
                 await handle.wait()
                 router.forget(identity)
@@ -314,6 +320,7 @@ class CpuWindow:
     def __init__(self, w: Worker) -> None:
         assert w.proc is not None
         self.sup = psutil.Process(w.proc.pid)
+        self.me = psutil.Process()
         self.children = [p for p in self.sup.children(recursive=True)]
 
     @staticmethod
@@ -326,6 +333,7 @@ class CpuWindow:
 
     def _snapshot(self) -> dict[str, float]:
         out = {"supervisor": self._cpu(self.sup), "sessions": 0.0, "hub": 0.0, "zygote": 0.0}
+        out["bench_client"] = self._cpu(self.me)  # this process: the load generator shares the 2 cores
         for p in self.children:
             try:
                 name = " ".join(p.cmdline())
@@ -398,6 +406,7 @@ async def seed_load(w: Worker, n: int, rate_per_min: float, seconds: float) -> d
         "cpu_sessions_pct": cpu.percent["sessions"],
         "cpu_sessions_per_session_pct": cpu.percent["sessions"] / max(1, n),
         "cpu_hub_pct": cpu.percent["hub"],
+        "cpu_bench_client_pct": cpu.percent["bench_client"],
     }
 
 
@@ -429,6 +438,7 @@ async def saturation(w: Worker, n: int, concurrency: int, count: int, seconds: f
         "cpu_supervisor_pct": cpu.percent["supervisor"],
         "cpu_sessions_pct": cpu.percent["sessions"],
         "cpu_hub_pct": cpu.percent["hub"],
+        "cpu_bench_client_pct": cpu.percent["bench_client"],
     }
 
 
@@ -484,6 +494,7 @@ async def phone_to_history(w: Worker, n: int, count: int, concurrency: int) -> d
         "cpu_supervisor_pct": cpu.percent["supervisor"],
         "cpu_sessions_pct": cpu.percent["sessions"],
         "cpu_hub_pct": cpu.percent["hub"],
+        "cpu_bench_client_pct": cpu.percent["bench_client"],
     }
 
 
@@ -620,15 +631,24 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{s['idle_uss_mib']:.1f} MiB",
             f"{s['idle_uss_mib'] / b['python_uss_mib']:.2f}x bare python",
         )
-    neo = results.get("neonize_memory")
-    if isinstance(neo, list):
-        for r in neo:
-            add(f"idle {r['engine']} session USS (exec)", f"{r['uss_median_mib']} MiB")
+    neo_spawn = results.get("spawn_neonize")
+    if isinstance(neo_spawn, dict):
+        for spawner, s in neo_spawn.items():
+            add(
+                f"session spawn->ready neonize ({spawner})",
+                f"{s['spawn_s'] * 1000:.0f} ms",
+                f"{s['spawn_s'] / b['python_spawn_s']:.2f}x python -c pass",
+            )
+            add(
+                f"idle neonize session USS ({spawner})",
+                f"{s['idle_uss_mib']:.1f} MiB",
+                f"{s['idle_uss_mib'] / b['python_uss_mib']:.2f}x bare python",
+            )
     else:
-        add("idle neonize session USS", str(neo))
+        add("neonize session (spawn, USS)", str(neo_spawn))
     for spawner, wf in results["worker"].items():
         tag = f"[{spawner}] "
-        for n, v in wf["link_s"].items():
+        for n, v in sorted(wf["link_s"].items(), key=lambda item: int(item[0])):
             add(f"{tag}create+link {n} sessions", f"{v:.2f} s")
         m = wf["memory"]
         add(
@@ -655,23 +675,24 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         add(
             f"{tag}seed load CPU sup / per session / hub",
             f"{s['cpu_supervisor_pct']:.1f} / {s['cpu_sessions_per_session_pct']:.2f} / {s['cpu_hub_pct']:.1f} %",
-            f"errors {s['errors']}",
+            f"errors {s['errors']:.0f}",
         )
         s = wf["saturation"]
         add(
-            f"{tag}saturation throughput (c={s['concurrency']})",
+            f"{tag}saturation throughput (c={s['concurrency']:.0f})",
             f"{s['throughput_msgs_per_s']:.0f} msg/s",
-            f"errors {s['errors']}",
+            f"errors {s['errors']:.0f}",
         )
         add(f"{tag}saturation send p50/p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms")
         add(
             f"{tag}saturation CPU sup / sessions / hub",
             f"{s['cpu_supervisor_pct']:.0f} / {s['cpu_sessions_pct']:.0f} / {s['cpu_hub_pct']:.0f} %",
+            f"bench client {s['cpu_bench_client_pct']:.0f} %",
         )
         d = wf["delivered_to_phones"]
         add(f"{tag}accepted (200) / on phones", f"{d['accepted_200']} / {d['on_phones']}")
         s = wf["phone_to_history"]
-        add(f"{tag}phone -> history throughput", f"{s['throughput_msgs_per_s']:.0f} msg/s", f"errors {s['errors']}")
+        add(f"{tag}phone -> history throughput", f"{s['throughput_msgs_per_s']:.0f} msg/s", f"errors {s['errors']:.0f}")
         r = wf["recovery"]
         add(
             f"{tag}recovery after SIGKILL (median/max)",
@@ -679,10 +700,12 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{r['median_s'] / b['python_spawn_s']:.1f}x python -c pass",
         )
     fo = results.get("failover")
-    if isinstance(fo, dict):
-        for key, value in fo.items():
-            if isinstance(value, (int, float)) and ("median" in key or "ttl" in key):
-                add(f"failover {key}", f"{value:.2f}" if isinstance(value, float) else str(value))
+    if isinstance(fo, dict) and "createToConnected" in fo:
+        c, k = fo["createToConnected"], fo["killToConnected"]
+        add(f"failover create->connected on B (median/max of {fo['runs']})", f"{c['median']:.2f} / {c['max']:.2f} s")
+        add(
+            "failover SIGKILL A -> connected on B (median)", f"{k['median']:.2f} s", f"LEASE_TTL {fo['leaseTtl']:.0f} s"
+        )
     else:
         add("failover", str(fo))
     return rows
@@ -704,6 +727,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     spawners = ["exec"] + (["zygote"] if zygote_available() else [])
     variants = spawners + (["zygote-nofreeze"] if zygote_available() else [])
     results["spawn"] = {s: await session_spawn(s, args.spawn_runs) for s in variants}
+    if importlib.util.find_spec("neonize") is not None:
+        results["spawn_neonize"] = {s: await session_spawn(s, 3, "neonize") for s in variants}
+    else:
+        results["spawn_neonize"] = "not measured: neonize is not installed in .venv"
     results["worker"] = {}
     for spawner in args.worker_spawners:
         if spawner in spawners:
@@ -723,7 +750,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small and short: for checking the harness itself")
     p.add_argument("--repeat", type=int, default=3, help="runs per repeated figure (median reported)")
     p.add_argument("--sessions", type=int, default=50)
-    p.add_argument("--link-sizes", type=int, nargs="*", default=[10, 50])
+    p.add_argument("--link-sizes", type=int, nargs="*", default=[10, 50, 100])
     p.add_argument("--load-seconds", type=float, default=20)
     p.add_argument("--idle-seconds", type=float, default=10)
     p.add_argument("--concurrency", type=int, default=64)
@@ -737,29 +764,33 @@ def main() -> None:
     p.add_argument("--worker-spawners", nargs="*", default=["exec", "zygote"])
     p.add_argument("--failover-runs", type=int, default=3)
     p.add_argument("--no-failover", action="store_true")
+    p.add_argument("--table", type=Path, help="only print the table of an earlier bench.json")
     args = p.parse_args()
+    if args.table is not None:
+        print_table(json.loads(args.table.read_text()))
+        return
     if args.quick:
         args.repeat, args.sessions, args.link_sizes = 1, 10, [5, 10]
         args.load_seconds, args.idle_seconds, args.sat_count, args.sat_seconds = 5, 3, 500, 5
         args.in_count, args.kills, args.rtt_rounds, args.spawn_runs, args.baseline_runs = 100, 2, 300, 3, 5
         args.concurrency = 16
     results = asyncio.run(amain(args))
-    neonize = importlib.util.find_spec("neonize") is not None
-    results["neonize_memory"] = (
-        run_script("neonize_memory") if neonize else "not measured: neonize is not installed in .venv"
-    )
     results["failover"] = (
         "not measured: --no-failover" if args.no_failover else run_script("failover", "--runs", str(args.failover_runs))
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print_table(results)
+    print(f"\n(written to {RESULTS / 'bench.json'}; {os.cpu_count()} CPUs)")
+
+
+def print_table(results: dict[str, Any]) -> None:
     rows = table(results)
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     print(f"\n{'figure':<{w0}}  {'value':>{w1}}  vs baseline")
     for name, value, ratio in rows:
         print(f"{name:<{w0}}  {value:>{w1}}  {ratio}")
-    print(f"\n(written to {RESULTS / 'bench.json'}; {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

@@ -36,15 +36,29 @@ PRELOAD = (
     "session_proc.main",
     "session_proc.sim.engine",
 )
-# neonize's pure-Python dependencies, where installed; never neonize itself.
+# neonize's third-party dependencies, where installed (what ``import neonize.client`` pulls in);
+# never neonize itself: its package loads the Go library on import.
 PRELOAD_OPTIONAL = (
     "google.protobuf.message",
+    "google.protobuf.descriptor_pool",
     "requests",
     "httpx",
     "PIL.Image",
     "phonenumbers",
     "bs4",
+    "soupsieve",
+    "linkpreview",
+    "segno",
     "magic",
+    "rich.console",
+    "pygments",
+    "tqdm",
+    "click",
+    "certifi",
+    "charset_normalizer",
+    "idna",
+    "urllib3",
+    "typing_extensions",
 )
 SESSION_MODULE = "session_proc"
 

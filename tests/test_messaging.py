@@ -227,7 +227,10 @@ async def test_crash_isolation_under_load(tmp_path: Path) -> None:
     recipient = {sid: f"62890{n}00" for n, sid in enumerate(sessions)}
     per_session = 60
     # Many kills in a short time: a higher restart intensity keeps them from ending in `failed`.
-    async with running_worker(tmp_path / "w", SEND_TIMEOUT="2", RESTART_INTENSITY="100") as w:
+    # Back-to-back kills never give a run time to be stable, so the backoff would climb to its 30 s cap;
+    # a 1 s cap keeps the test about crashes, not about waiting.
+    env = {"SEND_TIMEOUT": "2", "RESTART_INTENSITY": "100", "RESTART_BACKOFF_MAX": "1"}
+    async with running_worker(tmp_path / "w", **env) as w:
         for n, sid in enumerate(sessions):
             await w.create_linked(sid, f"62816000{n:02d}")
         accepted: dict[str, list[str]] = {sid: [] for sid in sessions}
