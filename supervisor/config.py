@@ -57,7 +57,7 @@ class Settings:
     message_ttl: float = 3600.0  # an accepted message not sent by then becomes failed
     sample_interval: float = 5.0  # psutil sampling period
     # How session processes start: exec (a new interpreter each) or zygote (forked from a pre-warmed process).
-    spawner: str = "exec"
+    spawner: str = "zygote"
     shutdown_timeout: float = 15.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     # API: Bearer JWTs (HS256) are accepted when set; request bodies past MAX_UPLOAD_MB answer 413.
@@ -230,7 +230,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     engine = env.get("WA_ENGINE") or "neonize"
     if engine not in ENGINES:
         raise ConfigError(f"WA_ENGINE={engine!r} must be one of {', '.join(ENGINES)}")
-    spawner = env.get("SPAWNER") or "exec"
+    spawner = env.get("SPAWNER") or "zygote"
     if spawner not in ("exec", "zygote"):
         raise ConfigError(f"SPAWNER={spawner!r} must be exec or zygote")
     level = (env.get("LOG_LEVEL") or "info").upper()
