@@ -219,9 +219,20 @@ class SessionRegistry:
 
     # -- commands -----------------------------------------------------------------------
     async def create(
-        self, session_id: str, *, user_id: str | None, session_name: str | None, proxy: str | None = None
+        self,
+        session_id: str,
+        *,
+        user_id: str | None,
+        session_name: str | None,
+        proxy: str | None = None,
+        takeover: bool = False,
     ) -> Session:
-        """Start a new session, or return the existing one (creating is idempotent)."""
+        """Start a new session, or return the existing one (creating is idempotent).
+
+        With ``takeover``, a live lease of another worker is waited out (up to one lease TTL
+        and a margin) instead of answered with SESSION_LEASED: the failover path of a backend
+        that knows the other worker is gone.
+        """
         self._check_open()
         existing = self.sessions.get(session_id)
         if existing is not None:
@@ -242,7 +253,7 @@ class SessionRegistry:
             phone=None,
             last_error=None,
         )
-        await self._before_start(session_id)
+        await self._before_start_waiting(session_id) if takeover else await self._before_start(session_id)
         await self.store.add_session(row)
         session = self._add(row, proxy=proxy)
         session.child.start()
@@ -467,6 +478,19 @@ class SessionRegistry:
             raise SessionError("BACKUP_REFUSED", f"the session's backup was refused: {exc}") from None
         except StorageError as exc:
             raise SessionError("STORAGE_UNAVAILABLE", f"cannot check for a backup of this session: {exc}") from None
+
+    async def _before_start_waiting(self, session_id: str) -> None:
+        """_before_start, retried while another worker's lease is still live (until it expires)."""
+        deadline = time.monotonic() + self.settings.lease_ttl + 5.0
+        while True:
+            try:
+                await self._before_start(session_id)
+                return
+            except SessionError as exc:
+                if exc.code != "SESSION_LEASED" or time.monotonic() > deadline:
+                    raise
+            log.info("waiting for another worker's lease to expire", extra=self._extra(session_id))
+            await asyncio.sleep(0.5)  # the lease object is polled; storage has no change notification
 
     def _lease_lost(self, session_id: str, holder: str) -> None:
         """Another worker runs this session now: stop ours, or both would fight over one device."""

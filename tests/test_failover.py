@@ -45,19 +45,6 @@ async def backed_up(w: Worker) -> bool:
     return storage["backupsDone"] >= 1 and storage["pendingBackups"] == 0
 
 
-async def create_when_free(w: Worker, session_id: str, timeout: float = 30) -> dict[str, Any]:
-    """POST /session/create until the old holder's lease has lapsed (409 SESSION_LEASED until then)."""
-
-    async def attempt() -> dict[str, Any] | None:
-        status, body = await w.api("POST", "/session/create", json={"sessionId": session_id})
-        if status == 409 and body["code"] == "SESSION_LEASED":
-            return None
-        assert status == 200, body
-        return dict(body["data"])
-
-    return await wait_for(attempt, timeout=timeout, interval=0.2, what="the lease to lapse")
-
-
 async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3Server, hub: dict[str, str]) -> None:  # noqa: F811
     a = Worker(tmp_path / "a", worker_env(s3, hub, "worker-a", "fo"))
     await a.start()
@@ -85,7 +72,12 @@ async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3S
 
     async with running_worker(tmp_path / "b", **worker_env(s3, hub, "worker-b", "fo")) as b:
         assert not (tmp_path / "b" / "sessions" / "fo1").exists()
-        created = await create_when_free(b, "fo1")
+        # A live lease of the dead worker: a plain create is refused, a takeover waits it out.
+        status, refused = await b.api("POST", "/session/create", json={"sessionId": "fo1"})
+        assert status == 409 and refused["code"] == "SESSION_LEASED"
+        status, body = await b.api("POST", "/session/create", json={"sessionId": "fo1", "takeover": True})
+        assert status == 200, body
+        created = body["data"]
         assert created["qrCode"] is None
         item = await b.wait_session("fo1", lambda s: s["status"] == "connected", what="fo1 connected on B")
         assert item["qrCount"] == 0 and item["phoneNumber"] == "6285000001"  # no scan on B

@@ -94,6 +94,10 @@ SCHEMAS: dict[str, Schema] = {
             "sessionName": {"type": "string", "maxLength": 256},
             "proxy": {"type": "string", "maxLength": 2048, "description": "socks5:// or http:// proxy URL"},
             "webhook": ref("WebhookRequest"),
+            "takeover": {
+                "type": "boolean",
+                "description": "wait (up to LEASE_TTL + 5 s) for another worker's lease to expire instead of 409",
+            },
         },
         ["sessionId"],
     ),

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from supervisor.api import event_routes
 from supervisor.api import validation as v
+from supervisor.api.errors import ApiError
 from supervisor.api.keys import REGISTRY, SETTINGS
 from supervisor.api.views import exit_view, process_view, status_view
 from supervisor.qr_image import png_data_url
@@ -31,10 +32,15 @@ async def create_session(request: web.Request) -> web.Response:
     user_id = v.optional_str(body, "userId")
     session_name = v.optional_str(body, "sessionName")
     proxy = v.optional_str(body, "proxy", max_len=2048)
+    takeover = body.get("takeover", False)
+    if not isinstance(takeover, bool):
+        raise ApiError(400, "INVALID_FIELD", "takeover must be true or false")
     # Checked before anything is created: a bad webhook must not leave a half-made session.
     webhook = event_routes.webhook_fields(body["webhook"]) if body.get("webhook") is not None else None
     registry = request.app[REGISTRY]
-    session = await registry.create(session_id, user_id=user_id, session_name=session_name, proxy=proxy)
+    session = await registry.create(
+        session_id, user_id=user_id, session_name=session_name, proxy=proxy, takeover=takeover
+    )
     answer: dict[str, Any] = {"sessionId": session.id}
     if webhook is not None:
         # Set before waiting for the QR, so the webhook hears qr_ready too.
