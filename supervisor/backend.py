@@ -24,6 +24,7 @@ import aiohttp
 from supervisor.config import Settings
 from supervisor.delivery import Deliverer, Target
 from supervisor.events import EventLog
+from supervisor.message_figures import message_figures
 from supervisor.sessions import STATUSES, SessionRegistry
 from supervisor.timefmt import iso
 
@@ -176,14 +177,7 @@ class BackendLink:
         by_status = Counter(s.status for s in sessions)
         own = self.registry.supervisor_stats
         children = [s.stats for s in sessions if s.stats is not None]
-        sent = received = failed = 0
-        for direction, status, count, _recent in await self.registry.store.message_totals(time.time() - 3600):
-            if direction == "in":
-                received += count
-            elif status == "failed":
-                failed += count
-            elif status in ("sent", "delivered", "read"):
-                sent += count
+        figures = await message_figures(self.registry.store)
         return {
             "workerId": self.settings.worker_id,
             "status": self.status,
@@ -202,5 +196,5 @@ class BackendLink:
                     "uss": sum(c.uss for c in children),
                 },
             },
-            "messages": {"sent": sent, "received": received, "failed": failed},
+            "messages": {"sent": figures.sent, "received": figures.received, "failed": figures.failed},
         }

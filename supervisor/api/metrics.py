@@ -23,13 +23,13 @@ from prometheus_client.registry import Collector
 from supervisor.api.errors import ApiError, Handler
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
 from supervisor.api.storage_metrics import StorageCollector
-from supervisor.sessions import STATUSES, Session, SessionRegistry
+from supervisor.message_figures import MessageFigures, message_figures
+from supervisor.sessions import STATUSES, Session
 
 routes = web.RouteTableDef()
 
 WINDOW = 300.0  # seconds of requests behind the JSON performance figures
 WINDOW_MAX = 100_000  # requests kept at most in that window (memory bound under load)
-HOUR = 3600.0
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -100,37 +100,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         request.app[STATS].observe(request.method, _route_of(request), status, time.perf_counter() - started)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageFigures:
-    """History totals from the store: by direction and status, all time and in the last hour."""
-
-    sent: int = 0
-    received: int = 0
-    failed: int = 0
-    pending: int = 0
-    last_hour: int = 0
-    by_status: tuple[tuple[str, str, int], ...] = ()
-
-
-async def message_figures(registry: SessionRegistry) -> MessageFigures:
-    """Totals from the message history (durable, so they survive restarts)."""
-    rows = await registry.store.message_totals(time.time() - HOUR)
-    sent = received = failed = pending = last_hour = 0
-    for direction, status, count, recent in rows:
-        last_hour += recent
-        if direction == "in":
-            received += count
-        elif status == "failed":
-            failed += count
-        elif status in ("pending", "unknown"):
-            pending += count
-        else:  # sent, delivered, read, played: the network took it
-            sent += count
-    return MessageFigures(
-        sent, received, failed, pending, last_hour, tuple((d, s, c) for d, s, c, _ in rows)
-    )
-
-
 class SessionCollector(Collector):
     """Per-session process figures and worker totals at scrape time."""
 
@@ -185,7 +154,7 @@ async def metrics(request: web.Request) -> web.Response:
         raise ApiError(400, "INVALID_QUERY", "format must be 'json' or 'prometheus'")
     registry = request.app[REGISTRY]
     sessions = list(registry)
-    figures = await message_figures(registry)
+    figures = await message_figures(registry.store)
     if _wants_prometheus(request):
         scrape = CollectorRegistry()
         scrape.register(SessionCollector(sessions, figures))
