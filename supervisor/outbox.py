@@ -54,6 +54,23 @@ class SendAnswer:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How an outgoing message was settled, as its waiting sender learns it."""
+
+    status: str  # sent / failed / unknown
+    timestamp: float | None
+    error: str | None
+
+
+def _settled_answer(message_id: str, outcome: Settled) -> SendAnswer:
+    """The answer to a send whose message was settled while the caller waited (no need to read it back)."""
+    data: dict[str, Any] = {"messageId": message_id, "status": outcome.status, "timestamp": outcome.timestamp}
+    if outcome.error:
+        data["error"] = outcome.error
+    return SendAnswer(200, data)
+
+
 class IdempotencyConflict(Exception):
     """An Idempotency-Key reused with a different request."""
 
@@ -70,7 +87,10 @@ class Outbox:
         self.router = router
         self.target = target
         self.settings = settings
-        self._settled: dict[tuple[str, str], asyncio.Future[str]] = {}
+        # The outbox table, mirrored: every change to it goes through this class, after its commit,
+        # so delivery never has to read the table back (only start() loads it).
+        self._queues: dict[str, dict[str, OutboxRow]] = {}  # session -> message id -> row, oldest first
+        self._settled: dict[tuple[str, str], asyncio.Future[Settled]] = {}
         self._flushing: dict[str, asyncio.Task[None]] = {}
         self._inflight: set[tuple[str, str]] = set()
         self._again: set[str] = set()  # sessions whose running flush must read the outbox once more
@@ -79,6 +99,8 @@ class Outbox:
         self.failed = 0
 
     async def start(self) -> None:
+        for row in await self.store.outbox():
+            self._queues.setdefault(row.session_id, {})[row.message_id] = row
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbox-sweeper")
 
     async def close(self) -> None:
@@ -93,6 +115,11 @@ class Outbox:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def waiting(self) -> int:
+        """Messages accepted and not settled yet."""
+        return sum(len(q) for q in self._queues.values())
+
     # -- accepting ---------------------------------------------------------------------
     async def submit(
         self,
@@ -105,9 +132,7 @@ class Outbox:
         """Accept a message durably, try to send it, and answer within the send timeout."""
         session_id, message_id = message.session_id, message.id
         if idempotency_key is not None:
-            previous = await self.store.idempotency(
-                session_id, idempotency_key, max_age=self.settings.idempotency_ttl
-            )
+            previous = await self.store.idempotency(session_id, idempotency_key, max_age=self.settings.idempotency_ttl)
             if previous is not None:
                 return await self._replay(previous, fingerprint)
         now = time.time()
@@ -126,11 +151,15 @@ class Outbox:
             else None
         )
         await self.store.accept_outgoing(message, outbox, idem)
+        self._queues.setdefault(session_id, {})[message_id] = outbox
         settled = self._future(session_id, message_id)
         self._spawn_flush(session_id)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(settled), self.settings.send_timeout)
-        answer = await self._answer(session_id, message_id)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(settled), self.settings.send_timeout)
+        except TimeoutError:
+            answer = await self._answer(session_id, message_id)
+        else:
+            answer = _settled_answer(message_id, outcome)
         if idempotency_key is not None:
             await self.store.save_idempotent_answer(session_id, idempotency_key, answer.http_status, answer.data)
         return answer
@@ -158,7 +187,7 @@ class Outbox:
             data["error"] = row.error
         return SendAnswer(202 if status == "pending" else 200, data)
 
-    def _future(self, session_id: str, message_id: str) -> asyncio.Future[str]:
+    def _future(self, session_id: str, message_id: str) -> asyncio.Future[Settled]:
         key = (session_id, message_id)
         fut = self._settled.get(key)
         if fut is None:
@@ -166,10 +195,10 @@ class Outbox:
             self._settled[key] = fut
         return fut
 
-    def _settle(self, session_id: str, message_id: str, status: str) -> None:
+    def _settle(self, session_id: str, message_id: str, outcome: Settled) -> None:
         fut = self._settled.pop((session_id, message_id), None)
         if fut is not None and not fut.done():
-            fut.set_result(status)
+            fut.set_result(outcome)
 
     # -- delivering ----------------------------------------------------------------------
     def kick(self, session_id: str) -> None:
@@ -190,11 +219,13 @@ class Outbox:
             while True:
                 self._again.discard(session_id)
                 now = time.time()
-                rows = [r for r in await self.store.outbox(session_id) if r.next_attempt_at <= now]
+                queue = self._queues.get(session_id, {})
+                rows = [r for r in queue.values() if r.next_attempt_at <= now]
                 for row in rows:
                     if self.target(session_id) is None:
                         return  # not connected: the next `connected` kicks us again
-                    await self._attempt(row)
+                    if row.message_id in queue:  # not settled meanwhile (sweep, deletion)
+                        await self._attempt(row)
                 if session_id not in self._again:
                     return
         except Exception:
@@ -230,9 +261,17 @@ class Outbox:
         finally:
             self._inflight.discard(key)
 
-    async def _finish(self, row: OutboxRow, status: str, **kw: Any) -> None:
+    async def _finish(
+        self, row: OutboxRow, status: str, *, timestamp: float | None = None, error: str | None = None
+    ) -> None:
         session_id, message_id = row.session_id, row.message_id
-        if await self.store.finish_outgoing(session_id, message_id, status, **kw):
+        finished = await self.store.finish_outgoing(session_id, message_id, status, timestamp=timestamp, error=error)
+        queue = self._queues.get(session_id)
+        if queue is not None:
+            queue.pop(message_id, None)
+            if not queue:
+                del self._queues[session_id]
+        if finished:
             staged = row.payload.get("media_path")
             if staged:
                 # The session process sent from this copy; the stored object serves mediaUrl from now on.
@@ -242,13 +281,18 @@ class Outbox:
             elif status == "failed":
                 self.failed += 1
             if status != "sent":
-                log.warning("message %s %s: %s", message_id, status, kw.get("error"), extra={"sessionId": session_id})
-        self._settle(session_id, message_id, status)
+                log.warning("message %s %s: %s", message_id, status, error, extra={"sessionId": session_id})
+        # A message not sent keeps the time it was accepted, as its history row does.
+        self._settle(
+            session_id, message_id, Settled(status, timestamp if timestamp is not None else row.created_at, error)
+        )
 
     async def _retry_later(self, row: OutboxRow, why: str) -> None:
         attempts = row.attempts + 1
         delay = min(RETRY_MAX_DELAY, 0.5 * 2 ** min(attempts - 1, 10))
-        await self.store.outbox_retry_at(row.session_id, row.message_id, attempts, time.time() + delay)
+        at = time.time() + delay
+        await self.store.outbox_retry_at(row.session_id, row.message_id, attempts, at)
+        row.attempts, row.next_attempt_at = attempts, at
         log.info(
             "message %s not confirmed (attempt %d): %s; retrying in %.1fs",
             row.message_id,
@@ -265,7 +309,7 @@ class Outbox:
             try:
                 now = time.time()
                 due: set[str] = set()
-                for row in await self.store.outbox():
+                for row in [r for q in list(self._queues.values()) for r in q.values()]:
                     if row.expires_at <= now:
                         await self._finish(row, "failed", error="not sent within the message TTL")
                     elif row.next_attempt_at <= now and self.target(row.session_id) is not None:
@@ -278,5 +322,6 @@ class Outbox:
 
     def forget_session(self, session_id: str) -> None:
         """A deleted session: nobody waits for its messages any more."""
+        self._queues.pop(session_id, None)
         for key in [k for k in self._settled if k[0] == session_id]:
-            self._settle(*key, "failed")
+            self._settle(*key, Settled("failed", None, "the session was deleted"))

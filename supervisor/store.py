@@ -1,22 +1,27 @@
-"""SQLite persistence (aiosqlite, WAL): the worker's memory across restarts.
+"""SQLite persistence (WAL): the worker's memory across restarts.
 
-One connection, so every write goes through one path in order; aiosqlite runs
-it on its own thread, so the event loop never waits on the disk. Schema changes
+Writes go through one connection on the group-commit writer's thread
+(supervisor/sqlite_writer.py), in the order they were made: each write is its
+own all-or-nothing unit, and many are committed together. Reads go through
+aiosqlite on a second connection. Neither blocks the event loop. Schema changes
 are numbered migrations applied at open.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+
+from supervisor.sqlite_writer import GroupCommitWriter
+
+_T = TypeVar("_T")
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: sessions, so a restarted worker starts every session it had.
@@ -187,6 +192,49 @@ _MESSAGE_COLUMNS = (
 )
 
 
+_INSERT_MESSAGE = f"INSERT INTO messages ({_MESSAGE_COLUMNS}, updated_at) VALUES ({', '.join('?' * 18)})"
+_INSERT_MESSAGE_ONCE = _INSERT_MESSAGE.replace("INSERT", "INSERT OR IGNORE", 1)  # a duplicate id changes nothing
+
+
+def _message_values(m: MessageRow) -> tuple[Any, ...]:
+    return (
+        m.session_id,
+        m.id,
+        m.direction,
+        m.chat,
+        m.sender,
+        m.recipient,
+        m.type,
+        m.timestamp,
+        m.status,
+        m.text,
+        m.caption,
+        m.media_ref,
+        m.mimetype,
+        m.media_size,
+        m.filename,
+        json.dumps(m.extra) if m.extra else None,
+        m.error,
+        time.time(),
+    )
+
+
+def _setup(c: sqlite3.Connection) -> None:
+    """The writer connection's settings, then the migrations not yet applied."""
+    c.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a process crash; only a power loss can lose the last commits.
+    c.execute("PRAGMA synchronous=NORMAL")
+    c.execute("PRAGMA foreign_keys=ON")
+    version = int(c.execute("PRAGMA user_version").fetchone()[0])
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # The version bump rides in the same script, so a migration is applied whole or not at all.
+        c.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+
+def _first(rows: list[Any]) -> Any:
+    return rows[0] if rows else None
+
+
 def _message(row: Any) -> MessageRow:
     values = list(row)
     values[15] = json.loads(values[15]) if values[15] else {}
@@ -194,74 +242,65 @@ def _message(row: Any) -> MessageRow:
 
 
 class Store:
-    """The worker's SQLite database."""
+    """The worker's SQLite database: writes group-committed on one connection, reads on another."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
-        # One connection serves every coroutine: a transaction must not interleave with
-        # another's statements, or one's commit would publish the other's half.
-        self._lock = asyncio.Lock()
-        self._wrote_events = False
+    def __init__(self, db: aiosqlite.Connection, writer: GroupCommitWriter) -> None:
+        self._db = db  # reads
+        self._writer = writer
+        self._wrote_events = False  # set on the writer's thread, read after its commit
         # Called after a commit that queued events (wakes their consumers); set by the owner.
         self.on_events: Callable[[], None] | None = None
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: committed whole, or rolled back whole."""
-        async with self._lock:
-            try:
-                yield self._db
-            except BaseException:
-                self._wrote_events = False
-                await self._db.rollback()
-                raise
-            await self._db.commit()
-            if self._wrote_events:
-                self._wrote_events = False
-                if self.on_events is not None:
-                    self.on_events()
+    def _after_commit(self) -> None:
+        if self._wrote_events:
+            self._wrote_events = False
+            if self.on_events is not None:
+                self.on_events()
+
+    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run one query to its end in one go: no statement stays open to pin an old snapshot of the database."""
+        return list(await self._db.execute_fetchall(sql, args))
+
+    async def _write(self, write: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Apply one write transaction: committed whole (possibly with others), or not at all."""
+        return await self._writer.run(write)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
         """Open (creating if needed) and migrate the database at ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        writer = GroupCommitWriter(path)
+        await writer.open(_setup)
         db = await aiosqlite.connect(path)
         db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash; only a power loss can lose the last commits.
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        store = cls(db)
-        await store._migrate()
+        store = cls(db, writer)
+        writer.after_commit = store._after_commit
         return store
 
+    @property
+    def commits(self) -> tuple[int, int]:
+        """``(commits, writes)`` so far: how well writes are grouped."""
+        return self._writer.commits, self._writer.writes
+
     async def close(self) -> None:
+        await self._writer.close()
         await self._db.close()
 
-    async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits first; the version bump rides in the same script so a
-            # migration is applied whole or not at all.
-            await self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
-
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
+        row = _first(await self._read("PRAGMA user_version"))
         return int(row[0]) if row else 0
 
     # -- sessions ------------------------------------------------------------------
     async def add_session(self, row: SessionRow) -> None:
         """Insert a new session (the caller checked it does not exist)."""
         now = time.time()
-        async with self._tx() as db:
-            await db.execute(
+        await self._write(
+            lambda c: c.execute(
                 "INSERT INTO sessions (id, user_id, session_name, created_at, status, phone, last_error, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.id, row.user_id, row.session_name, row.created_at, row.status, row.phone, row.last_error, now),
             )
+        )
 
     async def update_session(self, session_id: str, **fields: Any) -> None:
         """Change some of a session's columns (status, phone, last_error)."""
@@ -272,47 +311,42 @@ class Store:
         if not fields:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        async with self._tx() as db:
-            await db.execute(
-                f"UPDATE sessions SET {assignments}, updated_at = ? WHERE id = ?",
-                (*fields.values(), time.time(), session_id),
-            )
+        args = (*fields.values(), time.time(), session_id)
+        await self._write(lambda c: c.execute(f"UPDATE sessions SET {assignments}, updated_at = ? WHERE id = ?", args))
 
     async def delete_session(self, session_id: str) -> None:
         """Forget a session with its history, outbox and idempotency keys, and queue ``session.deleted``.
 
         Its webhook stays until that last event reached it (the webhook's deliverer removes it).
         """
-        async with self._tx() as db:
-            await db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-            await db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
-            await db.execute("DELETE FROM outbox WHERE session_id = ?", (session_id,))
-            await db.execute("DELETE FROM idempotency WHERE session_id = ?", (session_id,))
-            await self._add_event(db, session_id, "session.deleted", {})
+
+        def write(c: sqlite3.Connection) -> None:
+            for table, column in (("sessions", "id"), ("messages", "session_id"), ("outbox", "session_id")):
+                c.execute(f"DELETE FROM {table} WHERE {column} = ?", (session_id,))
+            c.execute("DELETE FROM idempotency WHERE session_id = ?", (session_id,))
+            self._add_event(c, session_id, "session.deleted", {})
+
+        await self._write(write)
 
     async def sessions(self) -> list[SessionRow]:
         """Every stored session, oldest first."""
-        async with self._db.execute(
+        rows = await self._read(
             "SELECT id, user_id, session_name, created_at, status, phone, last_error"
             " FROM sessions ORDER BY created_at, id"
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [SessionRow(*tuple(r)) for r in rows]
 
     # -- events --------------------------------------------------------------------
-    async def _add_event(
-        self, db: aiosqlite.Connection, session_id: str | None, event: str, data: dict[str, Any]
-    ) -> None:
+    def _add_event(self, c: sqlite3.Connection, session_id: str | None, event: str, data: dict[str, Any]) -> None:
         self._wrote_events = True
-        await db.execute(
+        c.execute(
             "INSERT INTO events (session_id, event, data, timestamp) VALUES (?, ?, ?, ?)",
             (session_id, event, json.dumps(data, default=str), time.time()),
         )
 
     async def add_event(self, session_id: str | None, event: str, data: dict[str, Any]) -> None:
         """Queue an event for the backend (delivered in order of ``seq``)."""
-        async with self._tx() as db:
-            await self._add_event(db, session_id, event, data)
+        await self._write(lambda c: self._add_event(c, session_id, event, data))
 
     async def events_since(self, seq: int, limit: int = 100, *, session_id: str | None = None) -> list[EventRow]:
         """Queued events after ``seq`` (of one session, or all), oldest first."""
@@ -321,62 +355,61 @@ class Store:
         if session_id is not None:
             sql += " AND session_id = ?"
             args.append(session_id)
-        async with self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)) as cur:
-            rows = await cur.fetchall()
+        rows = await self._read(sql + " ORDER BY seq LIMIT ?", (*args, limit))
         return [EventRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     async def last_event_seq(self) -> int:
-        async with self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events") as cur:
-            row = await cur.fetchone()
+        row = _first(await self._read("SELECT COALESCE(MAX(seq), 0) FROM events"))
         return int(row[0]) if row else 0
 
     async def purge_events(self, before: float) -> int:
         """Drop events older than ``before`` (epoch seconds): the retention of the event log."""
-        async with self._tx() as db:
-            cur = await db.execute("DELETE FROM events WHERE timestamp < ?", (before,))
-        return cur.rowcount
+        return await self._write(lambda c: c.execute("DELETE FROM events WHERE timestamp < ?", (before,)).rowcount)
 
     async def consumer_cursor(self, name: str, *, start: int) -> int:
         """Where consumer ``name`` stands; a new consumer starts at ``start``."""
-        async with self._tx() as db:
-            await db.execute(
+
+        def write(c: sqlite3.Connection) -> int:
+            c.execute(
                 "INSERT OR IGNORE INTO consumers (name, last_seq, updated_at) VALUES (?, ?, ?)",
                 (name, start, time.time()),
             )
-            async with db.execute("SELECT last_seq FROM consumers WHERE name = ?", (name,)) as cur:
-                row = await cur.fetchone()
-        return int(row[0]) if row else start
+            row = c.execute("SELECT last_seq FROM consumers WHERE name = ?", (name,)).fetchone()
+            return int(row[0]) if row else start
+
+        return await self._write(write)
 
     async def advance_consumer(self, name: str, seq: int) -> None:
         """Consumer ``name`` has everything up to ``seq``."""
-        async with self._tx() as db:
-            await db.execute(
+        await self._write(
+            lambda c: c.execute(
                 "UPDATE consumers SET last_seq = MAX(last_seq, ?), updated_at = ? WHERE name = ?",
                 (seq, time.time(), name),
             )
+        )
 
     async def drop_consumer(self, name: str) -> None:
-        async with self._tx() as db:
-            await db.execute("DELETE FROM consumers WHERE name = ?", (name,))
+        await self._write(lambda c: c.execute("DELETE FROM consumers WHERE name = ?", (name,)))
 
     # -- webhooks -----------------------------------------------------------------
     async def set_webhook(self, session_id: str, url: str, secret: str) -> None:
-        async with self._tx() as db:
-            await db.execute(
+        await self._write(
+            lambda c: c.execute(
                 "INSERT INTO webhooks (session_id, url, secret, created_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (session_id) DO UPDATE SET url = excluded.url, secret = excluded.secret",
                 (session_id, url, secret, time.time()),
             )
+        )
 
     async def delete_webhook(self, session_id: str) -> bool:
-        async with self._tx() as db:
-            cur = await db.execute("DELETE FROM webhooks WHERE session_id = ?", (session_id,))
-        return cur.rowcount > 0
+        deleted: int = await self._write(
+            lambda c: c.execute("DELETE FROM webhooks WHERE session_id = ?", (session_id,)).rowcount
+        )
+        return deleted > 0
 
     async def webhooks(self) -> dict[str, tuple[str, str]]:
         """``{sessionId: (url, secret)}``."""
-        async with self._db.execute("SELECT session_id, url, secret FROM webhooks") as cur:
-            rows = await cur.fetchall()
+        rows = await self._read("SELECT session_id, url, secret FROM webhooks")
         return {r[0]: (r[1], r[2]) for r in rows}
 
     # -- outgoing messages ---------------------------------------------------------
@@ -384,27 +417,26 @@ class Store:
         self, message: MessageRow, outbox: OutboxRow, idempotency: IdempotencyRow | None = None
     ) -> None:
         """Record a message to send, its outbox entry and its idempotency key, all or nothing."""
-        async with self._tx() as db:
+        # Encoded here, on the event loop, so the writer's thread only writes.
+        payload = json.dumps(outbox.payload)
+        values = _message_values(message)
+
+        def write(c: sqlite3.Connection) -> None:
             if idempotency is not None:
-                await db.execute(
+                i = idempotency
+                c.execute(
                     "INSERT INTO idempotency (session_id, key, fingerprint, message_id, created_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (
-                        idempotency.session_id,
-                        idempotency.key,
-                        idempotency.fingerprint,
-                        idempotency.message_id,
-                        idempotency.created_at,
-                    ),
+                    (i.session_id, i.key, i.fingerprint, i.message_id, i.created_at),
                 )
-            await self._insert_message(db, message)
-            await db.execute(
+            c.execute(_INSERT_MESSAGE, values)
+            c.execute(
                 "INSERT INTO outbox (session_id, message_id, payload, attempts, next_attempt_at, expires_at,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     outbox.session_id,
                     outbox.message_id,
-                    json.dumps(outbox.payload),
+                    payload,
                     outbox.attempts,
                     outbox.next_attempt_at,
                     outbox.expires_at,
@@ -412,54 +444,26 @@ class Store:
                 ),
             )
 
-    @staticmethod
-    async def _insert_message(db: aiosqlite.Connection, m: MessageRow, *, ignore_duplicate: bool = False) -> bool:
-        verb = "INSERT OR IGNORE" if ignore_duplicate else "INSERT"
-        cur = await db.execute(
-            f"{verb} INTO messages ({_MESSAGE_COLUMNS}, updated_at) VALUES ({', '.join('?' * 18)})",
-            (
-                m.session_id,
-                m.id,
-                m.direction,
-                m.chat,
-                m.sender,
-                m.recipient,
-                m.type,
-                m.timestamp,
-                m.status,
-                m.text,
-                m.caption,
-                m.media_ref,
-                m.mimetype,
-                m.media_size,
-                m.filename,
-                json.dumps(m.extra) if m.extra else None,
-                m.error,
-                time.time(),
-            ),
-        )
-        return cur.rowcount > 0
+        await self._write(write)
 
     async def outbox(self, session_id: str | None = None) -> list[OutboxRow]:
         """Messages waiting to be sent (of one session, or all), oldest first."""
-        sql = (
-            "SELECT session_id, message_id, payload, attempts, next_attempt_at, expires_at, created_at FROM outbox"
-        )
+        sql = "SELECT session_id, message_id, payload, attempts, next_attempt_at, expires_at, created_at FROM outbox"
         args: tuple[Any, ...] = ()
         if session_id is not None:
             sql += " WHERE session_id = ?"
             args = (session_id,)
-        async with self._db.execute(sql + " ORDER BY created_at, message_id", args) as cur:
-            rows = await cur.fetchall()
+        rows = await self._read(sql + " ORDER BY created_at, message_id", args)
         return [OutboxRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
     async def outbox_retry_at(self, session_id: str, message_id: str, attempts: int, at: float) -> None:
         """Count a failed attempt and set when to try again."""
-        async with self._tx() as db:
-            await db.execute(
+        await self._write(
+            lambda c: c.execute(
                 "UPDATE outbox SET attempts = ?, next_attempt_at = ? WHERE session_id = ? AND message_id = ?",
                 (attempts, at, session_id, message_id),
             )
+        )
 
     async def finish_outgoing(
         self, session_id: str, message_id: str, status: str, *, timestamp: float | None = None, error: str | None = None
@@ -468,90 +472,99 @@ class Store:
 
         Returns False when it was already settled (nothing changed).
         """
-        async with self._tx() as db:
-            cur = await db.execute(
-                "DELETE FROM outbox WHERE session_id = ? AND message_id = ?", (session_id, message_id)
-            )
+        # A receipt may have overtaken the send's own confirmation: "sent" never demotes "delivered"/"read".
+        sets = "status = CASE WHEN status IN ('delivered', 'read') AND ? = 'sent' THEN status ELSE ? END,"
+        sets += " error = ?, updated_at = ?"
+        args: list[Any] = [status, status, error, time.time()]
+        if timestamp is not None:
+            sets += ", timestamp = ?"
+            args.append(timestamp)
+        data: dict[str, Any] = {"messageId": message_id, "status": status}
+        if error:
+            data["error"] = error
+
+        def write(c: sqlite3.Connection) -> bool:
+            cur = c.execute("DELETE FROM outbox WHERE session_id = ? AND message_id = ?", (session_id, message_id))
             if cur.rowcount == 0:
                 return False
-            # A receipt may have overtaken the send's own confirmation: "sent" never demotes "delivered"/"read".
-            sets = "status = CASE WHEN status IN ('delivered', 'read') AND ? = 'sent' THEN status ELSE ? END,"
-            sets += " error = ?, updated_at = ?"
-            args: list[Any] = [status, status, error, time.time()]
-            if timestamp is not None:
-                sets += ", timestamp = ?"
-                args.append(timestamp)
-            await db.execute(
-                f"UPDATE messages SET {sets} WHERE session_id = ? AND id = ?", (*args, session_id, message_id)
-            )
-            data: dict[str, Any] = {"messageId": message_id, "status": status}
-            if error:
-                data["error"] = error
-            await self._add_event(db, session_id, "message.status", data)
-        return True
+            c.execute(f"UPDATE messages SET {sets} WHERE session_id = ? AND id = ?", (*args, session_id, message_id))
+            self._add_event(c, session_id, "message.status", data)
+            return True
+
+        return await self._write(write)
 
     async def apply_receipt(self, session_id: str, message_id: str, status: str) -> bool:
         """Move an outgoing message forward to delivered/read; False if that would not be forward."""
         rank = STATUS_RANK.get(status)
         if rank is None:
             return False
-        async with self._tx() as db:
-            async with db.execute(
+
+        def write(c: sqlite3.Connection) -> bool:
+            row = c.execute(
                 "SELECT status FROM messages WHERE session_id = ? AND id = ? AND direction = 'out'",
                 (session_id, message_id),
-            ) as cur:
-                row = await cur.fetchone()
+            ).fetchone()
             if row is None or STATUS_RANK.get(row[0], 99) >= rank:
                 return False
-            await db.execute(
+            c.execute(
                 "UPDATE messages SET status = ?, updated_at = ? WHERE session_id = ? AND id = ?",
                 (status, time.time(), session_id, message_id),
             )
-            await self._add_event(db, session_id, "message.status", {"messageId": message_id, "status": status})
-        return True
+            self._add_event(c, session_id, "message.status", {"messageId": message_id, "status": status})
+            return True
+
+        return await self._write(write)
 
     # -- idempotency ---------------------------------------------------------------
     async def idempotency(self, session_id: str, key: str, *, max_age: float) -> IdempotencyRow | None:
         """The record of an Idempotency-Key used within ``max_age`` seconds."""
-        async with self._db.execute(
-            "SELECT session_id, key, fingerprint, message_id, http_status, response, created_at FROM idempotency"
-            " WHERE session_id = ? AND key = ? AND created_at > ?",
-            (session_id, key, time.time() - max_age),
-        ) as cur:
-            r = await cur.fetchone()
+        r = _first(
+            await self._read(
+                "SELECT session_id, key, fingerprint, message_id, http_status, response, created_at FROM idempotency"
+                " WHERE session_id = ? AND key = ? AND created_at > ?",
+                (session_id, key, time.time() - max_age),
+            )
+        )
         if r is None:
             return None
         return IdempotencyRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6])
 
     async def save_idempotent_answer(self, session_id: str, key: str, http_status: int, response: Any) -> None:
         """Remember the first answer to a key (later answers never replace it)."""
-        async with self._tx() as db:
-            await db.execute(
+        body = json.dumps(response)
+        await self._write(
+            lambda c: c.execute(
                 "UPDATE idempotency SET http_status = ?, response = ?"
                 " WHERE session_id = ? AND key = ? AND response IS NULL",
-                (http_status, json.dumps(response), session_id, key),
+                (http_status, body, session_id, key),
             )
+        )
 
     async def purge_idempotency(self, older_than: float) -> int:
         """Forget keys created before ``older_than`` (epoch seconds)."""
-        async with self._tx() as db:
-            cur = await db.execute("DELETE FROM idempotency WHERE created_at < ?", (older_than,))
-        return cur.rowcount
+        return await self._write(
+            lambda c: c.execute("DELETE FROM idempotency WHERE created_at < ?", (older_than,)).rowcount
+        )
 
     # -- incoming messages and history ---------------------------------------------------
     async def add_incoming(self, message: MessageRow, event: dict[str, Any]) -> bool:
         """Commit a received message and its event; False (and nothing written) for a duplicate id."""
-        async with self._tx() as db:
-            if not await self._insert_message(db, message, ignore_duplicate=True):
+        values = _message_values(message)
+
+        def write(c: sqlite3.Connection) -> bool:
+            if c.execute(_INSERT_MESSAGE_ONCE, values).rowcount == 0:
                 return False
-            await self._add_event(db, message.session_id, "message.received", event)
-        return True
+            self._add_event(c, message.session_id, "message.received", event)
+            return True
+
+        return await self._write(write)
 
     async def message(self, session_id: str, message_id: str) -> MessageRow | None:
-        async with self._db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id = ?", (session_id, message_id)
-        ) as cur:
-            row = await cur.fetchone()
+        row = _first(
+            await self._read(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id = ?", (session_id, message_id)
+            )
+        )
         return _message(row) if row else None
 
     async def messages(
@@ -581,32 +594,27 @@ class Store:
             where.append("timestamp < ?")
             args.append(until)
         clause = " AND ".join(where)
-        async with self._db.execute(f"SELECT COUNT(*) FROM messages WHERE {clause}", args) as cur:
-            total_row = await cur.fetchone()
-        async with self._db.execute(
+        total_row = _first(await self._read(f"SELECT COUNT(*) FROM messages WHERE {clause}", args))
+        rows = await self._read(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {clause} ORDER BY timestamp DESC, id LIMIT ? OFFSET ?",
             (*args, limit, offset),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [_message(r) for r in rows], int(total_row[0]) if total_row else 0
 
     async def message_counts(self) -> dict[str, int]:
         """Messages in history per session."""
-        async with self._db.execute("SELECT session_id, COUNT(*) FROM messages GROUP BY session_id") as cur:
-            rows = await cur.fetchall()
+        rows = await self._read("SELECT session_id, COUNT(*) FROM messages GROUP BY session_id")
         return {r[0]: int(r[1]) for r in rows}
 
     async def message_totals(self, since: float) -> list[tuple[str, str, int, int]]:
         """``(direction, status, count, count since `since`)`` over all history (for /metrics)."""
-        async with self._db.execute(
+        rows = await self._read(
             "SELECT direction, status, COUNT(*), COALESCE(SUM(timestamp >= ?), 0) FROM messages"
             " GROUP BY direction, status",
             (since,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     async def ping(self) -> None:
         """Read the schema from the file (not a cache): raises when the database is unusable."""
-        async with self._db.execute("SELECT COUNT(*) FROM sqlite_master") as cur:
-            await cur.fetchone()
+        _first(await self._read("SELECT COUNT(*) FROM sqlite_master"))
