@@ -1,13 +1,21 @@
-"""Failover between workers: seconds from ``POST /session/create`` on worker B to ``connected``.
+"""Failover between workers: SIGKILL of worker A to ``connected`` on worker B, next to a plain create baseline.
 
-Worker A links a session (backup lands in S3: moto on loopback), A is SIGKILLed,
-worker B (already running, own data dir, same S3 and simulated network) is asked
-to create the session until A's lease lapses; it restores the sealed backup and
-reconnects without a scan. Reports per run: create->connected on B (the figure
-the issue asks for) and SIGKILL->connected (which includes waiting out the
-lease TTL). Writes bench/results/failover.json.
+Worker A links a session (the sealed backup lands in S3: moto on loopback) and
+is SIGKILLed; worker B (already running, own data dir, same S3 and simulated
+network) is asked at once to ``POST /session/create`` with ``takeover: true``:
+B waits until A's liveness record lapses (``WORKER_ALIVE_TTL``), takes A's
+still unexpired lease over, restores the backup and reconnects without a scan.
+Baseline in the same run: B stops cleanly (backup, lease released), and worker C
+creates the session with nothing to wait for (restore, spawn, connect).
 
-    .venv/bin/python bench/failover.py [--runs 5] [--lease-ttl 15]
+Per run: killToConnected (SIGKILL A -> connected on B, the issue's failover
+figure), killToAnswered (SIGKILL A -> B's create answered: the wait for A's
+record plus restore and spawn; a restored session connects about as fast),
+createToConnected (the baseline on C), and how long A's lease still had to run
+when B connected (leaseLeft: > 0 proves the liveness path). Medians over
+``--runs``. Writes bench/results/failover.json.
+
+    .venv/bin/python bench/failover.py [--runs 5] [--lease-ttl 15] [--alive-ttl 3]
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -31,27 +40,37 @@ from s3server import S3Server
 KEY = "bench-failover-key-0123456789abcdefghij"
 
 
-def env_for(s3: S3Server, hub: dict[str, str], worker_id: str, ttl: float) -> dict[str, str]:
+def env_for(s3: S3Server, hub: dict[str, str], worker_id: str, ttl: float, alive_ttl: float) -> dict[str, str]:
     return {
         **hub,
         **s3.worker_env(prefix="bench"),
         "WORKER_ID": worker_id,
         "ENCRYPTION_KEY": KEY,
         "LEASE_TTL": str(ttl),
+        "WORKER_ALIVE_TTL": str(alive_ttl),
         "BACKUP_DEBOUNCE": "0.2",
-        "RATE_LIMIT_SESSION_OPS": "0",  # the bench retries create until the lease lapses
-        # Production heartbeat settings: orphans of A exit within ~6 s (they would be replaced anyway).
+        "RATE_LIMIT_SESSION_OPS": "0",
+        # Production heartbeat settings (A's session processes die with it: PR_SET_PDEATHSIG).
         "SESSION_HEARTBEAT_INTERVAL": "2",
         "SESSION_HEARTBEAT_LIVENESS": "3",
     }
 
 
-async def one_run(tmp: Path, s3: S3Server, hub: dict[str, str], ttl: float, run: int) -> dict[str, float]:
+def lease_of(s3: S3Server, session_id: str) -> dict[str, Any]:
+    resp = s3.client().get_object("bench-sessions", f"sessions/{session_id}/lease.json")
+    try:
+        return dict(json.loads(resp.read()))
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
+async def one_run(
+    tmp: Path, s3: S3Server, hub: dict[str, str], ttl: float, alive_ttl: float, run: int
+) -> dict[str, float]:
     session_id, phone = f"bench-fo-{run}", f"628700000{run:03d}"
-    a = Worker(tmp / f"a{run}", env_for(s3, hub, f"bench-a{run}", ttl))
-    b = Worker(tmp / f"b{run}", env_for(s3, hub, f"bench-b{run}", ttl))
-    await a.start()
-    await b.start()
+    a, b, c = (Worker(tmp / f"{name}{run}", env_for(s3, hub, f"bench-{name}{run}", ttl, alive_ttl)) for name in "abc")
+    await asyncio.gather(a.start(), b.start(), c.start())
     try:
         await a.create_linked(session_id, phone)
 
@@ -60,25 +79,36 @@ async def one_run(tmp: Path, s3: S3Server, hub: dict[str, str], ttl: float, run:
             return body["storage"]["backupsDone"] >= 1 and body["storage"]["pendingBackups"] == 0
 
         await wait_for(backed_up, what="backup on A")
+        lease = lease_of(s3, session_id)
         assert a.proc is not None
         killed = time.perf_counter()
         a.proc.kill()
         a.proc.wait()
-        while True:
-            started = time.perf_counter()
-            status, body = await b.api("POST", "/session/create", json={"sessionId": session_id})
-            if status == 200:
-                break
-            assert status == 409 and body["code"] == "SESSION_LEASED", body
-            await asyncio.sleep(0.2)
+        status, body = await b.api("POST", "/session/create", json={"sessionId": session_id, "takeover": True})
+        assert status == 200, body
+        answered = time.perf_counter()
         await b.wait_session(session_id, lambda s: s["status"] == "connected", timeout=60)
         done = time.perf_counter()
+        lease_left = lease["expiresAt"] - time.time()
         item = await b.session(session_id)
         assert item["qrCount"] == 0, "B needed a scan"
-        return {"createToConnected": done - started, "killToConnected": done - killed}
+        # Baseline: the same session created on C once B let it go cleanly: nothing to wait for.
+        assert await b.stop() == 0
+        started = time.perf_counter()
+        status, body = await c.api("POST", "/session/create", json={"sessionId": session_id})
+        assert status == 200, body
+        await c.wait_session(session_id, lambda s: s["status"] == "connected", timeout=60)
+        baseline = time.perf_counter() - started
+        assert (await c.session(session_id))["qrCount"] == 0, "C needed a scan"
+        return {
+            "killToConnected": done - killed,
+            "killToAnswered": answered - killed,
+            "createToConnected": baseline,
+            "leaseLeft": lease_left,
+        }
     finally:
-        await b.stop()
-        await a.stop()
+        for w in (c, b, a):
+            await w.stop()
 
 
 def start_hub(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
@@ -96,25 +126,29 @@ def start_hub(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     return hub, {"SIM_HUB": hub_env["SIM_HUB"], "SIM_PORT": str(http_port)}
 
 
-async def main(runs: int, ttl: float) -> dict[str, object]:
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "max": max(values), "all": values}
+
+
+async def main(runs: int, ttl: float, alive_ttl: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="wa-bench-fo-") as tmp_name:
         tmp = Path(tmp_name)
         s3 = S3Server(tmp / "moto.log")
         s3.start()
         hub, shared = start_hub(tmp)
         try:
-            results = [await one_run(tmp, s3, shared, ttl, run) for run in range(runs)]
+            results = [await one_run(tmp, s3, shared, ttl, alive_ttl, run) for run in range(runs)]
         finally:
             hub.terminate()
             hub.wait(timeout=10)
             s3.stop()
-    create = [r["createToConnected"] for r in results]
-    kill = [r["killToConnected"] for r in results]
+    figures = {name: summary([r[name] for r in results]) for name in results[0]}
     return {
         "runs": runs,
         "leaseTtl": ttl,
-        "createToConnected": {"median": statistics.median(create), "max": max(create), "all": create},
-        "killToConnected": {"median": statistics.median(kill), "max": max(kill), "all": kill},
+        "workerAliveTtl": alive_ttl,
+        **figures,
+        "killToConnectedOverBaseline": figures["killToConnected"]["median"] / figures["createToConnected"]["median"],
     }
 
 
@@ -122,9 +156,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--lease-ttl", type=float, default=15.0)
+    parser.add_argument("--alive-ttl", type=float, default=3.0)
     args = parser.parse_args()
-    summary = asyncio.run(main(args.runs, args.lease_ttl))
+    result = asyncio.run(main(args.runs, args.lease_ttl, args.alive_ttl))
     out = Path(__file__).parent / "results" / "failover.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))

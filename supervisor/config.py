@@ -85,6 +85,9 @@ class Settings:
     sessions_bucket: str = "whatsapp-sessions"
     media_bucket: str = "whatsapp-media"
     lease_ttl: float = 15.0  # a session's lease lapses this long after its worker stopped renewing it
+    # A worker's liveness record lapses this long after its last renewal (every third of it); then other
+    # workers may take its sessions' leases over at once. Clocks must agree well within it.
+    worker_alive_ttl: float = 3.0
     presign_expiry: float = 3600.0  # seconds a media URL in an API answer stays valid
     backup_debounce: float = 1.0  # a credentials change is backed up once it has been quiet this long
     backup_retry_max: float = 10.0  # failed backups retry with backoff up to this many seconds apart
@@ -214,6 +217,7 @@ def _storage(env: Mapping[str, str]) -> dict[str, Any]:
         "sessions_bucket": buckets["MINIO_SESSIONS_BUCKET"],
         "media_bucket": buckets["MINIO_MEDIA_BUCKET"],
         "lease_ttl": _float(env, "LEASE_TTL", 15.0, minimum=1.0),
+        "worker_alive_ttl": _float(env, "WORKER_ALIVE_TTL", 3.0, minimum=1.0),
         "presign_expiry": _float(env, "PRESIGN_EXPIRY", 3600.0, minimum=1.0),
         "backup_debounce": _float(env, "BACKUP_DEBOUNCE", 1.0),
         "backup_retry_max": _float(env, "BACKUP_RETRY_MAX", 10.0, minimum=0.1),

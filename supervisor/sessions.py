@@ -229,9 +229,10 @@ class SessionRegistry:
     ) -> Session:
         """Start a new session, or return the existing one (creating is idempotent).
 
-        With ``takeover``, a live lease of another worker is waited out (up to one lease TTL
-        and a margin) instead of answered with SESSION_LEASED: the failover path of a backend
-        that knows the other worker is gone.
+        With ``takeover``, another worker's lease is waited for instead of answered with
+        SESSION_LEASED at once: until that worker's liveness record lapses (a few seconds), or
+        up to one lease TTL and a margin for a worker that keeps none (storage/leases.py). The
+        failover path of a backend that knows the other worker is gone.
         """
         self._check_open()
         existing = self.sessions.get(session_id)
@@ -465,12 +466,12 @@ class SessionRegistry:
         if session.id in self.sessions:
             self._spawn(write())
 
-    async def _before_start(self, session_id: str, *, restore: bool = True) -> None:
+    async def _before_start(self, session_id: str, *, restore: bool = True, takeover: bool = False) -> None:
         """Take the session's lease and restore its auth state from a backup when it is missing here."""
         if self.storage is None:
             return
         try:
-            if await self.storage.before_start(session_id, restore=restore):
+            if await self.storage.before_start(session_id, restore=restore, takeover=takeover):
                 log.info("auth state restored from object storage", extra=self._extra(session_id))
         except LeaseHeld as exc:
             raise SessionError("SESSION_LEASED", str(exc)) from None
@@ -480,17 +481,8 @@ class SessionRegistry:
             raise SessionError("STORAGE_UNAVAILABLE", f"cannot check for a backup of this session: {exc}") from None
 
     async def _before_start_waiting(self, session_id: str) -> None:
-        """_before_start, retried while another worker's lease is still live (until it expires)."""
-        deadline = time.monotonic() + self.settings.lease_ttl + 5.0
-        while True:
-            try:
-                await self._before_start(session_id)
-                return
-            except SessionError as exc:
-                if exc.code != "SESSION_LEASED" or time.monotonic() > deadline:
-                    raise
-            log.info("waiting for another worker's lease to expire", extra=self._extra(session_id))
-            await asyncio.sleep(0.5)  # the lease object is polled; storage has no change notification
+        """_before_start, waiting while another worker's lease is in force (the lease manager polls it)."""
+        await self._before_start(session_id, takeover=True)
 
     def _lease_lost(self, session_id: str, holder: str) -> None:
         """Another worker runs this session now: stop ours, or both would fight over one device."""

@@ -96,7 +96,10 @@ SCHEMAS: dict[str, Schema] = {
             "webhook": ref("WebhookRequest"),
             "takeover": {
                 "type": "boolean",
-                "description": "wait (up to LEASE_TTL + 5 s) for another worker's lease to expire instead of 409",
+                "description": (
+                    "wait for another worker's lease instead of 409: until that worker's liveness record "
+                    "lapses (about WORKER_ALIVE_TTL), or up to LEASE_TTL + 5 s for a worker that keeps none"
+                ),
             },
         },
         ["sessionId"],

@@ -5,6 +5,12 @@ registry calls its hooks at the points of a session's life (before its process
 starts, on a credentials change, when it stopped, logged out, was deleted);
 nothing here stops the worker when the store is down: the store's state shows
 in ``/health`` and waiting backups are retried until they land.
+
+Over MinIO the worker also keeps its liveness record (``workers/<id>/alive.json``,
+:mod:`supervisor.storage.liveness`): written before any lease is taken, renewed
+on its own, deleted at a clean stop after the leases were released, so that
+other workers take a killed worker's sessions over in seconds. The local
+filesystem serves one worker alone: no record there (nobody else would read it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from supervisor.config import Settings
 from supervisor.storage import snapshot
 from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.leases import LeaseHeld, LeaseManager, lease_key
+from supervisor.storage.liveness import WorkerLiveness
 from supervisor.storage.local import LocalObjectStore
 from supervisor.storage.objects import ObjectStore, StorageError, StorageUnavailable
 from supervisor.storage.s3 import MinioObjectStore
@@ -81,7 +88,17 @@ class SessionStorage:
             worker_id=settings.worker_id,
             settings=BackupSettings(debounce=settings.backup_debounce, retry_max=settings.backup_retry_max),
         )
-        self.leases = LeaseManager(objects, settings.sessions_bucket, settings.worker_id, settings.lease_ttl)
+        # Only a shared store has other workers to fail over to.
+        self.liveness = (
+            WorkerLiveness(objects, settings.sessions_bucket, settings.worker_id, settings.worker_alive_ttl)
+            if objects.kind != "local"
+            else None
+        )
+        self.leases = LeaseManager(
+            objects, settings.sessions_bucket, settings.worker_id, settings.lease_ttl, liveness=self.liveness
+        )
+        if self.liveness is not None:
+            self.liveness.on_recovered = self.leases.wake
         self.buckets_ready = False
         self._logged_out: set[str] = set()
         self._forgotten: set[str] = set()
@@ -100,6 +117,8 @@ class SessionStorage:
         """Create the buckets, or keep trying in the background: a down store never stops the worker."""
         await self._ensure_buckets()
         self._probe = asyncio.create_task(self._probe_loop(), name="storage-probe")
+        if self.liveness is not None:
+            await self.liveness.start()  # before any lease: our leases name a worker others can see alive
         self.leases.start()
 
     async def _ensure_buckets(self) -> bool:
@@ -140,8 +159,11 @@ class SessionStorage:
         await self.backups.close()
         await self.leases.close()
         for session_id in [*self.leases.held, *self.leases.unverified]:
-            with contextlib.suppress(StorageError):
+            with contextlib.suppress(StorageError, TimeoutError):
                 await asyncio.wait_for(self.leases.release(session_id), 5)
+        if self.liveness is not None:
+            # Last: a lease we could not release is taken over once it goes unrenewed (see leases.py).
+            await self.liveness.close()
         for task in [*self._tasks, *self._finals.values()]:
             task.cancel()
         if self._probe is not None:
@@ -191,17 +213,20 @@ class SessionStorage:
             "backupsDone": self.backups.backups_done,
             "leasesHeld": len(self.leases.held),
             "leasesUnverified": len(self.leases.unverified),
+            # This worker's liveness record (MinIO only): when it lapses unless renewed, whether it lapsed.
+            "liveness": self.liveness.health() if self.liveness is not None else None,
             "encrypted": self.cipher.encrypting,
         }
 
     # -- hooks of a session's life ----------------------------------------------------
-    async def before_start(self, session_id: str, *, restore: bool = True) -> bool:
+    async def before_start(self, session_id: str, *, restore: bool = True, takeover: bool = False) -> bool:
         """Take the session's lease and restore its auth state when it is missing here.
 
         Returns True when a backup was restored. Raises LeaseHeld (another worker
         runs it), BackupRefused (a backup that must not be loaded) or
         StorageError (no local auth state and the store cannot be asked).
         ``restore=False`` after a logout: the old credentials must not come back.
+        ``takeover``: wait for another worker's lease to become free (see LeaseManager.acquire).
         """
         await self._settle_final(session_id)
         removal = self._removals.get(session_id)
@@ -213,7 +238,7 @@ class SessionStorage:
         session_dir = self.backups.session_dir(session_id)
         local = await asyncio.to_thread(snapshot.has_auth_state, session_dir)
         try:
-            await self.leases.acquire(session_id)
+            await self.leases.acquire(session_id, wait=takeover)
         except StorageUnavailable:
             if not local:
                 raise
