@@ -3,18 +3,23 @@
 The psutil.Process objects are kept between samples: cpu_percent() measures
 since the previous call on the same object, so a fresh object would always say 0.
 Sampling reads /proc and smaps, so callers run it in a thread on a timer, never
-per message.
+per message. USS (smaps_rollup: the kernel walks every page table of the process)
+costs several times what CPU and RSS cost, so it is re-read less often.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psutil
 
 log = logging.getLogger("supervisor.sampler")
+
+# Seconds a process's USS figure is reused before it is read again (CPU and RSS are read every sample).
+USS_INTERVAL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +37,19 @@ class ProcStats:
 class ProcessSampler:
     """Samples a changing set of pids, keeping one psutil.Process per live pid."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, uss_interval: float = USS_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
         self._procs: dict[int, psutil.Process] = {}
+        self._uss: dict[int, tuple[int, float]] = {}  # pid -> (uss, when read)
+        self.uss_interval = uss_interval
+        self._clock = clock
 
     def sample(self, pids: Iterable[int]) -> dict[int, ProcStats]:
         """Figures for each pid that is still alive (blocking: call from a thread)."""
         wanted = set(pids)
         for gone in set(self._procs) - wanted:
             del self._procs[gone]
+            self._uss.pop(gone, None)
+        now = self._clock()
         out: dict[int, ProcStats] = {}
         for pid in wanted:
             proc = self._procs.get(pid)
@@ -51,12 +61,16 @@ class ProcessSampler:
                     self._procs[pid] = proc
                 assert proc is not None
                 with proc.oneshot():
-                    try:
-                        mem = proc.memory_full_info()
-                        uss = int(getattr(mem, "uss", 0))
-                    except psutil.AccessDenied:
-                        mem = proc.memory_info()
-                        uss = 0
+                    mem = proc.memory_info()
+                    last = None if fresh else self._uss.get(pid)
+                    if last is not None and now - last[1] < self.uss_interval:
+                        uss = last[0]
+                    else:
+                        try:
+                            uss = int(getattr(proc.memory_full_info(), "uss", 0))
+                        except psutil.AccessDenied:
+                            uss = 0
+                        self._uss[pid] = (uss, now)
                     out[pid] = ProcStats(
                         pid=pid,
                         # A fresh object measured over microseconds says nonsense: 0 until the next sample.
@@ -68,7 +82,7 @@ class ProcessSampler:
                     )
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 self._procs.pop(pid, None)
+                self._uss.pop(pid, None)
             except psutil.Error as exc:
                 log.warning("cannot sample pid %d: %s", pid, exc)
         return out
-
