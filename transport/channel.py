@@ -55,7 +55,8 @@ class PeerGone(ChannelError):
 Body = dict[str, Any]
 # Request handlers return the reply's result, or raise RemoteError to answer with an error.
 RequestHandler = Callable[[bytes, str, Body], Awaitable[Body | None]]
-EventHandler = Callable[[bytes, str, Body], Awaitable[None]]
+# An event handler may be a plain function: it runs inline, without a task of its own per event.
+EventHandler = Callable[[bytes, str, Body], Awaitable[None] | None]
 
 
 def _identity_text(identity: bytes) -> str:
@@ -211,7 +212,9 @@ class _Endpoint:
         if frame.kind == REQ:
             self._spawn(self._answer(identity, frame))
         elif frame.kind == EVENT and self._on_event is not None:
-            self._spawn(self._on_event(identity, frame.op, frame.body))
+            handled = self._on_event(identity, frame.op, frame.body)
+            if handled is not None:
+                self._spawn(handled)
 
     async def _answer(self, identity: bytes, frame: Frame) -> None:
         if self._on_request is None:

@@ -294,7 +294,7 @@ class SimEngine(Engine):
     def _open_link(self) -> _Link:
         link = _Link(identity=f"{self.ctx.session_id}:{secrets.token_hex(4)}".encode())
 
-        async def on_event(_peer: bytes, op: str, body: dict[str, Any]) -> None:
+        def on_event(_peer: bytes, op: str, body: dict[str, Any]) -> None:
             self._on_event(link, op, body)
 
         async def on_peer_lost() -> None:
