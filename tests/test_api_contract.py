@@ -321,6 +321,8 @@ async def test_health_and_metrics_show_real_figures(tmp_path: Path) -> None:
         assert set(metrics["messages"]) >= {"sent", "received", "failed", "lastHour"}
         assert set(metrics["performance"]) >= {"avgResponseTime", "errorRate", "throughput"}
         assert metrics["performance"]["avgResponseTime"] > 0
+        database = metrics["database"]  # the create above wrote the session: at least one commit
+        assert database["writes"] >= database["commits"] >= 1 and database["outboxWaiting"] == 0
 
         for kwargs in ({"params": {"format": "prometheus"}}, {"headers": {"Accept": "text/plain"}}):
             assert w.http is not None
@@ -332,6 +334,8 @@ async def test_health_and_metrics_show_real_figures(tmp_path: Path) -> None:
             assert 'wa_worker_session_restarts_total{sessionId="m1"} 0.0' in text
             assert re.search(r'^wa_worker_http_request_duration_seconds_bucket\{.*route="/session/create"', text, re.M)
             assert 'wa_worker_sessions{status="connected"} 1.0' in text
+            assert re.search(r"^wa_worker_db_commits_total [1-9]", text, re.M)
+            assert "wa_worker_outbox_waiting 0.0" in text
 
 
 async def test_health_is_unhealthy_when_the_database_is_unusable(tmp_path: Path) -> None:

@@ -40,9 +40,9 @@ async def send_message(request: web.Request) -> web.Response:
     else:
         message = send_request.parse_json_message(await v.json_body(request))
     try:
-        answer = await registry.send(
-            session_id, message, idempotency_key=key, fingerprint=send_request.fingerprint(message)
-        )
+        # The fingerprint only matters to a reused key: no digest per send without one.
+        digest = send_request.fingerprint(message) if key is not None else ""
+        answer = await registry.send(session_id, message, idempotency_key=key, fingerprint=digest)
     except IdempotencyConflict as exc:
         raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", str(exc)) from None
     data = dict(answer.data)

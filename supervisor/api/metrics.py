@@ -139,6 +139,21 @@ class SessionCollector(Collector):
         yield from (cpu, rss, uss, restarts, up, connected, by_status, messages)
 
 
+class DatabaseCollector(Collector):
+    """How the database's writes are grouped into commits, and what waits in the outbox."""
+
+    def __init__(self, commits: int, writes: int, outbox_waiting: int) -> None:
+        self.commits, self.writes, self.outbox_waiting = commits, writes, outbox_waiting
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("wa_worker_db_commits", "SQLite commits (each carries one or more writes)",
+                                  value=self.commits)
+        yield CounterMetricFamily("wa_worker_db_writes", "SQLite write transactions, grouped into commits",
+                                  value=self.writes)
+        yield GaugeMetricFamily("wa_worker_outbox_waiting", "Outgoing messages accepted and not settled yet",
+                                value=self.outbox_waiting)
+
+
 def _wants_prometheus(request: web.Request) -> bool:
     fmt = request.query.get("format")
     if fmt is not None:
@@ -155,9 +170,11 @@ async def metrics(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     sessions = list(registry)
     figures = await message_figures(registry.store)
+    commits, writes = registry.store.commits
     if _wants_prometheus(request):
         scrape = CollectorRegistry()
         scrape.register(SessionCollector(sessions, figures))
+        scrape.register(DatabaseCollector(commits, writes, registry.outbox.waiting))
         if STORAGE in request.app:
             scrape.register(StorageCollector(request.app[STORAGE]))
         text = generate_latest(request.app[STATS].registry) + generate_latest(scrape)
@@ -188,6 +205,7 @@ async def metrics(request: web.Request) -> web.Response:
             "lastHour": figures.last_hour,
         },
         "performance": request.app[STATS].performance(),
+        "database": {"commits": commits, "writes": writes, "outboxWaiting": registry.outbox.waiting},
         "storage": request.app[STORAGE].health() if STORAGE in request.app else None,
         "timestamp": time.time(),
     }

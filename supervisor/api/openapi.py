@@ -302,6 +302,14 @@ SCHEMAS: dict[str, Schema] = {
                 },
                 ["avgResponseTime", "errorRate", "throughput"],
             ),
+            "database": obj(
+                {
+                    "commits": {"type": "integer", "description": "SQLite commits since start"},
+                    "writes": {"type": "integer", "description": "write transactions, grouped into commits"},
+                    "outboxWaiting": {"type": "integer", "description": "outgoing messages not settled yet"},
+                },
+                ["commits", "writes", "outboxWaiting"],
+            ),
             "timestamp": NUM,
         },
         ["worker", "sessions", "messages", "performance"],

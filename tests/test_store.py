@@ -1,0 +1,78 @@
+"""The store's group commit: many writes per commit, each still all-or-nothing, each seen once awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisor.sqlite_writer import WriterClosed
+from supervisor.store import MessageRow, OutboxRow, Store
+
+
+def _outgoing(i: int, session: str = "s1") -> tuple[MessageRow, OutboxRow]:
+    now = time.time()
+    message = MessageRow(session, f"m{i}", "out", "c@s.whatsapp.net", None, "c", "text", now, "pending", text="x")
+    return message, OutboxRow(session, f"m{i}", {"to": "c", "text": "x"}, 0, now, now + 60, now)
+
+
+async def test_concurrent_writes_share_commits_and_each_is_read_back_at_once(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "w.db")
+    try:
+
+        async def send(i: int) -> str:
+            await store.accept_outgoing(*_outgoing(i))
+            assert await store.finish_outgoing("s1", f"m{i}", "sent", timestamp=time.time())
+            row = await store.message("s1", f"m{i}")  # through the other connection
+            assert row is not None
+            return row.status
+
+        statuses = await asyncio.gather(*(send(i) for i in range(300)))
+        assert statuses == ["sent"] * 300  # no read sees a snapshot older than the write it awaited
+        commits, writes = store.commits
+        assert writes >= 600 and commits < writes  # grouped
+        assert await store.outbox("s1") == []
+        events = await store.events_since(0, 1000)
+        assert len(events) == 300 and {e.event for e in events} == {"message.status"}
+    finally:
+        await store.close()
+
+
+async def test_a_failing_write_is_rolled_back_alone(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        await store.accept_outgoing(*_outgoing(0))
+        results = await asyncio.gather(
+            store.accept_outgoing(*_outgoing(1)),
+            store.accept_outgoing(*_outgoing(0)),  # the same id again: its message insert fails
+            store.accept_outgoing(*_outgoing(2)),
+            return_exceptions=True,
+        )
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        # The failed write left nothing half-done (its outbox row was never added), the others stand.
+        assert [r.message_id for r in await store.outbox("s1")] == ["m0", "m1", "m2"]
+        _, total = await store.messages("s1", limit=10, offset=0)
+        assert total == 3
+    finally:
+        await store.close()
+
+
+async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "w.db")
+    pending = [asyncio.ensure_future(store.accept_outgoing(*_outgoing(i))) for i in range(50)]
+    await asyncio.sleep(0)  # queued, not all committed yet
+    await store.close()
+    await asyncio.gather(*pending)
+    with pytest.raises(WriterClosed):
+        await store.add_event("s1", "late", {})
+
+    reopened = await Store.open(tmp_path / "w.db")
+    try:
+        assert len(await reopened.outbox("s1")) == 50
+        assert await reopened.schema_version() >= 3
+    finally:
+        await reopened.close()
