@@ -428,11 +428,17 @@ async def saturation(w: Worker, n: int, concurrency: int, count: int, seconds: f
         t0 = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
+    rate = (len(latencies) - len(errors)) / elapsed
+    p = cpu.percent
     return {
         "concurrency": concurrency,
         "sent": len(latencies),
         "errors": len(errors),
-        "throughput_msgs_per_s": (len(latencies) - len(errors)) / elapsed,
+        "throughput_msgs_per_s": rate,
+        # CPU milliseconds per message: the worker's own processes, and what the simulated network and
+        # this load generator (which share the machine here, not in production) spend beside them.
+        "cpu_ms_per_msg_worker": (p["supervisor"] + p["sessions"] + p.get("zygote", 0.0)) * 10 / rate,
+        "cpu_ms_per_msg_sim_and_client": (p["hub"] + p["bench_client"]) * 10 / rate,
         "p50_ms": 1000 * pct(latencies, 50),
         "p99_ms": 1000 * pct(latencies, 99),
         "cpu_supervisor_pct": cpu.percent["supervisor"],
@@ -684,6 +690,13 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"errors {s['errors']:.0f}",
         )
         add(f"{tag}saturation send p50/p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms")
+        if "cpu_ms_per_msg_worker" in s:
+            worker_ms = s["cpu_ms_per_msg_worker"]
+            add(
+                f"{tag}saturation CPU per message: worker / sim hub + client",
+                f"{worker_ms:.2f} / {s['cpu_ms_per_msg_sim_and_client']:.2f} ms",
+                f"worker alone on {results['cpus']} cores: ~{results['cpus'] * 1000 / worker_ms:.0f} msg/s",
+            )
         add(
             f"{tag}saturation CPU sup / sessions / hub",
             f"{s['cpu_supervisor_pct']:.0f} / {s['cpu_sessions_pct']:.0f} / {s['cpu_hub_pct']:.0f} %",
