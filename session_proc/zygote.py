@@ -7,10 +7,16 @@ request with the forked child's pid and reports every child it reaps as
 when its stdin closes or its parent (the supervisor) dies.
 
 Only pure-Python modules are preloaded. The neonize engine loads a Go runtime,
-and a forked Go runtime is broken: neonize itself is imported only by the
-child, after the fork (session_proc/engines.py imports engines lazily). The
-zygote starts no threads, no event loop and no ZeroMQ context, so every child
-creates its own.
+and a forked Go runtime is broken: of neonize, the zygote preloads only its
+generated protobuf modules and event types, without running the package's
+``__init__`` (session_proc/neonize/loader.py, ``preload_protocols``); the child
+loads the rest, and with it the Go library, after the fork. ``preload()``
+refuses to go on if the Go library is mapped or a thread runs. The zygote
+starts no threads, no event loop and no ZeroMQ context, so every child creates
+its own.
+
+Two knobs for measuring what each step saves (bench/): ``WA_ZYGOTE_GC_FREEZE=0``
+skips ``gc.freeze()``, ``WA_ZYGOTE_PRELOAD_NEONIZE=0`` skips neonize's protocols.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import os
 import selectors
 import signal
 import sys
+import threading
 from typing import Any
 
+from session_proc.neonize import loader as neonize_loader
 from session_proc.proctitle import die_with_parent, set_title
 
 # What a session process imports anyway, so each child need not (pure Python or plain C extensions).
@@ -36,11 +44,18 @@ PRELOAD = (
     "session_proc.main",
     "session_proc.sim.engine",
 )
-# neonize's third-party dependencies, where installed (what ``import neonize.client`` pulls in);
-# never neonize itself: its package loads the Go library on import.
+# neonize's third-party and standard-library dependencies, where installed (what
+# ``import neonize.client`` pulls in); neonize's own modules: see preload().
 PRELOAD_OPTIONAL = (
     "google.protobuf.message",
     "google.protobuf.descriptor_pool",
+    "google.protobuf.internal.builder",
+    "google.protobuf.symbol_database",
+    "google.protobuf.reflection",
+    "google.protobuf.message_factory",
+    "concurrent.futures.process",
+    "shlex",
+    "PIL.ImageSequence",
     "requests",
     "httpx",
     "PIL.Image",
@@ -63,8 +78,11 @@ PRELOAD_OPTIONAL = (
 SESSION_MODULE = "session_proc"
 
 
-def preload(*, freeze: bool = True) -> list[str]:
-    """Import the modules children share; ``gc.freeze()`` them so no collection dirties their pages."""
+def preload(*, freeze: bool = True, neonize: bool = True) -> list[str]:
+    """Import the modules children share; ``gc.freeze()`` them so no collection dirties their pages.
+
+    With ``neonize``, also neonize's protobuf modules and event types (never its Go library).
+    """
     loaded = []
     for name in PRELOAD:
         importlib.import_module(name)
@@ -75,12 +93,25 @@ def preload(*, freeze: bool = True) -> list[str]:
             loaded.append(name)
         except Exception:  # optional: missing or broken means "not shared", nothing more
             pass
-    if "neonize" in sys.modules:  # pragma: no cover - a guard against a future preload list
-        raise RuntimeError("neonize must never be imported before the fork (its Go runtime breaks)")
+    if neonize:
+        try:
+            loaded += neonize_loader.preload_protocols()
+        except Exception as exc:  # not shared then: each neonize child imports them itself, as before
+            print(f"wa-zygote: neonize's protocols not preloaded: {exc}", file=sys.stderr, flush=True)
+    check_fork_safe()
     gc.collect()
     if freeze:
         gc.freeze()
     return loaded
+
+
+def check_fork_safe() -> None:
+    """Raise unless this process may fork session processes: no Go runtime loaded, no thread started."""
+    if neonize_loader.go_library_mapped() or "neonize.client" in sys.modules or "neonize._binder" in sys.modules:
+        raise RuntimeError("neonize's Go library must never be loaded before the fork (a forked Go runtime breaks)")
+    if threading.active_count() != 1:
+        names = ", ".join(t.name for t in threading.enumerate())
+        raise RuntimeError(f"the zygote must start no threads before forking (running: {names})")
 
 
 def _write(msg: dict[str, Any]) -> None:
@@ -140,7 +171,7 @@ def serve() -> int:
         return 3
     set_title("wa-zygote")
     freeze = os.environ.get("WA_ZYGOTE_GC_FREEZE", "1") != "0"
-    preload(freeze=freeze)
+    preload(freeze=freeze, neonize=os.environ.get("WA_ZYGOTE_PRELOAD_NEONIZE", "1") != "0")
     me = os.getpid()
     wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_r, False)

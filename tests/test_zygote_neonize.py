@@ -1,0 +1,204 @@
+"""The zygote preloads neonize's protobuf modules but never its Go library; neonize children still work.
+
+A forked Go runtime is broken, so the zygote (session_proc/zygote.py) may import
+neonize's generated protobuf modules and event types only without running the
+package's ``__init__`` (which loads the Go library); a neonize session process
+forked from it loads the rest after the fork (session_proc/neonize/loader.py).
+Checked in fresh interpreters and on real zygote and session processes: the test
+runner itself holds a bare ``neonize`` entry (tests/test_neonize_engine.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from harness import wait_for
+
+from session_proc.neonize.loader import bundled_library_name
+from supervisor.spawner import ZygoteSpawner
+from transport.channel import RouterChannel
+
+ROOT = Path(__file__).resolve().parent.parent
+GO_LIBRARY = bundled_library_name()
+
+
+def run_python(code: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter; it prints one JSON line last."""
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def maps_go_library(pid: int) -> bool:
+    return GO_LIBRARY in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_preload_imports_neonizes_protocols_without_its_go_library_or_a_thread() -> None:
+    got = run_python("""
+        import json, sys, threading
+        from session_proc import zygote
+        loaded = zygote.preload()
+        print(json.dumps({
+            "loaded": loaded,
+            "mapped": open("/proc/self/maps").read().count("/neonize/neonize-"),  # the Go library's path
+            "threads": threading.active_count(),
+            "go_modules": [m for m in ("neonize.client", "neonize._binder", "neonize.utils.log") if m in sys.modules],
+            "message": sys.modules["neonize.proto.Neonize_pb2"].Message.DESCRIPTOR.full_name,
+        }))
+    """)  # fmt: skip
+    assert "neonize.proto.waE2E.WAWebProtobufsE2E_pb2" in got["loaded"] and "neonize.events" in got["loaded"]
+    assert got["message"] == "neonize.Message"
+    assert got["mapped"] == 0 and got["threads"] == 1 and got["go_modules"] == []
+
+
+def test_preload_can_be_turned_off_and_forking_is_refused_after_a_thread_or_the_go_library() -> None:
+    got = run_python("""
+        import json, sys, threading
+        from session_proc import zygote
+        from session_proc.neonize import loader
+
+        def refusal():
+            try:
+                zygote.check_fork_safe()
+                return ""
+            except RuntimeError as exc:
+                return str(exc)
+
+        zygote.preload(neonize=False)
+        without = "neonize" in sys.modules
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait, name="stray")
+        thread.start()
+        thread_refused = refusal()
+        stop.set()
+        thread.join()
+        loader.load()  # the Go library is loaded now: no fork may follow
+        print(json.dumps({"without": without, "thread": thread_refused, "go": refusal()}))
+    """)  # fmt: skip
+    assert got["without"] is False
+    assert "no threads before forking (running: MainThread, stray)" in got["thread"]
+    assert "Go library must never be loaded before the fork" in got["go"]
+
+
+def test_load_after_preload_completes_the_package_and_imports_no_protocol_left_out() -> None:
+    # Catches a neonize upgrade that adds protobuf modules to what neonize.client imports.
+    got = run_python("""
+        import json, logging, sys
+        from session_proc.neonize import loader
+        logging.basicConfig(level=logging.WARNING, handlers=[logging.NullHandler()])
+        loader.preload_protocols()
+        before = set(sys.modules)
+        client = loader.load()
+        import neonize
+        print(json.dumps({
+            "new_protocols": sorted(m for m in set(sys.modules) - before if m.endswith("_pb2")),
+            "complete": neonize.NewClient is client.NewClient and neonize.__version__ != "",
+            "mapped": loader.go_library_mapped(),
+            "root_level": logging.getLogger().level,
+        }))
+    """)  # fmt: skip
+    assert got["new_protocols"] == []
+    assert got["complete"] and got["mapped"]
+    assert got["root_level"] == 30  # neonize's logging.basicConfig(INFO) was undone
+
+
+class Rig:
+    """A bound ROUTER, a running zygote, and the events heard per session process."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.events: asyncio.Queue[tuple[bytes, str, dict[str, Any]]] = asyncio.Queue()
+        self.router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=self._on_event, heartbeat_interval=0.5)
+        self.endpoint = self.router.bind()
+        self.zygote = ZygoteSpawner(cwd=ROOT)
+
+    async def _on_event(self, identity: bytes, op: str, body: dict[str, Any]) -> None:
+        await self.events.put((identity, op, body))
+
+    async def next(self, op: str, timeout: float = 30) -> tuple[bytes, dict[str, Any]]:
+        while True:
+            identity, got, body = await asyncio.wait_for(self.events.get(), timeout)
+            if got == op:
+                return identity, body
+
+
+@pytest_asyncio.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path)
+    await r.zygote.start()
+    try:
+        yield r
+    finally:
+        await r.zygote.close()
+        await r.router.close()
+
+
+async def test_neonize_child_forked_from_the_zygote_starts_and_reports_its_dial_error(rig: Rig) -> None:
+    assert rig.zygote.pid is not None
+    zygote_pid = rig.zygote.pid
+    assert not maps_go_library(zygote_pid)  # preloaded, and still no Go runtime in the zygote
+    rig.router.track(b"nz:1")
+    argv = [
+        sys.executable, "-m", "session_proc", "--session-id", "nz", "--incarnation", "1",
+        "--endpoint", rig.endpoint, "--engine", "neonize", "--storage-dir", str(rig.tmp),
+        "--hb-interval", "0.5", "--hb-liveness", "4",
+    ]  # fmt: skip
+    env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps({"retry_initial": 30.0})}
+    handle = await rig.zygote.spawn(argv, env)
+    identity, ready = await rig.next("ready")
+    assert identity == b"nz:1" and ready == {"pid": handle.pid, "engine": "neonize"}
+    _, offline = await rig.next("disconnected")
+    assert offline["willRetry"] and "dial" in offline["reason"], offline  # no WhatsApp here: the dial's error
+
+    async def child_loaded_go() -> bool:
+        return maps_go_library(handle.pid)
+
+    await wait_for(child_loaded_go, what="the Go library in the child")  # loaded after the fork
+    assert not maps_go_library(zygote_pid)
+    status = await rig.router.request(b"nz:1", "status", timeout=5)
+    assert status["status"] == "disconnected" and status["pid"] == handle.pid
+    await rig.router.request(b"nz:1", "stop", timeout=5)
+    assert await asyncio.wait_for(handle.wait(), 20) == 0
+
+
+@pytest.mark.parametrize("preload", ["1", "0"])
+async def test_sim_children_forked_with_or_without_neonizes_protocols_run(tmp_path: Path, preload: str) -> None:
+    ready: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_event(identity: bytes, op: str, _body: dict[str, Any]) -> None:
+        if op == "ready":
+            await ready.put(identity)
+
+    router = RouterChannel(f"ipc://{tmp_path}/sup.sock", on_event=on_event, heartbeat_interval=0.5)
+    endpoint = router.bind()
+    zygote = ZygoteSpawner(cwd=ROOT, env={**os.environ, "WA_ZYGOTE_PRELOAD_NEONIZE": preload})
+    await zygote.start()
+    try:
+        router.track(b"s:1")
+        argv = [
+            sys.executable, "-m", "session_proc", "--session-id", "s", "--incarnation", "1",
+            "--endpoint", endpoint, "--engine", "sim", "--storage-dir", str(tmp_path),
+        ]  # fmt: skip
+        env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps({"hub": f"ipc://{tmp_path}/no-hub.sock"})}
+        handle = await zygote.spawn(argv, env)
+        assert await asyncio.wait_for(ready.get(), 30) == b"s:1"
+        assert zygote.pid is not None and not maps_go_library(zygote.pid) and not maps_go_library(handle.pid)
+        await router.request(b"s:1", "stop", timeout=5)
+        assert await asyncio.wait_for(handle.wait(), 20) == 0
+    finally:
+        await zygote.close()
+        await router.close()
