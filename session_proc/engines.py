@@ -10,6 +10,15 @@ import importlib
 
 from session_proc.engine import Engine, EngineError
 
+# Variables native code reads when it loads. neonize's Go library takes its environment from the
+# block the process was started with (a c-shared Go runtime copies it at load; os.environ set later
+# never reaches it), so whoever starts a session process, or the zygote that forks them, puts these
+# in the starting environment.
+START_ENV: dict[str, str] = {
+    # Read on every send by neonize's Go side: anything but "off" tags each 1:1 message as a bot's.
+    "NEONIZE_BOT_TAG": "off",
+}
+
 _ENGINES = {
     "sim": ("session_proc.sim.engine", "SimEngine"),
     "neonize": ("session_proc.neonize_engine", "NeonizeEngine"),

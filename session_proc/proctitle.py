@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import signal
 import sys
 
@@ -14,7 +15,13 @@ _PR_SET_PDEATHSIG = 1
 
 
 def set_title(title: str) -> None:
-    """Show ``title`` in ps/top instead of the python command line."""
+    """Show ``title`` in ps/top instead of the python command line.
+
+    The title is written over the command line's own memory only, never over the environment's
+    (SPT_NOENV): a Go library loaded later (neonize) reads its environment from that memory, and
+    would find it blank. So a title longer than the command line is cut to its length.
+    """
+    os.environ.setdefault("SPT_NOENV", "1")  # read by setproctitle on its first call
     try:
         import setproctitle
     except ImportError:

@@ -118,6 +118,20 @@ def _write(msg: dict[str, Any]) -> None:
     os.write(1, (json.dumps(msg) + "\n").encode())
 
 
+def _become_environment(env: dict[str, str]) -> None:
+    """Make ``env`` this process's environment, keeping what it shares with the zygote's in place.
+
+    Not clear() and update(): unsetenv shifts the original environment block in place, and that
+    block (not os.environ) is what neonize's Go library reads when the child loads it; a variable
+    the zygote started with and the child keeps must stay in it (engines.START_ENV).
+    """
+    for name in [n for n in os.environ if n not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
 def _run_child(argv: list[str], env: dict[str, str], wakeup_r: int, wakeup_w: int, zygote_pid: int) -> None:
     """In the forked child: become a session process and never return."""
     code = 1
@@ -131,8 +145,7 @@ def _run_child(argv: list[str], env: dict[str, str], wakeup_r: int, wakeup_w: in
         os.dup2(devnull, 0)  # the zygote's control pipe is not the child's business
         os.dup2(devnull, 1)
         os.close(devnull)
-        os.environ.clear()
-        os.environ.update(env)
+        _become_environment(env)
         # Die with the zygote (which dies with the supervisor); session_proc.main sets it again.
         die_with_parent(signal.SIGTERM)
         if os.getppid() != zygote_pid:
@@ -242,6 +255,7 @@ def _reap(children: set[int]) -> None:
 
 
 def main() -> int:
+    # The only argument is --title-room=...: padding whose memory children's process titles reuse.
     try:
         return serve()
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from session_proc.engines import START_ENV
 from supervisor import drain, worker_token
 from supervisor.api import event_routes, media_routes, message_routes
 from supervisor.api.install import client_max_size, install_api
@@ -121,7 +122,8 @@ def worker_context(settings: Settings, token: str) -> Any:
         zygote: ZygoteSpawner | None = None
         try:
             if settings.spawner == "zygote":
-                zygote = ZygoteSpawner()
+                # The zygote's own start environment is the one native code in its children reads.
+                zygote = ZygoteSpawner(env={**os.environ, **START_ENV})
                 await zygote.start()
             engine_options: dict[str, Any] = {}
             if settings.engine == "sim":

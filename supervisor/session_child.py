@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from session_proc.engines import START_ENV
 from supervisor.policy import RestartPolicy
 from supervisor.procs import ChildProcess, TransitionListener
 from supervisor.spawner import ProcessHandle, Spawner
@@ -105,7 +106,7 @@ class SessionChild(ChildProcess):
         ]
 
     def env(self, incarnation: int) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {**os.environ, **START_ENV}
         # By environment, not argv: a proxy URL may carry a password and ps shows argv to everyone.
         env["WA_SESSION_OPTIONS"] = json.dumps({**self.config.engine_options, "proxy": self.proxy})
         env["WA_LOG_FORMAT"] = self.config.log_format

@@ -31,6 +31,8 @@ log = logging.getLogger("supervisor.spawner")
 
 # How long a new zygote may take to import everything and say hello.
 ZYGOTE_START_TIMEOUT = 30.0
+# Characters of command line the zygote is started with, for its children's process titles.
+TITLE_ROOM = 80
 # How long a fork request may take to be answered.
 SPAWN_TIMEOUT = 10.0
 
@@ -177,6 +179,9 @@ class ZygoteSpawner:
             sys.executable,
             "-m",
             "session_proc.zygote",
+            # Room in the command line for the children's titles ("wa-session <64-char id>"): a
+            # title may only overwrite the command line's memory (session_proc/proctitle.py).
+            "--title-room=" + "." * TITLE_ROOM,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,

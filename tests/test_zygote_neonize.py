@@ -25,7 +25,7 @@ import pytest_asyncio
 from harness import wait_for
 
 from session_proc.neonize.loader import bundled_library_name
-from supervisor.spawner import ZygoteSpawner
+from supervisor.spawner import ProcessHandle, ZygoteSpawner
 from transport.channel import RouterChannel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,12 +119,12 @@ def test_load_after_preload_completes_the_package_and_imports_no_protocol_left_o
 class Rig:
     """A bound ROUTER, a running zygote, and the events heard per session process."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.events: asyncio.Queue[tuple[bytes, str, dict[str, Any]]] = asyncio.Queue()
         self.router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=self._on_event, heartbeat_interval=0.5)
         self.endpoint = self.router.bind()
-        self.zygote = ZygoteSpawner(cwd=ROOT)
+        self.zygote = ZygoteSpawner(cwd=ROOT, env=env)
 
     async def _on_event(self, identity: bytes, op: str, body: dict[str, Any]) -> None:
         await self.events.put((identity, op, body))
@@ -134,6 +134,15 @@ class Rig:
             identity, got, body = await asyncio.wait_for(self.events.get(), timeout)
             if got == op:
                 return identity, body
+
+    async def spawn_neonize(self, env: dict[str, str]) -> ProcessHandle:
+        self.router.track(b"nz:1")
+        argv = [
+            sys.executable, "-m", "session_proc", "--session-id", "nz", "--incarnation", "1",
+            "--endpoint", self.endpoint, "--engine", "neonize", "--storage-dir", str(self.tmp),
+            "--hb-interval", "0.5", "--hb-liveness", "4",
+        ]  # fmt: skip
+        return await self.zygote.spawn(argv, {**env, "WA_SESSION_OPTIONS": json.dumps({"retry_initial": 30.0})})
 
 
 @pytest_asyncio.fixture
@@ -151,14 +160,7 @@ async def test_neonize_child_forked_from_the_zygote_starts_and_reports_its_dial_
     assert rig.zygote.pid is not None
     zygote_pid = rig.zygote.pid
     assert not maps_go_library(zygote_pid)  # preloaded, and still no Go runtime in the zygote
-    rig.router.track(b"nz:1")
-    argv = [
-        sys.executable, "-m", "session_proc", "--session-id", "nz", "--incarnation", "1",
-        "--endpoint", rig.endpoint, "--engine", "neonize", "--storage-dir", str(rig.tmp),
-        "--hb-interval", "0.5", "--hb-liveness", "4",
-    ]  # fmt: skip
-    env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps({"retry_initial": 30.0})}
-    handle = await rig.zygote.spawn(argv, env)
+    handle = await rig.spawn_neonize(dict(os.environ))
     identity, ready = await rig.next("ready")
     assert identity == b"nz:1" and ready == {"pid": handle.pid, "engine": "neonize"}
     _, offline = await rig.next("disconnected")
@@ -173,6 +175,57 @@ async def test_neonize_child_forked_from_the_zygote_starts_and_reports_its_dial_
     assert status["status"] == "disconnected" and status["pid"] == handle.pid
     await rig.router.request(b"nz:1", "stop", timeout=5)
     assert await asyncio.wait_for(handle.wait(), 20) == 0
+
+
+# GODEBUG=inittrace=1 makes the Go runtime print a line per package it initialises: proof that the
+# environment reached it. Go reads the environment block the process started with, not os.environ,
+# so what the zygote started with and the child keeps must survive in it (engines.START_ENV's
+# NEONIZE_BOT_TAG travels the same way), and no process title may be written over it.
+GO_SEES_ENV = {"GODEBUG": "inittrace=1"}
+
+
+async def test_the_go_library_in_a_zygote_child_sees_the_start_environment(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    rig = Rig(tmp_path, env={**os.environ, **GO_SEES_ENV})  # the zygote's stderr is this test's fd 2
+    await rig.zygote.start()
+    try:
+        handle = await rig.spawn_neonize({**os.environ, **GO_SEES_ENV})
+        await rig.next("disconnected")  # the Go library is loaded: it dialed (and failed, offline)
+        assert "init runtime @" in capfd.readouterr().err
+        await rig.router.request(b"nz:1", "stop", timeout=5)
+        assert await asyncio.wait_for(handle.wait(), 20) == 0
+    finally:
+        await rig.zygote.close()
+        await rig.router.close()
+
+
+async def test_the_go_library_in_an_execd_session_process_sees_its_start_environment(tmp_path: Path) -> None:
+    events: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_event(_identity: bytes, op: str, _body: dict[str, Any]) -> None:
+        await events.put(op)
+
+    router = RouterChannel(f"ipc://{tmp_path}/sup.sock", on_event=on_event, heartbeat_interval=0.5)
+    endpoint = router.bind()
+    router.track(b"nz:1")
+    env = {**os.environ, **GO_SEES_ENV, "WA_SESSION_OPTIONS": json.dumps({"retry_initial": 30.0})}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "session_proc", "--session-id", "nz", "--incarnation", "1",
+        "--endpoint", endpoint, "--engine", "neonize", "--storage-dir", str(tmp_path),
+        env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        while await asyncio.wait_for(events.get(), 30) != "disconnected":
+            pass
+        await router.request(b"nz:1", "stop", timeout=5)
+        _, stderr = await asyncio.wait_for(child.communicate(), 20)
+        assert child.returncode == 0 and b"init runtime @" in stderr
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        await router.close()
 
 
 @pytest.mark.parametrize("preload", ["1", "0"])

@@ -22,6 +22,9 @@ from pathlib import Path
 from types import ModuleType
 
 from session_proc.engine import EngineError
+from session_proc.engines import START_ENV
+
+log = logging.getLogger("session_proc.neonize")
 
 # whatsmeow's own log lines arrive on these loggers (through neonize's log thread).
 GO_LOGGERS = ("whatsmeow", "Whatsmeow", "neonize")
@@ -112,11 +115,13 @@ def go_library_mapped() -> bool:
 
 
 def load() -> ModuleType:
-    """Import ``neonize.client`` with the bot tag off and the process's logging left as configured."""
+    """Import ``neonize.client``, leaving the process's logging as configured."""
     global _unexecuted_package
     bundled_library()
-    # Read by the Go side on every send: without it each 1:1 message carries a hidden bot tag.
-    os.environ["NEONIZE_BOT_TAG"] = "off"
+    for name, value in START_ENV.items():
+        # Setting it now would not reach the Go side (it reads the start environment): say so, once.
+        if os.environ.get(name) != value:
+            log.warning("%s is not %r in this process's start environment: the Go library will not see it", name, value)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
