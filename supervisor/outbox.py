@@ -95,6 +95,7 @@ class Outbox:
         self._inflight: set[tuple[str, str]] = set()
         self._again: set[str] = set()  # sessions whose running flush must read the outbox once more
         self._sweeper: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.failed = 0
 
@@ -104,6 +105,8 @@ class Outbox:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbox-sweeper")
 
     async def close(self) -> None:
+        if self._settling:  # confirmed sends: let their settlements commit
+            await asyncio.wait(list(self._settling), timeout=5)
         tasks = [t for t in (self._sweeper, *self._flushing.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -240,8 +243,8 @@ class Outbox:
         identity = self.target(session_id)
         if identity is None or key in self._inflight:
             return
-        extra = {"sessionId": session_id}
         self._inflight.add(key)
+        settling = False
         try:
             result = await self.router.request(identity, "send", row.payload, timeout=self.settings.attempt_timeout)
         except RemoteError as exc:
@@ -256,10 +259,25 @@ class Outbox:
             await self._retry_later(row, str(exc))
         else:
             ts = result.get("timestamp")
-            await self._finish(row, "sent", timestamp=float(ts) if ts else time.time())
-            log.debug("sent %s (attempt %d)", message_id, row.attempts + 1, extra=extra)
+            # The session's next message goes out while this one's settlement is committed: the network
+            # has it, and a crash before the commit only resends it under its id. It stays in flight
+            # (never attempted again meanwhile) until settled.
+            settling = True
+            task = asyncio.create_task(self._settle_sent(row, float(ts) if ts else time.time()))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
         finally:
-            self._inflight.discard(key)
+            if not settling:
+                self._inflight.discard(key)
+
+    async def _settle_sent(self, row: OutboxRow, timestamp: float) -> None:
+        try:
+            await self._finish(row, "sent", timestamp=timestamp)
+        except Exception:
+            # Still in the outbox: the sweep sends it again under its id, and that settles it.
+            log.exception("settling sent message %s failed", row.message_id, extra={"sessionId": row.session_id})
+        finally:
+            self._inflight.discard((row.session_id, row.message_id))
 
     async def _finish(
         self, row: OutboxRow, status: str, *, timestamp: float | None = None, error: str | None = None
