@@ -59,6 +59,11 @@ RequestHandler = Callable[[bytes, str, Body], Awaitable[Body | None]]
 EventHandler = Callable[[bytes, str, Body], Awaitable[None] | None]
 
 
+def _expire(fut: asyncio.Future[Body], why: str) -> None:
+    if not fut.done():
+        fut.set_exception(RequestTimeout(why))
+
+
 def _identity_text(identity: bytes) -> str:
     return identity.decode("utf-8", "replace")
 
@@ -119,15 +124,17 @@ class _Endpoint:
 
     async def _request(self, identity: bytes | None, op: str, body: Body, timeout: float) -> Body:
         rid = self._ids.next()
-        fut: asyncio.Future[Body] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Body] = loop.create_future()
         self._pending[rid] = fut
         self._pending_peer[rid] = identity
+        # A timer on the future itself: asyncio.wait_for would wrap it in another future per request.
+        timer = loop.call_later(timeout, _expire, fut, f"{op} got no reply within {timeout:.1f}s")
         try:
             self._send_checked(identity, Frame(kind=REQ, op=op, body=body, id=rid))
-            reply = await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise RequestTimeout(f"{op} got no reply within {timeout:.1f}s") from None
+            reply = await fut
         finally:
+            timer.cancel()
             self._pending.pop(rid, None)
             self._pending_peer.pop(rid, None)
         if reply.get("ok"):
