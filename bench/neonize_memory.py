@@ -37,6 +37,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from session_proc.engines import START_ENV  # noqa: E402
 from supervisor.spawner import ProcessHandle, ZygoteSpawner, exec_spawn  # noqa: E402
 from transport.channel import RouterChannel  # noqa: E402
 
@@ -102,11 +103,12 @@ async def idle_uss(
         router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=on_event, heartbeat_interval=1.0)
         endpoint = router.bind()
         options = {"retry_initial": 30.0} if engine == "neonize" else {"hub": f"ipc://{tmp}/no-hub.sock"}
-        env = {**os.environ, **extra_env, "WA_SESSION_OPTIONS": json.dumps(options)}
+        env = {**os.environ, **START_ENV, **extra_env, "WA_SESSION_OPTIONS": json.dumps(options)}
         zygote = None
         if variant.startswith("zygote"):
             preload = "0" if variant == "zygote-noproto" else "1"
-            zygote = ZygoteSpawner(cwd=ROOT, env={**os.environ, **extra_env, "WA_ZYGOTE_PRELOAD_NEONIZE": preload})
+            zygote_env = {**os.environ, **START_ENV, **extra_env, "WA_ZYGOTE_PRELOAD_NEONIZE": preload}
+            zygote = ZygoteSpawner(cwd=ROOT, env=zygote_env)
             await zygote.start()
         incarnation = 0
 

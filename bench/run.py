@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from harness import Worker, running_worker  # noqa: E402
 
+from session_proc.engines import START_ENV  # noqa: E402
 from supervisor.spawner import ProcessHandle  # noqa: E402
 from transport.channel import DealerChannel, RouterChannel  # noqa: E402
 from transport.protocol import REQ, Frame, encode  # noqa: E402
@@ -201,13 +202,13 @@ async def session_spawn(spawner: str, runs: int, engine: str = "sim") -> dict[st
         router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=on_event, heartbeat_interval=1.0)
         endpoint = router.bind()
         options = {"retry_initial": 30.0} if engine == "neonize" else {"hub": f"ipc://{tmp}/no-hub.sock"}
-        env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps(options)}
+        env = {**os.environ, **START_ENV, "WA_SESSION_OPTIONS": json.dumps(options)}
         zygote = None
         if spawner.startswith("zygote"):
             from supervisor.spawner import ZygoteSpawner
 
             freeze = "0" if spawner == "zygote-nofreeze" else "1"
-            zygote = ZygoteSpawner(cwd=ROOT, env={**os.environ, "WA_ZYGOTE_GC_FREEZE": freeze})
+            zygote = ZygoteSpawner(cwd=ROOT, env={**os.environ, **START_ENV, "WA_ZYGOTE_GC_FREEZE": freeze})
             await zygote.start()
         times: list[float] = []
         uss: list[float] = []
@@ -652,6 +653,14 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
     else:
         add("neonize session (spawn, USS)", str(neo_spawn))
+    neo_mem = results.get("neonize_memory")
+    if isinstance(neo_mem, dict):
+        for r in neo_mem["results"]:
+            add(
+                f"idle neonize session USS beside another / alone ({r['spawner']})",
+                f"{r['uss_beside_another_mib']:.1f} / {r['uss_alone_mib']:.1f} MiB",
+                f"{r['uss_beside_another_mib'] / neo_mem['bare_python_uss_mib']:.2f}x bare python",
+            )
     for spawner, wf in results["worker"].items():
         tag = f"[{spawner}] "
         for n, v in sorted(wf["link_s"].items(), key=lambda item: int(item[0])):
@@ -793,6 +802,13 @@ def main() -> None:
         args.in_count, args.kills, args.rtt_rounds, args.spawn_runs, args.baseline_runs = 100, 2, 300, 3, 5
         args.concurrency = 16
     results = asyncio.run(amain(args))
+    # Alone, a neonize process is charged its Go library's read-only pages; beside another (any real
+    # worker) those are shared. bench/neonize_memory.py measures both, with a per-mapping breakdown.
+    results["neonize_memory"] = (
+        run_script("neonize_memory", "--samples", "5", "--variants", "exec", "zygote")
+        if importlib.util.find_spec("neonize") is not None
+        else "not measured: neonize is not installed in .venv"
+    )
     results["failover"] = (
         "not measured: --no-failover" if args.no_failover else run_script("failover", "--runs", str(args.failover_runs))
     )
