@@ -29,6 +29,8 @@ SEND_HWM = 10_000
 RECV_HWM = 10_000
 # Frames read per wake-up before other work gets a turn.
 READ_BATCH = 256
+# Plain ints: pyzmq's enum members cost an enum construction per operator use, several per frame.
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 class ChannelError(Exception):
@@ -156,7 +158,7 @@ class _Endpoint:
         """After any use of the socket: read what waits, since its FD signals only changes (edge-triggered)."""
         if self._loop is None or self._read_scheduled or self._closed:
             return
-        if int(self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # type: ignore[arg-type]
+        if self._sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
             self._read_scheduled = True
             self._loop.call_soon(self._on_readable)
 
@@ -168,10 +170,10 @@ class _Endpoint:
         sock = self._sock
         for _ in range(READ_BATCH):
             # Asking first is cheaper than the exception an empty NOBLOCK receive raises.
-            if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # type: ignore[arg-type]
+            if not sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
                 return  # drained: the FD signals again on the next frame
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK)
+                parts = sock.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
@@ -315,7 +317,7 @@ class RouterChannel(_Endpoint):
 
     def _send(self, identity: bytes | None, frame: Frame) -> None:
         assert identity is not None
-        self._sock.send_multipart([identity, encode(frame)], flags=zmq.NOBLOCK)
+        self._sock.send_multipart([identity, encode(frame)], flags=_NOBLOCK)
 
     def _split(self, parts: list[bytes]) -> tuple[bytes, bytes] | None:
         if len(parts) != 2:
@@ -409,7 +411,7 @@ class DealerChannel(_Endpoint):
         self._beater = asyncio.create_task(self._beat_loop(), name=f"{self.name}-heartbeat")
 
     def _send(self, identity: bytes | None, frame: Frame) -> None:
-        self._sock.send(encode(frame), flags=zmq.NOBLOCK)
+        self._sock.send(encode(frame), flags=_NOBLOCK)
 
     def _split(self, parts: list[bytes]) -> tuple[bytes, bytes] | None:
         if len(parts) != 1:
