@@ -586,7 +586,10 @@ async def worker_figures(args: argparse.Namespace, spawner: str) -> dict[str, An
                 for _ in range(args.repeat)
             ]
             out["saturation"] = {k: median([s[k] for s in sat]) for k in sat[0]}
-            sent_total = sum(s["sent"] - s["errors"] for s in seed + sat)
+            # One busy session (a bulk send): its messages go out one after another, in order.
+            one = [await saturation(w, 1, 16, args.sat_count // 2, args.sat_seconds / 2) for _ in range(args.repeat)]
+            out["one_session"] = {k: median([s[k] for s in one]) for k in one[0]}
+            sent_total = sum(s["sent"] - s["errors"] for s in seed + sat + one)
             out["delivered_to_phones"] = {
                 "accepted_200": sent_total,
                 "on_phones": await delivered_to_phones(w, args.sessions),
@@ -711,6 +714,13 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{s['cpu_supervisor_pct']:.0f} / {s['cpu_sessions_pct']:.0f} / {s['cpu_hub_pct']:.0f} %",
             f"bench client {s['cpu_bench_client_pct']:.0f} %",
         )
+        if "one_session" in wf:
+            s = wf["one_session"]
+            add(
+                f"{tag}one session, c={s['concurrency']:.0f}: throughput, p50/p99",
+                f"{s['throughput_msgs_per_s']:.0f} msg/s, {s['p50_ms']:.0f} / {s['p99_ms']:.0f} ms",
+                f"errors {s['errors']:.0f}",
+            )
         d = wf["delivered_to_phones"]
         add(f"{tag}accepted (200) / on phones", f"{d['accepted_200']} / {d['on_phones']}")
         s = wf["phone_to_history"]
