@@ -205,6 +205,14 @@ def _deployment(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _worker_id(env: Mapping[str, str]) -> str:
+    """WORKER_ID (default: the host name): it names object keys and log fields, so no '/' or spaces."""
+    value = env.get("WORKER_ID") or socket.gethostname()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
+        raise ConfigError(f"WORKER_ID={value!r} must be 1-128 of A-Z, a-z, 0-9, '.', '_', '-'")
+    return value
+
+
 def _storage(env: Mapping[str, str]) -> dict[str, Any]:
     """Buckets, leases, media URLs and backup timing as Settings fields."""
     buckets = {}
@@ -259,7 +267,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         host=env.get("HOST") or "0.0.0.0",
         port=port,
-        worker_id=env.get("WORKER_ID") or socket.gethostname(),
+        worker_id=_worker_id(env),
         worker_endpoint=env.get("WORKER_ENDPOINT") or f"http://localhost:{port}",
         max_sessions=_int(env, "MAX_SESSIONS", 50, minimum=1),
         worker_auth_token=env.get("WORKER_AUTH_TOKEN") or None,

@@ -44,6 +44,7 @@ def test_values_are_parsed() -> None:
         ({"DATABASE_URL": "postgres://x"}, "DATABASE_URL"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"SESSION_HEARTBEAT_INTERVAL": "fast"}, "SESSION_HEARTBEAT_INTERVAL"),
+        ({"WORKER_ID": "a/b"}, "WORKER_ID"),  # it names object keys (workers/<id>/alive.json)
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
