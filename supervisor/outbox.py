@@ -328,6 +328,8 @@ class Outbox:
                 now = time.time()
                 due: set[str] = set()
                 for row in [r for q in list(self._queues.values()) for r in q.values()]:
+                    if (row.session_id, row.message_id) in self._inflight:
+                        continue  # its outcome is being decided (or committed) right now
                     if row.expires_at <= now:
                         await self._finish(row, "failed", error="not sent within the message TTL")
                     elif row.next_attempt_at <= now and self.target(row.session_id) is not None:
