@@ -11,6 +11,7 @@ runner itself holds a bare ``neonize`` entry (tests/test_neonize_engine.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -135,19 +136,33 @@ class Rig:
             if got == op:
                 return identity, body
 
-    async def spawn_neonize(self, env: dict[str, str]) -> ProcessHandle:
-        self.router.track(b"nz:1")
-        argv = [
-            sys.executable, "-m", "session_proc", "--session-id", "nz", "--incarnation", "1",
-            "--endpoint", self.endpoint, "--engine", "neonize", "--storage-dir", str(self.tmp),
+    def argv(self, engine: str) -> list[str]:
+        """A session process's command line (session "nz" for neonize, "s" for sim), its identity tracked."""
+        session_id = SESSION_OF[engine]
+        self.router.track(f"{session_id}:1".encode())
+        return [
+            sys.executable, "-m", "session_proc", "--session-id", session_id, "--incarnation", "1",
+            "--endpoint", self.endpoint, "--engine", engine, "--storage-dir", str(self.tmp),
             "--hb-interval", "0.5", "--hb-liveness", "4",
         ]  # fmt: skip
-        return await self.zygote.spawn(argv, {**env, "WA_SESSION_OPTIONS": json.dumps({"retry_initial": 30.0})})
+
+    def child_env(self, engine: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        # neonize: its dial fails offline, and it waits long before the next; sim: no hub to reach.
+        options = {"retry_initial": 30.0} if engine == "neonize" else {"hub": f"ipc://{self.tmp}/no-hub.sock"}
+        return {**os.environ, **(extra or {}), "WA_SESSION_OPTIONS": json.dumps(options)}
+
+    async def spawn(self, engine: str, extra_env: dict[str, str] | None = None) -> ProcessHandle:
+        """Fork a session process from the zygote."""
+        return await self.zygote.spawn(self.argv(engine), self.child_env(engine, extra_env))
 
 
-@pytest_asyncio.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path)
+SESSION_OF = {"neonize": "nz", "sim": "s"}
+
+
+@contextlib.asynccontextmanager
+async def running_rig(tmp: Path, env: dict[str, str] | None = None) -> AsyncIterator[Rig]:
+    """A Rig whose zygote runs (started with ``env``); everything closed after."""
+    r = Rig(tmp, env)
     await r.zygote.start()
     try:
         yield r
@@ -156,11 +171,17 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await r.router.close()
 
 
+@pytest_asyncio.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with running_rig(tmp_path) as r:
+        yield r
+
+
 async def test_neonize_child_forked_from_the_zygote_starts_and_reports_its_dial_error(rig: Rig) -> None:
     assert rig.zygote.pid is not None
     zygote_pid = rig.zygote.pid
     assert not maps_go_library(zygote_pid)  # preloaded, and still no Go runtime in the zygote
-    handle = await rig.spawn_neonize(dict(os.environ))
+    handle = await rig.spawn("neonize")
     identity, ready = await rig.next("ready")
     assert identity == b"nz:1" and ready == {"pid": handle.pid, "engine": "neonize"}
     _, offline = await rig.next("disconnected")
@@ -187,71 +208,39 @@ GO_SEES_ENV = {"GODEBUG": "inittrace=1"}
 async def test_the_go_library_in_a_zygote_child_sees_the_start_environment(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    rig = Rig(tmp_path, env={**os.environ, **GO_SEES_ENV})  # the zygote's stderr is this test's fd 2
-    await rig.zygote.start()
-    try:
-        handle = await rig.spawn_neonize({**os.environ, **GO_SEES_ENV})
+    # The zygote's stderr, and so its children's, is this test's fd 2.
+    async with running_rig(tmp_path, env={**os.environ, **GO_SEES_ENV}) as rig:
+        handle = await rig.spawn("neonize", GO_SEES_ENV)
         await rig.next("disconnected")  # the Go library is loaded: it dialed (and failed, offline)
         assert "init runtime @" in capfd.readouterr().err
         await rig.router.request(b"nz:1", "stop", timeout=5)
         assert await asyncio.wait_for(handle.wait(), 20) == 0
-    finally:
-        await rig.zygote.close()
-        await rig.router.close()
 
 
 async def test_the_go_library_in_an_execd_session_process_sees_its_start_environment(tmp_path: Path) -> None:
-    events: asyncio.Queue[str] = asyncio.Queue()
-
-    async def on_event(_identity: bytes, op: str, _body: dict[str, Any]) -> None:
-        await events.put(op)
-
-    router = RouterChannel(f"ipc://{tmp_path}/sup.sock", on_event=on_event, heartbeat_interval=0.5)
-    endpoint = router.bind()
-    router.track(b"nz:1")
-    env = {**os.environ, **GO_SEES_ENV, "WA_SESSION_OPTIONS": json.dumps({"retry_initial": 30.0})}
+    rig = Rig(tmp_path)  # its zygote is never started: this child is exec'd
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "session_proc", "--session-id", "nz", "--incarnation", "1",
-        "--endpoint", endpoint, "--engine", "neonize", "--storage-dir", str(tmp_path),
-        env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *rig.argv("neonize"), env=rig.child_env("neonize", GO_SEES_ENV), cwd=ROOT, stderr=asyncio.subprocess.PIPE
+    )
     try:
-        while await asyncio.wait_for(events.get(), 30) != "disconnected":
-            pass
-        await router.request(b"nz:1", "stop", timeout=5)
+        await rig.next("disconnected")
+        await rig.router.request(b"nz:1", "stop", timeout=5)
         _, stderr = await asyncio.wait_for(child.communicate(), 20)
         assert child.returncode == 0 and b"init runtime @" in stderr
     finally:
         if child.returncode is None:
             child.kill()
             await child.wait()
-        await router.close()
+        await rig.router.close()
 
 
 @pytest.mark.parametrize("preload", ["1", "0"])
 async def test_sim_children_forked_with_or_without_neonizes_protocols_run(tmp_path: Path, preload: str) -> None:
-    ready: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def on_event(identity: bytes, op: str, _body: dict[str, Any]) -> None:
-        if op == "ready":
-            await ready.put(identity)
-
-    router = RouterChannel(f"ipc://{tmp_path}/sup.sock", on_event=on_event, heartbeat_interval=0.5)
-    endpoint = router.bind()
-    zygote = ZygoteSpawner(cwd=ROOT, env={**os.environ, "WA_ZYGOTE_PRELOAD_NEONIZE": preload})
-    await zygote.start()
-    try:
-        router.track(b"s:1")
-        argv = [
-            sys.executable, "-m", "session_proc", "--session-id", "s", "--incarnation", "1",
-            "--endpoint", endpoint, "--engine", "sim", "--storage-dir", str(tmp_path),
-        ]  # fmt: skip
-        env = {**os.environ, "WA_SESSION_OPTIONS": json.dumps({"hub": f"ipc://{tmp_path}/no-hub.sock"})}
-        handle = await zygote.spawn(argv, env)
-        assert await asyncio.wait_for(ready.get(), 30) == b"s:1"
-        assert zygote.pid is not None and not maps_go_library(zygote.pid) and not maps_go_library(handle.pid)
-        await router.request(b"s:1", "stop", timeout=5)
+    async with running_rig(tmp_path, env={**os.environ, "WA_ZYGOTE_PRELOAD_NEONIZE": preload}) as rig:
+        handle = await rig.spawn("sim")
+        identity, _ = await rig.next("ready")
+        assert identity == b"s:1"
+        assert rig.zygote.pid is not None
+        assert not maps_go_library(rig.zygote.pid) and not maps_go_library(handle.pid)
+        await rig.router.request(b"s:1", "stop", timeout=5)
         assert await asyncio.wait_for(handle.wait(), 20) == 0
-    finally:
-        await zygote.close()
-        await router.close()
