@@ -254,7 +254,7 @@ class SessionRegistry:
             phone=None,
             last_error=None,
         )
-        await self._before_start_waiting(session_id) if takeover else await self._before_start(session_id)
+        await self._before_start(session_id, takeover=takeover)
         await self.store.add_session(row)
         session = self._add(row, proxy=proxy)
         session.child.start()
@@ -467,7 +467,8 @@ class SessionRegistry:
             self._spawn(write())
 
     async def _before_start(self, session_id: str, *, restore: bool = True, takeover: bool = False) -> None:
-        """Take the session's lease and restore its auth state from a backup when it is missing here."""
+        """Take the session's lease (with ``takeover``, waiting while another worker's is in force) and
+        restore its auth state from a backup when it is missing here."""
         if self.storage is None:
             return
         try:
@@ -479,10 +480,6 @@ class SessionRegistry:
             raise SessionError("BACKUP_REFUSED", f"the session's backup was refused: {exc}") from None
         except StorageError as exc:
             raise SessionError("STORAGE_UNAVAILABLE", f"cannot check for a backup of this session: {exc}") from None
-
-    async def _before_start_waiting(self, session_id: str) -> None:
-        """_before_start, waiting while another worker's lease is in force (the lease manager polls it)."""
-        await self._before_start(session_id, takeover=True)
 
     def _lease_lost(self, session_id: str, holder: str) -> None:
         """Another worker runs this session now: stop ours, or both would fight over one device."""

@@ -2,7 +2,9 @@
 
 neonize would download its Go library from the internet when the wheel's copy
 is missing, calls ``logging.basicConfig`` on import and, unless told otherwise,
-tags every 1:1 message as sent by a bot. ``load()`` rules all three out.
+tags every 1:1 message as sent by a bot. ``load()`` rules out the first two; the
+bot tag is turned off by ``NEONIZE_BOT_TAG=off`` in the environment the process
+starts with (session_proc/engines.py, ``START_ENV``), which ``load()`` checks.
 
 ``preload_protocols()`` is for the zygote: it imports neonize's generated
 protobuf modules (pure Python over protobuf's upb extension, ~4.5 MiB per
