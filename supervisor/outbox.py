@@ -63,12 +63,12 @@ class Settled:
     error: str | None
 
 
-def _settled_answer(message_id: str, outcome: Settled) -> SendAnswer:
-    """The answer to a send whose message was settled while the caller waited (no need to read it back)."""
-    data: dict[str, Any] = {"messageId": message_id, "status": outcome.status, "timestamp": outcome.timestamp}
-    if outcome.error:
-        data["error"] = outcome.error
-    return SendAnswer(200, data)
+def _send_answer(message_id: str, status: str, timestamp: float | None, error: str | None) -> SendAnswer:
+    """What a send answers for a message in ``status``: 202 while pending, else 200."""
+    data: dict[str, Any] = {"messageId": message_id, "status": status, "timestamp": timestamp}
+    if error:
+        data["error"] = error
+    return SendAnswer(202 if status == "pending" else 200, data)
 
 
 class IdempotencyConflict(Exception):
@@ -162,7 +162,8 @@ class Outbox:
         except TimeoutError:
             answer = await self._answer(session_id, message_id)
         else:
-            answer = _settled_answer(message_id, outcome)
+            # Settled while the caller waited: answered from the settlement, no need to read it back.
+            answer = _send_answer(message_id, outcome.status, outcome.timestamp, outcome.error)
         if idempotency_key is not None:
             await self.store.save_idempotent_answer(session_id, idempotency_key, answer.http_status, answer.data)
         return answer
@@ -181,14 +182,9 @@ class Outbox:
         if status in ("delivered", "read"):
             # The answer tells whether the send happened; history and message.status events tell how far it got.
             status = "sent"
-        data: dict[str, Any] = {
-            "messageId": message_id,
-            "status": status,
-            "timestamp": row.timestamp if row is not None and status != "pending" else None,
-        }
-        if row is not None and row.error:
-            data["error"] = row.error
-        return SendAnswer(202 if status == "pending" else 200, data)
+        if row is None:
+            return _send_answer(message_id, status, None, None)
+        return _send_answer(message_id, status, row.timestamp if status != "pending" else None, row.error)
 
     def _future(self, session_id: str, message_id: str) -> asyncio.Future[Settled]:
         key = (session_id, message_id)
