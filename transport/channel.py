@@ -61,9 +61,9 @@ RequestHandler = Callable[[bytes, str, Body], Awaitable[Body | None]]
 EventHandler = Callable[[bytes, str, Body], Awaitable[None] | None]
 
 
-def _expire(fut: asyncio.Future[Body], why: str) -> None:
+def _expire(fut: asyncio.Future[Body], op: str, timeout: float) -> None:
     if not fut.done():
-        fut.set_exception(RequestTimeout(why))
+        fut.set_exception(RequestTimeout(f"{op} got no reply within {timeout:.1f}s"))
 
 
 def _identity_text(identity: bytes) -> str:
@@ -131,7 +131,7 @@ class _Endpoint:
         self._pending[rid] = fut
         self._pending_peer[rid] = identity
         # A timer on the future itself: asyncio.wait_for would wrap it in another future per request.
-        timer = loop.call_later(timeout, _expire, fut, f"{op} got no reply within {timeout:.1f}s")
+        timer = loop.call_later(timeout, _expire, fut, op, timeout)
         try:
             self._send_checked(identity, Frame(kind=REQ, op=op, body=body, id=rid))
             reply = await fut
