@@ -122,8 +122,9 @@ async def idle_uss(
                 "--endpoint", endpoint, "--engine", engine, "--storage-dir", f"{tmp}/{incarnation}",
             ]  # fmt: skip
             handle = await zygote.spawn(argv, env) if zygote is not None else await exec_spawn(argv, env, stdout=False)
-            while await asyncio.wait_for(ready.get(), 30) != identity:
-                pass
+            async with asyncio.timeout(30):
+                while await ready.get() != identity:
+                    pass
             return handle
 
         def uss(handle: ProcessHandle) -> float:

@@ -228,7 +228,8 @@ async def session_spawn(spawner: str, runs: int, engine: str = "sim") -> dict[st
                     from supervisor.spawner import exec_spawn
 
                     handle = await exec_spawn(argv, env, stdout=False)
-                got = await asyncio.wait_for(ready.get(), 30)
+                async with asyncio.timeout(30):
+                    got = await ready.get()
                 times.append(time.perf_counter() - t0)
                 assert got == identity, got
                 if i < 3:
@@ -396,7 +397,8 @@ async def seed_load(w: Worker, n: int, rate_per_min: float, seconds: float) -> d
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(send_one(w, k % n, latencies, errors)))
-        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        async with asyncio.timeout(60):
+            await asyncio.gather(*tasks)
     return {
         "rate_msgs_per_s": total_rate,
         "sent": count,

@@ -120,7 +120,8 @@ class SessionProcess:
     async def _shutdown(self) -> None:
         if self.engine is not None:
             try:
-                await asyncio.wait_for(self.engine.stop(), timeout=10)
+                async with asyncio.timeout(10):
+                    await self.engine.stop()
             except Exception:
                 log.exception("engine did not stop cleanly")
         await self.channel.close()

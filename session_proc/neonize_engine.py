@@ -325,7 +325,8 @@ class NeonizeEngine(Engine):
             raise EngineError("NOT_CONNECTED", "the engine has not started")
         try:
             # whatsmeow accepts a pairing request only after it showed the first QR.
-            await asyncio.wait_for(self._qr_seen.wait(), timeout=20)
+            async with asyncio.timeout(20):
+                await self._qr_seen.wait()
         except TimeoutError:
             raise EngineError("NOT_CONNECTED", "WhatsApp has not offered a login yet; try again") from None
         try:

@@ -191,7 +191,8 @@ def worker_context(settings: Settings, token: str) -> Any:
             if hub is not None:
                 hub.stop()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(hub.wait_settled(), 10)
+                    async with asyncio.timeout(10):
+                        await hub.wait_settled()
                 hub.kill_now()
                 await hub.close()
             await router.close()

@@ -11,7 +11,6 @@ retries with backoff, a missed heartbeat is logged, events wait in the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -27,6 +26,7 @@ from supervisor.events import EventLog
 from supervisor.message_figures import message_figures
 from supervisor.sessions import STATUSES, SessionRegistry
 from supervisor.timefmt import iso
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.backend")
 
@@ -81,11 +81,7 @@ class BackendLink:
         if self._closed:
             return
         self._closed = True
-        for task in (self._task,):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._task)
         await self.feed.close()
         if self.registered:
             self.status = "offline"

@@ -114,7 +114,8 @@ class BackupScheduler:
                     self._dirty.add(session_id)
                     log.warning("backup failed, retrying in %.1fs: %s", delay, exc, extra={"sessionId": session_id})
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
                     delay = min(delay * 2, self.settings.retry_max)
                 except Exception:
                     log.exception("backup failed", extra={"sessionId": session_id})
@@ -146,7 +147,8 @@ class BackupScheduler:
                 log.warning("final backup failed: %s", exc, extra={"sessionId": session_id})
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(one(s) for s in dirty)), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(one(s) for s in dirty))
 
     async def close(self) -> None:
         for session_id in list(self._tasks):

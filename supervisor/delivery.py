@@ -14,7 +14,6 @@ receiver recomputes it over the exact bytes it received and rejects stale ``t``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -29,6 +28,7 @@ import aiohttp
 
 from supervisor.events import EventLog, envelope
 from supervisor.store import EventRow
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.delivery")
 
@@ -97,10 +97,7 @@ class Deliverer:
         self._task = asyncio.create_task(self._run(), name=f"deliver-{self.target.name}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def flush(self) -> None:
         """Return once everything queued before this call was delivered (callers bound the wait)."""

@@ -79,7 +79,8 @@ class DrainPlan:
             for step in self.steps[name]:
                 remaining = cutoff - time.monotonic()
                 try:
-                    await asyncio.wait_for(step(), max(remaining, 0.01))
+                    async with asyncio.timeout(max(remaining, 0.01)):
+                        await step()
                 except TimeoutError:
                     log.warning("drain step %s cut off after %.1fs", name, time.monotonic() - started)
                 except Exception:

@@ -17,6 +17,7 @@ from typing import Any
 
 from supervisor.store import EventRow, Store
 from supervisor.timefmt import iso
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.events")
 
@@ -48,10 +49,7 @@ class EventLog:
         self._pruner = asyncio.create_task(self._prune_loop(), name="event-retention")
 
     async def close(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+        await cancel_and_wait(self._pruner)
 
     def notify(self) -> None:
         """New events were committed: wake everyone waiting."""
@@ -74,7 +72,8 @@ class EventLog:
         if rows:
             return rows
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(bell.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await bell.wait()
         return await self.since(seq, limit=limit, session_id=session_id)
 
     async def _prune_loop(self) -> None:

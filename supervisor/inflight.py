@@ -39,7 +39,8 @@ class InFlight:
         if self._idle is None or self._idle.is_set():
             self._idle = asyncio.Event()
         try:
-            await asyncio.wait_for(self._idle.wait(), max(timeout, 0.0))
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await self._idle.wait()
         except TimeoutError:
             return self.count == 0
         return True

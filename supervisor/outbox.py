@@ -12,7 +12,6 @@ resent blindly, it is settled as ``unknown``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 
 from supervisor.store import IdempotencyRow, MessageRow, OutboxRow, Store
 from transport.channel import PeerGone, RemoteError, RequestTimeout, RouterChannel
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.outbox")
 
@@ -107,12 +107,7 @@ class Outbox:
     async def close(self) -> None:
         if self._settling:  # confirmed sends: let their settlements commit
             await asyncio.wait(list(self._settling), timeout=5)
-        tasks = [t for t in (self._sweeper, *self._flushing.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(self._sweeper, *self._flushing.values())
 
     @property
     def inflight(self) -> int:
@@ -158,7 +153,8 @@ class Outbox:
         settled = self._future(session_id, message_id)
         self._spawn_flush(session_id)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(settled), self.settings.send_timeout)
+            async with asyncio.timeout(self.settings.send_timeout):
+                outcome = await asyncio.shield(settled)
         except TimeoutError:
             answer = await self._answer(session_id, message_id)
         else:

@@ -42,6 +42,7 @@ from supervisor.policy import (
 )
 from supervisor.spawner import ProcessHandle, Spawner, exec_spawn
 from supervisor.states import ProcState
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.procs")
 
@@ -139,15 +140,7 @@ class ChildProcess:
 
     async def close(self) -> None:
         """Stop the policy loop (the child must already be settled or killed)."""
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(self._runner, *self._tasks)
 
     # -- the policy loop ----------------------------------------------------------
     def _post(self, item: _Incarnated | Event) -> None:
@@ -162,7 +155,8 @@ class ChildProcess:
                 if deadline is None:
                     item = await self._events.get()
                 else:
-                    item = await asyncio.wait_for(self._events.get(), max(0.0, deadline - time.time()))
+                    async with asyncio.timeout(max(0.0, deadline - time.time())):
+                        item = await self._events.get()
             except TimeoutError:
                 item = Tick(now=time.time())
             if isinstance(item, _Incarnated):

@@ -32,6 +32,7 @@ from supervisor.storage.service import BackupRefused, LeaseHeld, SessionStorage,
 from supervisor.store import MessageRow, SessionRow, Store
 from supervisor.timefmt import iso
 from transport.channel import ChannelError, RemoteError, RouterChannel
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.sessions")
 
@@ -200,22 +201,20 @@ class SessionRegistry:
         if children:
             waits = asyncio.gather(*(c.wait_settled() for c in children))
             try:
-                await asyncio.wait_for(waits, self.settings.shutdown_timeout)
+                async with asyncio.timeout(self.settings.shutdown_timeout):
+                    await waits
             except TimeoutError:
                 for child in children:
                     if child.pid is not None:
                         log.warning("killing pid %s at shutdown", child.pid, extra=self._extra(child.name))
                         child.kill_now()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*(c.wait_settled() for c in children)), 5)
+                    async with asyncio.timeout(5):
+                        await asyncio.gather(*(c.wait_settled() for c in children))
         for child in children:
             await child.close()
         await self.outbox.close()
-        for task in [*self._loops, *self._tasks]:
-            task.cancel()
-        for task in [*self._loops, *self._tasks]:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*self._loops, *self._tasks)
 
     # -- commands -----------------------------------------------------------------------
     async def create(
@@ -291,7 +290,8 @@ class SessionRegistry:
             if remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await session.changed.wait()
 
     async def restart(self, session_id: str) -> Session:
         """Restart a session's process (also revives a failed or logged-out session)."""
@@ -328,7 +328,8 @@ class SessionRegistry:
                 log.warning("logout request failed: %s", exc, extra=self._extra(session.id))
         child.stop()
         try:
-            await asyncio.wait_for(child.wait_settled(), self.settings.shutdown_timeout)
+            async with asyncio.timeout(self.settings.shutdown_timeout):
+                await child.wait_settled()
         except TimeoutError:
             child.kill_now()
             await child.wait_settled()

@@ -89,7 +89,8 @@ class SimHubChild(ChildProcess):
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until the hub answered READY once; False on timeout."""
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
             return True
         except TimeoutError:
             return False

@@ -192,7 +192,9 @@ class ZygoteSpawner:
         )
         assert self._proc.stdout is not None
         try:
-            hello = json.loads(await asyncio.wait_for(self._proc.stdout.readline(), ZYGOTE_START_TIMEOUT) or b"{}")
+            async with asyncio.timeout(ZYGOTE_START_TIMEOUT):
+                line = await self._proc.stdout.readline()
+            hello = json.loads(line or b"{}")
         except (TimeoutError, ValueError):
             hello = {}
         if not hello.get("ready"):
@@ -222,7 +224,8 @@ class ZygoteSpawner:
                 self._pending.pop(rid, None)
                 raise OSError(f"the zygote is gone: {exc}") from exc
         try:
-            answer = await asyncio.wait_for(fut, SPAWN_TIMEOUT)
+            async with asyncio.timeout(SPAWN_TIMEOUT):
+                answer = await fut
         except TimeoutError:
             raise OSError("the zygote did not answer a fork request") from None
         finally:
@@ -291,7 +294,8 @@ class ZygoteSpawner:
             assert proc.stdin is not None
             proc.stdin.close()  # EOF: the zygote exits
             try:
-                await asyncio.wait_for(proc.wait(), 5)
+                async with asyncio.timeout(5):
+                    await proc.wait()
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

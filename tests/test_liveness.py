@@ -316,3 +316,59 @@ async def test_a_record_of_another_incarnation_is_overwritten_and_reported(
     await liveness.close()
     await store.close()
     await liveness.objects.close()
+
+
+class HoldsAnswers(StallOnce):
+    """The real store, except that a write's answer can be held back after the write landed."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner, stall_at=0)
+        self.hold = False
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> str:
+        etag = await super().put(
+            bucket, key, data, content_type=content_type, if_none_match=if_none_match, if_match=if_match
+        )
+        if self.hold:
+            self.holding.set()
+            await self.release.wait()
+        return etag
+
+
+async def test_close_stops_renewing_when_a_renewal_lands_as_it_is_cancelled(s3: S3Server) -> None:  # noqa: F811
+    # Python 3.11's asyncio.wait_for returned the result and dropped the cancellation when both
+    # arrived in one loop turn: the renewal task then ran for ever and close() never returned.
+    store, bucket = await _bucket(s3)
+    holding = HoldsAnswers(_store(s3))
+    liveness = WorkerLiveness(holding, bucket, "A", 3.0)
+    await liveness.start()
+    holding.hold = True
+
+    async def parked() -> bool:
+        return holding.holding.is_set()
+
+    await wait_for(parked, what="the next renewal waiting for its answer")
+    holding.release.set()  # the renewal's answer and the cancellation below reach the task in the same turn
+    closing = asyncio.create_task(liveness.close())
+
+    async def closed() -> bool:
+        return closing.done()
+
+    try:
+        await wait_for(closed, timeout=10, what="close() to return (the renewal task outlived its cancellation)")
+    finally:
+        closing.cancel()
+    await closing
+    await store.close()
+    await holding.close()

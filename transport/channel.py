@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from transport.protocol import EVENT, HB, REP, REQ, Frame, IdSource, ProtocolError, decode, encode, fail, ok
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("transport")
 
@@ -266,12 +267,7 @@ class _Endpoint:
         self._closed = True
         if self._loop is not None and self._fd is not None:
             self._loop.remove_reader(self._fd)
-        tasks = [t for t in (self._beater, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(self._beater, *self._tasks)
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(PeerGone("channel closed"))

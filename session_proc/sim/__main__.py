@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from session_proc.sim.hub import HEARTBEAT_INTERVAL, QR_TTL, Hub
 from session_proc.sim.hub_http import create_app
 from session_proc.sim.hub_store import HubStore
 from transport import logfmt
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("sim.hub")
 
@@ -91,10 +91,7 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
         log.info("hub stopping")
     finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await cancel_and_wait(watcher)
         await runner.cleanup()
         await hub.close()
         store.close()

@@ -30,6 +30,7 @@ from session_proc.engine import Engine, EngineContext, EngineError, IncomingMess
 from session_proc.sim import ops
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
+from transport.tasks import cancel_and_wait
 
 T = TypeVar("T")
 log = logging.getLogger("sim.engine")
@@ -360,18 +361,14 @@ class SimEngine(Engine):
         link.online = False
         link.lose("closed")
         if link.consumer is not None and link.consumer is not asyncio.current_task():
-            link.consumer.cancel()
-            with contextlib.suppress(BaseException):
-                await link.consumer
+            await cancel_and_wait(link.consumer)
         if link.chan is not None:
             await link.chan.close()
 
     async def _stop_runner(self) -> None:
         runner = self._runner
         if runner is not None and not runner.done():
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            await cancel_and_wait(runner)
         if self._link is not None:
             await self._close_link(self._link)
 

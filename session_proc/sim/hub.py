@@ -32,6 +32,7 @@ from typing import Any
 from session_proc.sim import ops
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
 from transport.channel import PeerGone, RemoteError, RouterChannel
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("sim.hub")
 
@@ -230,12 +231,7 @@ class Hub:
         """Close every connection and the ROUTER."""
         for conn in list(self._conns.values()):
             self._drop(conn, "hub stopping")
-        tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(self._watcher, *self._tasks)
         await self._router.close()
 
     async def _watch_liveness(self) -> None:

@@ -71,7 +71,8 @@ def _system() -> dict[str, Any]:
 async def _database(request: web.Request) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(request.app[REGISTRY].store.ping(), DB_TIMEOUT)
+        async with asyncio.timeout(DB_TIMEOUT):
+            await request.app[REGISTRY].store.ping()
     except Exception as exc:  # any failure means unusable; the kind is enough for an operator
         return {"status": "error", "error": type(exc).__name__}
     return {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 3)}
@@ -85,7 +86,8 @@ async def _backend(app: web.Application, url: str | None) -> dict[str, Any]:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), BACKEND_TIMEOUT)
+            async with asyncio.timeout(BACKEND_TIMEOUT):
+                _, writer = await asyncio.open_connection(parts.hostname, port)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from supervisor.storage.liveness import AliveRecord, WorkerLiveness, read_alive
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.storage")
 
@@ -283,10 +284,7 @@ class LeaseManager:
         self._loop = asyncio.create_task(self._renew_loop(), name="lease-renewal")
 
     async def close(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(BaseException):
-                await self._loop
+        await cancel_and_wait(self._loop)
 
     def wake(self) -> None:
         """Renew every lease now (our liveness record is back after a lapse: were sessions taken over?)."""
@@ -295,7 +293,8 @@ class LeaseManager:
     async def _renew_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.ttl / 3)
+                async with asyncio.timeout(self.ttl / 3):
+                    await self._wake.wait()
             self._wake.clear()
             for session_id in [*self.held, *self.unverified]:
                 try:

@@ -32,7 +32,6 @@ than the TTL looks dead to the others although it still runs its sessions (see
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.storage")
 
@@ -182,7 +182,8 @@ class WorkerLiveness:
     async def _attempt(self) -> bool:
         """One renewal, abandoned after one period; returns whether it landed."""
         try:
-            await asyncio.wait_for(self.renew(), self.period)
+            async with asyncio.timeout(self.period):
+                await self.renew()
         except TimeoutError:
             log.warning("liveness record renewal took longer than %.1fs; trying again", self.period)
             ok = False
@@ -234,17 +235,13 @@ class WorkerLiveness:
 
         ``delete=False`` leaves the record to lapse by itself, as a killed worker's does.
         """
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._etag is None or not delete:
             return
         try:
-            await asyncio.wait_for(
-                self.objects.delete(self.bucket, alive_key(self.worker_id), if_match=self._etag), timeout
-            )
+            async with asyncio.timeout(timeout):
+                await self.objects.delete(self.bucket, alive_key(self.worker_id), if_match=self._etag)
         except (StorageError, TimeoutError) as exc:
             # It lapses by itself within the TTL.
             log.info("liveness record not deleted: %s", type(exc).__name__)

@@ -34,6 +34,7 @@ from supervisor.storage.liveness import WorkerLiveness
 from supervisor.storage.local import LocalObjectStore
 from supervisor.storage.objects import ObjectStore, StorageError, StorageUnavailable
 from supervisor.storage.s3 import MinioObjectStore
+from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.storage")
 
@@ -154,22 +155,21 @@ class SessionStorage:
         finals = list(self._finals.values())
         if finals:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*finals, return_exceptions=True), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*finals, return_exceptions=True)
         await self.backups.flush(timeout)
         await self.backups.close()
         await self.leases.close()
         for session_id in [*self.leases.held, *self.leases.unverified]:
             with contextlib.suppress(StorageError, TimeoutError):
-                await asyncio.wait_for(self.leases.release(session_id), 5)
+                async with asyncio.timeout(5):
+                    await self.leases.release(session_id)
         if self.liveness is not None:
             # Last: a lease we could not release is taken over once it goes unrenewed (see leases.py).
             await self.liveness.close()
         for task in [*self._tasks, *self._finals.values()]:
             task.cancel()
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(BaseException):
-                await self._probe
+        await cancel_and_wait(self._probe)
         await self.objects.close()
 
     async def backup_running(self) -> None:
@@ -232,7 +232,8 @@ class SessionStorage:
         removal = self._removals.get(session_id)
         if removal is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(removal), 15)
+                async with asyncio.timeout(15):
+                    await asyncio.shield(removal)
         self._logged_out.discard(session_id)
         self._forgotten.discard(session_id)
         session_dir = self.backups.session_dir(session_id)
@@ -304,7 +305,8 @@ class SessionStorage:
         task = self._finals.get(session_id)
         if task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(task), 15)
+                async with asyncio.timeout(15):
+                    await asyncio.shield(task)
 
     async def forget(self, session_id: str) -> None:
         """The session is deleted: remove its backups, lease and media from the store."""
