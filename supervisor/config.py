@@ -75,6 +75,8 @@ class Settings:
     minio_access_key: str | None = None
     minio_secret_key: str | None = field(default=None, repr=False)  # secrets stay out of reprs and logs
     minio_use_ssl: bool = False
+    # Where clients reach MinIO, when not at MINIO_ENDPOINT (e.g. an ingress): media URLs are signed for it.
+    minio_public_url: str | None = None
     encryption_key: str | None = field(default=None, repr=False)  # encrypts auth-state backups when set
     log_file_path: Path | None = None  # directory for error.log and combined.log (rotated); unset: stderr only
     log_file_max_bytes: int = 10 * 1024 * 1024
@@ -184,6 +186,12 @@ def _deployment(env: Mapping[str, str]) -> dict[str, Any]:
         for name, value in (("MINIO_ACCESS_KEY", access_key), ("MINIO_SECRET_KEY", secret_key)):
             if value is None:
                 raise ConfigError(f"{name} is required when MINIO_ENDPOINT is set")
+    public_url = _http_url(env, "MINIO_PUBLIC_URL")
+    if public_url is not None:
+        parts = urlsplit(public_url)
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            # S3 signs the path: a prefix added by a proxy would break every signature.
+            raise ConfigError(f"MINIO_PUBLIC_URL={public_url!r} must be a scheme and host[:port] only, no path")
     log_file_path = Path(env["LOG_FILE_PATH"]) if env.get("LOG_FILE_PATH") else None
     if log_file_path is not None and log_file_path.exists() and not log_file_path.is_dir():
         raise ConfigError(f"LOG_FILE_PATH={str(log_file_path)!r} must be a directory (error.log, combined.log)")
@@ -196,6 +204,7 @@ def _deployment(env: Mapping[str, str]) -> dict[str, Any]:
         "minio_access_key": access_key,
         "minio_secret_key": secret_key,
         "minio_use_ssl": _bool(env, "MINIO_USE_SSL", False),
+        "minio_public_url": public_url,
         # 32 characters: a 256-bit key in hex or base64, or a passphrase long enough to derive one.
         "encryption_key": _secret(env, "ENCRYPTION_KEY", min_length=32),
         "log_file_path": log_file_path,

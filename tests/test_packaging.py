@@ -423,6 +423,8 @@ def test_env_example_lists_every_variable_and_loads(tmp_path: Path) -> None:
         ({"MINIO_ENDPOINT": "http://minio:9000"}, "MINIO_ENDPOINT='http://minio:9000' must be a host name only"),
         ({"MINIO_ENDPOINT": "minio", "MINIO_SECRET_KEY": "s" * 40}, "MINIO_ACCESS_KEY is required"),
         ({"MINIO_ENDPOINT": "minio", "MINIO_ACCESS_KEY": "a" * 20}, "MINIO_SECRET_KEY is required"),
+        ({"MINIO_PUBLIC_URL": "media.example.com"}, "MINIO_PUBLIC_URL='media.example.com' must be an http://"),
+        ({"MINIO_PUBLIC_URL": "https://example.com/s3"}, "MINIO_PUBLIC_URL='https://example.com/s3' must be a scheme"),
         ({"ENCRYPTION_KEY": "hunter2hunter2"}, "ENCRYPTION_KEY is too short: use at least 32 characters"),
         ({"DATABASE_URL": "mysql://db"}, "DATABASE_URL='mysql://db': only sqlite:/// URLs"),
     ],
@@ -452,12 +454,14 @@ def test_good_values_are_typed() -> None:
             "MINIO_ACCESS_KEY": "a" * 20,
             "MINIO_SECRET_KEY": "s" * 40,
             "MINIO_USE_SSL": "yes",
+            "MINIO_PUBLIC_URL": "https://media.example.com:8443/",
             "ENCRYPTION_KEY": "k" * 64,
             "DRAIN_TIMEOUT": "12.5",
         }
     )
     assert s.backend_heartbeat_interval == 15.0 and s.drain_timeout == 12.5
     assert (s.minio_endpoint, s.minio_port, s.minio_use_ssl) == ("minio", 9001, True)
+    assert s.minio_public_url == "https://media.example.com:8443"
     assert "s" * 40 not in repr(s) and "k" * 64 not in repr(s)
 
 

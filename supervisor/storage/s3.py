@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import urllib3
@@ -54,6 +55,7 @@ class MinioObjectStore(ObjectStore):
         secure: bool,
         region: str = "us-east-1",
         timeout: float = 10.0,
+        public_url: str | None = None,
     ) -> None:
         super().__init__()
         self.connected = False  # until the first call succeeds
@@ -68,6 +70,18 @@ class MinioObjectStore(ObjectStore):
         self.client = Minio(
             endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http
         )
+        # Media URLs are signed for the host clients use (the signature covers it). Signing is pure
+        # computation with the region given, so this client never opens a connection.
+        self._presigner = self.client
+        if public_url is not None:
+            public = urlsplit(public_url)
+            self._presigner = Minio(
+                public.netloc,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=public.scheme == "https",
+                region=region,
+            )
         self._http: aiohttp.ClientSession | None = None
 
     # -- plumbing ---------------------------------------------------------------------
@@ -208,7 +222,7 @@ class MinioObjectStore(ObjectStore):
             raise StorageError(f"cannot list {bucket}/{prefix}: {exc.code}") from None
 
     async def presigned_get(self, bucket: str, key: str, expiry: float) -> str:
-        return str(self.client.presigned_get_object(bucket, key, expires=timedelta(seconds=expiry)))
+        return str(self._presigner.presigned_get_object(bucket, key, expires=timedelta(seconds=expiry)))
 
     async def close(self) -> None:
         if self._http is not None:

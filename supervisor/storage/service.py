@@ -60,6 +60,7 @@ def open_objects(settings: Settings, *, url_secret: bytes) -> ObjectStore:
             access_key=settings.minio_access_key,
             secret_key=settings.minio_secret_key,
             secure=settings.minio_use_ssl,
+            public_url=settings.minio_public_url,
         )
     return LocalObjectStore(
         {
