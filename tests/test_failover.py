@@ -277,6 +277,10 @@ async def test_a_live_workers_session_is_not_taken_over_and_a_clean_stop_removes
             _, health = await a.api("GET", "/health")
             liveness = health["storage"]["liveness"]
             assert liveness["lapsed"] is False and liveness["aliveUntil"] > time.time()
+            _, text = await a.api("GET", "/metrics?format=prometheus")
+            gauges = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith("wa_worker_liveness_"))
+            assert gauges["wa_worker_liveness_lapsed"] == "0.0"
+            assert float(gauges["wa_worker_liveness_alive_until_seconds"]) > time.time()
             assert stored_json(s3, bucket, "workers/worker-a/alive.json") is not None
             assert await a.stop() == 0
         # A clean stop released the lease and then deleted the record.

@@ -365,3 +365,4 @@ async def test_local_backend_media_urls_are_served_by_the_worker_until_they_expi
         assert health["storage"]["type"] == "local" and health["storage"]["pendingBackups"] == 0
         status, text = await w.api("GET", "/metrics?format=prometheus")
         assert status == 200 and "wa_worker_storage_pending_backups 0.0" in text
+        assert "wa_worker_liveness_lapsed" not in text  # local files: no record for others to read

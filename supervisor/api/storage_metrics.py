@@ -32,3 +32,16 @@ class StorageCollector(Collector):
         leases.add_metric(["confirmed"], figures["leasesHeld"])
         leases.add_metric(["unverified"], figures["leasesUnverified"])
         yield from (connected, pending, done, leases)
+        liveness = figures["liveness"]
+        if liveness is not None:  # MinIO only: a worker on local files has no record others read
+            lapsed = GaugeMetricFamily(
+                "wa_worker_liveness_lapsed",
+                "1 while this worker's liveness record has lapsed: other workers may take its sessions over",
+            )
+            lapsed.add_metric([], 1 if liveness["lapsed"] else 0)
+            until = GaugeMetricFamily(
+                "wa_worker_liveness_alive_until_seconds",
+                "Unix time until which this worker's liveness record says it is alive (0: never written)",
+            )
+            until.add_metric([], liveness["aliveUntil"] or 0.0)
+            yield from (lapsed, until)
