@@ -258,9 +258,14 @@ class StallOnce(ObjectStore):
         if self.puts == self.stall_at:
             self.stalled.set()
             await asyncio.Event().wait()  # never answers; the caller has to give up on it
-        return await self.inner.put(
+        etag = await self.inner.put(
             bucket, key, data, content_type=content_type, if_none_match=if_none_match, if_match=if_match
         )
+        await self.landed()
+        return etag
+
+    async def landed(self) -> None:
+        """A write landed; its answer goes back when this returns."""
 
     async def put_file(self, bucket: str, key: str, path: Path, *, content_type: str) -> None:
         await self.inner.put_file(bucket, key, path, content_type=content_type)
@@ -327,23 +332,10 @@ class HoldsAnswers(StallOnce):
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def put(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str = "application/octet-stream",
-        if_none_match: bool = False,
-        if_match: str | None = None,
-    ) -> str:
-        etag = await super().put(
-            bucket, key, data, content_type=content_type, if_none_match=if_none_match, if_match=if_match
-        )
+    async def landed(self) -> None:
         if self.hold:
             self.holding.set()
             await self.release.wait()
-        return etag
 
 
 async def test_close_stops_renewing_when_a_renewal_lands_as_it_is_cancelled(s3: S3Server) -> None:  # noqa: F811

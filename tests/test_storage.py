@@ -78,14 +78,19 @@ async def test_list_and_delete_prefix(objects: ObjectStore) -> None:
     assert await objects.list(bucket, "s/") == ["s/y/1"]
 
 
-async def test_presigned_get_from_minio(s3: S3Server, tmp_path: Path) -> None:  # noqa: F811
-    store = MinioObjectStore(s3.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+async def _presigned_media(store: MinioObjectStore, media: Path) -> str:
+    """Store ``media`` (300 kB of JPEG-ish bytes) in a new bucket; its presigned GET URL."""
     bucket = f"m{secrets.token_hex(4)}"
     await store.ensure_buckets([bucket])
+    await asyncio.to_thread(media.write_bytes, b"\xff\xd8" + secrets.token_bytes(300_000))
+    await store.put_file(bucket, f"media/s1/{media.name}", media, content_type="image/jpeg")
+    return await store.presigned_get(bucket, f"media/s1/{media.name}", 60)
+
+
+async def test_presigned_get_from_minio(s3: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    store = MinioObjectStore(s3.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
     media = tmp_path / "photo.jpg"
-    media.write_bytes(b"\xff\xd8" + secrets.token_bytes(300_000))
-    await store.put_file(bucket, "media/s1/photo.jpg", media, content_type="image/jpeg")
-    url = await store.presigned_get(bucket, "media/s1/photo.jpg", 60)
+    url = await _presigned_media(store, media)
     async with aiohttp.ClientSession() as http, http.get(url) as resp:  # no credentials: the URL is the key
         assert resp.status == 200
         assert await resp.read() == media.read_bytes()
@@ -97,13 +102,8 @@ async def test_presigned_get_is_signed_for_the_public_url(s3: S3Server, tmp_path
     # signatures, so what the signature covers is the SDK's business; the host it signs for is ours.)
     public = "http://127.0.0.2:8443"  # a name moto reads as path-style, as MinIO does any host
     store = MinioObjectStore(s3.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, public_url=public)
-    bucket = f"m{secrets.token_hex(4)}"
-    await store.ensure_buckets([bucket])
-    media = tmp_path / "a.png"
-    media.write_bytes(b"\x89PNG" + secrets.token_bytes(1000))
-    await store.put_file(bucket, "media/s1/a.png", media, content_type="image/png")
-    url = await store.presigned_get(bucket, "media/s1/a.png", 60)
-    parts = urlsplit(url)
+    media = tmp_path / "photo.jpg"
+    parts = urlsplit(await _presigned_media(store, media))
     assert f"{parts.scheme}://{parts.netloc}" == public
     assert "X-Amz-Signature=" in parts.query and f"X-Amz-Credential={ACCESS_KEY}" in parts.query
     # What the ingress does: forward path and query to MinIO with the public Host header.
