@@ -172,6 +172,16 @@ class Worker:
         except psutil.NoSuchProcess:
             return []
 
+    def child_cmdlines(self) -> dict[int, str]:
+        """Every live process under the worker, with its command line (one that exits meanwhile is left out)."""
+        found = {}
+        for pid in self.child_pids():
+            try:
+                found[pid] = " ".join(psutil.Process(pid).cmdline())
+            except psutil.NoSuchProcess:
+                continue  # exited between the listing and the reading: not live
+        return found
+
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         """Stop the worker with ``sig`` and wait for it to exit; returns its exit code."""
         if self.http is not None:

@@ -270,12 +270,12 @@ async def test_hub_is_supervised_and_sessions_reconnect_after_it_crashes(tmp_pat
     async with running_worker(tmp_path / "w") as w:
         await w.create_linked("hubbed", "6281200001")
         session_pid = (await w.session("hubbed"))["pid"]
-        [hub] = [p for p in w.child_pids() if psutil.Process(p).cmdline()[0].startswith("wa-sim-hub")]
+        [hub] = [p for p, cmd in w.child_cmdlines().items() if cmd.startswith("wa-sim-hub")]
         killed_at = time.time()
         os.kill(hub, signal.SIGKILL)
 
         async def hub_back() -> int | None:
-            pids = [p for p in w.child_pids() if p != hub and "wa-sim-hub" in " ".join(psutil.Process(p).cmdline())]
+            pids = [p for p, cmd in w.child_cmdlines().items() if p != hub and "wa-sim-hub" in cmd]
             return pids[0] if pids else None
 
         await wait_for(hub_back, what="a new hub process")
@@ -293,7 +293,7 @@ async def test_hub_is_supervised_and_sessions_reconnect_after_it_crashes(tmp_pat
 
 async def test_standalone_hub_shared_through_sim_hub(tmp_path: Path) -> None:
     async with standalone_hub(tmp_path) as hub_env, running_worker(tmp_path / "w", **hub_env) as w:
-        assert not [p for p in w.child_pids() if "wa-sim-hub" in " ".join(psutil.Process(p).cmdline())]
+        assert not [p for p, cmd in w.child_cmdlines().items() if "wa-sim-hub" in cmd]
         await w.create_linked("shared", "6281300001")
 
 
