@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,14 @@ class HubStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(inbox)")}
         if "extra" not in columns:  # a hub.db from before message extras
             self._db.execute("ALTER TABLE inbox ADD COLUMN extra TEXT")
+        # Every send looks devices up (sender and recipients): the table is small and only this
+        # process writes it, so it is read once and mirrored, written through.
+        self._devices = {
+            row[0]: Device(*row)
+            for row in self._db.execute(
+                "SELECT device_id, secret, phone, session_id, push_name, linked_at FROM devices ORDER BY linked_at"
+            )
+        }
 
     def close(self) -> None:
         """Close the database."""
@@ -147,33 +155,30 @@ class HubStore:
                 device.linked_at,
             ),
         )
+        self._devices[device.device_id] = device
 
     def device(self, device_id: str) -> Device | None:
         """The device with this id, if it is still linked."""
-        row = self._db.execute(
-            "SELECT device_id, secret, phone, session_id, push_name, linked_at FROM devices WHERE device_id = ?",
-            (device_id,),
-        ).fetchone()
-        return Device(*row) if row else None
+        return self._devices.get(device_id)
 
     def devices(self, phone: str | None = None) -> list[Device]:
         """All linked devices, or those of one phone number, oldest first."""
-        sql = "SELECT device_id, secret, phone, session_id, push_name, linked_at FROM devices"
-        args: tuple[str, ...] = ()
-        if phone is not None:
-            sql += " WHERE phone = ?"
-            args = (phone,)
-        return [Device(*row) for row in self._db.execute(sql + " ORDER BY linked_at", args)]
+        linked = sorted(self._devices.values(), key=lambda d: d.linked_at)
+        return linked if phone is None else [d for d in linked if d.phone == phone]
 
     def set_session(self, device_id: str, session_id: str) -> None:
         """Remember which session last connected with this device's credentials."""
         self._db.execute("UPDATE devices SET session_id = ? WHERE device_id = ?", (session_id, device_id))
+        device = self._devices.get(device_id)
+        if device is not None:
+            self._devices[device_id] = replace(device, session_id=session_id)
 
     def remove_device(self, device_id: str) -> None:
         """Unlink a device and drop everything waiting for it."""
         with self._transaction():
             self._db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))
             self._db.execute("DELETE FROM pending WHERE device_id = ?", (device_id,))
+        self._devices.pop(device_id, None)
 
     # -- inbox -----------------------------------------------------------------
     def record_delivery(self, entry: InboxEntry) -> int:
@@ -181,33 +186,26 @@ class HubStore:
 
         Returns the number of deliveries of that id so far.
         """
-        with self._transaction():
-            cur = self._db.execute(
-                "UPDATE inbox SET deliveries = deliveries + 1 WHERE phone = ? AND id = ?",
-                (entry.phone, entry.id),
-            )
-            if cur.rowcount == 0:
-                self._db.execute(
-                    "INSERT INTO inbox (phone, id, from_phone, from_device, type, text, caption,"
-                    " media_size, mimetype, timestamp, deliveries, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-                    (
-                        entry.phone,
-                        entry.id,
-                        entry.from_phone,
-                        entry.from_device,
-                        entry.type,
-                        entry.text,
-                        entry.caption,
-                        entry.media_size,
-                        entry.mimetype,
-                        entry.timestamp,
-                        json.dumps(entry.extra) if entry.extra else None,
-                    ),
-                )
-            row = self._db.execute(
-                "SELECT deliveries FROM inbox WHERE phone = ? AND id = ?", (entry.phone, entry.id)
-            ).fetchone()
-        return int(row[0])
+        # One statement, so one implicit transaction: a resend only counts (the first copy stands).
+        rows = self._db.execute(
+            "INSERT INTO inbox (phone, id, from_phone, from_device, type, text, caption,"
+            " media_size, mimetype, timestamp, deliveries, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
+            " ON CONFLICT (phone, id) DO UPDATE SET deliveries = deliveries + 1 RETURNING deliveries",
+            (
+                entry.phone,
+                entry.id,
+                entry.from_phone,
+                entry.from_device,
+                entry.type,
+                entry.text,
+                entry.caption,
+                entry.media_size,
+                entry.mimetype,
+                entry.timestamp,
+                json.dumps(entry.extra) if entry.extra else None,
+            ),
+        ).fetchall()  # stepped to its end: the statement, and so its transaction, is finished here
+        return int(rows[0][0])
 
     def inbox(self, phone: str, ids: list[str] | None = None) -> list[InboxEntry]:
         """What a phone received, oldest first; only the given ids when ``ids`` is set."""
