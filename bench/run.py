@@ -54,7 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import Worker, running_worker  # noqa: E402
+from harness import TOKEN, Worker, running_worker  # noqa: E402
+from load_client import LoadClient  # noqa: E402
 
 from session_proc.engines import START_ENV  # noqa: E402
 from supervisor.spawner import ProcessHandle  # noqa: E402
@@ -374,10 +375,21 @@ def _safe_name(p: psutil.Process) -> str:
         return ""
 
 
+_load_clients: dict[str, LoadClient] = {}
+
+
+def load_client(w: Worker) -> LoadClient:
+    """The worker's load-generating client (a lean one: it shares the worker's cores)."""
+    client = _load_clients.get(w.url)
+    if client is None:
+        client = _load_clients[w.url] = LoadClient("127.0.0.1", w.port, {"X-Worker-Token": TOKEN})
+    return client
+
+
 async def send_one(w: Worker, i: int, latencies: list[float], errors: list[int]) -> None:
     body = {"to": phone_of(9000 + i), "text": "bench message"}
     t0 = time.perf_counter()
-    status, _ = await w.api("POST", f"/session/s{i}/send", json=body)
+    status, _ = await load_client(w).post_json(f"/session/s{i}/send", body)
     latencies.append(time.perf_counter() - t0)
     if status != 200:
         errors.append(status)
@@ -601,6 +613,7 @@ async def worker_figures(args: argparse.Namespace, spawner: str) -> dict[str, An
             times = await recovery(w, args.kills, args.sessions)
             out["recovery"] = {"median_s": median(times), "max_s": max(times), "kills": len(times)}
             out["memory_after_load"] = process_memory(w)
+            await load_client(w).close()
     return out
 
 
