@@ -128,7 +128,8 @@ class HubStore:
         if "extra" not in columns:  # a hub.db from before message extras
             self._db.execute("ALTER TABLE inbox ADD COLUMN extra TEXT")
         # Every send looks devices up (sender and recipients): the table is small and only this
-        # process writes it, so it is read once and mirrored, written through.
+        # process writes it, so it is read once and mirrored, written through. Kept in link order
+        # (read in it, new links appended), as devices() answers.
         self._devices = {
             row[0]: Device(*row)
             for row in self._db.execute(
@@ -163,8 +164,9 @@ class HubStore:
 
     def devices(self, phone: str | None = None) -> list[Device]:
         """All linked devices, or those of one phone number, oldest first."""
-        linked = sorted(self._devices.values(), key=lambda d: d.linked_at)
-        return linked if phone is None else [d for d in linked if d.phone == phone]
+        if phone is None:
+            return list(self._devices.values())
+        return [d for d in self._devices.values() if d.phone == phone]
 
     def set_session(self, device_id: str, session_id: str) -> None:
         """Remember which session last connected with this device's credentials."""
