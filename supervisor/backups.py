@@ -194,6 +194,20 @@ class BackupScheduler:
         except StorageError as exc:
             log.info("pruning old backups failed (next backup retries): %s", exc, extra={"sessionId": session_id})
 
+    async def current_writer(self, session_id: str) -> str | None:
+        """The worker that wrote the session's current backup (None: no backup, or one that does not say).
+
+        Raises StorageError when the store cannot be asked.
+        """
+        found = await self.objects.get(self.bucket, manifest_key(session_id))
+        if found is None:
+            return None
+        try:
+            writer = json.loads(found.data).get("workerId")
+        except (ValueError, AttributeError):
+            return None  # restore() refuses an unreadable manifest with its reason
+        return writer if isinstance(writer, str) else None
+
     async def restore(self, session_id: str) -> bool:
         """Unpack the current backup into the session dir; False when there is none.
 

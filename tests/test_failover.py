@@ -192,6 +192,40 @@ async def test_graceful_stop_backs_up_and_releases_so_another_worker_takes_over_
         assert item["qrCount"] == 0
 
 
+async def test_a_worker_back_to_a_session_takes_the_newer_backup_over_its_stale_local_copy(
+    tmp_path: Path,
+    s3: S3Server,  # noqa: F811
+    hub: dict[str, str],
+) -> None:
+    # A ran the session and keeps its auth state on disk; B ran it after A and linked it again (new device).
+    # A's copy is stale: the network forgot that device when B logged it out.
+    env_a = worker_env(s3, hub, "worker-a", "stale")
+    async with running_worker(tmp_path / "a", **env_a) as a:
+        await a.create_linked("st1", "6285300001")
+        await wait_for(lambda: backed_up(a), what="A's backup")
+        assert await a.stop() == 0
+    async with running_worker(tmp_path / "b", **worker_env(s3, hub, "worker-b", "stale")) as b:
+        status, body = await b.api("POST", "/session/create", json={"sessionId": "st1"})
+        assert status == 200, body
+        await b.wait_session("st1", lambda s: s["status"] == "connected", what="st1 connected on B")
+        status, body = await b.api("POST", "/session/st1/logout")
+        assert status == 200, body
+        relinked = await b.wait_session("st1", lambda s: s["status"] == "qr_ready", what="a new QR on B")
+        assert relinked["phoneNumber"] is None
+        _, qr = await b.api("GET", "/session/st1/qr")
+        status, body = await b.hub("POST", "/phones/6285300002/scan", json={"qr": qr["data"]["qr"]})
+        assert status == 200, body
+        await b.wait_session("st1", lambda s: s["phoneNumber"] == "6285300002", what="st1 linked again on B")
+        await wait_for(lambda: backed_up(b), what="B's backup")
+        assert await b.stop() == 0
+    manifest = stored_json(s3, "stale-sessions", "sessions/st1/auth/current.json")
+    assert manifest is not None and manifest["workerId"] == "worker-b"
+    # A starts its sessions again at boot, with its own copy of st1 on disk.
+    async with running_worker(tmp_path / "a", **env_a) as a:
+        item = await a.wait_session("st1", lambda s: s["status"] == "connected", what="st1 connected on A")
+        assert item["phoneNumber"] == "6285300002"
+
+
 # -- failover through worker liveness records ---------------------------------------------------
 # Session leases are long here (LEASE_TTL 60 s), so a session that moves to the other worker before
 # its lease's ``expiresAt`` moved because its worker's liveness record lapsed, not because the lease

@@ -257,6 +257,11 @@ async def test_encrypted_backup_restores_elsewhere_and_is_not_sqlite_in_the_buck
     assert db.execute("SELECT secret FROM device").fetchone() == ("second",)
     db.close()
     assert not await other.restore("nobody")
+    # Who wrote the current backup is what tells a worker its own copy is stale (another ran it since).
+    assert await other.current_writer("s1") == "w1"
+    assert await other.current_writer("nobody") is None
+    await backups.objects.put(backups.bucket, manifest_key("s1"), b"not json")
+    assert await other.current_writer("s1") is None  # unreadable: restore() says why if asked
     await backups.objects.close()
 
 

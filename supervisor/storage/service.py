@@ -221,8 +221,11 @@ class SessionStorage:
 
     # -- hooks of a session's life ----------------------------------------------------
     async def before_start(self, session_id: str, *, restore: bool = True, takeover: bool = False) -> bool:
-        """Take the session's lease and restore its auth state when it is missing here.
+        """Take the session's lease and restore its auth state when it is missing here or stale.
 
+        Local auth state is stale when the current backup was written by another
+        worker: that worker ran the session after this one last did, so its state
+        is the newer one (the lease lets one worker at a time write backups).
         Returns True when a backup was restored. Raises LeaseHeld (another worker
         runs it), BackupRefused (a backup that must not be loaded) or
         StorageError (no local auth state and the store cannot be asked).
@@ -248,14 +251,39 @@ class SessionStorage:
             log.warning("starting without a confirmed lease: object storage unavailable", extra=_extra(session_id))
             self.leases.hold_unverified(session_id)
             return False
-        if local or not restore:
+        if not restore:
             return False
+        if local:
+            return await self._replace_if_stale(session_id)
         try:
             return await self.backups.restore(session_id)
         except (BackupRefused, StorageError):
             with contextlib.suppress(StorageError):
                 await self.leases.release(session_id)
             raise
+
+    async def _replace_if_stale(self, session_id: str) -> bool:
+        """Restore over the local auth state when another worker wrote the current backup."""
+        if self.objects.kind == "local":
+            return False  # local files: no other worker writes this worker's backups
+        try:
+            writer = await self.backups.current_writer(session_id)
+            if writer is None or writer == self.settings.worker_id:
+                return False  # ours: the local state is at least as new as anything stored
+            log.info(
+                "another worker (%s) ran this session since: its backup replaces the local copy",
+                writer,
+                extra=_extra(session_id),
+            )
+            return await self.backups.restore(session_id)
+        except BackupRefused as exc:
+            log.error("the newer backup is refused (%s); starting with the local copy", exc, extra=_extra(session_id))
+        except StorageError as exc:
+            # Availability first, as when the lease cannot be confirmed: we hold auth state that works.
+            log.warning(
+                "cannot check for a newer backup (%s); starting with the local copy", exc, extra=_extra(session_id)
+            )
+        return False
 
     def on_creds(self, session_id: str) -> None:
         """The engine's credentials changed: back them up soon (only while we hold the lease)."""
