@@ -26,7 +26,7 @@ from pathlib import Path
 
 from supervisor.storage import snapshot
 from supervisor.storage.cipher import BackupCipher, BackupRefused
-from supervisor.storage.objects import ObjectStore, StorageError
+from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError
 
 log = logging.getLogger("supervisor.backups")
 
@@ -39,6 +39,29 @@ def auth_prefix(session_id: str) -> str:
 
 def manifest_key(session_id: str) -> str:
     return f"{auth_prefix(session_id)}current.json"
+
+
+def _version_key(session_id: str) -> str:
+    # Named by the time it was written: a removal bounded by time can tell old versions from new.
+    return f"{auth_prefix(session_id)}{time.time_ns():020d}-{secrets.token_hex(4)}.bak"
+
+
+def _written_at(key: str) -> float:
+    """When a backup version was written (its name says); +inf for a name that does not, so it stays."""
+    name = key.rsplit("/", 1)[-1]
+    try:
+        return int(name[:20]) / 1e9
+    except ValueError:
+        return float("inf")
+
+
+def _manifest_object(data: bytes) -> str | None:
+    """The backup version a manifest points at; None when it is unreadable."""
+    try:
+        key = json.loads(data)["object"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return key if isinstance(key, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +186,7 @@ class BackupScheduler:
                 return False
             archive = await asyncio.to_thread(snapshot.snapshot, session_dir)
             blob = await asyncio.to_thread(self.cipher.seal, archive, session_id)
-            version = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
-            key = f"{auth_prefix(session_id)}{version}.bak"
+            key = _version_key(session_id)
             await self.objects.put(self.bucket, key, blob)
             manifest = {
                 "format": 1,
@@ -241,3 +263,17 @@ class BackupScheduler:
         async with self._lock(session_id):
             await self.objects.delete(self.bucket, manifest_key(session_id))
             await self.objects.delete_prefix(self.bucket, auth_prefix(session_id))
+
+    async def remove_written_before(self, session_id: str, before: float) -> None:
+        """Delete the session's backups written before ``before`` (a delete retried later; see removals.py)."""
+        async with self._lock(session_id):
+            found = await self.objects.get(self.bucket, manifest_key(session_id))
+            if found is not None:
+                current = _manifest_object(found.data)
+                if current is None or _written_at(current) < before:
+                    # Conditional: a manifest rewritten meanwhile belongs to a newer run and stays.
+                    with contextlib.suppress(PreconditionFailed):
+                        await self.objects.delete(self.bucket, manifest_key(session_id), if_match=found.etag)
+            for key in await self.objects.list(self.bucket, auth_prefix(session_id)):
+                if key.endswith(".bak") and _written_at(key) < before:
+                    await self.objects.delete(self.bucket, key)

@@ -7,6 +7,7 @@ apart by bucket names); a test that kills the server starts its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -104,3 +105,52 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+class S3Outage:
+    """A TCP proxy in front of an S3 server that a test cuts and restores: an outage that keeps the store's contents.
+
+    (Stopping moto would lose them: it keeps objects in memory.) Runs on the test's event loop.
+    """
+
+    def __init__(self, server: S3Server) -> None:
+        self.server = server
+        self.port = _free_port()
+        self._listener: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def worker_env(self, *, prefix: str) -> dict[str, str]:
+        """The server's worker environment, through this proxy."""
+        return {**self.server.worker_env(prefix=prefix), "MINIO_PORT": str(self.port)}
+
+    async def restore(self) -> None:
+        """Accept connections (again) and forward them to the S3 server."""
+        self._listener = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        if self._listener is not None:
+            self._listener.close()
+            await self._listener.wait_closed()
+            self._listener = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.server.port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()  # one side ended: so does the other
+            self._writers.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from harness import Worker, kill_tree, pid_alive, running_worker, standalone_hub, wait_for
-from s3server import S3Server, s3  # noqa: F401 - s3 is a fixture
+from s3server import S3Outage, S3Server, s3  # noqa: F401 - s3 is a fixture
 
 KEY = "failover-test-key-0123456789abcdefghij"
 
@@ -167,6 +168,64 @@ async def test_s3_outage_keeps_sessions_messaging_and_the_pending_backup_lands_l
             await wait_for(landed, timeout=30, what="the pending backup to land")
     finally:
         server.stop()
+
+
+async def test_a_session_deleted_during_an_outage_loses_its_objects_once_the_store_is_back(
+    tmp_path: Path,
+    s3: S3Server,  # noqa: F811
+    hub: dict[str, str],
+) -> None:
+    outage = S3Outage(s3)
+    await outage.restore()
+    env = {**worker_env(s3, hub, "worker-d", "dlt"), **outage.worker_env(prefix="dlt")}
+    client = s3.client()
+
+    def stored(bucket: str, prefix: str) -> list[str]:
+        return [str(o.object_name) for o in client.list_objects(bucket, prefix, recursive=True)]
+
+    try:
+        async with running_worker(tmp_path / "w", **env) as w:
+            await w.create_linked("d1", "6285400001")
+            photo = b"\x89PNG\r\n\x1a\n" + b"\0" * 500
+            status, body = await w.hub(
+                "POST",
+                "/phones/6289400009/messages",
+                json={"to": "6285400001", "type": "image", "mimetype": "image/png",
+                      "mediaBase64": base64.b64encode(photo).decode()},
+            )  # fmt: skip
+            assert status == 200, body
+            await w.wait_session("d1", lambda s: s["messageCount"] == 1, what="the image in history")
+            await wait_for(lambda: backed_up(w), what="the backup")
+            assert stored("dlt-media", "media/d1/") and "sessions/d1/auth/current.json" in stored("dlt-sessions", "")
+            await outage.cut()
+
+            async def down() -> bool:
+                return (await health(w))["minioConnected"] is False
+
+            await wait_for(down, timeout=30, what="minioConnected false")
+            status, body = await w.api("DELETE", "/session/d1")
+            assert status == 200, body
+            assert (await health(w))["pendingRemovals"] == 1
+            assert stored("dlt-sessions", "sessions/d1/auth/")  # still there: the store was out of reach
+            # The id again, while the deleted session's backup is still stored: refused, not restored.
+            status, body = await w.api("POST", "/session/create", json={"sessionId": "d1"})
+            assert status == 503 and body["code"] == "STORAGE_UNAVAILABLE", body
+            assert await w.stop() == 0
+        await outage.restore()
+        # A new run of the worker still knows (the removal is on disk) and finishes it.
+        async with running_worker(tmp_path / "w", **env) as w:
+
+            async def removed() -> bool:
+                return not stored("dlt-sessions", "sessions/d1/") and not stored("dlt-media", "media/d1/")
+
+            await wait_for(removed, timeout=30, what="the deleted session's objects to go")
+            assert (await health(w))["pendingRemovals"] == 0
+            status, body = await w.api("POST", "/session/create", json={"sessionId": "d1"})
+            assert status == 200, body
+            item = await w.wait_session("d1", lambda s: s["status"] == "qr_ready", what="a new login for d1")
+            assert item["phoneNumber"] is None  # a new session: the deleted one's login did not come back
+    finally:
+        await outage.cut()
 
 
 async def test_graceful_stop_backs_up_and_releases_so_another_worker_takes_over_at_once(

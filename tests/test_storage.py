@@ -11,6 +11,7 @@ import secrets
 import sqlite3
 import tarfile
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.leases import LeaseHeld, LeaseManager
 from supervisor.storage.local import LocalObjectStore, check_signature
 from supervisor.storage.objects import ObjectStore, PreconditionFailed
+from supervisor.storage.removals import PendingRemovals
 from supervisor.storage.s3 import MinioObjectStore
 
 KEY = "k" * 40
@@ -263,6 +265,43 @@ async def test_encrypted_backup_restores_elsewhere_and_is_not_sqlite_in_the_buck
     await backups.objects.put(backups.bucket, manifest_key("s1"), b"not json")
     assert await other.current_writer("s1") is None  # unreadable: restore() says why if asked
     await backups.objects.close()
+
+
+async def test_a_retried_removal_takes_only_backups_written_before_the_delete(
+    s3: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    backups = await _scheduler(s3, tmp_path / "a", KEY)
+    _device_db(tmp_path / "a" / "sessions" / "s1", "deleted one")
+    await backups.backup_now("s1")
+    deleted_at = time.time()
+    _device_db(tmp_path / "a" / "sessions" / "s1", "created again")
+    await backups.backup_now("s1")  # a new run under the same id, after the delete
+    before = await backups.objects.list(backups.bucket, "sessions/s1/auth/")
+    await backups.remove_written_before("s1", deleted_at)
+    after = await backups.objects.list(backups.bucket, "sessions/s1/auth/")
+    assert len(before) == 3 and len(after) == 2  # the older version went; the newer and its manifest stay
+    assert await backups.restore("s1")
+    # Nothing newer: everything goes, the manifest with it.
+    await backups.remove_written_before("s1", time.time())
+    assert await backups.objects.list(backups.bucket, "sessions/s1/auth/") == []
+    await backups.objects.close()
+
+
+async def test_pending_removals_survive_a_restart_and_a_damaged_file_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pending-removals.json"
+    removals = PendingRemovals(path)
+    await removals.add("s1", 100.0)
+    await removals.add("s2", 50.0)
+    again = PendingRemovals(path)
+    assert again.items() == [("s2", 50.0), ("s1", 100.0)] and "s1" in again and again.get("s1") == 100.0
+    await again.done("s2")
+    assert PendingRemovals(path).items() == [("s1", 100.0)]
+    path.write_text("{not json")
+    assert len(PendingRemovals(path)) == 0
+    assert "pending-removals.json is unreadable" in caplog.text
 
 
 async def test_tampered_backup_is_refused_and_nothing_is_written(s3: S3Server, tmp_path: Path) -> None:  # noqa: F811

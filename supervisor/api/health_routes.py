@@ -153,7 +153,7 @@ async def health(request: web.Request) -> web.Response:
             "type": "local",
             "path": str(settings.storage_dir),
             **storage,
-            # Object storage (MinIO or local): minioConnected, pendingBackups, leases.
+            # Object storage (MinIO or local): minioConnected, pendingBackups, pendingRemovals, leases.
             **(request.app[STORAGE].health() if STORAGE in request.app else {}),
         },
         "database": {"type": "sqlite", "path": str(settings.database_path), **database},

@@ -26,12 +26,17 @@ class StorageCollector(Collector):
             "wa_worker_storage_pending_backups", "Sessions whose latest auth state has not reached object storage"
         )
         pending.add_metric([], figures["pendingBackups"])
+        removals = GaugeMetricFamily(
+            "wa_worker_storage_pending_removals",
+            "Deleted sessions whose objects are still in object storage (removed once it is reachable)",
+        )
+        removals.add_metric([], figures["pendingRemovals"])
         done = CounterMetricFamily("wa_worker_storage_backups", "Auth-state backups stored since the worker started")
         done.add_metric([], figures["backupsDone"])
         leases = GaugeMetricFamily("wa_worker_storage_leases", "Session leases this worker holds", labels=["state"])
         leases.add_metric(["confirmed"], figures["leasesHeld"])
         leases.add_metric(["unverified"], figures["leasesUnverified"])
-        yield from (connected, pending, done, leases)
+        yield from (connected, pending, removals, done, leases)
         liveness = figures["liveness"]
         if liveness is not None:  # MinIO only: a worker on local files has no record others read
             lapsed = GaugeMetricFamily(

@@ -95,7 +95,7 @@ class LocalObjectStore(ObjectStore):
                     raise PreconditionFailed(f"{key} exists")
                 if if_match is not None and (current is None or current.etag != if_match):
                     raise PreconditionFailed(f"{key} changed")
-            await asyncio.to_thread(_write_atomic, path, data)
+            await asyncio.to_thread(write_atomic, path, data)
         return _etag(data)
 
     async def put_file(self, bucket: str, key: str, path: Path, *, content_type: str) -> None:
@@ -134,7 +134,8 @@ class LocalObjectStore(ObjectStore):
         return f"{self.url_base}/media/{quote(bucket)}/{quote(key)}?{query}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (a temporary file, fsynced, renamed over it); blocking."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:

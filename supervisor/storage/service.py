@@ -21,6 +21,7 @@ import hashlib
 import logging
 import mimetypes
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.leases import LeaseHeld, LeaseManager, lease_key
 from supervisor.storage.liveness import WorkerLiveness
 from supervisor.storage.local import LocalObjectStore
-from supervisor.storage.objects import ObjectStore, StorageError, StorageUnavailable
+from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
+from supervisor.storage.removals import PendingRemovals
 from supervisor.storage.s3 import MinioObjectStore
 from transport.tasks import cancel_and_wait
 
@@ -106,6 +108,9 @@ class SessionStorage:
         self._forgotten: set[str] = set()
         self._finals: dict[str, asyncio.Task[None]] = {}
         self._removals: dict[str, asyncio.Task[None]] = {}
+        # Deleted sessions whose objects are still in the store (it was down at the delete).
+        self.deleted = PendingRemovals(settings.storage_dir / "pending-removals.json")
+        self._removing: dict[str, asyncio.Task[None]] = {}
         self._drained: set[str] = set()  # backed up by the drain step
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe: asyncio.Task[None] | None = None
@@ -150,6 +155,8 @@ class SessionStorage:
                 self.objects.needs_setup = not await self._ensure_buckets()
             if self.connected and not was_up:
                 self.backups.store_is_back()
+            if self.connected and len(self.deleted):
+                await self._retry_deleted()
 
     async def close(self, timeout: float = 10.0) -> None:
         """At shutdown: let final backups land (bounded), give up our leases, stop the timers."""
@@ -214,6 +221,8 @@ class SessionStorage:
             "backupsDone": self.backups.backups_done,
             "leasesHeld": len(self.leases.held),
             "leasesUnverified": len(self.leases.unverified),
+            # Deleted sessions whose objects are still in the store (removed once it is back).
+            "pendingRemovals": len(self.deleted),
             # This worker's liveness record (MinIO only): when it lapses unless renewed, whether it lapsed.
             "liveness": self.liveness.health() if self.liveness is not None else None,
             "encrypted": self.cipher.encrypting,
@@ -233,6 +242,10 @@ class SessionStorage:
         ``takeover``: wait for another worker's lease to become free (see LeaseManager.acquire).
         """
         await self._settle_final(session_id)
+        if session_id in self.deleted:
+            # The id was deleted while the store was down: its old backups must go before it is used
+            # again, or this create would restore the deleted session's login.
+            await self._remove_deleted(session_id)
         removal = self._removals.get(session_id)
         if removal is not None:
             with contextlib.suppress(Exception):
@@ -338,7 +351,11 @@ class SessionStorage:
                     await asyncio.shield(task)
 
     async def forget(self, session_id: str) -> None:
-        """The session is deleted: remove its backups, lease and media from the store."""
+        """The session is deleted: remove its backups, lease and media from the store.
+
+        When the store fails, the removal is remembered (on disk) and retried until it lands.
+        """
+        deleted_at = time.time()
         self._forgotten.add(session_id)
         self.backups.cancel(session_id)
         await self._settle_final(session_id)
@@ -348,7 +365,55 @@ class SessionStorage:
             self.leases.drop(session_id)
             await self.objects.delete(self.sessions_bucket, lease_key(session_id))
         except StorageError as exc:
-            log.warning("objects of a deleted session left in the store: %s", exc, extra=_extra(session_id))
+            self.leases.drop(session_id)
+            await self.deleted.add(session_id, deleted_at)
+            log.warning(
+                "objects of a deleted session are still in the store (%s); removed once it is back",
+                exc,
+                extra=_extra(session_id),
+            )
+
+    async def _retry_deleted(self) -> None:
+        """Retry the removals the store could not take when their sessions were deleted."""
+        for session_id, _ in self.deleted.items():
+            try:
+                await self._remove_deleted(session_id)
+            except StorageError as exc:
+                log.info("removal of a deleted session's objects failed again: %s", exc, extra=_extra(session_id))
+                return  # the store is failing: the next probe tries again
+            except Exception:  # a bug here must not stop the probe that retries it
+                log.exception("removal of a deleted session's objects failed", extra=_extra(session_id))
+
+    async def _remove_deleted(self, session_id: str) -> None:
+        """Remove a deleted session's objects now (one run at a time per session); raises StorageError."""
+        task = self._removing.get(session_id)
+        if task is None:
+            task = self._spawn(self._remove_deleted_once(session_id))
+            self._removing[session_id] = task
+            task.add_done_callback(lambda _t: self._removing.pop(session_id, None))
+        await asyncio.shield(task)
+
+    async def _remove_deleted_once(self, session_id: str) -> None:
+        deleted_at = self.deleted.get(session_id)
+        if deleted_at is None:
+            return
+        lease = await self.leases.read(session_id)
+        if lease is not None and lease.worker_id != self.settings.worker_id:
+            # Our lease stayed in the store with the rest: another worker took it, so it created the id
+            # again meanwhile, and what is in the store is that worker's now (live lease or not).
+            log.warning(
+                "a deleted session runs on worker %s now: its objects stay in the store",
+                lease.worker_id,
+                extra=_extra(session_id),
+            )
+        else:
+            await self.backups.remove_written_before(session_id, deleted_at)
+            await self.delete_media(session_id)
+            if lease is not None:
+                with contextlib.suppress(PreconditionFailed):
+                    await self.objects.delete(self.sessions_bucket, lease_key(session_id), if_match=lease.etag)
+            log.info("objects of a deleted session removed from the store", extra=_extra(session_id))
+        await self.deleted.done(session_id)
 
     # -- media -------------------------------------------------------------------------
     def media_key(self, session_id: str, name: str) -> str:
