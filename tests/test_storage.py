@@ -228,15 +228,22 @@ def _device_db(path: Path, secret: str) -> None:
     db.close()
 
 
+async def _backed_up_twice(s3: S3Server, root: Path, first: str, second: str) -> tuple[BackupScheduler, float]:  # noqa: F811
+    """A scheduler whose session s1 was backed up holding ``first``, then ``second``; a time between the two."""
+    backups = await _scheduler(s3, root, KEY)
+    _device_db(root / "sessions" / "s1", first)
+    assert await backups.backup_now("s1")
+    between = time.time()
+    _device_db(root / "sessions" / "s1", second)
+    assert await backups.backup_now("s1")
+    return backups, between
+
+
 async def test_encrypted_backup_restores_elsewhere_and_is_not_sqlite_in_the_bucket(
     s3: S3Server,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    backups = await _scheduler(s3, tmp_path / "a", KEY)
-    _device_db(tmp_path / "a" / "sessions" / "s1", "first")
-    assert await backups.backup_now("s1")
-    _device_db(tmp_path / "a" / "sessions" / "s1", "second")
-    assert await backups.backup_now("s1")
+    backups, _ = await _backed_up_twice(s3, tmp_path / "a", "first", "second")
     client = s3.client()
     names = sorted(o.object_name for o in client.list_objects(backups.bucket, "sessions/s1/", recursive=True))
     versions = [n for n in names if n.endswith(".bak")]
@@ -271,12 +278,8 @@ async def test_a_retried_removal_takes_only_backups_written_before_the_delete(
     s3: S3Server,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    backups = await _scheduler(s3, tmp_path / "a", KEY)
-    _device_db(tmp_path / "a" / "sessions" / "s1", "deleted one")
-    await backups.backup_now("s1")
-    deleted_at = time.time()
-    _device_db(tmp_path / "a" / "sessions" / "s1", "created again")
-    await backups.backup_now("s1")  # a new run under the same id, after the delete
+    # Deleted between the two backups: the second one is a new run under the same id.
+    backups, deleted_at = await _backed_up_twice(s3, tmp_path / "a", "deleted one", "created again")
     before = await backups.objects.list(backups.bucket, "sessions/s1/auth/")
     await backups.remove_written_before("s1", deleted_at)
     after = await backups.objects.list(backups.bucket, "sessions/s1/auth/")
