@@ -15,7 +15,7 @@ import msgpack
 import psutil
 import zmq
 import zmq.asyncio
-from harness import TOKEN, Worker, pid_alive, running_worker, standalone_hub, wait_for
+from harness import TOKEN, Worker, kill_tree, pid_alive, running_worker, standalone_hub, wait_for
 
 
 async def test_create_link_send_and_receive(tmp_path: Path) -> None:
@@ -109,8 +109,7 @@ async def test_children_exit_when_supervisor_is_killed(tmp_path: Path) -> None:
         # Liveness is 4 x 0.5 s; PR_SET_PDEATHSIG usually ends them at once.
         await wait_for(all_gone, timeout=10, what="children to exit after the supervisor died")
     finally:
-        for pid in w.child_pids():
-            psutil.Process(pid).kill()
+        await kill_tree(w.child_pids())
 
 
 async def test_crash_loop_ends_failed_with_reason(tmp_path: Path) -> None:
