@@ -29,6 +29,7 @@ from supervisor.api.keys import BACKEND_LINK, EVENTS, REGISTRY, SETTINGS, STORAG
 from supervisor.backend import BackendLink
 from supervisor.config import Settings
 from supervisor.events import EventLog
+from supervisor.heap import settle_heap
 from supervisor.session_child import ChildConfig
 from supervisor.sessions import SessionRegistry
 from supervisor.sim_hub import SimHubChild
@@ -168,6 +169,7 @@ def worker_context(settings: Settings, token: str) -> Any:
                 log.info(
                     "BACKEND_URL is not set: not registering with a backend", extra={"workerId": settings.worker_id}
                 )
+            settle_heap()
             log.info(
                 "worker %s ready: engine %s, max %d sessions",
                 settings.worker_id,

@@ -314,3 +314,14 @@ async def test_unscanned_qr_rounds_end_in_rest_until_asked(tmp_path: Path) -> No
         status, _ = await w.hub("POST", "/phones/6281400001/scan", json={"qr": qr["data"]["qr"]})
         assert status == 200
         await w.wait_session("nobody-scans", lambda s: s["status"] == "connected")
+
+
+def test_the_supervisor_settles_its_heap_after_start_up() -> None:
+    # In a process of its own: the settings are process-wide and this one runs the other tests.
+    code = (
+        "import gc; from supervisor.heap import YOUNG_THRESHOLD, settle_heap; before = gc.get_threshold(); "
+        "settle_heap(); after = gc.get_threshold(); "
+        "assert gc.get_freeze_count() > 0, 'nothing frozen'; "
+        "assert after == (YOUNG_THRESHOLD, *before[1:]), after"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
