@@ -151,6 +151,8 @@ def worker_context(settings: Settings, token: str) -> Any:
             app[STORAGE] = storage
             if drain.DRAIN_PLAN in app:
                 app[drain.DRAIN_PLAN].register("backup_auth", storage.backup_running)
+            # Before the sessions: what they build is collected as usual when they are deleted.
+            settle_heap()
             registry = SessionRegistry(settings, store, router, config, storage=storage)
             router.set_handlers(on_request=registry.on_child_request, on_event=registry.on_child_event)
             app[REGISTRY] = registry
@@ -169,7 +171,6 @@ def worker_context(settings: Settings, token: str) -> Any:
                 log.info(
                     "BACKEND_URL is not set: not registering with a backend", extra={"workerId": settings.worker_id}
                 )
-            settle_heap()
             log.info(
                 "worker %s ready: engine %s, max %d sessions",
                 settings.worker_id,

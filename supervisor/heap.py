@@ -11,8 +11,9 @@ YOUNG_THRESHOLD = 10_000
 def settle_heap() -> None:
     """Once start-up is done: keep the collector off what it built, and run it less often.
 
-    Start-up objects (modules, the app, sessions) live as long as the worker; frozen,
-    full collections never scan them again. A young collection costs about the live
+    Start-up objects (modules, the app, the store, the channels) live as long as the
+    worker; frozen, full collections never scan them again (nor reclaim them, so call
+    this before anything that may be dropped later, such as sessions). A young collection costs about the live
     objects it scans, which the requests in flight keep at much the same count however
     often it runs, so running it every 10,000 allocations instead of 700 cuts the time
     spent without leaving more than a few requests' worth of cyclic garbage. Measured
