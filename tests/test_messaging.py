@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -229,16 +230,27 @@ async def test_crash_isolation_under_load(tmp_path: Path) -> None:
     # Many kills in a short time: a higher restart intensity keeps them from ending in `failed`.
     # Back-to-back kills never give a run time to be stable, so the backoff would climb to its 30 s cap;
     # a 1 s cap keeps the test about crashes, not about waiting.
-    env = {"SEND_TIMEOUT": "2", "RESTART_INTENSITY": "100", "RESTART_BACKOFF_MAX": "1"}
+    # Senders go on while the killer works, past the per-session send limit (a test of its own).
+    env = {
+        "SEND_TIMEOUT": "2",
+        "RESTART_INTENSITY": "100",
+        "RESTART_BACKOFF_MAX": "1",
+        "RATE_LIMIT_SEND_PER_SESSION": "0",
+    }
     async with running_worker(tmp_path / "w", **env) as w:
         for n, sid in enumerate(sessions):
             await w.create_linked(sid, f"62816000{n:02d}")
         accepted: dict[str, list[str]] = {sid: [] for sid in sessions}
         refused: list[int] = []
-        stop = asyncio.Event()
+        stop = asyncio.Event()  # set once the killer has done its kills
+        kills_wanted = 8
 
         async def sender(sid: str) -> None:
-            for n in range(per_session):
+            # At least per_session sends, and on while the killer works: however fast sending is,
+            # the kills land while messages are in flight.
+            n = 0
+            while n < per_session or (not stop.is_set() and n < per_session * 10):
+                n += 1
                 status, resp = await _send(w, sid, {"to": recipient[sid], "text": f"{sid} {n}"})
                 if status in (200, 202):
                     accepted[sid].append(resp["data"]["messageId"])
@@ -247,21 +259,29 @@ async def test_crash_isolation_under_load(tmp_path: Path) -> None:
                     refused.append(status)
                     await w.wait_session(sid, lambda s: s["status"] == "connected", timeout=30)
 
+        kills = 0
+
         async def killer() -> None:
+            nonlocal kills
             rng = random.Random(7)
-            while not stop.is_set():
+            while kills < kills_wanted:
                 sid = rng.choice(sessions)
                 s = await w.session(sid)
                 if s["pid"]:
-                    os.kill(s["pid"], signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(s["pid"], signal.SIGKILL)
+                        kills += 1
                 await asyncio.sleep(0.15)  # pacing of the chaos, not a wait for a result
+            stop.set()
 
         chaos = asyncio.create_task(killer())
         try:
             await asyncio.gather(*(sender(sid) for sid in sessions))
         finally:
-            stop.set()
-            await chaos
+            if not chaos.done():
+                chaos.cancel()  # the senders hit their cap first: the assertion below says how far it got
+        with contextlib.suppress(asyncio.CancelledError):
+            await chaos  # a failure of the killer itself fails the test
         total = sum(len(v) for v in accepted.values())
         assert total >= len(sessions) * per_session // 2, (total, refused)
         for sid in sessions:
@@ -276,7 +296,7 @@ async def test_crash_isolation_under_load(tmp_path: Path) -> None:
         # The restarts were real, and happened while messages were in flight.
         restarts = sum([(await w.session(sid))["restarts"] for sid in sessions])
         print(f"accepted {total}, refused {len(refused)}, restarts {restarts}")
-        assert restarts >= 5
+        assert restarts >= 5, (kills, restarts)
 
 
 def _png(size: int = 2048) -> bytes:
