@@ -22,7 +22,7 @@ import logging
 import mimetypes
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,12 @@ class SessionStorage:
         self.buckets_ready = False
         self._logged_out: set[str] = set()
         self._forgotten: set[str] = set()
+        # One task per session at a time of each kind (see _one_per_session).
         self._finals: dict[str, asyncio.Task[None]] = {}
-        self._removals: dict[str, asyncio.Task[None]] = {}
+        self._logout_removals: dict[str, asyncio.Task[None]] = {}
+        self._delete_removals: dict[str, asyncio.Task[None]] = {}
         # Deleted sessions whose objects are still in the store (it was down at the delete).
-        self.deleted = PendingRemovals(settings.storage_dir / "pending-removals.json")
-        self._removing: dict[str, asyncio.Task[None]] = {}
+        self.pending_removals = PendingRemovals(settings.storage_dir / "pending-removals.json")
         self._drained: set[str] = set()  # backed up by the drain step
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe: asyncio.Task[None] | None = None
@@ -155,7 +156,7 @@ class SessionStorage:
                 self.objects.needs_setup = not await self._ensure_buckets()
             if self.connected and not was_up:
                 self.backups.store_is_back()
-            if self.connected and len(self.deleted):
+            if self.connected and len(self.pending_removals):
                 await self._retry_deleted()
 
     async def close(self, timeout: float = 10.0) -> None:
@@ -175,7 +176,7 @@ class SessionStorage:
         if self.liveness is not None:
             # Last: a lease we could not release is taken over once it goes unrenewed (see leases.py).
             await self.liveness.close()
-        for task in [*self._tasks, *self._finals.values()]:
+        for task in list(self._tasks):  # the finals among them, had they not finished in time
             task.cancel()
         await cancel_and_wait(self._probe)
         await self.objects.close()
@@ -210,6 +211,20 @@ class SessionStorage:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _one_per_session(
+        self,
+        tasks: dict[str, asyncio.Task[None]],
+        session_id: str,
+        start: Callable[[], Coroutine[Any, Any, None]],
+    ) -> asyncio.Task[None]:
+        """The session's running task in ``tasks``, or a new one from ``start``; it leaves ``tasks`` when done."""
+        task = tasks.get(session_id)
+        if task is None:
+            task = self._spawn(start())
+            tasks[session_id] = task
+            task.add_done_callback(lambda _t: tasks.pop(session_id, None))
+        return task
+
     def health(self) -> dict[str, Any]:
         """The ``storage`` part of /health."""
         return {
@@ -222,7 +237,7 @@ class SessionStorage:
             "leasesHeld": len(self.leases.held),
             "leasesUnverified": len(self.leases.unverified),
             # Deleted sessions whose objects are still in the store (removed once it is back).
-            "pendingRemovals": len(self.deleted),
+            "pendingRemovals": len(self.pending_removals),
             # This worker's liveness record (MinIO only): when it lapses unless renewed, whether it lapsed.
             "liveness": self.liveness.health() if self.liveness is not None else None,
             "encrypted": self.cipher.encrypting,
@@ -242,11 +257,11 @@ class SessionStorage:
         ``takeover``: wait for another worker's lease to become free (see LeaseManager.acquire).
         """
         await self._settle_final(session_id)
-        if session_id in self.deleted:
+        if session_id in self.pending_removals:
             # The id was deleted while the store was down: its old backups must go before it is used
             # again, or this create would restore the deleted session's login.
             await self._remove_deleted(session_id)
-        removal = self._removals.get(session_id)
+        removal = self._logout_removals.get(session_id)
         if removal is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
@@ -307,10 +322,8 @@ class SessionStorage:
         """Unlinked: the backups are worthless now (history stays in the worker's database)."""
         self._logged_out.add(session_id)
         self.backups.cancel(session_id)
-        if self.leases.holds(session_id) and session_id not in self._removals:
-            task = self._spawn(self._remove_auth(session_id))
-            self._removals[session_id] = task
-            task.add_done_callback(lambda _t: self._removals.pop(session_id, None))
+        if self.leases.holds(session_id):
+            self._one_per_session(self._logout_removals, session_id, lambda: self._remove_auth(session_id))
 
     async def _remove_auth(self, session_id: str) -> None:
         try:
@@ -320,11 +333,9 @@ class SessionStorage:
 
     def on_stopped(self, session_id: str) -> None:
         """The session's process is down for good (stopped, exited, failed): final backup, then release."""
-        if session_id in self._forgotten or session_id in self._finals or not self.leases.holds(session_id):
+        if session_id in self._forgotten or not self.leases.holds(session_id):
             return
-        task = asyncio.ensure_future(self._final(session_id))
-        self._finals[session_id] = task
-        task.add_done_callback(lambda _t: self._finals.pop(session_id, None))
+        self._one_per_session(self._finals, session_id, lambda: self._final(session_id))
 
     async def _final(self, session_id: str) -> None:
         # A credentials change after the drain's backup is still dirty: close() flushes it.
@@ -366,7 +377,7 @@ class SessionStorage:
             await self.objects.delete(self.sessions_bucket, lease_key(session_id))
         except StorageError as exc:
             self.leases.drop(session_id)
-            await self.deleted.add(session_id, deleted_at)
+            await self.pending_removals.add(session_id, deleted_at)
             log.warning(
                 "objects of a deleted session are still in the store (%s); removed once it is back",
                 exc,
@@ -375,7 +386,7 @@ class SessionStorage:
 
     async def _retry_deleted(self) -> None:
         """Retry the removals the store could not take when their sessions were deleted."""
-        for session_id, _ in self.deleted.items():
+        for session_id, _ in self.pending_removals.items():
             try:
                 await self._remove_deleted(session_id)
             except StorageError as exc:
@@ -386,15 +397,11 @@ class SessionStorage:
 
     async def _remove_deleted(self, session_id: str) -> None:
         """Remove a deleted session's objects now (one run at a time per session); raises StorageError."""
-        task = self._removing.get(session_id)
-        if task is None:
-            task = self._spawn(self._remove_deleted_once(session_id))
-            self._removing[session_id] = task
-            task.add_done_callback(lambda _t: self._removing.pop(session_id, None))
+        task = self._one_per_session(self._delete_removals, session_id, lambda: self._remove_deleted_once(session_id))
         await asyncio.shield(task)
 
     async def _remove_deleted_once(self, session_id: str) -> None:
-        deleted_at = self.deleted.get(session_id)
+        deleted_at = self.pending_removals.get(session_id)
         if deleted_at is None:
             return
         lease = await self.leases.read(session_id)
@@ -413,7 +420,7 @@ class SessionStorage:
                 with contextlib.suppress(PreconditionFailed):
                     await self.objects.delete(self.sessions_bucket, lease_key(session_id), if_match=lease.etag)
             log.info("objects of a deleted session removed from the store", extra=_extra(session_id))
-        await self.deleted.done(session_id)
+        await self.pending_removals.done(session_id)
 
     # -- media -------------------------------------------------------------------------
     def media_key(self, session_id: str, name: str) -> str:
