@@ -57,12 +57,9 @@ def env_for(s3: S3Server, hub: dict[str, str], worker_id: str, ttl: float, alive
 
 
 def lease_of(s3: S3Server, session_id: str) -> dict[str, Any]:
-    resp = s3.client().get_object("bench-sessions", f"sessions/{session_id}/lease.json")
-    try:
-        return dict(json.loads(resp.read()))
-    finally:
-        resp.close()
-        resp.release_conn()
+    lease = s3.stored_json("bench-sessions", f"sessions/{session_id}/lease.json")
+    assert lease is not None, f"{session_id} has no lease"
+    return lease
 
 
 async def one_run(

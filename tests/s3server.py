@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from minio import Minio
@@ -81,6 +83,26 @@ class S3Server:
 
     def client(self) -> Minio:
         return Minio(self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region="us-east-1")
+
+    # What the store holds, read straight from the server (not through the worker's code).
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        """The keys under ``prefix``, sorted."""
+        return sorted(str(o.object_name) for o in self.client().list_objects(bucket, prefix, recursive=True))
+
+    def read(self, bucket: str, key: str) -> bytes:
+        """An object's bytes."""
+        resp = self.client().get_object(bucket, key)
+        try:
+            return bytes(resp.read())
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def stored_json(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """An object as JSON, or None when it does not exist."""
+        if key not in self.keys(bucket, key):
+            return None
+        return dict(json.loads(self.read(bucket, key)))
 
     def worker_env(self, *, prefix: str | None = None) -> dict[str, str]:
         """The environment a worker needs to use this server, with buckets of its own (``prefix``)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,9 +67,9 @@ async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3S
     # The bucket holds no readable SQLite: the backup is sealed.
     client = s3.client()
     bucket = "fo-sessions"
-    for obj in client.list_objects(bucket, "sessions/fo1/auth/", recursive=True):
-        raw = client.get_object(bucket, str(obj.object_name)).read()
-        if str(obj.object_name).endswith(".bak"):
+    for key in s3.keys(bucket, "sessions/fo1/auth/"):
+        if key.endswith(".bak"):
+            raw = s3.read(bucket, key)
             assert b"SQLite format 3" not in raw and b"6285000001" not in raw
 
     async with running_worker(tmp_path / "b", **worker_env(s3, hub, "worker-b", "fo")) as b:
@@ -94,8 +93,8 @@ async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3S
         client.put_object("fo-media", "media/fo1/x.jpg", io.BytesIO(b"jpeg"), 4)
         status, body = await b.api("DELETE", "/session/fo1")
         assert status == 200, body
-        assert not list(client.list_objects(bucket, "sessions/fo1/", recursive=True))
-        assert not list(client.list_objects("fo-media", "media/fo1/", recursive=True))
+        assert not s3.keys(bucket, "sessions/fo1/")
+        assert not s3.keys("fo-media", "media/fo1/")
 
 
 async def test_two_workers_asked_at_once_run_it_exactly_once(
@@ -162,8 +161,7 @@ async def test_s3_outage_keeps_sessions_messaging_and_the_pending_backup_lands_l
                 storage = await health(w)
                 if not storage["minioConnected"] or storage["pendingBackups"]:
                     return False
-                names = [o.object_name for o in server.client().list_objects("out-sessions", "sessions/late/auth/")]
-                return "sessions/late/auth/current.json" in names
+                return "sessions/late/auth/current.json" in server.keys("out-sessions", "sessions/late/auth/")
 
             await wait_for(landed, timeout=30, what="the pending backup to land")
     finally:
@@ -178,11 +176,6 @@ async def test_a_session_deleted_during_an_outage_loses_its_objects_once_the_sto
     outage = S3Outage(s3)
     await outage.restore()
     env = {**worker_env(s3, hub, "worker-d", "dlt"), **outage.worker_env(prefix="dlt")}
-    client = s3.client()
-
-    def stored(bucket: str, prefix: str) -> list[str]:
-        return [str(o.object_name) for o in client.list_objects(bucket, prefix, recursive=True)]
-
     try:
         async with running_worker(tmp_path / "w", **env) as w:
             await w.create_linked("d1", "6285400001")
@@ -196,7 +189,7 @@ async def test_a_session_deleted_during_an_outage_loses_its_objects_once_the_sto
             assert status == 200, body
             await w.wait_session("d1", lambda s: s["messageCount"] == 1, what="the image in history")
             await wait_for(lambda: backed_up(w), what="the backup")
-            assert stored("dlt-media", "media/d1/") and "sessions/d1/auth/current.json" in stored("dlt-sessions", "")
+            assert s3.keys("dlt-media", "media/d1/") and "sessions/d1/auth/current.json" in s3.keys("dlt-sessions", "")
             await outage.cut()
 
             async def down() -> bool:
@@ -206,7 +199,7 @@ async def test_a_session_deleted_during_an_outage_loses_its_objects_once_the_sto
             status, body = await w.api("DELETE", "/session/d1")
             assert status == 200, body
             assert (await health(w))["pendingRemovals"] == 1
-            assert stored("dlt-sessions", "sessions/d1/auth/")  # still there: the store was out of reach
+            assert s3.keys("dlt-sessions", "sessions/d1/auth/")  # still there: the store was out of reach
             # The id again, while the deleted session's backup is still stored: refused, not restored.
             status, body = await w.api("POST", "/session/create", json={"sessionId": "d1"})
             assert status == 503 and body["code"] == "STORAGE_UNAVAILABLE", body
@@ -216,7 +209,7 @@ async def test_a_session_deleted_during_an_outage_loses_its_objects_once_the_sto
         async with running_worker(tmp_path / "w", **env) as w:
 
             async def removed() -> bool:
-                return not stored("dlt-sessions", "sessions/d1/") and not stored("dlt-media", "media/d1/")
+                return not s3.keys("dlt-sessions", "sessions/d1/") and not s3.keys("dlt-media", "media/d1/")
 
             await wait_for(removed, timeout=30, what="the deleted session's objects to go")
             assert (await health(w))["pendingRemovals"] == 0
@@ -240,8 +233,7 @@ async def test_graceful_stop_backs_up_and_releases_so_another_worker_takes_over_
         assert (await health(a))["pendingBackups"] == 1
         code = await a.stop()
         assert code == 0
-    client = s3.client()
-    names = [o.object_name for o in client.list_objects("grace-sessions", "sessions/g1/", recursive=True)]
+    names = s3.keys("grace-sessions", "sessions/g1/")
     assert "sessions/g1/auth/current.json" in names
     assert "sessions/g1/lease.json" not in names  # released: no waiting out a 60 s lease
     async with running_worker(tmp_path / "b", **worker_env(s3, hub, "worker-b", "grace")) as b:
@@ -277,7 +269,7 @@ async def test_a_worker_back_to_a_session_takes_the_newer_backup_over_its_stale_
         await b.wait_session("st1", lambda s: s["phoneNumber"] == "6285300002", what="st1 linked again on B")
         await wait_for(lambda: backed_up(b), what="B's backup")
         assert await b.stop() == 0
-    manifest = stored_json(s3, "stale-sessions", "sessions/st1/auth/current.json")
+    manifest = s3.stored_json("stale-sessions", "sessions/st1/auth/current.json")
     assert manifest is not None and manifest["workerId"] == "worker-b"
     # A starts its sessions again at boot, with its own copy of st1 on disk.
     async with running_worker(tmp_path / "a", **env_a) as a:
@@ -295,20 +287,6 @@ def liveness_env(s3: S3Server, hub: dict[str, str], worker_id: str, prefix: str)
     return {**worker_env(s3, hub, worker_id, prefix), "LEASE_TTL": "60", "WORKER_ALIVE_TTL": "3"}
 
 
-def stored_json(s3: S3Server, bucket: str, key: str) -> dict[str, Any] | None:  # noqa: F811
-    """An object of the store as JSON, or None when it does not exist."""
-    client = s3.client()
-    names = [o.object_name for o in client.list_objects(bucket, key)]
-    if key not in names:
-        return None
-    resp = client.get_object(bucket, key)
-    try:
-        return dict(json.loads(resp.read()))
-    finally:
-        resp.close()
-        resp.release_conn()
-
-
 async def test_a_killed_workers_session_moves_before_its_lease_expires(
     tmp_path: Path,
     s3: S3Server,  # noqa: F811
@@ -322,9 +300,9 @@ async def test_a_killed_workers_session_moves_before_its_lease_expires(
         async with running_worker(tmp_path / "b", **liveness_env(s3, hub, "worker-b", "lvk")) as b:
             await a.create_linked("lv1", "6285200001")
             await wait_for(lambda: backed_up(a), what="the backup to land")
-            record = stored_json(s3, bucket, "workers/worker-a/alive.json")
+            record = s3.stored_json(bucket, "workers/worker-a/alive.json")
             assert record is not None and record["workerId"] == "worker-a"
-            lease = stored_json(s3, bucket, "sessions/lv1/lease.json")
+            lease = s3.stored_json(bucket, "sessions/lv1/lease.json")
             assert lease is not None and lease["workerId"] == "worker-a"
             assert lease["incarnation"] == record["incarnation"]
             children = a.child_pids()
@@ -337,9 +315,9 @@ async def test_a_killed_workers_session_moves_before_its_lease_expires(
             # Connected while A's lease was still unexpired: A's lapsed liveness record let B in.
             assert time.time() < lease["expiresAt"]
             assert item["qrCount"] == 0 and item["phoneNumber"] == "6285200001"
-            taken = stored_json(s3, bucket, "sessions/lv1/lease.json")
+            taken = s3.stored_json(bucket, "sessions/lv1/lease.json")
             assert taken is not None and taken["workerId"] == "worker-b"
-            dead = stored_json(s3, bucket, "workers/worker-a/alive.json")
+            dead = s3.stored_json(bucket, "workers/worker-a/alive.json")
             assert dead is not None and dead["aliveUntil"] < time.time()
             status, sent = await b.api("POST", "/session/lv1/send", json={"to": "6289200001", "text": "from B"})
             assert status == 200 and sent["data"]["status"] == "sent", sent
@@ -365,7 +343,7 @@ async def test_a_live_workers_session_is_not_taken_over_and_a_clean_stop_removes
             assert status == 409 and refused["code"] == "SESSION_LEASED", refused
             item = await a.session("lv2")
             assert item["status"] == "connected" and item["pid"]
-            lease = stored_json(s3, bucket, "sessions/lv2/lease.json")
+            lease = s3.stored_json(bucket, "sessions/lv2/lease.json")
             assert lease is not None and lease["workerId"] == "worker-a"
             _, health = await a.api("GET", "/health")
             liveness = health["storage"]["liveness"]
@@ -374,12 +352,12 @@ async def test_a_live_workers_session_is_not_taken_over_and_a_clean_stop_removes
             gauges = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith("wa_worker_liveness_"))
             assert gauges["wa_worker_liveness_lapsed"] == "0.0"
             assert float(gauges["wa_worker_liveness_alive_until_seconds"]) > time.time()
-            assert stored_json(s3, bucket, "workers/worker-a/alive.json") is not None
+            assert s3.stored_json(bucket, "workers/worker-a/alive.json") is not None
             assert await a.stop() == 0
         # A clean stop released the lease and then deleted the record.
-        assert stored_json(s3, bucket, "sessions/lv2/lease.json") is None
-        assert stored_json(s3, bucket, "workers/worker-a/alive.json") is None
-        assert stored_json(s3, bucket, "workers/worker-b/alive.json") is not None
+        assert s3.stored_json(bucket, "sessions/lv2/lease.json") is None
+        assert s3.stored_json(bucket, "workers/worker-a/alive.json") is None
+        assert s3.stored_json(bucket, "workers/worker-b/alive.json") is not None
         status, body = await b.api("POST", "/session/create", json={"sessionId": "lv2"})
         assert status == 200, body
         await b.wait_session("lv2", lambda s: s["status"] == "connected", what="lv2 connected on B")
