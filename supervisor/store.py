@@ -321,9 +321,13 @@ class Store:
         """
 
         def write(c: sqlite3.Connection) -> None:
-            for table, column in (("sessions", "id"), ("messages", "session_id"), ("outbox", "session_id")):
+            for table, column in (
+                ("sessions", "id"),
+                ("messages", "session_id"),
+                ("outbox", "session_id"),
+                ("idempotency", "session_id"),
+            ):
                 c.execute(f"DELETE FROM {table} WHERE {column} = ?", (session_id,))
-            c.execute("DELETE FROM idempotency WHERE session_id = ?", (session_id,))
             self._add_event(c, session_id, "session.deleted", {})
 
         await self._write(write)
@@ -617,4 +621,4 @@ class Store:
 
     async def ping(self) -> None:
         """Read the schema from the file (not a cache): raises when the database is unusable."""
-        _first(await self._read("SELECT COUNT(*) FROM sqlite_master"))
+        await self._read("SELECT COUNT(*) FROM sqlite_master")
