@@ -35,7 +35,7 @@ lock: $(STAMP)
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v ' @ ' ) > requirements.lock
 
 lint: $(STAMP)
-	$(BIN)/ruff check supervisor session_proc transport tests
+	$(BIN)/ruff check supervisor session_proc transport common tests bench
 	$(BIN)/mypy
 
 clean:

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from session_proc.engines import START_ENV  # noqa: E402
-from supervisor.spawner import ProcessHandle, ZygoteSpawner, exec_spawn  # noqa: E402
+from supervisor.supervision.spawner import ProcessHandle, ZygoteSpawner, exec_spawn  # noqa: E402
 from transport.channel import RouterChannel  # noqa: E402
 
 MiB = 2**20

@@ -58,7 +58,7 @@ from harness import TOKEN, Worker, running_worker  # noqa: E402
 from load_client import LoadClient  # noqa: E402
 
 from session_proc.engines import START_ENV  # noqa: E402
-from supervisor.spawner import ProcessHandle  # noqa: E402
+from supervisor.supervision.spawner import ProcessHandle  # noqa: E402
 from transport.channel import DealerChannel, RouterChannel  # noqa: E402
 from transport.protocol import REQ, Frame, encode  # noqa: E402
 
@@ -206,7 +206,7 @@ async def session_spawn(spawner: str, runs: int, engine: str = "sim") -> dict[st
         env = {**os.environ, **START_ENV, "WA_SESSION_OPTIONS": json.dumps(options)}
         zygote = None
         if spawner.startswith("zygote"):
-            from supervisor.spawner import ZygoteSpawner
+            from supervisor.supervision.spawner import ZygoteSpawner
 
             freeze = "0" if spawner == "zygote-nofreeze" else "1"
             zygote = ZygoteSpawner(cwd=ROOT, env={**os.environ, **START_ENV, "WA_ZYGOTE_GC_FREEZE": freeze})
@@ -226,7 +226,7 @@ async def session_spawn(spawner: str, runs: int, engine: str = "sim") -> dict[st
                 if zygote is not None:
                     handle = await zygote.spawn(argv, env)
                 else:
-                    from supervisor.spawner import exec_spawn
+                    from supervisor.supervision.spawner import exec_spawn
 
                     handle = await exec_spawn(argv, env, stdout=False)
                 async with asyncio.timeout(30):
@@ -793,7 +793,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 def zygote_available() -> bool:
     return (
         importlib.util.find_spec("session_proc.zygote") is not None
-        and importlib.util.find_spec("supervisor.spawner") is not None
+        and importlib.util.find_spec("supervisor.supervision.spawner") is not None
     )
 
 

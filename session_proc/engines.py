@@ -21,7 +21,7 @@ START_ENV: dict[str, str] = {
 
 _ENGINES = {
     "sim": ("session_proc.sim.engine", "SimEngine"),
-    "neonize": ("session_proc.neonize_engine", "NeonizeEngine"),
+    "neonize": ("session_proc.neonize.engine", "NeonizeEngine"),
 }
 
 

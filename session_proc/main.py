@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import logfmt
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage
 from session_proc.engines import engine_class
 from session_proc.proctitle import die_with_parent, set_title
-from transport import logfmt
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError
 
 log = logging.getLogger("session_proc")

@@ -1,7 +1,7 @@
 """The pre-warmed spawner: imports a session process's modules once, then forks session processes.
 
 ``python -m session_proc.zygote`` is started by the supervisor and speaks JSON
-lines on stdin/stdout (see supervisor/spawner.py): it answers each ``spawn``
+lines on stdin/stdout (see supervisor/supervision/spawner.py): it answers each ``spawn``
 request with the forked child's pid and reports every child it reaps as
 ``{"exit": pid, "rc": rc}`` (negative rc: killed by that signal). It exits
 when its stdin closes or its parent (the supervisor) dies.

@@ -26,17 +26,17 @@ from supervisor import drain, worker_token
 from supervisor.api import event_routes, media_routes, message_routes
 from supervisor.api.install import client_max_size, install_api
 from supervisor.api.keys import BACKEND_LINK, EVENTS, REGISTRY, SETTINGS, STORAGE, WEBHOOKS, WORKER, WorkerInfo
-from supervisor.backend import BackendLink
 from supervisor.config import Settings
-from supervisor.events import EventLog
+from supervisor.database.store import Store
+from supervisor.events.backend import BackendLink
+from supervisor.events.log import EventLog
+from supervisor.events.webhooks import Webhooks
 from supervisor.heap import settle_heap
-from supervisor.session_child import ChildConfig
 from supervisor.sessions import SessionRegistry
-from supervisor.sim_hub import SimHubChild
-from supervisor.spawner import ZygoteSpawner
 from supervisor.storage.service import SessionStorage, build_storage
-from supervisor.store import Store
-from supervisor.webhooks import Webhooks
+from supervisor.supervision.hub_child import SimHubChild
+from supervisor.supervision.session_child import ChildConfig
+from supervisor.supervision.spawner import ZygoteSpawner
 from transport.channel import RouterChannel
 
 log = logging.getLogger("supervisor.app")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from supervisor.policy import RestartPolicy
+from supervisor.supervision.policy import RestartPolicy
 
 ENGINES = ("neonize", "sim")
 

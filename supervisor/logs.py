@@ -15,8 +15,8 @@ import logging.handlers
 from collections.abc import Iterable
 from pathlib import Path
 
+from common import logfmt
 from supervisor.config import Settings
-from transport import logfmt
 
 ERROR_LOG = "error.log"
 COMBINED_LOG = "combined.log"

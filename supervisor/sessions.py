@@ -18,21 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.tasks import cancel_and_wait
 from supervisor.config import Settings
-from supervisor.inflight import InFlight, counted_send
-from supervisor.message_id import new_message_id
-from supervisor.outbox import Outbox, OutboxSettings, SendAnswer
-from supervisor.policy import ExitInfo, ProcRecord
-from supervisor.procs import ChildProcess
+from supervisor.database.store import MessageRow, SessionRow, Store
+from supervisor.messaging.inflight import InFlight, counted_send
+from supervisor.messaging.message_id import new_message_id
+from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
 from supervisor.qr_image import png_data_url
-from supervisor.sampler import ProcessSampler, ProcStats
-from supervisor.session_child import ChildConfig, SessionChild, parse_identity
-from supervisor.states import ProcState
 from supervisor.storage.service import BackupRefused, LeaseHeld, SessionStorage, StorageError
-from supervisor.store import MessageRow, SessionRow, Store
+from supervisor.supervision.policy import ExitInfo, ProcRecord
+from supervisor.supervision.procs import ChildProcess
+from supervisor.supervision.sampler import ProcessSampler, ProcStats
+from supervisor.supervision.session_child import ChildConfig, SessionChild, parse_identity
+from supervisor.supervision.states import ProcState
 from supervisor.timefmt import iso
 from transport.channel import ChannelError, RemoteError, RouterChannel
-from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.sessions")
 

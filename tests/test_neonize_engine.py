@@ -74,7 +74,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (  # noqa: E402
 )
 
 from session_proc.neonize import incoming, outgoing  # noqa: E402
-from session_proc.neonize_engine import NeonizeEngine  # noqa: E402
+from session_proc.neonize.engine import NeonizeEngine  # noqa: E402
 
 ME = "628111@s.whatsapp.net"
 PEER = "628222@s.whatsapp.net"
@@ -503,7 +503,7 @@ async def test_a_scan_before_the_deadline_cancels_it(tmp_path: Path) -> None:
 # -- real session processes --------------------------------------------------------------------------------
 def test_the_supervisor_never_imports_neonize() -> None:
     code = (
-        "import sys, supervisor.app, supervisor.cli, session_proc.engines, session_proc.neonize_engine\n"
+        "import sys, supervisor.app, supervisor.cli, session_proc.engines, session_proc.neonize.engine\n"
         "assert 'neonize' not in sys.modules, 'neonize imported'\n"
         "print('clean')"
     )
@@ -653,7 +653,7 @@ _STUCK_GO = """
 import asyncio, sys, threading
 from pathlib import Path
 from session_proc.engine import EngineContext
-from session_proc.neonize_engine import NeonizeEngine
+from session_proc.neonize.engine import NeonizeEngine
 
 class Sink:
     def __getattr__(self, name):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from supervisor.policy import (
+from supervisor.supervision.policy import (
     Action,
     Event,
     Exited,
@@ -30,7 +30,7 @@ from supervisor.policy import (
     next_deadline,
     transition,
 )
-from supervisor.states import ProcState
+from supervisor.supervision.states import ProcState
 
 # The tests spell out the delays of a 0.25 s first backoff.
 POLICY = RestartPolicy(backoff_initial=0.25)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from supervisor.sampler import ProcessSampler
+from supervisor.supervision.sampler import ProcessSampler
 
 # Allocates and touches 64 MiB when told to (one line on stdin), then waits for EOF.
 GROWER = """

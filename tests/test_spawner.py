@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 from harness import pid_alive, wait_for
 
-from supervisor.spawner import ExecHandle, ForkedHandle, ZygoteSpawner, exec_spawn
+from supervisor.supervision.spawner import ExecHandle, ForkedHandle, ZygoteSpawner, exec_spawn
 from transport.channel import RouterChannel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +136,7 @@ async def test_exec_handle_reports_signals_like_asyncio() -> None:
 SUPERVISOR_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, os, sys
-    from supervisor.spawner import ZygoteSpawner
+    from supervisor.supervision.spawner import ZygoteSpawner
 
     async def main():
         z = ZygoteSpawner()

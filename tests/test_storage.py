@@ -21,8 +21,8 @@ import pytest
 from harness import TOKEN, running_worker
 from s3server import ACCESS_KEY, SECRET_KEY, S3Server, s3  # noqa: F401 - s3 is a fixture
 
-from supervisor.backups import BackupScheduler, BackupSettings, manifest_key
 from supervisor.storage import snapshot
+from supervisor.storage.backups import BackupScheduler, BackupSettings, manifest_key
 from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.leases import LeaseHeld, LeaseManager
 from supervisor.storage.local import LocalObjectStore, check_signature

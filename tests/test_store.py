@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sqlite_writer import WriterClosed
-from supervisor.store import MessageRow, OutboxRow, Store
+from supervisor.database.sqlite_writer import WriterClosed
+from supervisor.database.store import MessageRow, OutboxRow, Store
 
 
 def _outgoing(i: int, session: str = "s1") -> tuple[MessageRow, OutboxRow]:

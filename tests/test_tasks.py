@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from transport.tasks import cancel_and_wait
+from common.tasks import cancel_and_wait
 
 
 async def test_tasks_are_finished_when_it_returns() -> None:

@@ -26,7 +26,7 @@ import pytest_asyncio
 from harness import wait_for
 
 from session_proc.neonize.loader import bundled_library_name
-from supervisor.spawner import ProcessHandle, ZygoteSpawner
+from supervisor.supervision.spawner import ProcessHandle, ZygoteSpawner
 from transport.channel import RouterChannel
 
 ROOT = Path(__file__).resolve().parent.parent

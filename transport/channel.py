@@ -18,8 +18,8 @@ from typing import Any
 
 import zmq
 
+from common.tasks import cancel_and_wait
 from transport.protocol import EVENT, HB, REP, REQ, Frame, IdSource, ProtocolError, decode, encode, fail, ok
-from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("transport")
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import zmq
 from aiohttp import web
 
+from common import logfmt
+from common.tasks import cancel_and_wait
 from session_proc.proctitle import die_with_parent, set_title
 from session_proc.sim.hub import HEARTBEAT_INTERVAL, QR_TTL, Hub
 from session_proc.sim.hub_http import create_app
 from session_proc.sim.hub_store import HubStore
-from transport import logfmt
-from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("sim.hub")
 

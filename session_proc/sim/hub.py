@@ -29,10 +29,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.tasks import cancel_and_wait
 from session_proc.sim import ops
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
 from transport.channel import PeerGone, RemoteError, RouterChannel
-from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("sim.hub")
 

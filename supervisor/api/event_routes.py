@@ -12,7 +12,7 @@ from aiohttp import web
 from supervisor.api import validation as v
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import EVENTS, REGISTRY, WEBHOOKS
-from supervisor.events import envelope
+from supervisor.events.log import envelope
 
 routes = web.RouteTableDef()
 

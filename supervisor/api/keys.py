@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from supervisor.backend import BackendLink
 from supervisor.config import Settings
-from supervisor.events import EventLog
+from supervisor.events.backend import BackendLink
+from supervisor.events.log import EventLog
+from supervisor.events.webhooks import Webhooks
 from supervisor.sessions import SessionRegistry
 from supervisor.storage.service import SessionStorage
-from supervisor.webhooks import Webhooks
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from supervisor.api import send_request, upload
 from supervisor.api import validation as v
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE
-from supervisor.outbox import IdempotencyConflict
+from supervisor.messaging.outbox import IdempotencyConflict
 from supervisor.sessions import message_view
 from supervisor.storage.service import StorageError
 

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from supervisor.api.errors import ApiError, Handler
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
 from supervisor.api.storage_metrics import StorageCollector
-from supervisor.message_figures import MessageFigures, message_figures
+from supervisor.messaging.figures import MessageFigures, message_figures
 from supervisor.sessions import STATUSES, Session
 
 routes = web.RouteTableDef()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from supervisor.policy import ExitInfo
 from supervisor.sessions import Session
+from supervisor.supervision.policy import ExitInfo
 from supervisor.timefmt import iso
 
 

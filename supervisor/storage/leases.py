@@ -43,9 +43,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.tasks import cancel_and_wait
 from supervisor.storage.liveness import AliveRecord, WorkerLiveness, read_alive
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
-from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.storage")
 

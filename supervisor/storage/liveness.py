@@ -40,8 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.tasks import cancel_and_wait
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
-from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.storage")
 

@@ -26,9 +26,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from supervisor.backups import BackupScheduler, BackupSettings
+from common.tasks import cancel_and_wait
 from supervisor.config import Settings
 from supervisor.storage import snapshot
+from supervisor.storage.backups import BackupScheduler, BackupSettings
 from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.leases import LeaseHeld, LeaseManager, lease_key
 from supervisor.storage.liveness import WorkerLiveness
@@ -36,7 +37,6 @@ from supervisor.storage.local import LocalObjectStore
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
 from supervisor.storage.removals import PendingRemovals
 from supervisor.storage.s3 import MinioObjectStore
-from transport.tasks import cancel_and_wait
 
 log = logging.getLogger("supervisor.storage")
 

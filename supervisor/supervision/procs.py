@@ -20,7 +20,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.policy import (
+from common.tasks import cancel_and_wait
+from supervisor.supervision.policy import (
     Event,
     Exited,
     ExitInfo,
@@ -40,11 +41,10 @@ from supervisor.policy import (
     next_deadline,
     transition,
 )
-from supervisor.spawner import ProcessHandle, Spawner, exec_spawn
-from supervisor.states import ProcState
-from transport.tasks import cancel_and_wait
+from supervisor.supervision.spawner import ProcessHandle, Spawner, exec_spawn
+from supervisor.supervision.states import ProcState
 
-log = logging.getLogger("supervisor.procs")
+log = logging.getLogger("supervisor.supervision.procs")
 
 # Exits kept per child for operators (GET /session/{id}/process, /sessions lastExit).
 EXIT_HISTORY = 20
@@ -238,5 +238,6 @@ class ChildProcess:
         self._post(_Incarnated(incarnation, Exited(now=time.time(), code=code, signal=sig, jitter=random.random())))
 
     wants_stdout = False
-    # None: exec a new program per child (the default); else e.g. the zygote forks it (supervisor/spawner.py).
+    # None: exec a new program per child (the default); else e.g. the zygote forks it
+    # (supervisor/supervision/spawner.py).
     spawner: Spawner | None = None

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-log = logging.getLogger("supervisor.spawner")
+log = logging.getLogger("supervisor.supervision.spawner")
 
 # How long a new zygote may take to import everything and say hello.
 ZYGOTE_START_TIMEOUT = 30.0

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from session_proc.engines import START_ENV
-from supervisor.policy import RestartPolicy
-from supervisor.procs import ChildProcess, TransitionListener
-from supervisor.spawner import ProcessHandle, Spawner
-from supervisor.states import ProcState
+from supervisor.supervision.policy import RestartPolicy
+from supervisor.supervision.procs import ChildProcess, TransitionListener
+from supervisor.supervision.spawner import ProcessHandle, Spawner
+from supervisor.supervision.states import ProcState
 from transport.channel import ChannelError, RouterChannel
 
 

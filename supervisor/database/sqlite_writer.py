@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-log = logging.getLogger("supervisor.store")
+log = logging.getLogger("supervisor.database.store")
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], Any]

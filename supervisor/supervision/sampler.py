@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import psutil
 
-log = logging.getLogger("supervisor.sampler")
+log = logging.getLogger("supervisor.supervision.sampler")
 
 # Seconds a process's USS figure is reused before it is read again (CPU and RSS are read every sample).
 USS_INTERVAL = 30.0

@@ -15,11 +15,11 @@ import logging
 import time
 from typing import Any
 
-from supervisor.store import EventRow, Store
+from common.tasks import cancel_and_wait
+from supervisor.database.store import EventRow, Store
 from supervisor.timefmt import iso
-from transport.tasks import cancel_and_wait
 
-log = logging.getLogger("supervisor.events")
+log = logging.getLogger("supervisor.events.log")
 
 RETENTION_SWEEP = 600.0
 

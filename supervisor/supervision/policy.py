@@ -12,7 +12,7 @@ import signal
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
-from supervisor.states import ProcState
+from supervisor.supervision.states import ProcState
 
 
 @dataclass(frozen=True, slots=True)

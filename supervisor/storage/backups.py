@@ -28,7 +28,7 @@ from supervisor.storage import snapshot
 from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError
 
-log = logging.getLogger("supervisor.backups")
+log = logging.getLogger("supervisor.storage.backups")
 
 KEEP_VERSIONS = 2  # the current one and the one before it
 

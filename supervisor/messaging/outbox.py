@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.store import IdempotencyRow, MessageRow, OutboxRow, Store
+from common.tasks import cancel_and_wait
+from supervisor.database.store import IdempotencyRow, MessageRow, OutboxRow, Store
 from transport.channel import PeerGone, RemoteError, RequestTimeout, RouterChannel
-from transport.tasks import cancel_and_wait
 
-log = logging.getLogger("supervisor.outbox")
+log = logging.getLogger("supervisor.messaging.outbox")
 
 # Engine error codes that no retry can fix.
 PERMANENT_ERRORS = frozenset(

@@ -20,15 +20,15 @@ from typing import Any
 
 import aiohttp
 
+from common.tasks import cancel_and_wait
 from supervisor.config import Settings
-from supervisor.delivery import Deliverer, Target
-from supervisor.events import EventLog
-from supervisor.message_figures import message_figures
+from supervisor.events.delivery import Deliverer, Target
+from supervisor.events.log import EventLog
+from supervisor.messaging.figures import message_figures
 from supervisor.sessions import STATUSES, SessionRegistry
 from supervisor.timefmt import iso
-from transport.tasks import cancel_and_wait
 
-log = logging.getLogger("supervisor.backend")
+log = logging.getLogger("supervisor.events.backend")
 
 CALL_TIMEOUT = 10.0
 REGISTER_RETRY_MAX = 30.0

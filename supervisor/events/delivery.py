@@ -26,11 +26,11 @@ from typing import Any
 
 import aiohttp
 
-from supervisor.events import EventLog, envelope
-from supervisor.store import EventRow
-from transport.tasks import cancel_and_wait
+from common.tasks import cancel_and_wait
+from supervisor.database.store import EventRow
+from supervisor.events.log import EventLog, envelope
 
-log = logging.getLogger("supervisor.delivery")
+log = logging.getLogger("supervisor.events.delivery")
 
 RETRY_FIRST = 0.5
 RETRY_MAX = 60.0

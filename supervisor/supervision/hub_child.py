@@ -14,11 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from supervisor.policy import RestartPolicy
-from supervisor.procs import ChildProcess
-from supervisor.spawner import ProcessHandle
+from supervisor.supervision.policy import RestartPolicy
+from supervisor.supervision.procs import ChildProcess
+from supervisor.supervision.spawner import ProcessHandle
 
-log = logging.getLogger("supervisor.sim_hub")
+log = logging.getLogger("supervisor.supervision.hub_child")
 
 
 class SimHubChild(ChildProcess):

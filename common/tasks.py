@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-log = logging.getLogger("transport.tasks")
+log = logging.getLogger("common.tasks")
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from supervisor.store import Store
+from supervisor.database.store import Store
 
 HOUR = 3600.0
 

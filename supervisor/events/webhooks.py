@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from supervisor.delivery import Deliverer, Target
-from supervisor.events import EventLog
-from supervisor.store import EventRow
+from supervisor.database.store import EventRow
+from supervisor.events.delivery import Deliverer, Target
+from supervisor.events.log import EventLog
 
-log = logging.getLogger("supervisor.webhooks")
+log = logging.getLogger("supervisor.events.webhooks")
 
 
 def consumer_name(session_id: str) -> str:

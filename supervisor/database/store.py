@@ -1,7 +1,7 @@
 """SQLite persistence (WAL): the worker's memory across restarts.
 
 Writes go through one connection on the group-commit writer's thread
-(supervisor/sqlite_writer.py), in the order they were made: each write is its
+(supervisor/database/sqlite_writer.py), in the order they were made: each write is its
 own all-or-nothing unit, and many are committed together. Reads go through
 aiosqlite on a second connection. Neither blocks the event loop. Schema changes
 are numbered migrations applied at open.
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from supervisor.sqlite_writer import GroupCommitWriter
+from supervisor.database.sqlite_writer import GroupCommitWriter
 
 _T = TypeVar("_T")
 
