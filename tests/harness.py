@@ -56,6 +56,16 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+# What a worker started by a test inherits from the machine: nothing that configures it. A MINIO_*,
+# BACKEND_URL, JWT_SECRET or ENCRYPTION_KEY set on a developer's machine would change what a test tests.
+INHERITED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """The environment of a process a test starts: the machine's basics and ``settings``, nothing else."""
+    return {name: os.environ[name] for name in INHERITED_ENV if name in os.environ} | settings
+
+
 class Worker:
     """A running worker process and an HTTP client for it."""
 
@@ -65,7 +75,7 @@ class Worker:
         self.sim_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ,
+            **clean_env(),
             "PORT": str(self.port),
             "HOST": "127.0.0.1",
             "STORAGE_DIR": str(storage),
@@ -226,7 +236,7 @@ async def standalone_hub(directory: Path) -> AsyncIterator[dict[str, str]]:
     """A ``wa-worker sim`` hub of its own, as several workers share one; yields the env a worker needs."""
     zmq_port, http_port = free_port(), free_port()
     env = {
-        **os.environ,
+        **clean_env(),
         "SIM_HUB": f"tcp://127.0.0.1:{zmq_port}",
         "SIM_PORT": str(http_port),
         "STORAGE_DIR": str(directory / "hub"),

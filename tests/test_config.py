@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from harness import Worker, clean_env
 
 from supervisor import worker_token
 from supervisor.config import ConfigError, load
@@ -62,12 +63,28 @@ def test_token_is_generated_once_and_private(tmp_path: Path) -> None:
     assert worker_token.resolve("configured", tmp_path) == ("configured", False)
 
 
+def test_workers_a_test_starts_inherit_no_configuration_from_the_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "MINIO_ENDPOINT": "minio.example:9000",
+        "BACKEND_URL": "http://backend.example",
+        "JWT_SECRET": "x" * 40,
+        "ENCRYPTION_KEY": "y" * 40,
+        "MAX_SESSIONS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    worker = Worker(tmp_path, {"MAX_SESSIONS": "7"})
+    assert not {"MINIO_ENDPOINT", "BACKEND_URL", "JWT_SECRET", "ENCRYPTION_KEY"} & set(worker.env)
+    assert worker.env["MAX_SESSIONS"] == "7" and worker.env["PATH"]
+    assert "MINIO_ENDPOINT" not in clean_env(STORAGE_DIR=str(tmp_path))
+
+
 def test_worker_refuses_to_start_with_one_clear_line(tmp_path: Path) -> None:
-    import os
     import subprocess
     import sys
 
-    env = {**os.environ, "PORT": "eighty", "STORAGE_DIR": str(tmp_path)}
+    env = clean_env(PORT="eighty", STORAGE_DIR=str(tmp_path))
     out = subprocess.run(
         [sys.executable, "-m", "supervisor.cli", "serve"], env=env, capture_output=True, text=True, timeout=30
     )

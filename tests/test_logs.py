@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from harness import TOKEN, free_port, running_worker, wait_for
+from harness import TOKEN, clean_env, free_port, running_worker, wait_for
 
 from supervisor import logs
 from supervisor.config import load
@@ -121,7 +121,7 @@ async def test_a_send_and_a_receive_leave_no_text_or_secret_in_any_log(tmp_path:
 async def test_text_lines_on_a_terminal(tmp_path: Path) -> None:
     port = free_port()
     env = {
-        **os.environ,
+        **clean_env(),
         "PORT": str(port),
         "HOST": "127.0.0.1",
         "STORAGE_DIR": str(tmp_path),

@@ -73,7 +73,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (  # noqa: E402
     VideoMessage,
 )
 
-from session_proc.neonize import incoming, outgoing  # noqa: E402
+from session_proc.neonize import incoming, outgoing, send_errors  # noqa: E402
 from session_proc.neonize.engine import NeonizeEngine  # noqa: E402
 
 ME = "628111@s.whatsapp.net"
@@ -407,13 +407,115 @@ async def test_ambiguous_errors_settle_unknown_and_refusals_may_be_retried(tmp_p
         await engine.send(OutgoingMessage(id="wid-3", to=PEER, text="a"))
     assert info.value.code == "OUTCOME_UNKNOWN" and client.sent == []
 
-    client.fail_with = RuntimeError("server returned error 479")
+    # Failed before anything was written: the next attempt sends it.
+    client.fail_with = RuntimeError("failed to get device list: info query timed out")
     with pytest.raises(EngineError) as info:
         await engine.send(OutgoingMessage(id="wid-4", to=PEER, text="b"))
     assert info.value.code == "SEND_FAILED"
     client.fail_with = None
     assert (await engine.send(OutgoingMessage(id="wid-4", to=PEER, text="b"))).id == "wid-4"
     assert len(client.sent) == 1
+
+    # The server answered with an error: it had the message; never sent twice.
+    client.fail_with = RuntimeError("server returned error 479")
+    with pytest.raises(EngineError) as info:
+        await engine.send(OutgoingMessage(id="wid-5", to=PEER, text="c"))
+    assert info.value.code == "OUTCOME_UNKNOWN"
+    client.fail_with = None
+    with pytest.raises(EngineError) as info:
+        await engine.send(OutgoingMessage(id="wid-5", to=PEER, text="c"))
+    assert info.value.code == "OUTCOME_UNKNOWN" and len(client.sent) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        # whatsmeow's own texts (errors.go, send.go), as neonize raises them.
+        ("websocket not connected", "SEND_FAILED"),
+        ("failed to send message node: websocket not connected", "SEND_FAILED"),
+        ("the store doesn't contain a device JID", "SEND_FAILED"),
+        ("failed to get device list: info query timed out", "SEND_FAILED"),
+        ("failed to get group members: that group does not exist", "SEND_FAILED"),
+        ("failed to get LID for PN 628222@s.whatsapp.net: info query timed out", "SEND_FAILED"),
+        ("no LID found for 628222@s.whatsapp.net from server", "SEND_FAILED"),
+        ("failed to prefetch sessions: context canceled", "SEND_FAILED"),
+        ("failed to encrypt peer message for 628222@s.whatsapp.net: untrusted identity", "SEND_FAILED"),
+        ("failed to encrypt group message to send 3EB0 to 1203@g.us: no sender key", "SEND_FAILED"),
+        ("can't encrypt message for device: no signal session established with 628222.0", "SEND_FAILED"),
+        ("cipher encryption failed: invalid key", "SEND_FAILED"),
+        ("failed to marshal message: proto: required field not set", "SEND_FAILED"),
+        ("can't send message to unknown server example.com", "INVALID_RECIPIENT"),
+        ("message recipient must be a user JID with no device part", "INVALID_RECIPIENT"),
+        ("sending to non-status broadcast lists is not yet supported", "INVALID_RECIPIENT"),
+        # Written, or answered: the outcome is open.
+        ("failed to send message node: write tcp 10.0.0.2:50514->157.240.1.1:443: broken pipe", "OUTCOME_UNKNOWN"),
+        ("failed to send message node: failed to write frame: context deadline exceeded", "OUTCOME_UNKNOWN"),
+        ("timed out waiting for message send response", "OUTCOME_UNKNOWN"),
+        ("server returned error 479", "OUTCOME_UNKNOWN"),
+        ("info query timed out", "OUTCOME_UNKNOWN"),
+        ("something whatsmeow has never said before", "OUTCOME_UNKNOWN"),
+        ("", "OUTCOME_UNKNOWN"),
+    ],
+)
+def test_only_errors_from_before_the_network_may_be_retried(error: str, code: str) -> None:
+    assert send_errors.classify(error) == code
+
+
+_COMMIT_FAILS = """
+import asyncio, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+import test_neonize_engine as t
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+from session_proc.engine import EngineContext
+from session_proc.neonize import incoming, outgoing
+from session_proc.neonize.engine import NeonizeEngine
+from session_proc.neonize.journal import SendJournal
+
+class Sink(t._Sink):
+    failures = int(sys.argv[2])  # commits that fail before one succeeds; -1: all fail
+
+    async def on_message(self, message):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the supervisor could not commit")
+        await super().on_message(message)
+
+async def main():
+    session_dir = Path(sys.argv[1])
+    sink = Sink()
+    context = EngineContext(session_id="s1", session_dir=session_dir, sink=sink, options={"deliver_wait": 2})
+    engine = NeonizeEngine(context)
+    journal = SendJournal.open(session_dir)
+    await engine.attach(t._FakeClient(), journal=journal, incoming=incoming, outgoing=outgoing, media_types={})
+    client = t._FakeClient()
+    await asyncio.to_thread(engine._cb_message, client, t._event(Message(conversation="halo"), msg_id="IN9"))
+    print("returned", [m.id for m in sink.messages], flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("failures", "returns"), [(2, True), (-1, False)])
+def test_the_message_callback_returns_only_after_the_supervisor_committed(
+    tmp_path: Path, failures: int, returns: bool
+) -> None:
+    # whatsmeow acknowledges a message to WhatsApp when the callback returns: a callback that
+    # returned after a failed commit would lose the message for good.
+    proc = subprocess.run(
+        [sys.executable, "-c", _COMMIT_FAILS, str(tmp_path), str(failures)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if returns:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "returned ['IN9']"
+    else:
+        assert proc.returncode == 75, proc.stderr  # EX_TEMPFAIL: restarted, and WhatsApp redelivers
+        assert "returned" not in proc.stdout
+        assert "exiting unacknowledged" in proc.stderr
 
 
 async def test_sends_while_offline_or_to_bad_recipients_are_refused_before_the_journal(tmp_path: Path) -> None:

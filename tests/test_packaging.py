@@ -31,7 +31,7 @@ import psutil
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
-from harness import TOKEN, free_port, pid_alive, wait_for
+from harness import TOKEN, clean_env, free_port, pid_alive, wait_for
 from packaging.requirements import Requirement
 
 from supervisor.config import ConfigError, load
@@ -477,7 +477,7 @@ def test_good_values_are_typed() -> None:
     ],
 )
 def test_worker_refuses_a_bad_value_with_one_line(tmp_path: Path, env: dict[str, str], line: str) -> None:
-    full = {**os.environ, "STORAGE_DIR": str(tmp_path), "WORKER_AUTH_TOKEN": TOKEN, "PORT": str(free_port()), **env}
+    full = clean_env(STORAGE_DIR=str(tmp_path), WORKER_AUTH_TOKEN=TOKEN, PORT=str(free_port()), **env)
     out = subprocess.run(
         [sys.executable, "-m", "supervisor.cli", "serve"], env=full, capture_output=True, text=True, timeout=30
     )

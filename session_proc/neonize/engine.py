@@ -30,8 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from session_proc.engine import Engine, EngineContext, EngineError, OutgoingMessage, SendResult
-from session_proc.neonize import loader
+from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
+from session_proc.neonize import loader, send_errors
 from session_proc.neonize.journal import FAILED, SENDING, SENT, UNKNOWN, SendJournal
 
 if TYPE_CHECKING:
@@ -57,12 +57,14 @@ RETRY_INITIAL = 1.0  # first wait after a failed dial, seconds; doubles per fail
 RETRY_MAX = 60.0
 STOP_GRACE = 3.0  # how long stop() waits for the Go side to return
 EXIT_GRACE = 3.0  # after stop(): if the process still exists then, something in Go holds it: exit hard
-DELIVER_WAIT = 30.0  # a callback waits this long for the supervisor to commit a message
+DELIVER_WAIT = 30.0  # a callback keeps trying the supervisor's commit of a message this long
+DELIVER_RETRY = 0.5  # first pause between two commit attempts, seconds; doubles up to 5 s
+# A message could not be committed: the process ends without returning to whatsmeow, which
+# would acknowledge it, so WhatsApp delivers it again to the next incarnation (EX_TEMPFAIL).
+EXIT_UNACKNOWLEDGED = 75
 RECENT_MESSAGES = 2000  # messages kept for quoting in replies and targeting reactions
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _MEDIA_KINDS = {"image": "MediaImage", "video": "MediaVideo", "audio": "MediaAudio", "document": "MediaDocument"}
-# Errors after which whatsmeow cannot tell whether the server took the message.
-_AMBIGUOUS_SEND_ERRORS = ("timed out", "deadline", "canceled", "cancelled", "response")
 
 
 class _Bounded(OrderedDict[K, V]):
@@ -90,6 +92,7 @@ class NeonizeEngine(Engine):
         self.qr_login_timeout = float(options.get("qr_login_timeout", QR_LOGIN_TIMEOUT))
         self.retry_initial = float(options.get("retry_initial", RETRY_INITIAL))
         self.retry_max = float(options.get("retry_max", RETRY_MAX))
+        self.deliver_wait = float(options.get("deliver_wait", DELIVER_WAIT))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None  # neonize.client.NewClient; a reference must be kept or GC stops it
         self._nz: ModuleType | None = None  # neonize.client
@@ -274,11 +277,12 @@ class NeonizeEngine(Engine):
             response = self._client.send_message(to, built)
         except Exception as exc:
             error = str(exc) or type(exc).__name__
-            if any(word in error.lower() for word in _AMBIGUOUS_SEND_ERRORS):
+            verdict = send_errors.classify(error)
+            if verdict == send_errors.UNKNOWN:
                 journal.unknown(message.id, error)
-                raise EngineError("OUTCOME_UNKNOWN", f"WhatsApp did not confirm the send: {error}") from None
-            journal.failed(message.id, error)
-            raise EngineError("SEND_FAILED", error) from None
+                raise EngineError(verdict, f"WhatsApp did not confirm the send: {error}") from None
+            journal.failed(message.id, error)  # nothing was written: a later attempt may send it
+            raise EngineError(verdict, error) from None
         timestamp = float(response.Timestamp or time.time())
         if timestamp > 1e11:  # milliseconds (message events use them): normalise to seconds
             timestamp /= 1000.0
@@ -423,20 +427,45 @@ class NeonizeEngine(Engine):
             return
         if mapped is None:
             return
-        # Wait for the supervisor's commit before returning to whatsmeow (which then acks to
-        # WhatsApp), bounded so a stop or a silent supervisor does not wedge the Go side.
-        future = asyncio.run_coroutine_threadsafe(self._deliver(mapped), self._loop)
-        deadline = time.monotonic() + DELIVER_WAIT
-        while not self._stopping.is_set() and time.monotonic() < deadline:
+        # whatsmeow acknowledges the message to WhatsApp when this callback returns: it returns
+        # only after the supervisor committed the message.
+        if not self._commit(mapped):
+            log.error(
+                "message %s not committed within %.0fs: exiting unacknowledged, WhatsApp delivers it again",
+                mapped.message.id,
+                self.deliver_wait,
+            )
+            logging.shutdown()
+            os._exit(EXIT_UNACKNOWLEDGED)
+
+    def _commit(self, mapped: MappedMessage) -> bool:
+        """On whatsmeow's thread: hand one message to the supervisor, retrying until it is committed
+        or ``deliver_wait`` has passed; False if it was not committed."""
+        assert self._loop is not None
+        deadline = time.monotonic() + self.deliver_wait
+        try:
+            message = asyncio.run_coroutine_threadsafe(self._prepare(mapped), self._loop).result(self.deliver_wait)
+        except Exception:
+            log.exception("message %s could not be prepared for the supervisor", mapped.message.id)
+            return False
+        pause = DELIVER_RETRY
+        while True:
             try:
-                future.result(timeout=0.5)
+                future = asyncio.run_coroutine_threadsafe(self.ctx.sink.on_message(message), self._loop)
+            except RuntimeError:  # the loop is closed: the process is ending
+                return False
+            try:
+                future.result(max(0.0, deadline - time.monotonic()))
+                return True
             except TimeoutError:
-                continue
-            except Exception:
-                log.exception("delivering message %s failed", mapped.message.id)
-            break
-        if not future.done():
-            log.warning("message %s not committed within %.0fs", mapped.message.id, DELIVER_WAIT)
+                future.cancel()
+                return False
+            except Exception as exc:
+                log.warning("message %s not committed yet: %s", message.id, exc)
+            if time.monotonic() + pause >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def _cb_receipt(self, _client: Any, event: Any) -> None:
         assert self._incoming is not None
@@ -503,7 +532,8 @@ class NeonizeEngine(Engine):
         for wa_id in update.ids:
             self.ctx.sink.on_receipt(self._worker_by_wa.get(wa_id, wa_id), update.status, update.chat, update.timestamp)
 
-    async def _deliver(self, mapped: MappedMessage) -> None:
+    async def _prepare(self, mapped: MappedMessage) -> IncomingMessage:
+        """The message as the supervisor takes it: our ids for quoted messages, media on disk."""
         from session_proc.neonize.outgoing import QuotedRef
 
         message = mapped.message
@@ -517,10 +547,7 @@ class NeonizeEngine(Engine):
             message.reaction_to = self._worker_by_wa.get(message.reaction_to, message.reaction_to)
         if mapped.media is not None:
             message.media_path = await self._download(message.id, message.mimetype, mapped.media)
-        try:
-            await self.ctx.sink.on_message(message)
-        except Exception as exc:
-            log.warning("message %s was not committed: %s", message.id, exc)
+        return message
 
     async def _download(self, message_id: str, mimetype: str | None, media: Any) -> str | None:
         try:
