@@ -33,6 +33,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def unreachable_proxy() -> str:
+    """A SOCKS5 proxy on a loopback port nobody listens on: a neonize session's dial fails at once,
+    the same on a machine with a route to WhatsApp as on one without."""
+    return f"socks5://127.0.0.1:{free_port()}"
+
+
 async def wait_for(
     check: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""
 ) -> T:

@@ -1,5 +1,5 @@
-"""The neonize engine without WhatsApp: real session processes whose dial fails (no route to
-WhatsApp here), and the event/message mapping built from neonize's own protobuf types.
+"""The neonize engine without WhatsApp: real session processes whose dial fails (through a proxy on
+a closed loopback port, so the same with or without a route to WhatsApp), and the event/message mapping built from neonize's own protobuf types.
 
 The mapping tests import neonize's generated protobuf modules through a bare package
 entry (``_proto_only``) so the test runner never loads neonize's Go runtime: a forked Go
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import pid_alive, running_worker, wait_for
+from harness import pid_alive, running_worker, unreachable_proxy, wait_for
 
 from session_proc.engine import EngineContext, EngineError, IncomingMessage, OutgoingMessage
 from session_proc.neonize.journal import SendJournal
@@ -656,7 +656,7 @@ class _Child:
 
 
 async def test_engine_process_reports_dial_failures_retries_with_backoff_and_stops_at_once(tmp_path: Path) -> None:
-    child = _Child(tmp_path, {"retry_initial": 0.05, "retry_max": 0.4})
+    child = _Child(tmp_path, {"retry_initial": 0.05, "retry_max": 0.4, "proxy": unreachable_proxy()})
     await child.start()
     try:
         assert child.proc is not None
@@ -712,7 +712,8 @@ async def test_engine_process_dials_through_the_sessions_proxy(tmp_path: Path) -
 
 async def test_worker_shows_the_dial_error_and_deletes_the_session_cleanly(tmp_path: Path) -> None:
     async with running_worker(tmp_path, WA_ENGINE="neonize") as worker:
-        status, body = await worker.api("POST", "/session/create", json={"sessionId": "real1"})
+        proxy = unreachable_proxy()
+        status, body = await worker.api("POST", "/session/create", json={"sessionId": "real1", "proxy": proxy})
         assert status == 200, body
         item = await worker.wait_session(
             "real1", lambda s: s["status"] == "disconnected" and "dial" in (s["lastError"] or ""), timeout=30

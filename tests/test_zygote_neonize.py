@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from harness import wait_for
+from harness import unreachable_proxy, wait_for
 
 from session_proc.neonize.loader import bundled_library_name
 from supervisor.supervision.spawner import ProcessHandle, ZygoteSpawner
@@ -148,7 +148,11 @@ class Rig:
 
     def child_env(self, engine: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         # neonize: its dial fails offline, and it waits long before the next; sim: no hub to reach.
-        options = {"retry_initial": 30.0} if engine == "neonize" else {"hub": f"ipc://{self.tmp}/no-hub.sock"}
+        options: dict[str, Any] = (
+            {"retry_initial": 30.0, "proxy": unreachable_proxy()}
+            if engine == "neonize"
+            else {"hub": f"ipc://{self.tmp}/no-hub.sock"}
+        )
         return {**os.environ, **(extra or {}), "WA_SESSION_OPTIONS": json.dumps(options)}
 
     async def spawn(self, engine: str, extra_env: dict[str, str] | None = None) -> ProcessHandle:
