@@ -91,11 +91,26 @@ async def _all_events(w: Worker) -> list[dict[str, Any]]:
 
 
 async def _activity(w: Worker, sid: str, phone: str) -> None:
+    """Three sends and a reply; returns once every event they cause is in the log (each send's
+    ``delivered`` receipt and the reply), so a test's later reads see no late arrivals."""
     await w.create_linked(sid, phone)
+    sent: set[str] = set()
     for n in range(3):
-        status, _ = await w.api("POST", f"/session/{sid}/send", json={"to": "6280100", "text": f"m{n}"})
+        status, body = await w.api("POST", f"/session/{sid}/send", json={"to": "6280100", "text": f"m{n}"})
         assert status == 200
+        sent.add(body["data"]["messageId"])
     await w.hub("POST", "/phones/6280100/messages", json={"to": phone, "text": "reply"})
+
+    async def settled() -> bool:
+        events = await _all_events(w)
+        delivered = {
+            e["data"]["messageId"]
+            for e in events
+            if e["event"] == "message.status" and e["data"].get("status") == "delivered"
+        }
+        return delivered >= sent and any(e["event"] == "message.received" for e in events)
+
+    await wait_for(settled, what="the activity's events")
 
 
 async def test_registers_once_the_backend_is_up_and_heartbeats_with_metrics(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The neonize engine without WhatsApp: real session processes whose dial fails (through a proxy on
-a closed loopback port, so the same with or without a route to WhatsApp), and the event/message mapping built from neonize's own protobuf types.
+"""The neonize engine without WhatsApp: real session processes whose dial fails (through a proxy
+on a closed loopback port: the same with or without a route to WhatsApp), and the event/message
+mapping built from neonize's own protobuf types.
 
 The mapping tests import neonize's generated protobuf modules through a bare package
 entry (``_proto_only``) so the test runner never loads neonize's Go runtime: a forked Go
