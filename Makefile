@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench clean lock
 
-$(STAMP): pyproject.toml
+# The versions the container image ships (requirements.lock), so the tests run what ships.
+$(STAMP): pyproject.toml requirements.lock
 	@./scripts/system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock -e '.[test,dev]'
 	@touch $(STAMP)
 
 # Real WhatsApp (neonize) by default; `WA_ENGINE=sim make run` for the simulated network.

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from supervisor.supervision.policy import RestartPolicy
 
 ENGINES = ("neonize", "sim")
+# The longest validity S3 (and MinIO) accept for a presigned URL, seconds.
+PRESIGN_EXPIRY_MAX = 7 * 24 * 3600
 
 
 class ConfigError(ValueError):
@@ -90,7 +92,7 @@ class Settings:
     # A worker's liveness record lapses this long after its last renewal (every third of it); then other
     # workers may take its sessions' leases over at once. Clocks must agree well within it.
     worker_alive_ttl: float = 3.0
-    presign_expiry: float = 3600.0  # seconds a media URL in an API answer stays valid
+    presign_expiry: float = 3600.0  # seconds a media URL in an API answer stays valid (at most 7 days)
     backup_debounce: float = 1.0  # a credentials change is backed up once it has been quiet this long
     backup_retry_max: float = 10.0  # failed backups retry with backoff up to this many seconds apart
     # -- events (GET /events, SSE, backend feed, webhooks) --
@@ -114,7 +116,9 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -124,6 +128,8 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} must be at most {maximum}")
     return value
 
 
@@ -235,7 +241,8 @@ def _storage(env: Mapping[str, str]) -> dict[str, Any]:
         "media_bucket": buckets["MINIO_MEDIA_BUCKET"],
         "lease_ttl": _float(env, "LEASE_TTL", 15.0, minimum=1.0),
         "worker_alive_ttl": _float(env, "WORKER_ALIVE_TTL", 3.0, minimum=1.0),
-        "presign_expiry": _float(env, "PRESIGN_EXPIRY", 3600.0, minimum=1.0),
+        # S3 signs URLs for at most 7 days: a longer expiry makes every media upload fail.
+        "presign_expiry": _float(env, "PRESIGN_EXPIRY", 3600.0, minimum=1.0, maximum=PRESIGN_EXPIRY_MAX),
         "backup_debounce": _float(env, "BACKUP_DEBOUNCE", 1.0),
         "backup_retry_max": _float(env, "BACKUP_RETRY_MAX", 10.0, minimum=0.1),
     }

@@ -46,6 +46,8 @@ def test_values_are_parsed() -> None:
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"SESSION_HEARTBEAT_INTERVAL": "fast"}, "SESSION_HEARTBEAT_INTERVAL"),
         ({"WORKER_ID": "a/b"}, "WORKER_ID"),  # it names object keys (workers/<id>/alive.json)
+        # S3 refuses to sign for longer than 7 days: every incoming media upload would fail.
+        ({"PRESIGN_EXPIRY": "604801"}, "PRESIGN_EXPIRY=604801.0 must be at most 604800"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:

@@ -76,3 +76,13 @@ async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
         assert await reopened.schema_version() >= 3
     finally:
         await reopened.close()
+
+
+async def test_a_commit_is_on_disk_when_it_returns(tmp_path: Path) -> None:
+    # synchronous=FULL: an answered write survives a power loss, not only a process crash.
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        assert await store._write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL
+        assert await store._write(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+    finally:
+        await store.close()
