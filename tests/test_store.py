@@ -86,3 +86,32 @@ async def test_a_commit_is_on_disk_when_it_returns(tmp_path: Path) -> None:
         assert await store._write(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
     finally:
         await store.close()
+
+
+async def test_retention_keeps_every_event_a_consumer_has_yet_to_receive(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        await store.consumer_cursor("backend", start=0)
+        await store.consumer_cursor("webhook:s1", start=0, session_id="s1")
+        for session_id in ("s1", "s2", "s1", None):
+            await store.add_event(session_id, "message.status", {"status": "sent"})
+        seqs = [e.seq for e in await store.events_since(0, 10)]
+        past_retention = time.time() + 60  # every event is older than this
+
+        assert await store.purge_events(past_retention) == 0  # the backend has none of them yet
+        lag = {c.name: c for c in await store.consumer_lag()}
+        assert lag["backend"].oldest_pending_at is not None and lag["webhook:s1"].session_id == "s1"
+
+        await store.advance_consumer("backend", seqs[-1])
+        assert await store.purge_events(past_retention) == 2  # s2's and the worker's: no webhook hears them
+        assert [e.session_id for e in await store.events_since(0, 10)] == ["s1", "s1"]
+        lag = {c.name: c for c in await store.consumer_lag()}
+        assert lag["backend"].oldest_pending_at is None and lag["webhook:s1"].oldest_pending_at is not None
+
+        await store.advance_consumer("webhook:s1", seqs[0])
+        assert await store.purge_events(past_retention) == 1
+        await store.drop_consumer("webhook:s1")  # its webhook was removed: it is owed nothing
+        assert await store.purge_events(past_retention) == 1
+        assert await store.events_since(0, 10) == []
+    finally:
+        await store.close()

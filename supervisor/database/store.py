@@ -107,6 +107,12 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    # 4: a consumer's scope (a webhook hears one session's events), so the retention sweep keeps
+    # every event a consumer has yet to receive.
+    """
+    ALTER TABLE consumers ADD COLUMN session_id TEXT;
+    UPDATE consumers SET session_id = substr(name, 9) WHERE name LIKE 'webhook:%';
+    """,
 )
 
 # Outgoing statuses only move forward: a late "delivered" never overwrites "read".
@@ -184,6 +190,16 @@ class EventRow:
     event: str
     data: dict[str, Any]
     timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLag:
+    """Where one consumer of the event log stands."""
+
+    name: str
+    session_id: str | None  # a webhook's session; None: it hears every event
+    last_seq: int
+    oldest_pending_at: float | None  # the oldest event it has yet to receive; None: it is up to date
 
 
 _MESSAGE_COLUMNS = (
@@ -368,16 +384,32 @@ class Store:
         return int(row[0]) if row else 0
 
     async def purge_events(self, before: float) -> int:
-        """Drop events older than ``before`` (epoch seconds): the retention of the event log."""
-        return await self._write(lambda c: c.execute("DELETE FROM events WHERE timestamp < ?", (before,)).rowcount)
+        """Drop events older than ``before`` (epoch seconds) that every consumer hearing them has had:
+        the retention of the event log never takes an event from a consumer still owed it."""
+        return await self._write(
+            lambda c: c.execute(
+                "DELETE FROM events WHERE timestamp < ? AND NOT EXISTS (SELECT 1 FROM consumers c"
+                " WHERE c.last_seq < events.seq AND (c.session_id IS NULL OR c.session_id = events.session_id))",
+                (before,),
+            ).rowcount
+        )
 
-    async def consumer_cursor(self, name: str, *, start: int) -> int:
-        """Where consumer ``name`` stands; a new consumer starts at ``start``."""
+    async def consumer_lag(self) -> list[ConsumerLag]:
+        """Each consumer's cursor and the time of the oldest event it has yet to receive."""
+        rows = await self._read(
+            "SELECT c.name, c.session_id, c.last_seq, (SELECT MIN(e.timestamp) FROM events e WHERE e.seq > c.last_seq"
+            " AND (c.session_id IS NULL OR e.session_id = c.session_id)) FROM consumers c ORDER BY c.name"
+        )
+        return [ConsumerLag(name=r[0], session_id=r[1], last_seq=int(r[2]), oldest_pending_at=r[3]) for r in rows]
+
+    async def consumer_cursor(self, name: str, *, start: int, session_id: str | None = None) -> int:
+        """Where consumer ``name`` stands; a new consumer starts at ``start``. ``session_id``: it hears
+        only that session's events."""
 
         def write(c: sqlite3.Connection) -> int:
             c.execute(
-                "INSERT OR IGNORE INTO consumers (name, last_seq, updated_at) VALUES (?, ?, ?)",
-                (name, start, time.time()),
+                "INSERT OR IGNORE INTO consumers (name, last_seq, updated_at, session_id) VALUES (?, ?, ?, ?)",
+                (name, start, time.time(), session_id),
             )
             row = c.execute("SELECT last_seq FROM consumers WHERE name = ?", (name,)).fetchone()
             return int(row[0]) if row else start

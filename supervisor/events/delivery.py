@@ -109,7 +109,7 @@ class Deliverer:
     async def _run(self) -> None:
         store = self.events.store
         start = await store.last_event_seq() if self.target.start_at_end else 0
-        self.cursor = await store.consumer_cursor(self.target.name, start=start)
+        self.cursor = await store.consumer_cursor(self.target.name, start=start, session_id=self.target.session_id)
         while True:
             try:
                 rows = await self.events.wait(self.cursor, timeout=IDLE_WAIT, session_id=self.target.session_id)
