@@ -94,6 +94,9 @@ class Settings:
     worker_alive_ttl: float = 3.0
     presign_expiry: float = 3600.0  # seconds a media URL in an API answer stays valid (at most 7 days)
     backup_debounce: float = 1.0  # a credentials change is backed up once it has been quiet this long
+    # how often a running session's auth files are compared with its last backup (and backed up when
+    # they changed): the most auth state a failover after a SIGKILL can lose
+    backup_interval: float = 30.0
     backup_retry_max: float = 10.0  # failed backups retry with backoff up to this many seconds apart
     # -- events (GET /events, SSE, backend feed, webhooks) --
     event_retention: float = 72 * 3600.0  # seconds an event stays replayable with ?since=
@@ -244,6 +247,7 @@ def _storage(env: Mapping[str, str]) -> dict[str, Any]:
         # S3 signs URLs for at most 7 days: a longer expiry makes every media upload fail.
         "presign_expiry": _float(env, "PRESIGN_EXPIRY", 3600.0, minimum=1.0, maximum=PRESIGN_EXPIRY_MAX),
         "backup_debounce": _float(env, "BACKUP_DEBOUNCE", 1.0),
+        "backup_interval": _float(env, "BACKUP_INTERVAL", 30.0, minimum=1.0),
         "backup_retry_max": _float(env, "BACKUP_RETRY_MAX", 10.0, minimum=0.1),
     }
 

@@ -12,13 +12,13 @@ import sqlite3
 import tarfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from harness import TOKEN, running_worker
+from harness import TOKEN, running_worker, wait_for
 from s3server import ACCESS_KEY, SECRET_KEY, S3Server, s3  # noqa: F401 - s3 is a fixture
 
 from supervisor.storage import snapshot
@@ -273,6 +273,52 @@ async def test_encrypted_backup_restores_elsewhere_and_is_not_sqlite_in_the_buck
     await backups.objects.close()
 
 
+async def test_auth_state_written_by_the_engine_is_backed_up_once_per_change(
+    s3: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # whatsmeow writes its database with every conversation and says nothing: what a failover
+    # restores must follow those writes, not only pairing.
+    backups = await _scheduler(s3, tmp_path / "a", KEY)
+    session_dir = tmp_path / "a" / "sessions" / "s1"
+    _device_db(session_dir, "paired")
+
+    async def backed_up(expected: int) -> None:
+        await wait_for(lambda: _ready(backups.backups_done == expected and not backups.pending), what="backup")
+
+    assert await backups.backup_changed(["s1", "never-started"]) == 1  # nothing backed up yet; no files
+    await backed_up(1)
+    assert await backups.backup_changed(["s1"]) == 0  # unchanged: nothing to upload
+    db = sqlite3.connect(session_dir / "sim-device.db")
+    db.execute("PRAGMA journal_mode=WAL")  # whatsmeow's writes sit in the WAL until a checkpoint
+    db.execute("UPDATE device SET secret = 'after a conversation'")
+    db.commit()
+    try:
+        assert await backups.backup_changed(["s1"]) == 1
+        await backed_up(2)
+        assert await backups.backup_changed(["s1"]) == 0
+    finally:
+        db.close()
+    other = BackupScheduler(
+        backups.objects,
+        BackupCipher(KEY),
+        bucket=backups.bucket,
+        sessions_dir=tmp_path / "b" / "sessions",
+        worker_id="w2",
+        settings=BackupSettings(),
+    )
+    assert await other.restore("s1")
+    assert await other.backup_changed(["s1"]) == 0  # restored is what the store holds
+    restored = sqlite3.connect(tmp_path / "b" / "sessions" / "s1" / "sim-device.db")
+    assert restored.execute("SELECT secret FROM device").fetchone() == ("after a conversation",)
+    restored.close()
+    await backups.objects.close()
+
+
+async def _ready(value: bool) -> bool:
+    return value
+
+
 async def test_a_retried_removal_takes_only_backups_written_before_the_delete(
     s3: S3Server,  # noqa: F811
     tmp_path: Path,
@@ -412,3 +458,28 @@ async def test_local_backend_media_urls_are_served_by_the_worker_until_they_expi
         status, text = await w.api("GET", "/metrics?format=prometheus")
         assert status == 200 and "wa_worker_storage_pending_backups 0.0" in text
         assert "wa_worker_liveness_lapsed" not in text  # local files: no record for others to read
+
+
+async def test_a_running_session_whose_auth_state_changed_is_backed_up_within_the_interval(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w", BACKUP_INTERVAL="1") as w:
+        await w.create_linked("s1", "628555")
+        manifest = tmp_path / "w" / "backups" / "sessions" / "s1" / "auth" / "current.json"
+
+        async def current() -> str | None:
+            return json.loads(manifest.read_bytes())["object"] if manifest.exists() else None
+
+        first = await wait_for(current, what="the pairing's backup")
+        databases = sorted((tmp_path / "w" / "sessions" / "s1").glob("*.db"))
+        assert databases, "the engine keeps its auth state in a database"
+        # As whatsmeow does with every conversation: the engine writes its database, and says nothing.
+        db = sqlite3.connect(databases[0])
+        db.execute("CREATE TABLE IF NOT EXISTS signal_sessions (peer TEXT)")
+        db.execute("INSERT INTO signal_sessions VALUES ('628999')")
+        db.commit()
+        db.close()
+        await wait_for(lambda: _changed(current, first), timeout=15, what="a backup of the changed state")
+
+
+async def _changed(current: Callable[[], Awaitable[str | None]], before: str) -> bool:
+    now = await current()
+    return now is not None and now != before

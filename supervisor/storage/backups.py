@@ -10,6 +10,12 @@ upload completed, so a half-written upload never replaces a good backup; older
 versions are pruned after the switch. Credential changes arrive in bursts
 (pairing writes several times), so a backup waits ``debounce`` seconds for the
 burst to end; a failed upload is retried with exponential backoff until it lands.
+
+The auth state also changes with every conversation (Signal sessions, pre-keys,
+app state in the engine's database), without an event saying so: ``backup_changed``
+compares each session's files with what its last backup saw and backs up those
+that changed. The storage service calls it every ``BACKUP_INTERVAL``, which bounds
+the auth state a failover can lose, for both engines alike.
 """
 
 from __future__ import annotations
@@ -95,6 +101,8 @@ class BackupScheduler:
         self.last_backup_at: float | None = None
         self.backups_done = 0
         self._dirty: set[str] = set()
+        # The auth files as each session's last landed backup (or restore) saw them.
+        self._saw: dict[str, tuple[tuple[str, int, int], ...]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
@@ -146,6 +154,23 @@ class BackupScheduler:
         finally:
             self._tasks.pop(session_id, None)
 
+    async def backup_changed(self, session_ids: list[str]) -> int:
+        """Schedule a backup of each session whose auth files changed since its last backup; how many."""
+        due = [s for s in session_ids if s not in self._tasks]
+
+        def changed() -> list[str]:
+            out = []
+            for session_id in due:
+                seen = snapshot.fingerprint(self.session_dir(session_id))
+                if seen and seen != self._saw.get(session_id):  # no files yet: nothing to back up
+                    out.append(session_id)
+            return out
+
+        found = await asyncio.to_thread(changed)
+        for session_id in found:
+            self.schedule(session_id, delay=0)
+        return len(found)
+
     def cancel(self, session_id: str) -> None:
         """Drop a waiting backup (logged out, deleted, lease lost)."""
         self._dirty.discard(session_id)
@@ -184,6 +209,8 @@ class BackupScheduler:
             session_dir = self.session_dir(session_id)
             if not await asyncio.to_thread(snapshot.has_auth_state, session_dir):
                 return False
+            # Taken before the snapshot: a write during it shows as a change at the next look.
+            seen = await asyncio.to_thread(snapshot.fingerprint, session_dir)
             archive = await asyncio.to_thread(snapshot.snapshot, session_dir)
             blob = await asyncio.to_thread(self.cipher.seal, archive, session_id)
             key = _version_key(session_id)
@@ -201,6 +228,7 @@ class BackupScheduler:
             await self.objects.put(
                 self.bucket, manifest_key(session_id), json.dumps(manifest).encode(), content_type="application/json"
             )
+            self._saw[session_id] = seen
             self.last_backup_at = time.time()
             self.backups_done += 1
             log.info("backup stored (%d bytes)", len(blob), extra={"sessionId": session_id})
@@ -254,12 +282,15 @@ class BackupScheduler:
                 names = await asyncio.to_thread(snapshot.restore, archive, self.session_dir(session_id))
             except (ValueError, OSError) as exc:
                 raise BackupRefused(f"the backup archive is unusable: {exc}") from None
+            # What was restored is what the store holds: no backup until the engine writes.
+            self._saw[session_id] = await asyncio.to_thread(snapshot.fingerprint, self.session_dir(session_id))
             log.info("auth state restored from backup (%d files)", len(names), extra={"sessionId": session_id})
             return True
 
     async def remove(self, session_id: str) -> None:
         """Delete every backup of the session (logout, delete)."""
         self.cancel(session_id)
+        self._saw.pop(session_id, None)
         async with self._lock(session_id):
             await self.objects.delete(self.bucket, manifest_key(session_id))
             await self.objects.delete_prefix(self.bucket, auth_prefix(session_id))

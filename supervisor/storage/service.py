@@ -115,6 +115,7 @@ class SessionStorage:
         self._drained: set[str] = set()  # backed up by the drain step
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -125,6 +126,7 @@ class SessionStorage:
         """Create the buckets, or keep trying in the background: a down store never stops the worker."""
         await self._ensure_buckets()
         self._probe = asyncio.create_task(self._probe_loop(), name="storage-probe")
+        self._watch = asyncio.create_task(self._watch_loop(), name="backup-watch")
         if self.liveness is not None:
             await self.liveness.start()  # before any lease: our leases name a worker others can see alive
         self.leases.start()
@@ -159,8 +161,23 @@ class SessionStorage:
             if self.connected and len(self.pending_removals):
                 await self._retry_deleted()
 
+    async def _watch_loop(self) -> None:
+        """Back up every session we run whose auth state changed, each ``backup_interval``."""
+        while True:
+            await asyncio.sleep(self.settings.backup_interval)
+            running = [
+                s
+                for s in [*self.leases.held, *self.leases.unverified]
+                if s not in self._logged_out and s not in self._forgotten and s not in self._finals
+            ]
+            try:
+                await self.backups.backup_changed(running)
+            except Exception:
+                log.exception("looking for changed auth state failed")
+
     async def close(self, timeout: float = 10.0) -> None:
         """At shutdown: let final backups land (bounded), give up our leases, stop the timers."""
+        await cancel_and_wait(self._watch)
         finals = list(self._finals.values())
         if finals:
             with contextlib.suppress(TimeoutError):

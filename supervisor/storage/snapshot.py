@@ -33,6 +33,25 @@ def auth_files(session_dir: Path) -> list[Path]:
     )
 
 
+def fingerprint(session_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of every file of the auth state, write-ahead logs included
+    (an engine's writes land there first); changes whenever the engine wrote. Blocking."""
+    if not session_dir.is_dir():
+        return ()
+    out = []
+    for p in session_dir.iterdir():
+        # -shm is SQLite's shared-memory index: reading the database (a snapshot does) touches it.
+        if p.name.startswith(".") or p.name.endswith("-shm"):
+            continue
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # a journal the engine removed meanwhile
+            continue
+        if p.is_file():
+            out.append((p.name, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
+
+
 def has_auth_state(session_dir: Path) -> bool:
     """True when the session dir holds an engine database (``*.db``)."""
     return any(p.suffix == ".db" for p in auth_files(session_dir))
