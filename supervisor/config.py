@@ -68,8 +68,11 @@ class Settings:
     backend_url: str | None = None  # the gateway this worker reports to; /health checks it is reachable
     # Per minute; 0 switches a limit off. Sends per session: WhatsApp bans accounts that blast.
     rate_limit_send_per_session: int = 100
-    # Session operations (create, restart, logout, pair-code, delete) per client credential.
+    # Session operations (create, restart, logout, pair-code, delete) per client credential, once its
+    # burst is spent: a token bucket of `rate_limit_session_ops_burst`, so a backend moving all of a
+    # dead worker's sessions here at once is not refused. Default burst: twice MAX_SESSIONS.
     rate_limit_session_ops: int = 30
+    rate_limit_session_ops_burst: int = 100
     # -- deployment (DESIGN §8; parsed by _deployment) --
     backend_heartbeat_interval: float = 30.0  # seconds; HEARTBEAT_INTERVAL is milliseconds, as in the seed
     minio_endpoint: str | None = None  # host name only; unset: object storage on the local filesystem
@@ -280,6 +283,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         stable_secs=_float(env, "RESTART_STABLE_SECS", 10.0),
     )
     sim_port = _int(env, "SIM_PORT", 8002)
+    max_sessions = _int(env, "MAX_SESSIONS", 50, minimum=1)
     jwt_secret = env.get("JWT_SECRET") or None
     if jwt_secret is not None and len(jwt_secret) < 32:
         # HS256 with a short secret can be brute-forced offline from one captured token.
@@ -289,7 +293,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         port=port,
         worker_id=_worker_id(env),
         worker_endpoint=env.get("WORKER_ENDPOINT") or f"http://localhost:{port}",
-        max_sessions=_int(env, "MAX_SESSIONS", 50, minimum=1),
+        max_sessions=max_sessions,
         worker_auth_token=env.get("WORKER_AUTH_TOKEN") or None,
         storage_dir=storage_dir,
         database_path=_database_path(env, storage_dir),
@@ -317,6 +321,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_upload_mb=_float(env, "MAX_UPLOAD_MB", 16.0, minimum=0.001),
         rate_limit_send_per_session=_int(env, "RATE_LIMIT_SEND_PER_SESSION", 100),
         rate_limit_session_ops=_int(env, "RATE_LIMIT_SESSION_OPS", 30),
+        rate_limit_session_ops_burst=_int(env, "RATE_LIMIT_SESSION_OPS_BURST", 2 * max_sessions, minimum=1),
         **_deployment(env),
         **_storage(env),
         event_retention=_float(env, "EVENT_RETENTION_HOURS", 72.0, minimum=0.01) * 3600.0,

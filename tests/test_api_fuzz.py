@@ -25,7 +25,9 @@ async def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
     async with running_worker(
         tmp_path / "w",
         CREATE_QR_WAIT="0",  # create answers at once: the fuzzer makes many
-        RATE_LIMIT_SESSION_OPS="40",  # bounds how many session processes the fuzzer can start
+        # bounds how many session processes the fuzzer can start
+        RATE_LIMIT_SESSION_OPS="40",
+        RATE_LIMIT_SESSION_OPS_BURST="40",
     ) as w:
         proc = await asyncio.create_subprocess_exec(
             str(SCHEMATHESIS),

@@ -22,6 +22,7 @@ def install_api(app: web.Application, settings: Settings, token: str) -> None:
         RateLimits(
             send_per_session=settings.rate_limit_send_per_session,
             session_ops_per_client=settings.rate_limit_session_ops,
+            session_ops_burst=settings.rate_limit_session_ops_burst,
         )
     )
     app[metrics.STATS] = metrics.RequestStats()

@@ -1,16 +1,20 @@
 """Rate limits, in process: sends per session, session operations per client.
 
 WhatsApp bans accounts that blast messages, so sends are limited per session
-(whoever asks); operations that start or stop processes (create, restart,
-logout, pair-code, delete) are limited per client credential so one caller
-cannot churn the worker. Moving windows of one minute (the `limits` library,
-memory storage); a refused request answers 429 with ``Retry-After`` in seconds.
+(whoever asks), in moving windows of one minute (the `limits` library, memory
+storage). Operations that start or stop processes (create, restart, logout,
+pair-code, delete) are limited per client credential so one caller cannot churn
+the worker, by a token bucket: a backend moving a dead worker's sessions here
+creates them all at once, and that burst (up to twice ``MAX_SESSIONS`` by
+default) must pass, while a runaway client is held to the sustained rate. A
+refused request answers 429 with ``Retry-After`` in seconds.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -40,20 +44,75 @@ class RateLimits:
 
     send_per_session: int
     session_ops_per_client: int
+    # session operations one client may make at once before the per-minute rate applies
+    session_ops_burst: int = 0
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``capacity`` requests at once, refilled at ``per_minute``."""
+
+    capacity: float
+    per_minute: float
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0, or the seconds until one is there (nothing taken)."""
+        rate = self.per_minute / 60.0
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / rate
+
+
+# Idle clients' buckets (full again) are forgotten past this many clients.
+MAX_BUCKETS = 1000
 
 
 class RateLimiter:
     """The worker's limits over one in-memory moving-window store."""
 
-    def __init__(self, limits: RateLimits) -> None:
+    def __init__(self, limits: RateLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
         self._storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._send: RateLimitItem | None = (
             RateLimitItemPerMinute(limits.send_per_session) if limits.send_per_session > 0 else None
         )
-        self._ops: RateLimitItem | None = (
-            RateLimitItemPerMinute(limits.session_ops_per_client) if limits.session_ops_per_client > 0 else None
-        )
+
+    def take_session_op(self, client: str) -> None:
+        """Count one session operation of ``client``; raise a 429 ApiError when its bucket is empty."""
+        per_minute = self.limits.session_ops_per_client
+        if per_minute <= 0:
+            return
+        now = self._clock()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._forget_idle(now)
+            capacity = float(max(self.limits.session_ops_burst, 1))
+            bucket = self._buckets[client] = TokenBucket(capacity, per_minute, capacity, now)
+        wait = bucket.take(now)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "RATE_LIMITED",
+                f"session operations: at most {int(bucket.capacity)} at once, then {per_minute} per minute;"
+                f" retry in {retry_after}s",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+    def _forget_idle(self, now: float) -> None:
+        for client, bucket in list(self._buckets.items()):
+            bucket.take(now)  # refills it (and spends a token it no longer needs: it is dropped)
+            if bucket.tokens + 1.0 >= bucket.capacity:
+                del self._buckets[client]
 
     async def _hit(self, item: RateLimitItem, scope: str, key: str, what: str) -> None:
         if await self._limiter.hit(item, scope, key):
@@ -80,9 +139,8 @@ class RateLimiter:
             return  # a malformed id is the handler's 400 and costs nothing: it touches no process
         if key == SEND_ROUTE and self._send is not None and session_id is not None:
             await self._hit(self._send, "send", session_id, f"sends for session {session_id}")
-        elif key in SESSION_OPS and self._ops is not None:
-            client = str(request.get(CLIENT) or request.remote or "unknown")
-            await self._hit(self._ops, "session-ops", client, "session operations")
+        elif key in SESSION_OPS:
+            self.take_session_op(str(request.get(CLIENT) or request.remote or "unknown"))
 
     def middleware(self) -> object:
         """The aiohttp middleware (it must run after authentication, which names the client)."""
