@@ -21,6 +21,7 @@ import pytest
 from harness import TOKEN, running_worker, wait_for
 from s3server import ACCESS_KEY, SECRET_KEY, S3Server, s3  # noqa: F401 - s3 is a fixture
 
+from supervisor.config import load
 from supervisor.storage import snapshot
 from supervisor.storage.backups import BackupScheduler, BackupSettings, manifest_key
 from supervisor.storage.cipher import BackupCipher, BackupRefused
@@ -29,6 +30,7 @@ from supervisor.storage.local import LocalObjectStore, check_signature
 from supervisor.storage.objects import ObjectStore, PreconditionFailed
 from supervisor.storage.removals import PendingRemovals
 from supervisor.storage.s3 import MinioObjectStore
+from supervisor.storage.service import build_storage
 
 KEY = "k" * 40
 BUCKET = "sessions"
@@ -190,6 +192,21 @@ def test_snapshot_of_a_database_being_written_is_consistent(tmp_path: Path) -> N
             0,
         )
         check.close()
+
+
+async def test_restores_a_crash_interrupted_are_swept_at_start(tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions"
+    leftover = sessions / ".restore-abc123"
+    leftover.mkdir(parents=True)
+    (leftover / "neonize.db").write_bytes(b"half a session's keys")
+    (sessions / "s1").mkdir()
+    settings = load({"STORAGE_DIR": str(tmp_path), "WORKER_AUTH_TOKEN": TOKEN})
+    storage = build_storage(settings, TOKEN)
+    await storage.start()
+    try:
+        assert sorted(p.name for p in sessions.iterdir()) == ["s1"]
+    finally:
+        await storage.close()
 
 
 def test_restore_refuses_paths_outside_the_session_dir(tmp_path: Path) -> None:

@@ -124,6 +124,9 @@ class SessionStorage:
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         """Create the buckets, or keep trying in the background: a down store never stops the worker."""
+        swept = await asyncio.to_thread(snapshot.sweep_restores, self.settings.storage_dir / "sessions")
+        if swept:
+            log.info("removed %d restores a crash left unfinished", swept)
         await self._ensure_buckets()
         self._probe = asyncio.create_task(self._probe_loop(), name="storage-probe")
         self._watch = asyncio.create_task(self._watch_loop(), name="backup-watch")

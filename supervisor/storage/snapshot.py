@@ -84,6 +84,19 @@ def snapshot(session_dir: Path) -> bytes:
     return buffer.getvalue()
 
 
+RESTORE_PREFIX = ".restore-"
+
+
+def sweep_restores(sessions_dir: Path) -> int:
+    """Remove the staging directories of restores a crash interrupted (blocking); how many."""
+    if not sessions_dir.is_dir():
+        return 0
+    stale = [p for p in sessions_dir.iterdir() if p.name.startswith(RESTORE_PREFIX) and p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
 def restore(archive: bytes, session_dir: Path) -> list[str]:
     """Unpack a snapshot into ``session_dir`` (blocking); returns the file names restored.
 
@@ -91,7 +104,7 @@ def restore(archive: bytes, session_dir: Path) -> list[str]:
     broken archive leaves the session dir as it was.
     """
     session_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=session_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=RESTORE_PREFIX, dir=session_dir.parent))
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
             members = tar.getmembers()
