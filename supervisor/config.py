@@ -204,6 +204,17 @@ def _deployment(env: Mapping[str, str]) -> dict[str, Any]:
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             # S3 signs the path: a prefix added by a proxy would break every signature.
             raise ConfigError(f"MINIO_PUBLIC_URL={public_url!r} must be a scheme and host[:port] only, no path")
+    if "ENCRYPTION_KEY" in env and not env["ENCRYPTION_KEY"].strip():
+        # An empty key in a Secret is a mistake, not a wish for plain backups: fail closed.
+        raise ConfigError("ENCRYPTION_KEY is set but empty: set a key of 32+ characters, or unset it")
+    encryption_key = _secret(env, "ENCRYPTION_KEY", min_length=32)
+    allow_unencrypted = _bool(env, "ALLOW_UNENCRYPTED_BACKUPS", False)
+    if minio_endpoint is not None and encryption_key is None and not allow_unencrypted:
+        # Backups in a shared store hold every session's WhatsApp keys.
+        raise ConfigError(
+            "ENCRYPTION_KEY is required when MINIO_ENDPOINT is set (backups hold WhatsApp keys);"
+            " ALLOW_UNENCRYPTED_BACKUPS=true stores them in the clear"
+        )
     log_file_path = Path(env["LOG_FILE_PATH"]) if env.get("LOG_FILE_PATH") else None
     if log_file_path is not None and log_file_path.exists() and not log_file_path.is_dir():
         raise ConfigError(f"LOG_FILE_PATH={str(log_file_path)!r} must be a directory (error.log, combined.log)")
@@ -218,7 +229,7 @@ def _deployment(env: Mapping[str, str]) -> dict[str, Any]:
         "minio_use_ssl": _bool(env, "MINIO_USE_SSL", False),
         "minio_public_url": public_url,
         # 32 characters: a 256-bit key in hex or base64, or a passphrase long enough to derive one.
-        "encryption_key": _secret(env, "ENCRYPTION_KEY", min_length=32),
+        "encryption_key": encryption_key,
         "log_file_path": log_file_path,
         "log_file_max_bytes": _int(env, "LOG_FILE_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
         "log_file_backups": _int(env, "LOG_FILE_BACKUPS", 5, minimum=1),

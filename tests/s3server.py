@@ -27,6 +27,10 @@ ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key-0123456789"
 
 
+# The ENCRYPTION_KEY of workers that use this server (a worker refuses MinIO without one).
+BACKUP_KEY = "test-backup-key-0123456789abcdef-0123"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,6 +119,8 @@ class S3Server:
             "MINIO_USE_SSL": "false",
             "MINIO_SESSIONS_BUCKET": f"{prefix}-sessions",
             "MINIO_MEDIA_BUCKET": f"{prefix}-media",
+            # One key for every worker of a test: backups in a shared store are sealed.
+            "ENCRYPTION_KEY": BACKUP_KEY,
         }
 
 

@@ -352,7 +352,7 @@ def test_deployment_drains_and_probes_like_the_worker_expects() -> None:
     drain = float(_configmap()["DRAIN_TIMEOUT"])
     assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + drain
     # Everything the worker reads from the ConfigMap parses.
-    load({**_configmap(), "MINIO_ACCESS_KEY": "k" * 20, "MINIO_SECRET_KEY": "s" * 40})
+    load({**_configmap(), "MINIO_ACCESS_KEY": "k" * 20, "MINIO_SECRET_KEY": "s" * 40, "ENCRYPTION_KEY": "e" * 32})
     service = yaml.safe_load((K8S / "service.yaml").read_text())
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
@@ -396,7 +396,7 @@ def _env_example() -> tuple[dict[str, str], set[str]]:
 def test_env_example_lists_every_variable_and_loads(tmp_path: Path) -> None:
     values, mentioned = _env_example()
     recorder = _Recorder(MINIO_ENDPOINT="minio", MINIO_ACCESS_KEY="a" * 20, MINIO_SECRET_KEY="b" * 40,
-                         LOG_FILE_PATH=str(tmp_path))
+                         ENCRYPTION_KEY="k" * 32, LOG_FILE_PATH=str(tmp_path))
     load(recorder)
     missing = sorted(recorder.read - mentioned)
     assert not missing, f"add {missing} to .env.example"
@@ -426,6 +426,13 @@ def test_env_example_lists_every_variable_and_loads(tmp_path: Path) -> None:
         ({"MINIO_PUBLIC_URL": "media.example.com"}, "MINIO_PUBLIC_URL='media.example.com' must be an http://"),
         ({"MINIO_PUBLIC_URL": "https://example.com/s3"}, "MINIO_PUBLIC_URL='https://example.com/s3' must be a scheme"),
         ({"ENCRYPTION_KEY": "hunter2hunter2"}, "ENCRYPTION_KEY is too short: use at least 32 characters"),
+        # Fail closed: an empty key in a Secret is a mistake, and MinIO backups hold WhatsApp keys.
+        ({"ENCRYPTION_KEY": ""}, "ENCRYPTION_KEY is set but empty"),
+        ({"ENCRYPTION_KEY": "  "}, "ENCRYPTION_KEY is set but empty"),
+        (
+            {"MINIO_ENDPOINT": "minio", "MINIO_ACCESS_KEY": "a" * 20, "MINIO_SECRET_KEY": "s" * 40},
+            "ENCRYPTION_KEY is required when MINIO_ENDPOINT is set",
+        ),
         ({"DATABASE_URL": "mysql://db"}, "DATABASE_URL='mysql://db': only sqlite:/// URLs"),
     ],
 )
@@ -433,7 +440,7 @@ def test_each_kind_of_bad_value_names_the_variable(env: dict[str, str], message:
     with pytest.raises(ConfigError) as info:
         load(env)
     assert str(info.value).startswith(message)
-    if "ENCRYPTION_KEY" in env:
+    if env.get("ENCRYPTION_KEY", "").strip():
         assert env["ENCRYPTION_KEY"] not in str(info.value)  # a secret never reaches the log
 
 
@@ -463,6 +470,9 @@ def test_good_values_are_typed() -> None:
     assert (s.minio_endpoint, s.minio_port, s.minio_use_ssl) == ("minio", 9001, True)
     assert s.minio_public_url == "https://media.example.com:8443"
     assert "s" * 40 not in repr(s) and "k" * 64 not in repr(s)
+    minio = {"MINIO_ENDPOINT": "minio", "MINIO_ACCESS_KEY": "a" * 20, "MINIO_SECRET_KEY": "s" * 40}
+    plain = load({**minio, "ALLOW_UNENCRYPTED_BACKUPS": "true"})  # said out loud, for development
+    assert plain.minio_endpoint == "minio" and plain.encryption_key is None
 
 
 @pytest.mark.parametrize(
