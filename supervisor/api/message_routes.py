@@ -16,7 +16,6 @@ from supervisor.api import validation as v
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE
 from supervisor.messaging.outbox import IdempotencyConflict
-from supervisor.sessions import message_view
 from supervisor.storage.service import StorageError
 
 log = logging.getLogger("supervisor.api.messages")
@@ -47,8 +46,7 @@ async def send_message(request: web.Request) -> web.Response:
         raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", str(exc)) from None
     data = dict(answer.data)
     if message.get("media_path"):
-        row = await registry.store.message(session_id, data["messageId"])
-        data["mediaUrl"] = await registry.media_url(row.media_ref if row else None)
+        data["mediaUrl"] = await registry.sent_media_url(session_id, data["messageId"])
     return web.json_response({"success": True, "data": data}, status=answer.http_status)
 
 
@@ -131,7 +129,7 @@ async def list_messages(request: web.Request) -> web.Response:
     direction = request.query.get("direction")
     if direction is not None and direction not in DIRECTIONS:
         raise ApiError(400, "INVALID_QUERY", "direction must be 'in' or 'out'")
-    rows, total = await registry.store.messages(
+    views, total = await registry.history(
         session_id,
         limit=limit,
         offset=offset,
@@ -140,11 +138,6 @@ async def list_messages(request: web.Request) -> web.Response:
         since=_time_query(request, "since"),
         until=_time_query(request, "until"),
     )
-    views = []
-    for row in rows:
-        view = message_view(row)
-        view["mediaUrl"] = await registry.media_url(row.media_ref)
-        views.append(view)
     data: dict[str, Any] = {
         "messages": views,
         "pagination": {"total": total, "limit": limit, "offset": offset},

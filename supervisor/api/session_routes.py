@@ -113,5 +113,5 @@ async def pair_code(request: web.Request) -> web.Response:
 @routes.get("/session/{id}/process")
 async def get_process(request: web.Request) -> web.Response:
     session = request.app[REGISTRY].get(v.path_session_id(request))
-    exits = [exit_view(e) for e in reversed(session.child.exits)]
+    exits = [exit_view(e) for e in reversed(session.process().exits)]
     return ok({**process_view(session), "exits": exits})
