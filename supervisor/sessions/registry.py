@@ -31,7 +31,7 @@ from supervisor.sessions.child_events import ChildListener
 from supervisor.sessions.emitter import SessionEvents
 from supervisor.sessions.incoming import IncomingMessages
 from supervisor.sessions.session import Session, SessionError
-from supervisor.sessions.snapshot import WorkerSnapshot, take_snapshot
+from supervisor.sessions.snapshot import WorkerSnapshot, session_figures, take_snapshot
 from supervisor.sessions.status import QR_TIMEOUT, QR_WAIT_OVER, SessionStatus, StatusRecord, StatusRules
 from supervisor.sessions.timers import ResourceSampler, check_heartbeats
 from supervisor.storage.service import BackupRefused, LeaseHeld, SessionStorage, StorageError
@@ -377,7 +377,8 @@ class SessionRegistry:
     # -- what routes read ----------------------------------------------------------------
     def snapshot(self) -> WorkerSnapshot:
         """Sessions by status and the processes' resource use, now (for /health, /metrics, heartbeats)."""
-        return take_snapshot(self, self.resources.supervisor, max_sessions=self.settings.max_sessions)
+        figures = (session_figures(s) for s in self)
+        return take_snapshot(figures, self.resources.supervisor, max_sessions=self.settings.max_sessions)
 
     async def message_figures(self) -> MessageFigures:
         """Message totals from the durable history."""

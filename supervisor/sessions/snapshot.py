@@ -57,18 +57,22 @@ class WorkerSnapshot:
         return {status.value: count for status, count in self.by_status.items()}
 
 
-def take_snapshot(sessions: Iterable[Session], supervisor: ProcStats | None, *, max_sessions: int) -> WorkerSnapshot:
-    """The snapshot of ``sessions`` and the supervisor's own figures."""
-    figures = tuple(
-        SessionFigures(
-            session_id=s.id,
-            status=s.status,
-            up=s.child.pid is not None,
-            restarts=s.child.record.restarts,
-            stats=s.stats,
-        )
-        for s in sessions
+def session_figures(session: Session) -> SessionFigures:
+    """One session's figures now."""
+    return SessionFigures(
+        session_id=session.id,
+        status=session.status,
+        up=session.child.pid is not None,
+        restarts=session.child.record.restarts,
+        stats=session.stats,
     )
+
+
+def take_snapshot(
+    sessions: Iterable[SessionFigures], supervisor: ProcStats | None, *, max_sessions: int
+) -> WorkerSnapshot:
+    """The snapshot of the sessions' figures and the supervisor's own."""
+    figures = tuple(sessions)
     counts = Counter(f.status for f in figures)
     children = [f.stats for f in figures if f.stats is not None]
     return WorkerSnapshot(
