@@ -13,6 +13,7 @@ from aiohttp import web
 
 from supervisor.api import send_request, upload
 from supervisor.api import validation as v
+from supervisor.api.answers import ok
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE
 from supervisor.messaging.outbox import IdempotencyConflict
@@ -47,7 +48,7 @@ async def send_message(request: web.Request) -> web.Response:
     data = dict(answer.data)
     if message.get("media_path"):
         data["mediaUrl"] = await registry.sent_media_url(session_id, data["messageId"])
-    return web.json_response({"success": True, "data": data}, status=answer.http_status)
+    return ok(data, status=answer.http_status)
 
 
 async def _receive_media(request: web.Request, session_id: str) -> dict[str, Any]:
@@ -142,4 +143,4 @@ async def list_messages(request: web.Request) -> web.Response:
         "messages": views,
         "pagination": {"total": total, "limit": limit, "offset": offset},
     }
-    return web.json_response({"success": True, "data": data})
+    return ok(data)

@@ -9,16 +9,13 @@ from aiohttp import web
 
 from supervisor.api import event_routes
 from supervisor.api import validation as v
+from supervisor.api.answers import ok
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import REGISTRY, SETTINGS
 from supervisor.api.views import exit_view, process_view, status_view
 from supervisor.qr_image import png_data_url
 
 routes = web.RouteTableDef()
-
-
-def ok(data: Any, status: int = 200) -> web.Response:
-    return web.json_response({"success": True, "data": data}, status=status)
 
 
 async def _qr_data_url(qr: str | None) -> str | None:
