@@ -37,6 +37,4 @@ async def message_figures(store: Store) -> MessageFigures:
             pending += count
         else:  # sent, delivered, read: the network took it
             sent += count
-    return MessageFigures(
-        sent, received, failed, pending, last_hour, tuple((d, s, c) for d, s, c, _ in rows)
-    )
+    return MessageFigures(sent, received, failed, pending, last_hour, tuple((d, s, c) for d, s, c, _ in rows))

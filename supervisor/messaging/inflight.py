@@ -39,4 +39,3 @@ class InFlight:
         except TimeoutError:
             return self.count == 0
         return True
-
