@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from session_proc.engines import START_ENV  # noqa: E402
 from supervisor.supervision.spawner import ProcessHandle, ZygoteSpawner, exec_spawn  # noqa: E402
 from transport.channel import RouterChannel  # noqa: E402
+from transport.identity import routing_identity  # noqa: E402
 
 MiB = 2**20
 GO_LIBRARY_SUFFIX = ".so"  # neonize-<os>-<arch>.so, in the neonize package directory
@@ -115,7 +116,7 @@ async def idle_uss(
         async def start() -> ProcessHandle:
             nonlocal incarnation
             incarnation += 1
-            identity = f"bench:{incarnation}".encode()
+            identity = routing_identity("bench", incarnation)
             router.track(identity)
             argv = [
                 sys.executable, "-m", "session_proc", "--session-id", "bench", "--incarnation", str(incarnation),

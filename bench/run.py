@@ -776,8 +776,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "frame_bytes": len(_send_like_frame()),
     }
     results["channel_rtt_s"] = median([await channel_rtt(args.rtt_rounds) for _ in range(args.repeat)])
-    spawners = ["exec"] + (["zygote"] if zygote_available() else [])
-    variants = spawners + (["zygote-nofreeze"] if zygote_available() else [])
+    spawners = ["exec", "zygote"]
+    variants = [*spawners, "zygote-nofreeze"]
     results["spawn"] = {s: await session_spawn(s, args.spawn_runs) for s in variants}
     if importlib.util.find_spec("neonize") is not None:
         results["spawn_neonize"] = {s: await session_spawn(s, 3, "neonize") for s in variants}
@@ -788,13 +788,6 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         if spawner in spawners:
             results["worker"][spawner] = await worker_figures(args, spawner)
     return results
-
-
-def zygote_available() -> bool:
-    return (
-        importlib.util.find_spec("session_proc.zygote") is not None
-        and importlib.util.find_spec("supervisor.supervision.spawner") is not None
-    )
 
 
 def main() -> None:

@@ -1,2 +1,2 @@
 """What the supervisor and the session processes both use that is not the wire: log
-formatting and task helpers."""
+formatting, task helpers and WhatsApp message ids."""

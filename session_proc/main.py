@@ -29,6 +29,7 @@ from session_proc.engine import Engine, EngineContext, EngineError, IncomingMess
 from session_proc.engines import engine_class
 from session_proc.proctitle import die_with_parent, set_title
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError
+from transport.identity import routing_identity
 
 log = logging.getLogger("session_proc")
 
@@ -68,7 +69,7 @@ class SessionProcess:
         self.engine_options: dict[str, Any] = extra
         self.channel = DealerChannel(
             args.endpoint,
-            f"{self.session_id}:{args.incarnation}".encode(),
+            routing_identity(self.session_id, args.incarnation),
             on_request=self._on_request,
             on_peer_lost=self._supervisor_lost,
             heartbeat_interval=args.hb_interval,

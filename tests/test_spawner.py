@@ -25,6 +25,7 @@ from harness import pid_alive, wait_for
 
 from supervisor.supervision.spawner import ExecHandle, ForkedHandle, ZygoteSpawner, exec_spawn
 from transport.channel import RouterChannel
+from transport.identity import routing_identity
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ class Rig:
         ]  # fmt: skip
 
     async def spawn_ready(self, incarnation: int) -> ForkedHandle:
-        identity = f"t:{incarnation}".encode()
+        identity = routing_identity("t", incarnation)
         self.router.track(identity)
         handle = await self.zygote.spawn(self.argv(incarnation), self.env)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mimetypes
 import os
 import random
 import re
@@ -31,6 +30,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
+from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.neonize import loader, send_errors
 from session_proc.neonize.journal import FAILED, SENDING, SENT, UNKNOWN, SendJournal
 
@@ -46,7 +46,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 DB_FILE = "neonize.db"  # whatsmeow's auth state (SQLite), in the session's directory
-MEDIA_DIR = "media"
 # whatsmeow shows 6 QR codes: the first for 60 s, the next five for 20 s each (~160 s in all).
 FIRST_QR_TTL = 60.0
 NEXT_QR_TTL = 20.0
@@ -63,7 +62,6 @@ DELIVER_RETRY = 0.5  # first pause between two commit attempts, seconds; doubles
 # would acknowledge it, so WhatsApp delivers it again to the next incarnation (EX_TEMPFAIL).
 EXIT_UNACKNOWLEDGED = 75
 RECENT_MESSAGES = 2000  # messages kept for quoting in replies and targeting reactions
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _MEDIA_KINDS = {"image": "MediaImage", "video": "MediaVideo", "audio": "MediaAudio", "document": "MediaDocument"}
 
 
@@ -574,18 +572,6 @@ class NeonizeEngine(Engine):
         ours = wa_id != ref_id
         # Not cached (e.g. before a restart): WhatsApp shows the reply without the quoted text.
         return QuotedRef(id=wa_id, sender=(self._me or "") if ours else chat, from_me=ours)
-
-
-def write_media(directory: Path, message_id: str, mimetype: str | None, data: bytes) -> Path:
-    """Write received media atomically (temp file, then rename) and return its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    base_type = mimetype.split(";", 1)[0].strip() if mimetype else None
-    extension = (mimetypes.guess_extension(base_type) if base_type else None) or ".bin"
-    path = directory / (_SAFE_NAME.sub("_", message_id) + extension)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def _remove_auth_state(db_path: Path) -> None:

@@ -15,9 +15,7 @@ import binascii
 import contextlib
 import logging
 import mimetypes
-import os
 import random
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import zmq
 
 from common.tasks import cancel_and_wait
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
+from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.sim import ops
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
@@ -44,7 +43,6 @@ BYE_TIMEOUT = 0.5  # stop() tells the hub it leaves, but never waits long for th
 MEDIA_INLINE_MAX = 8 * 1024 * 1024  # media up to this size travel to the hub, so linked recipients get the file
 
 USER_SERVER = "s.whatsapp.net"
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def jid(phone: str) -> str:
@@ -463,7 +461,7 @@ class SimEngine(Engine):
             except (binascii.Error, ValueError):
                 log.warning("session %s: message %s carries undecodable media", self.ctx.session_id, msg_id)
             else:
-                path = await asyncio.to_thread(_write_media, self.ctx.session_dir / "media", msg_id, mimetype, data)
+                path = await asyncio.to_thread(write_media, self.ctx.session_dir / MEDIA_DIR, msg_id, mimetype, data)
                 media_path = str(path)
         timestamp = body.get("timestamp")
         media_size = body.get("mediaSize")
@@ -541,17 +539,6 @@ def _read_media(path: Path) -> tuple[int, bytes | None]:
     if size > MEDIA_INLINE_MAX:
         return size, None
     return size, path.read_bytes()
-
-
-def _write_media(directory: Path, msg_id: str, mimetype: str | None, data: bytes) -> Path:
-    """Write received media atomically (temp file, then rename) and return its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    extension = (mimetypes.guess_extension(mimetype) if mimetype else None) or ".bin"
-    path = directory / (_SAFE_NAME.sub("_", msg_id) + extension)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def _opt(body: dict[str, Any], key: str, kind: type[T]) -> T | None:

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
 from session_proc.sim import ops
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
@@ -117,11 +118,6 @@ class _Code:
     conn: Connection
     expires_at: float  # epoch seconds
     phone: str | None = None  # pairing codes only: the number that asked for it
-
-
-def new_message_id() -> str:
-    """A WhatsApp-style message id: ``3EB0`` and 18 uppercase hex digits."""
-    return "3EB0" + secrets.token_hex(9).upper()
 
 
 def _b64(nbytes: int) -> str:

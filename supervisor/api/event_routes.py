@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from supervisor.api import validation as v
+from supervisor.api.answers import ok
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import EVENTS, REGISTRY, WEBHOOKS
 from supervisor.events.log import envelope
@@ -53,7 +54,7 @@ async def list_events(request: web.Request) -> web.Response:
         "nextSince": rows[-1].seq if rows else since,
         "latest": await events.store.last_event_seq(),
     }
-    return web.json_response({"success": True, "data": data})
+    return ok(data)
 
 
 @routes.get("/events/stream")
@@ -114,7 +115,7 @@ async def put_webhook(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     request.app[REGISTRY].get(session_id)
     data = await set_webhook(request, session_id, webhook_fields(await v.json_body(request)))
-    return web.json_response({"success": True, "data": data})
+    return ok(data)
 
 
 @routes.get("/session/{id}/webhook")
@@ -124,7 +125,7 @@ async def get_webhook(request: web.Request) -> web.Response:
     described = request.app[WEBHOOKS].describe(session_id)
     if described is None:
         raise ApiError(404, "WEBHOOK_NOT_FOUND", f"session {session_id!r} has no webhook")
-    return web.json_response({"success": True, "data": {"sessionId": session_id, **described}})
+    return ok({"sessionId": session_id, **described})
 
 
 @routes.delete("/session/{id}/webhook")
@@ -133,4 +134,4 @@ async def delete_webhook(request: web.Request) -> web.Response:
     request.app[REGISTRY].get(session_id)
     if not await request.app[WEBHOOKS].remove(session_id):
         raise ApiError(404, "WEBHOOK_NOT_FOUND", f"session {session_id!r} has no webhook")
-    return web.json_response({"success": True, "data": {"sessionId": session_id, "deleted": True}})
+    return ok({"sessionId": session_id, "deleted": True})

@@ -12,7 +12,6 @@ import contextlib
 import os
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ import psutil
 from aiohttp import web
 
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
-from supervisor.sessions import STATUSES
 
 routes = web.RouteTableDef()
 
@@ -72,7 +70,7 @@ async def _database(request: web.Request) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(DB_TIMEOUT):
-            await request.app[REGISTRY].store.ping()
+            await request.app[REGISTRY].ping_database()
     except Exception as exc:  # any failure means unusable; the kind is enough for an operator
         return {"status": "error", "error": type(exc).__name__}
     return {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 3)}
@@ -106,10 +104,8 @@ async def health(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     settings = request.app[SETTINGS]
     worker = request.app[WORKER]
-    sessions = list(registry)
-    by_status = Counter(s.status for s in sessions)
-    own = registry.supervisor_stats
-    children = [s.stats for s in sessions if s.stats is not None]
+    snap = registry.snapshot()
+    own, children = snap.supervisor, snap.session_processes
     database, storage, system, backend = await asyncio.gather(
         _database(request),
         asyncio.to_thread(_storage_check, settings.storage_dir),
@@ -131,10 +127,10 @@ async def health(request: web.Request) -> web.Response:
         "timestamp": time.time(),
         "engine": worker.engine,
         "sessions": {
-            "total": len(sessions),
-            "max": settings.max_sessions,
-            "active": by_status.get("connected", 0),
-            **{name: by_status.get(name, 0) for name in STATUSES},
+            "total": snap.total,
+            "max": snap.max_sessions,
+            "active": snap.active,
+            **snap.counts(),
         },
         "resources": {
             "supervisor": {
@@ -143,9 +139,9 @@ async def health(request: web.Request) -> web.Response:
                 "memory": {"rss": own.rss if own else None, "uss": own.uss if own else None},
             },
             "sessions": {
-                "processes": len(children),
-                "cpuPercent": round(sum(c.cpu_percent for c in children), 2),
-                "memory": {"rss": sum(c.rss for c in children), "uss": sum(c.uss for c in children)},
+                "processes": children.processes,
+                "cpuPercent": children.cpu_percent,
+                "memory": {"rss": children.rss, "uss": children.uss},
             },
             "system": system,
         },

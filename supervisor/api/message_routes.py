@@ -13,10 +13,10 @@ from aiohttp import web
 
 from supervisor.api import send_request, upload
 from supervisor.api import validation as v
+from supervisor.api.answers import ok
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE
 from supervisor.messaging.outbox import IdempotencyConflict
-from supervisor.sessions import message_view
 from supervisor.storage.service import StorageError
 
 log = logging.getLogger("supervisor.api.messages")
@@ -47,9 +47,8 @@ async def send_message(request: web.Request) -> web.Response:
         raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", str(exc)) from None
     data = dict(answer.data)
     if message.get("media_path"):
-        row = await registry.store.message(session_id, data["messageId"])
-        data["mediaUrl"] = await registry.media_url(row.media_ref if row else None)
-    return web.json_response({"success": True, "data": data}, status=answer.http_status)
+        data["mediaUrl"] = await registry.sent_media_url(session_id, data["messageId"])
+    return ok(data, status=answer.http_status)
 
 
 async def _receive_media(request: web.Request, session_id: str) -> dict[str, Any]:
@@ -131,7 +130,7 @@ async def list_messages(request: web.Request) -> web.Response:
     direction = request.query.get("direction")
     if direction is not None and direction not in DIRECTIONS:
         raise ApiError(400, "INVALID_QUERY", "direction must be 'in' or 'out'")
-    rows, total = await registry.store.messages(
+    views, total = await registry.history(
         session_id,
         limit=limit,
         offset=offset,
@@ -140,13 +139,8 @@ async def list_messages(request: web.Request) -> web.Response:
         since=_time_query(request, "since"),
         until=_time_query(request, "until"),
     )
-    views = []
-    for row in rows:
-        view = message_view(row)
-        view["mediaUrl"] = await registry.media_url(row.media_ref)
-        views.append(view)
     data: dict[str, Any] = {
         "messages": views,
         "pagination": {"total": total, "limit": limit, "offset": offset},
     }
-    return web.json_response({"success": True, "data": data})
+    return ok(data)

@@ -10,7 +10,7 @@ registry's sampler already keeps each process's psutil figures.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +23,9 @@ from prometheus_client.registry import Collector
 from supervisor.api.errors import ApiError, Handler
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
 from supervisor.api.storage_metrics import StorageCollector
-from supervisor.messaging.figures import MessageFigures, message_figures
-from supervisor.sessions import STATUSES, Session
+from supervisor.messaging.figures import MessageFigures
+from supervisor.sessions.snapshot import WorkerSnapshot
+from supervisor.sessions.status import SessionStatus
 
 routes = web.RouteTableDef()
 
@@ -103,8 +104,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 class SessionCollector(Collector):
     """Per-session process figures and worker totals at scrape time."""
 
-    def __init__(self, sessions: list[Session], messages: MessageFigures) -> None:
-        self.sessions = sessions
+    def __init__(self, snapshot: WorkerSnapshot, messages: MessageFigures) -> None:
+        self.snapshot = snapshot
         self.messages = messages
 
     def collect(self) -> Iterator[Metric]:
@@ -119,18 +120,17 @@ class SessionCollector(Collector):
         up = GaugeMetricFamily("wa_worker_session_up", "1 while the session's process runs", labels=label)
         connected = GaugeMetricFamily("wa_worker_session_connected", "1 while the session is connected",
                                       labels=label)
-        for s in self.sessions:
-            restarts.add_metric([s.id], s.child.record.restarts)
-            up.add_metric([s.id], 1 if s.child.pid is not None else 0)
-            connected.add_metric([s.id], 1 if s.status == "connected" else 0)
+        for s in self.snapshot.sessions:
+            restarts.add_metric([s.session_id], s.restarts)
+            up.add_metric([s.session_id], 1 if s.up else 0)
+            connected.add_metric([s.session_id], 1 if s.status == SessionStatus.CONNECTED else 0)
             if s.stats is not None:
-                cpu.add_metric([s.id], s.stats.cpu_percent)
-                rss.add_metric([s.id], s.stats.rss)
-                uss.add_metric([s.id], s.stats.uss)
+                cpu.add_metric([s.session_id], s.stats.cpu_percent)
+                rss.add_metric([s.session_id], s.stats.rss)
+                uss.add_metric([s.session_id], s.stats.uss)
         by_status = GaugeMetricFamily("wa_worker_sessions", "Sessions by status", labels=["status"])
-        counts = Counter(s.status for s in self.sessions)
-        for status in STATUSES:
-            by_status.add_metric([status], counts.get(status, 0))
+        for status, count in self.snapshot.counts().items():
+            by_status.add_metric([status], count)
         messages = GaugeMetricFamily(
             "wa_worker_messages", "Messages in history by direction and status", labels=["direction", "status"]
         )
@@ -168,21 +168,20 @@ async def metrics(request: web.Request) -> web.Response:
     if fmt is not None and fmt not in ("json", "prometheus"):
         raise ApiError(400, "INVALID_QUERY", "format must be 'json' or 'prometheus'")
     registry = request.app[REGISTRY]
-    sessions = list(registry)
-    figures = await message_figures(registry.store)
-    commits, writes = registry.store.commits
+    snap = registry.snapshot()
+    figures = await registry.message_figures()
+    commits, writes, outbox_waiting = registry.database_figures()
     if _wants_prometheus(request):
         scrape = CollectorRegistry()
-        scrape.register(SessionCollector(sessions, figures))
-        scrape.register(DatabaseCollector(commits, writes, registry.outbox.waiting))
+        scrape.register(SessionCollector(snap, figures))
+        scrape.register(DatabaseCollector(commits, writes, outbox_waiting))
         if STORAGE in request.app:
             scrape.register(StorageCollector(request.app[STORAGE]))
         text = generate_latest(request.app[STATS].registry) + generate_latest(scrape)
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
     settings = request.app[SETTINGS]
     worker = request.app[WORKER]
-    own = registry.supervisor_stats
-    by_status = Counter(s.status for s in sessions)
+    own = snap.supervisor
     body = {
         "worker": {
             "id": settings.worker_id,
@@ -192,10 +191,10 @@ async def metrics(request: web.Request) -> web.Response:
             "memory": {"rss": own.rss if own else None, "uss": own.uss if own else None},
         },
         "sessions": {
-            "total": len(sessions),
-            "active": by_status.get("connected", 0),
-            "max": settings.max_sessions,
-            "byStatus": {status: by_status.get(status, 0) for status in STATUSES},
+            "total": snap.total,
+            "active": snap.active,
+            "max": snap.max_sessions,
+            "byStatus": snap.counts(),
         },
         "messages": {
             "sent": figures.sent,
@@ -205,7 +204,7 @@ async def metrics(request: web.Request) -> web.Response:
             "lastHour": figures.last_hour,
         },
         "performance": request.app[STATS].performance(),
-        "database": {"commits": commits, "writes": writes, "outboxWaiting": registry.outbox.waiting},
+        "database": {"commits": commits, "writes": writes, "outboxWaiting": outbox_waiting},
         "storage": request.app[STORAGE].health() if STORAGE in request.app else None,
         "timestamp": time.time(),
     }

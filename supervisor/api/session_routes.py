@@ -9,16 +9,13 @@ from aiohttp import web
 
 from supervisor.api import event_routes
 from supervisor.api import validation as v
+from supervisor.api.answers import ok
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import REGISTRY, SETTINGS
 from supervisor.api.views import exit_view, process_view, status_view
 from supervisor.qr_image import png_data_url
 
 routes = web.RouteTableDef()
-
-
-def ok(data: Any, status: int = 200) -> web.Response:
-    return web.json_response({"success": True, "data": data}, status=status)
 
 
 async def _qr_data_url(qr: str | None) -> str | None:
@@ -113,5 +110,5 @@ async def pair_code(request: web.Request) -> web.Response:
 @routes.get("/session/{id}/process")
 async def get_process(request: web.Request) -> web.Response:
     session = request.app[REGISTRY].get(v.path_session_id(request))
-    exits = [exit_view(e) for e in reversed(session.child.exits)]
+    exits = [exit_view(e) for e in reversed(session.process().exits)]
     return ok({**process_view(session), "exits": exits})

@@ -36,11 +36,10 @@ def status_view(session: Session) -> dict[str, Any]:
 
 def process_view(session: Session) -> dict[str, Any]:
     """The operator's view of a session and its process (GET /sessions items)."""
-    child = session.child
-    record = child.record
+    process = session.process()
     stats = session.stats
     now = time.time()
-    running = child.pid is not None and record.spawned_at is not None
+    running = process.pid is not None and process.spawned_at is not None
     return {
         "sessionId": session.id,
         "userId": session.user_id,
@@ -49,15 +48,15 @@ def process_view(session: Session) -> dict[str, Any]:
         "statusSince": iso(session.status_since),
         "secondsInStatus": round(now - session.status_since, 3),
         "phoneNumber": session.phone,
-        "processState": record.state.value.upper(),
-        "pid": child.pid,
-        "restarts": record.restarts,
-        "uptime": round(now - record.spawned_at, 3) if running and record.spawned_at else 0,
+        "processState": process.state.value.upper(),
+        "pid": process.pid,
+        "restarts": process.restarts,
+        "uptime": round(now - process.spawned_at, 3) if running and process.spawned_at else 0,
         "cpuPercent": stats.cpu_percent if stats else None,
         "memory": {"rss": stats.rss if stats else None, "uss": stats.uss if stats else None},
         "threads": stats.threads if stats else None,
         "openFiles": stats.open_files if stats else None,
-        "lastExit": exit_view(record.last_exit),
+        "lastExit": exit_view(process.last_exit),
         "lastError": session.last_error,
         "qrCount": session.qr_count,
         "messageCount": session.message_count,

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from supervisor.database.sqlite_writer import GroupCommitWriter
+from supervisor.messaging.status import BEYOND_SENT, PROGRESS, MessageStatus, moves_forward
 
 _T = TypeVar("_T")
 
@@ -115,8 +116,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-# Outgoing statuses only move forward: a late "delivered" never overwrites "read".
-STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
+# A receipt may overtake the send's own confirmation: "sent" never demotes what is beyond it.
+_BEYOND_SENT_IN = f"({', '.join('?' for _ in BEYOND_SENT)})"
+_KEEP_BEYOND_SENT = f"status = CASE WHEN status IN {_BEYOND_SENT_IN} AND ? = ? THEN status ELSE ? END,"
 
 
 @dataclass(slots=True)
@@ -144,7 +146,7 @@ class MessageRow:
     recipient: str | None
     type: str
     timestamp: float
-    status: str  # out: pending/sent/delivered/read/failed/unknown; in: received
+    status: str  # a MessageStatus: out pending/sent/delivered/read/failed/unknown; in received
     text: str | None = None
     caption: str | None = None
     media_ref: str | None = None
@@ -509,10 +511,8 @@ class Store:
 
         Returns False when it was already settled (nothing changed).
         """
-        # A receipt may have overtaken the send's own confirmation: "sent" never demotes "delivered"/"read".
-        sets = "status = CASE WHEN status IN ('delivered', 'read') AND ? = 'sent' THEN status ELSE ? END,"
-        sets += " error = ?, updated_at = ?"
-        args: list[Any] = [status, status, error, time.time()]
+        sets = _KEEP_BEYOND_SENT + " error = ?, updated_at = ?"
+        args: list[Any] = [*BEYOND_SENT, status, MessageStatus.SENT, status, error, time.time()]
         if timestamp is not None:
             sets += ", timestamp = ?"
             args.append(timestamp)
@@ -532,8 +532,7 @@ class Store:
 
     async def apply_receipt(self, session_id: str, message_id: str, status: str) -> bool:
         """Move an outgoing message forward to delivered/read; False if that would not be forward."""
-        rank = STATUS_RANK.get(status)
-        if rank is None:
+        if status not in PROGRESS:
             return False
 
         def write(c: sqlite3.Connection) -> bool:
@@ -541,7 +540,7 @@ class Store:
                 "SELECT status FROM messages WHERE session_id = ? AND id = ? AND direction = 'out'",
                 (session_id, message_id),
             ).fetchone()
-            if row is None or STATUS_RANK.get(row[0], 99) >= rank:
+            if row is None or not moves_forward(row[0], status):
                 return False
             c.execute(
                 "UPDATE messages SET status = ?, updated_at = ? WHERE session_id = ? AND id = ?",

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from importlib import metadata
 from typing import Any
 
@@ -24,8 +23,7 @@ from common.tasks import cancel_and_wait
 from supervisor.config import Settings
 from supervisor.events.delivery import Deliverer, Target
 from supervisor.events.log import EventLog
-from supervisor.messaging.figures import message_figures
-from supervisor.sessions import STATUSES, SessionRegistry
+from supervisor.sessions import SessionRegistry
 from supervisor.timefmt import iso
 
 log = logging.getLogger("supervisor.events.backend")
@@ -169,27 +167,25 @@ class BackendLink:
 
     async def heartbeat_body(self) -> dict[str, Any]:
         """The heartbeat's figures: sessions by status, CPU and memory, message counts."""
-        sessions = list(self.registry)
-        by_status = Counter(s.status for s in sessions)
-        own = self.registry.supervisor_stats
-        children = [s.stats for s in sessions if s.stats is not None]
-        figures = await message_figures(self.registry.store)
+        snap = self.registry.snapshot()
+        own, children = snap.supervisor, snap.session_processes
+        figures = await self.registry.message_figures()
         return {
             "workerId": self.settings.worker_id,
             "status": self.status,
             "timestamp": iso(time.time()),
             "sessions": {
-                "total": len(sessions),
-                "max": self.settings.max_sessions,
-                "byStatus": {name: by_status.get(name, 0) for name in STATUSES},
+                "total": snap.total,
+                "max": snap.max_sessions,
+                "byStatus": snap.counts(),
             },
             "resources": {
                 "worker": {"cpuPercent": own.cpu_percent if own else None, "rss": own.rss if own else None},
                 "sessions": {
-                    "processes": len(children),
-                    "cpuPercent": round(sum(c.cpu_percent for c in children), 2),
-                    "rss": sum(c.rss for c in children),
-                    "uss": sum(c.uss for c in children),
+                    "processes": children.processes,
+                    "cpuPercent": children.cpu_percent,
+                    "rss": children.rss,
+                    "uss": children.uss,
                 },
             },
             "messages": {"sent": figures.sent, "received": figures.received, "failed": figures.failed},

@@ -1,2 +1,2 @@
-"""Messages on their way: the durable outbox, message ids, per-session message figures
-and the count of sends in flight."""
+"""Messages on their way: the durable outbox, message statuses, history rows and views,
+per-session message figures and the count of sends in flight."""

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from supervisor.database.store import Store
+from supervisor.messaging.status import MessageStatus
 
 HOUR = 3600.0
 
@@ -30,12 +31,10 @@ async def message_figures(store: Store) -> MessageFigures:
         last_hour += recent
         if direction == "in":
             received += count
-        elif status == "failed":
+        elif status == MessageStatus.FAILED:
             failed += count
-        elif status in ("pending", "unknown"):
+        elif status in (MessageStatus.PENDING, MessageStatus.UNKNOWN):
             pending += count
-        else:  # sent, delivered, read, played: the network took it
+        else:  # sent, delivered, read: the network took it
             sent += count
-    return MessageFigures(
-        sent, received, failed, pending, last_hour, tuple((d, s, c) for d, s, c, _ in rows)
-    )
+    return MessageFigures(sent, received, failed, pending, last_hour, tuple((d, s, c) for d, s, c, _ in rows))

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from collections.abc import Iterator
 
 
 class InFlight:
@@ -44,21 +39,3 @@ class InFlight:
         except TimeoutError:
             return self.count == 0
         return True
-
-
-class HasSends(Protocol):
-    sends_in_flight: InFlight
-
-
-S = TypeVar("S", bound=HasSends)
-
-
-def counted_send(func: Callable[Concatenate[S, P], Awaitable[R]]) -> Callable[Concatenate[S, P], Awaitable[R]]:
-    """Count each call of the decorated method in ``self.sends_in_flight`` until it returns or raises."""
-
-    @functools.wraps(func)
-    async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self.sends_in_flight.track():
-            return await func(self, *args, **kwargs)
-
-    return wrapper

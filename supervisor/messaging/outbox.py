@@ -21,6 +21,7 @@ from typing import Any
 
 from common.tasks import cancel_and_wait
 from supervisor.database.store import IdempotencyRow, MessageRow, OutboxRow, Store
+from supervisor.messaging.status import BEYOND_SENT, MessageStatus
 from transport.channel import PeerGone, RemoteError, RequestTimeout, RouterChannel
 
 log = logging.getLogger("supervisor.messaging.outbox")
@@ -31,7 +32,6 @@ PERMANENT_ERRORS = frozenset(
 )
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
-FINAL = frozenset({"sent", "failed", "unknown"})
 RETRY_MAX_DELAY = 30.0
 SWEEP_INTERVAL = 1.0
 
@@ -58,7 +58,7 @@ class SendAnswer:
 class Settled:
     """How an outgoing message was settled, as its waiting sender learns it."""
 
-    status: str  # sent / failed / unknown
+    status: MessageStatus  # sent / failed / unknown
     timestamp: float | None
     error: str | None
 
@@ -68,7 +68,7 @@ def _send_answer(message_id: str, status: str, timestamp: float | None, error: s
     data: dict[str, Any] = {"messageId": message_id, "status": status, "timestamp": timestamp}
     if error:
         data["error"] = error
-    return SendAnswer(202 if status == "pending" else 200, data)
+    return SendAnswer(202 if status == MessageStatus.PENDING else 200, data)
 
 
 class IdempotencyConflict(Exception):
@@ -174,13 +174,13 @@ class Outbox:
 
     async def _answer(self, session_id: str, message_id: str) -> SendAnswer:
         row = await self.store.message(session_id, message_id)
-        status = row.status if row is not None else "pending"
-        if status in ("delivered", "read"):
+        status = row.status if row is not None else MessageStatus.PENDING
+        if status in BEYOND_SENT:
             # The answer tells whether the send happened; history and message.status events tell how far it got.
-            status = "sent"
+            status = MessageStatus.SENT
         if row is None:
             return _send_answer(message_id, status, None, None)
-        return _send_answer(message_id, status, row.timestamp if status != "pending" else None, row.error)
+        return _send_answer(message_id, status, row.timestamp if status != MessageStatus.PENDING else None, row.error)
 
     def _future(self, session_id: str, message_id: str) -> asyncio.Future[Settled]:
         key = (session_id, message_id)
@@ -241,9 +241,9 @@ class Outbox:
             result = await self.router.request(identity, "send", row.payload, timeout=self.settings.attempt_timeout)
         except RemoteError as exc:
             if exc.code in PERMANENT_ERRORS:
-                await self._finish(row, "failed", error=f"{exc.code}: {exc.message}")
+                await self._finish(row, MessageStatus.FAILED, error=f"{exc.code}: {exc.message}")
             elif exc.code == OUTCOME_UNKNOWN:
-                await self._finish(row, "unknown", error=exc.message)
+                await self._finish(row, MessageStatus.UNKNOWN, error=exc.message)
             else:
                 await self._retry_later(row, f"{exc.code}: {exc.message}")
         except (RequestTimeout, PeerGone) as exc:
@@ -264,7 +264,7 @@ class Outbox:
 
     async def _settle_sent(self, row: OutboxRow, timestamp: float) -> None:
         try:
-            await self._finish(row, "sent", timestamp=timestamp)
+            await self._finish(row, MessageStatus.SENT, timestamp=timestamp)
         except Exception:
             # Still in the outbox: the sweep sends it again under its id, and that settles it.
             log.exception("settling sent message %s failed", row.message_id, extra={"sessionId": row.session_id})
@@ -272,7 +272,7 @@ class Outbox:
             self._inflight.discard((row.session_id, row.message_id))
 
     async def _finish(
-        self, row: OutboxRow, status: str, *, timestamp: float | None = None, error: str | None = None
+        self, row: OutboxRow, status: MessageStatus, *, timestamp: float | None = None, error: str | None = None
     ) -> None:
         session_id, message_id = row.session_id, row.message_id
         finished = await self.store.finish_outgoing(session_id, message_id, status, timestamp=timestamp, error=error)
@@ -286,11 +286,11 @@ class Outbox:
             if staged:
                 # The session process sent from this copy; the stored object serves mediaUrl from now on.
                 await asyncio.to_thread(Path(staged).unlink, True)
-            if status == "sent":
+            if status == MessageStatus.SENT:
                 self.sent += 1
-            elif status == "failed":
+            elif status == MessageStatus.FAILED:
                 self.failed += 1
-            if status != "sent":
+            if status != MessageStatus.SENT:
                 log.warning("message %s %s: %s", message_id, status, error, extra={"sessionId": session_id})
         # A message not sent keeps the time it was accepted, as its history row does.
         self._settle(
@@ -323,7 +323,7 @@ class Outbox:
                     if (row.session_id, row.message_id) in self._inflight:
                         continue  # its outcome is being decided (or committed) right now
                     if row.expires_at <= now:
-                        await self._finish(row, "failed", error="not sent within the message TTL")
+                        await self._finish(row, MessageStatus.FAILED, error="not sent within the message TTL")
                     elif row.next_attempt_at <= now and self.target(row.session_id) is not None:
                         due.add(row.session_id)
                 for session_id in due:
@@ -336,4 +336,4 @@ class Outbox:
         """A deleted session: nobody waits for its messages any more."""
         self._queues.pop(session_id, None)
         for key in [k for k in self._settled if k[0] == session_id]:
-            self._settle(*key, Settled("failed", None, "the session was deleted"))
+            self._settle(*key, Settled(MessageStatus.FAILED, None, "the session was deleted"))

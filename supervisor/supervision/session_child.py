@@ -1,6 +1,6 @@
 """The child process of one WhatsApp session: how it is started and how it is heard.
 
-Its routing identity on the supervisor's ROUTER is ``<sessionId>:<incarnation>``;
+Its routing identity on the supervisor's ROUTER is transport.identity's ``<sessionId>:<incarnation>``;
 frames from an older incarnation are recognised by that and dropped.
 """
 
@@ -19,6 +19,7 @@ from supervisor.supervision.procs import ChildProcess, TransitionListener
 from supervisor.supervision.spawner import ProcessHandle, Spawner
 from supervisor.supervision.states import ProcState
 from transport.channel import ChannelError, RouterChannel
+from transport.identity import routing_identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,20 +35,6 @@ class ChildConfig:
     log_format: str  # json | text
     engine_options: dict[str, Any]  # e.g. {"hub": "ipc://..."} for the sim engine
     spawner: Spawner | None = None  # None: exec each session process; else forked (SPAWNER=zygote)
-
-
-def identity_of(session_id: str, incarnation: int) -> bytes:
-    return f"{session_id}:{incarnation}".encode()
-
-
-def parse_identity(identity: bytes) -> tuple[str, int] | None:
-    """``(sessionId, incarnation)`` from a routing identity, or None if it is not one of ours."""
-    try:
-        text = identity.decode("ascii")
-        session_id, _, incarnation = text.rpartition(":")
-        return (session_id, int(incarnation)) if session_id else None
-    except (UnicodeDecodeError, ValueError):
-        return None
 
 
 class SessionChild(ChildProcess):
@@ -79,7 +66,7 @@ class SessionChild(ChildProcess):
 
     @property
     def identity(self) -> bytes:
-        return identity_of(self.session_id, self.incarnation)
+        return routing_identity(self.session_id, self.incarnation)
 
     def argv(self, incarnation: int) -> list[str]:
         c = self.config
@@ -113,10 +100,10 @@ class SessionChild(ChildProcess):
         return env
 
     async def on_spawned(self, proc: ProcessHandle, incarnation: int) -> None:
-        self.router.track(identity_of(self.session_id, incarnation))
+        self.router.track(routing_identity(self.session_id, incarnation))
 
     def on_exited(self, incarnation: int) -> None:
-        identity = identity_of(self.session_id, incarnation)
+        identity = routing_identity(self.session_id, incarnation)
         self.router.forget(identity)
         # Whoever waits on this child (a send) learns now, not at its timeout.
         self.router.fail_pending(identity, "the session process exited")

@@ -1,4 +1,5 @@
-"""WhatsApp message ids, chosen by the worker before a message is handed to a session."""
+"""WhatsApp message ids: the worker chooses one before a message is handed to a session,
+and the simulated network chooses them for its own peers' messages."""
 
 import secrets
 

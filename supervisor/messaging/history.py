@@ -1,0 +1,87 @@
+"""Messages in history: the rows the store keeps and the view that answers and events show."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from supervisor.database.store import MessageRow
+from supervisor.messaging.status import MessageStatus
+from supervisor.timefmt import iso
+
+# Fields of an outgoing/incoming wire message kept in history's `extra` column.
+_EXTRA_KEYS = ("latitude", "longitude", "name", "address", "vcard", "reaction_to", "reply_to", "mentions")
+
+
+def _message_extra(wire: dict[str, Any]) -> dict[str, Any]:
+    return {k: wire[k] for k in _EXTRA_KEYS if wire.get(k) not in (None, [], "")}
+
+
+def outgoing_row(session_id: str, payload: dict[str, Any], *, sender: str | None) -> MessageRow:
+    """A pending history row for a message accepted for sending (``payload``: the OutgoingMessage, id included)."""
+    return MessageRow(
+        session_id=session_id,
+        id=str(payload["id"]),
+        direction="out",
+        chat=str(payload["to"]),
+        sender=sender,
+        recipient=str(payload["to"]),
+        type=str(payload.get("type", "text")),
+        timestamp=time.time(),
+        status=MessageStatus.PENDING,
+        text=payload.get("text"),
+        caption=payload.get("caption"),
+        media_ref=payload.get("media_ref"),
+        mimetype=payload.get("mimetype"),
+        media_size=payload.get("media_size"),
+        filename=payload.get("filename"),
+        extra=_message_extra(payload),
+    )
+
+
+def incoming_row(session_id: str, body: dict[str, Any]) -> MessageRow:
+    """A history row from a session process's ``message`` request (an IncomingMessage on the wire)."""
+    ts = body.get("timestamp")
+    return MessageRow(
+        session_id=session_id,
+        id=str(body.get("id")),
+        direction="in",
+        chat=str(body.get("chat") or body.get("sender") or ""),
+        sender=body.get("sender"),
+        recipient=body.get("to"),
+        type=str(body.get("type") or "text"),
+        timestamp=float(ts) if isinstance(ts, int | float) and ts > 0 else time.time(),
+        status=MessageStatus.RECEIVED,
+        text=body.get("text"),
+        caption=body.get("caption"),
+        media_ref=body.get("media_path"),
+        mimetype=body.get("mimetype"),
+        media_size=body.get("media_size"),
+        extra=_message_extra(body),
+    )
+
+
+def message_view(row: MessageRow) -> dict[str, Any]:
+    """A message as history and events show it (mediaUrl is filled in where media is stored)."""
+    return {
+        "id": row.id,
+        "direction": row.direction,
+        "chat": row.chat,
+        "from": row.sender,
+        "to": row.recipient,
+        "type": row.type,
+        "text": row.text,
+        "caption": row.caption,
+        "mimetype": row.mimetype,
+        "mediaSize": row.media_size,
+        "mediaUrl": None,
+        "timestamp": iso(row.timestamp),
+        "status": row.status,
+        "error": row.error,
+        **{_camel(k): v for k, v in row.extra.items()},
+    }
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

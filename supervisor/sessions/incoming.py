@@ -1,0 +1,58 @@
+"""Messages a session process received: their media moved into object storage, then committed to history."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from supervisor.database.store import MessageRow, Store
+from supervisor.messaging.history import incoming_row, message_view
+from supervisor.sessions.session import Session
+from supervisor.storage.service import SessionStorage, StorageError
+
+log = logging.getLogger("supervisor.sessions")
+
+
+class IncomingMessages:
+    """Commits received messages (and their media) before the session process may acknowledge them."""
+
+    def __init__(self, store: Store, storage: SessionStorage | None, *, worker_id: str) -> None:
+        self.store = store
+        self.storage = storage  # None: media stays where the session process wrote it (unit tests)
+        self._log_extra = {"workerId": worker_id}
+
+    async def receive(self, session: Session, body: dict[str, Any]) -> None:
+        """Commit one received message (an IncomingMessage on the wire); a duplicate changes nothing."""
+        extra = {"sessionId": session.id, **self._log_extra}
+        row = incoming_row(session.id, body)
+        view = message_view(row)
+        if row.media_ref is not None:
+            row.media_ref, view["mediaUrl"] = await self._store_media(session.id, row)
+        # Committed before we answer: only then does the process acknowledge it to the network.
+        if await self.store.add_incoming(row, {"message": view}):
+            session.messages_in += 1
+            session.message_count += 1
+            # Never the text: logs are read by people who must not read customers' messages.
+            log.info("message received: id %s type %s", row.id, row.type, extra=extra)
+        else:
+            log.info("duplicate message %s ignored", row.id, extra=extra)
+
+    async def _store_media(self, session_id: str, row: MessageRow) -> tuple[str | None, str | None]:
+        """Move a received message's media (a file the session process wrote) into object storage.
+
+        Returns the object key and a URL for it; (None, None) when storage refused it: the message
+        is still committed (a message is never lost for its attachment), without a mediaUrl.
+        """
+        local = Path(row.media_ref or "")
+        if self.storage is None:
+            return None, None
+        try:
+            key = await self.storage.put_media(
+                session_id, local, content_type=row.mimetype, name=f"in-{row.id}{local.suffix}"
+            )
+            return key, await self.storage.media_url(key)
+        except (StorageError, OSError) as exc:
+            extra = {"sessionId": session_id, **self._log_extra}
+            log.warning("media of message %s not stored: %s", row.id, exc, extra=extra)
+            return None, None

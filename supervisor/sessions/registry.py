@@ -1,0 +1,541 @@
+"""The sessions this worker hosts: lookup, the commands API routes give, and the
+facade routes read through.
+
+Routes never touch the store, the outbox or the children directly: every command
+and every figure about sessions comes through the registry. A session's status
+changes only in ``supervisor.sessions.status``; the registry carries out the
+effects that machine returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from common.message_id import new_message_id
+from common.tasks import BackgroundTasks, cancel_and_wait
+from supervisor.config import Settings
+from supervisor.database.store import SessionRow, Store
+from supervisor.messaging.figures import MessageFigures, message_figures
+from supervisor.messaging.history import message_view, outgoing_row
+from supervisor.messaging.inflight import InFlight
+from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
+from supervisor.sessions import status as st
+from supervisor.sessions.child_events import ChildListener
+from supervisor.sessions.emitter import SessionEvents
+from supervisor.sessions.incoming import IncomingMessages
+from supervisor.sessions.session import Session, SessionError
+from supervisor.sessions.snapshot import WorkerSnapshot, session_figures, take_snapshot
+from supervisor.sessions.status import QR_TIMEOUT, QR_WAIT_OVER, SessionStatus, StatusRecord, StatusRules
+from supervisor.sessions.timers import ResourceSampler, check_heartbeats
+from supervisor.storage.service import BackupRefused, LeaseHeld, SessionStorage, StorageError
+from supervisor.supervision.policy import ProcRecord
+from supervisor.supervision.procs import ChildProcess
+from supervisor.supervision.session_child import ChildConfig, SessionChild
+from supervisor.supervision.states import ProcState
+from transport.channel import ChannelError, RemoteError, RouterChannel
+
+log = logging.getLogger("supervisor.sessions")
+
+# Process states from which a session's process can be started again by a command.
+_DOWN = (ProcState.EXITED, ProcState.STOPPED, ProcState.FATAL)
+
+
+class SessionRegistry:
+    """All sessions of this worker and their children."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        router: RouterChannel,
+        child_config: ChildConfig,
+        *,
+        storage: SessionStorage | None = None,
+    ) -> None:
+        self.settings = settings
+        # Leases, backups and media in object storage; None: no storage hooks (unit tests).
+        self.storage = storage
+        if storage is not None:
+            storage.set_lease_lost_handler(self._lease_lost)
+        self.store = store
+        self.router = router
+        self.child_config = child_config
+        self.sessions: dict[str, Session] = {}
+        self.draining = False
+        # POST /send calls under way: the drain lets them answer before it stops the session processes.
+        self.sends_in_flight = InFlight()
+        self._shutdown: asyncio.Future[None] | None = None
+        self.rules = StatusRules(qr_cycles=settings.qr_cycles)
+        self.log_extra = {"workerId": settings.worker_id}
+        self.resources = ResourceSampler(settings.sample_interval, worker_id=settings.worker_id)
+        self.events = SessionEvents(store, worker_id=settings.worker_id)
+        self.incoming = IncomingMessages(store, storage, worker_id=settings.worker_id)
+        self.children = ChildListener(self)
+        self.outbox = Outbox(
+            store,
+            router,
+            self._connected_identity,
+            OutboxSettings(
+                attempt_timeout=settings.send_attempt_timeout,
+                send_timeout=settings.send_timeout,
+                message_ttl=settings.message_ttl,
+            ),
+        )
+        self._tasks = BackgroundTasks()
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- lookup ---------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self.sessions.values()))
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise SessionError("SESSION_NOT_FOUND", f"session {session_id!r} does not exist") from None
+
+    def extra(self, session_id: str) -> dict[str, str]:
+        """Log fields naming the session and this worker."""
+        return {"sessionId": session_id, **self.log_extra}
+
+    # -- lifecycle of the registry -----------------------------------------------------
+    async def start(self) -> None:
+        """Start the timers, then the sessions known from an earlier run, staggered."""
+        self._loops = [
+            asyncio.create_task(
+                check_heartbeats(self.__iter__, self.settings.session_heartbeat_interval), name="heartbeat-monitor"
+            ),
+            asyncio.create_task(self.resources.run(self.__iter__), name="process-sampler"),
+        ]
+        await self.outbox.start()
+        rows = await self.store.sessions()
+        counts = await self.store.message_counts()
+        if rows:
+            self._tasks.spawn(self._restore(rows, counts))
+
+    async def _restore(self, rows: list[SessionRow], counts: dict[str, int]) -> None:
+        started = 0
+        for row in rows:
+            if self.draining:
+                return
+            session = self._add(row)
+            session.message_count = counts.get(row.id, 0)
+            if row.status == SessionStatus.LOGGED_OUT:
+                # Needs a person with a phone: a process would only show QR codes to nobody.
+                log.info("session stays down: logged out", extra=self.extra(row.id))
+                continue
+            if started:
+                # Staggered: 50 sessions reconnecting in the same second look like abuse to WhatsApp.
+                await asyncio.sleep(self.settings.start_stagger)
+            try:
+                await self._before_start(row.id)
+            except SessionError as exc:
+                self.apply_status(session, st.StartRefused(time.time(), exc.message))
+                continue
+            session.child.start()
+            started += 1
+        log.info("started %d of %d stored sessions", started, len(rows), extra=self.log_extra)
+
+    async def shutdown(self) -> None:
+        """Stop every child (ask, SIGTERM, SIGKILL) and the timers; nothing is left running.
+
+        Idempotent: the drain calls it, and the app's cleanup again; the second call waits for the first.
+        """
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._shutdown_once())
+        await asyncio.shield(self._shutdown)
+
+    async def _shutdown_once(self) -> None:
+        self.draining = True
+        for session in self:
+            session.child.stop()
+        children = [s.child for s in self]
+        if children:
+            waits = asyncio.gather(*(c.wait_settled() for c in children))
+            try:
+                async with asyncio.timeout(self.settings.shutdown_timeout):
+                    await waits
+            except TimeoutError:
+                for child in children:
+                    if child.pid is not None:
+                        log.warning("killing pid %s at shutdown", child.pid, extra=self.extra(child.name))
+                        child.kill_now()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await asyncio.gather(*(c.wait_settled() for c in children))
+        for child in children:
+            await child.close()
+        await self.outbox.close()
+        await cancel_and_wait(*self._loops)
+        await self._tasks.close()
+        await self.events.close()
+
+    # -- commands -----------------------------------------------------------------------
+    async def create(
+        self,
+        session_id: str,
+        *,
+        user_id: str | None,
+        session_name: str | None,
+        proxy: str | None = None,
+        takeover: bool = False,
+    ) -> Session:
+        """Start a new session, or return the existing one (creating is idempotent).
+
+        With ``takeover``, another worker's lease is waited for instead of answered with
+        SESSION_LEASED at once: until that worker's liveness record lapses (a few seconds), or
+        up to one lease TTL and a margin for a worker that keeps none (storage/leases.py). The
+        failover path of a backend that knows the other worker is gone.
+        """
+        self._check_open()
+        existing = self.sessions.get(session_id)
+        if existing is not None:
+            if existing.child.state in _DOWN:
+                await self._before_start(session_id)
+                existing.child.start()
+            return existing
+        if len(self.sessions) >= self.settings.max_sessions:
+            raise SessionError("CAPACITY", f"this worker hosts its maximum of {self.settings.max_sessions} sessions")
+        row = SessionRow(
+            id=session_id,
+            user_id=user_id,
+            session_name=session_name,
+            created_at=time.time(),
+            status=SessionStatus.INITIALIZING,
+            phone=None,
+            last_error=None,
+        )
+        await self._before_start(session_id, takeover=takeover)
+        await self.store.add_session(row)
+        session = self._add(row, proxy=proxy)
+        session.child.start()
+        log.info("session created", extra=self.extra(session_id))
+        return session
+
+    async def current_qr(self, session_id: str) -> Session:
+        """The session for GET /qr; a session resting after unscanned QR codes starts a new round first."""
+        session = self.get(session_id)
+        if session.child.state == ProcState.EXITED and session.last_error == QR_TIMEOUT:
+            self._check_open()
+            self.apply_status(session, st.QrRoundAsked(time.time()))
+            await self._before_start(session_id)
+            session.child.start()
+            await self.wait_for_qr(session, self.settings.create_qr_wait)
+        return session
+
+    async def _start_again(self, session_id: str) -> None:
+        try:
+            await self._before_start(session_id)
+        except SessionError as exc:
+            log.warning("not starting again: %s", exc.message, extra=self.extra(session_id))
+            return
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.child.start()
+
+    async def wait_for_qr(self, session: Session, timeout: float) -> None:
+        """Return once the session has a QR, is connected, or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while session.qr is None and session.status not in QR_WAIT_OVER:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await session.changed.wait()
+
+    async def restart(self, session_id: str) -> Session:
+        """Restart a session's process (also revives a failed or logged-out session)."""
+        self._check_open()
+        session = self.get(session_id)
+        self.apply_status(session, st.RestartAsked(time.time()))
+        await self._before_start(session_id)
+        session.child.restart()
+        return session
+
+    async def logout(self, session_id: str) -> Session:
+        """Unlink the device but keep the session: the process logs out and exits, then starts for a new QR."""
+        self._check_open()
+        session = self.get(session_id)
+        child = session.child
+        await self._log_out_and_stop(session)
+        # No credentials may survive an unlink, whatever the engine managed to delete itself.
+        await asyncio.to_thread(shutil.rmtree, self.settings.storage_dir / "sessions" / session_id, True)
+        self.apply_status(session, st.Unlinked(time.time()))
+        await self._before_start(session_id, restore=False)
+        child.restart()
+        log.info("session logged out; starting for a new QR", extra=self.extra(session_id))
+        return session
+
+    async def _log_out_and_stop(self, session: Session) -> None:
+        """Ask a running process to log out, then stop it for good (SIGKILL past the shutdown timeout)."""
+        child = session.child
+        if child.pid is not None and session.status not in (SessionStatus.LOGGED_OUT, SessionStatus.FAILED):
+            try:
+                await self.router.request(child.identity, "logout", timeout=10)
+            except ChannelError as exc:
+                # Unlinking must work for a broken session too: its credentials go with its files.
+                log.warning("logout request failed: %s", exc, extra=self.extra(session.id))
+        child.stop()
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout):
+                await child.wait_settled()
+        except TimeoutError:
+            child.kill_now()
+            await child.wait_settled()
+
+    async def pair_code(self, session_id: str, phone: str) -> str:
+        """A pairing code for linking ``phone`` (digits) by code instead of a QR scan."""
+        self._check_open()
+        session = self.get(session_id)
+        if session.status == SessionStatus.CONNECTED:
+            raise SessionError("ALREADY_LINKED", f"session {session_id!r} is already linked")
+        child = session.child
+        if child.pid is None or child.ready_incarnation != child.incarnation:
+            raise SessionError("SESSION_NOT_READY", f"session {session_id!r} is {session.status}; try again shortly")
+        try:
+            reply = await self.router.request(child.identity, "pair_code", {"phone": phone}, timeout=15)
+        except RemoteError as exc:
+            code = exc.code if exc.code in ("ALREADY_LINKED", "NOT_SUPPORTED", "INVALID_PHONE") else "SESSION_NOT_READY"
+            raise SessionError(code, f"no pairing code: {exc.message}") from None
+        except ChannelError as exc:
+            raise SessionError("SESSION_NOT_READY", f"no pairing code: {exc}") from None
+        return str(reply.get("code") or "")
+
+    async def delete(self, session_id: str) -> None:
+        """Log out, stop the process, remove auth state and the record."""
+        session = self.get(session_id)
+        child = session.child
+        await self._log_out_and_stop(session)
+        await child.close()
+        self.sessions.pop(session_id, None)
+        if self.storage is not None:
+            await self.storage.forget(session_id)  # backups, lease, media
+        for kept in ("sessions", "outgoing"):  # auth state, and uploads staged for sending
+            await asyncio.to_thread(shutil.rmtree, self.settings.storage_dir / kept / session_id, True)
+        # session.deleted is the session's last event: let the ones queued before it commit first.
+        async with self.events.last(session_id):
+            await self.store.delete_session(session_id)
+        self.outbox.forget_session(session_id)
+        log.info("session deleted", extra=self.extra(session_id))
+
+    async def send(
+        self,
+        session_id: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> SendAnswer:
+        """Accept a message for sending (durably, under a new id) and answer within the send timeout.
+
+        ``payload`` is the engine's OutgoingMessage without ``id`` (type, to, text, ...).
+        """
+        with self.sends_in_flight.track():
+            self._check_open()
+            session = self.get(session_id)
+            if session.status != SessionStatus.CONNECTED or self._connected_identity(session_id) is None:
+                raise SessionError(
+                    "SESSION_NOT_CONNECTED", f"session {session_id!r} is {session.status}, not connected"
+                )
+            message_id = new_message_id()
+            payload = {**payload, "id": message_id}
+            sender = f"{session.phone}@s.whatsapp.net" if session.phone else None
+            row = outgoing_row(session_id, payload, sender=sender)
+            for bookkeeping in ("media_ref", "media_size", "media_sha256"):
+                payload.pop(bookkeeping, None)
+            answer = await self.outbox.submit(row, payload, idempotency_key=idempotency_key, fingerprint=fingerprint)
+            if answer.data.get("messageId") == message_id:
+                session.messages_out += 1
+                session.message_count += 1
+            elif payload.get("media_path"):
+                # A replay of an earlier answer: this upload's copy of the media is not needed.
+                await asyncio.to_thread(Path(payload["media_path"]).unlink, True)
+            return answer
+
+    def _connected_identity(self, session_id: str) -> bytes | None:
+        """The routing identity of the session's process while it is connected and ready, else None."""
+        session = self.sessions.get(session_id)
+        if session is None or session.status != SessionStatus.CONNECTED:
+            return None
+        child = session.child
+        if child.pid is None or child.ready_incarnation != child.incarnation:
+            return None
+        return child.identity
+
+    def _check_open(self) -> None:
+        if self.draining:
+            raise SessionError("SHUTTING_DOWN", "the worker is shutting down")
+
+    # -- what routes read ----------------------------------------------------------------
+    def snapshot(self) -> WorkerSnapshot:
+        """Sessions by status and the processes' resource use, now (for /health, /metrics, heartbeats)."""
+        figures = (session_figures(s) for s in self)
+        return take_snapshot(figures, self.resources.supervisor, max_sessions=self.settings.max_sessions)
+
+    async def message_figures(self) -> MessageFigures:
+        """Message totals from the durable history."""
+        return await message_figures(self.store)
+
+    def database_figures(self) -> tuple[int, int, int]:
+        """``(commits, writes, outbox waiting)``: how writes are grouped, and what is not sent yet."""
+        commits, writes = self.store.commits
+        return commits, writes, self.outbox.waiting
+
+    async def ping_database(self) -> None:
+        """Raise when the database cannot answer a read."""
+        await self.store.ping()
+
+    async def history(
+        self,
+        session_id: str,
+        *,
+        limit: int,
+        offset: int,
+        chat: str | None,
+        direction: str | None,
+        since: float | None,
+        until: float | None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the session's message history as views (newest first), and the total that matched."""
+        rows, total = await self.store.messages(
+            session_id, limit=limit, offset=offset, chat=chat, direction=direction, since=since, until=until
+        )
+        views = []
+        for row in rows:
+            view = message_view(row)
+            view["mediaUrl"] = await self.media_url(row.media_ref)
+            views.append(view)
+        return views, total
+
+    async def sent_media_url(self, session_id: str, message_id: str) -> str | None:
+        """A fresh URL for the media of a message this worker accepted (None without stored media)."""
+        row = await self.store.message(session_id, message_id)
+        return await self.media_url(row.media_ref if row else None)
+
+    async def media_url(self, key: str | None) -> str | None:
+        """A fresh URL for a stored media object (None without one, or while storage refuses)."""
+        if key is None or self.storage is None:
+            return None
+        try:
+            return await self.storage.media_url(key)
+        except StorageError:
+            return None
+
+    # -- building sessions ----------------------------------------------------------------
+    def _add(self, row: SessionRow, *, proxy: str | None = None) -> Session:
+        child = SessionChild(
+            row.id,
+            self.child_config,
+            self.router,
+            self.settings.restart_policy,
+            proxy=proxy,
+            worker_id=self.settings.worker_id,
+            on_transition=self._on_transition,
+        )
+        state = StatusRecord(
+            status=st.status_of(row.status), status_since=time.time(), phone=row.phone, last_error=row.last_error
+        )
+        session = Session(
+            id=row.id,
+            user_id=row.user_id,
+            session_name=row.session_name,
+            created_at=row.created_at,
+            child=child,
+            state=state,
+        )
+        self.sessions[row.id] = session
+        return session
+
+    async def _before_start(self, session_id: str, *, restore: bool = True, takeover: bool = False) -> None:
+        """Take the session's lease (with ``takeover``, waiting while another worker's is in force) and
+        restore its auth state from a backup when it is missing here."""
+        if self.storage is None:
+            return
+        try:
+            if await self.storage.before_start(session_id, restore=restore, takeover=takeover):
+                log.info("auth state restored from object storage", extra=self.extra(session_id))
+        except LeaseHeld as exc:
+            raise SessionError("SESSION_LEASED", str(exc)) from None
+        except BackupRefused as exc:
+            raise SessionError("BACKUP_REFUSED", f"the session's backup was refused: {exc}") from None
+        except StorageError as exc:
+            raise SessionError("STORAGE_UNAVAILABLE", f"cannot check for a backup of this session: {exc}") from None
+
+    # -- status changes and their effects -------------------------------------------------
+    def _lease_lost(self, session_id: str, holder: str) -> None:
+        """Another worker runs this session now: stop ours, or both would fight over one device."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            self.apply_status(session, st.LeaseLost(time.time(), holder))
+
+    def _on_transition(self, child: ChildProcess, before: ProcRecord, after: ProcRecord) -> None:
+        session = self.sessions.get(child.name)
+        if session is None:
+            return
+        changed = st.ProcessChanged(
+            time.time(),
+            before=before.state,
+            after=after.state,
+            exit_reason=after.last_exit.reason if after.last_exit else None,
+            fatal_reason=after.fatal_reason,
+            draining=self.draining,
+        )
+        self.apply_status(session, changed)
+
+    async def on_child_event(self, identity: bytes, op: str, body: dict[str, Any]) -> None:
+        """An event from a session process (see ``supervisor.sessions.child_events``)."""
+        await self.children.on_event(identity, op, body)
+
+    async def on_child_request(self, identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A request from a session process (see ``supervisor.sessions.child_events``)."""
+        return await self.children.on_request(identity, op, body)
+
+    def apply_status(self, session: Session, event: st.Event) -> None:
+        """Move the session's status by ``event`` and carry out the effects, in order."""
+        session.state, effects = st.apply(session.state, event, self.rules)
+        for effect in effects:
+            self._carry_out(session, effect)
+
+    def _carry_out(self, session: Session, effect: st.Effect) -> None:
+        if isinstance(effect, st.Log):
+            log.log(effect.level, "%s", effect.message, extra=self.extra(session.id))
+        elif isinstance(effect, st.Emit):
+            self.events.emit(session.id, effect.event, effect.data, qr=effect.qr)
+        elif isinstance(effect, st.Notify):
+            session.notify()
+        elif isinstance(effect, st.Persist):
+            self._persist(session)
+        elif isinstance(effect, st.KickOutbox):
+            self.outbox.kick(session.id)
+        elif isinstance(effect, st.MarkReady):
+            session.child.mark_ready(session.child.incarnation)
+        elif isinstance(effect, st.StopProcess):
+            session.child.stop()
+        elif isinstance(effect, st.StartAgain):
+            self._tasks.spawn(self._start_again(session.id))
+        elif isinstance(effect, st.StorageLoggedOut):
+            if self.storage is not None:
+                self.storage.on_logged_out(session.id)
+        elif self.storage is not None:  # StorageStopped
+            self.storage.on_stopped(session.id)
+
+    def _persist(self, session: Session) -> None:
+        async def write() -> None:
+            state = session.state
+            try:
+                await self.store.update_session(
+                    session.id, status=state.status.value, phone=state.phone, last_error=state.last_error
+                )
+            except Exception:
+                log.exception("cannot persist session state", extra=self.extra(session.id))
+
+        if session.id in self.sessions:
+            self._tasks.spawn(write())

@@ -1,0 +1,48 @@
+"""The registry's timers: heartbeat checks of the session processes, and sampling their resource use."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Iterable
+
+from supervisor.sessions.session import Session
+from supervisor.supervision.sampler import ProcessSampler, ProcStats
+
+log = logging.getLogger("supervisor.sessions")
+
+
+async def check_heartbeats(sessions: Callable[[], Iterable[Session]], interval: float) -> None:
+    """Every half ``interval``, let each child notice silence past its heartbeat liveness (runs until cancelled)."""
+    while True:
+        await asyncio.sleep(interval / 2)
+        for session in sessions():
+            session.child.check_heartbeat()
+
+
+class ResourceSampler:
+    """psutil figures of the supervisor and every session process, refreshed every ``interval`` seconds."""
+
+    def __init__(self, interval: float, *, worker_id: str) -> None:
+        self.interval = interval
+        self.sampler = ProcessSampler()
+        self.supervisor: ProcStats | None = None  # the supervisor's own figures, at the last sample
+        self._log_extra = {"workerId": worker_id}
+
+    async def run(self, sessions: Callable[[], Iterable[Session]]) -> None:
+        """Sample until cancelled; each session's ``stats`` holds its process's figures (None without one)."""
+        while True:
+            current = list(sessions())
+            pids = [s.child.pid for s in current if s.child.pid is not None]
+            own = os.getpid()
+            try:
+                stats = await asyncio.to_thread(self.sampler.sample, [own, *pids])
+            except Exception:
+                log.exception("process sampling failed", extra=self._log_extra)
+                stats = {}
+            self.supervisor = stats.get(own)
+            for session in sessions():
+                pid = session.child.pid
+                session.stats = stats.get(pid) if pid is not None else None
+            await asyncio.sleep(self.interval)
