@@ -70,7 +70,8 @@ class Settings:
     rate_limit_send_per_session: int = 100
     # Session operations (create, restart, logout, pair-code, delete) per client credential, once its
     # burst is spent: a token bucket of `rate_limit_session_ops_burst`, so a backend moving all of a
-    # dead worker's sessions here at once is not refused. Default burst: twice MAX_SESSIONS.
+    # dead worker's sessions here at once is not refused. Default burst: twice MAX_SESSIONS (at least
+    # the per-minute rate).
     rate_limit_session_ops: int = 30
     rate_limit_session_ops_burst: int = 100
     # -- deployment (DESIGN §8; parsed by _deployment) --
@@ -295,6 +296,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     )
     sim_port = _int(env, "SIM_PORT", 8002)
     max_sessions = _int(env, "MAX_SESSIONS", 50, minimum=1)
+    session_ops = _int(env, "RATE_LIMIT_SESSION_OPS", 30)
     jwt_secret = env.get("JWT_SECRET") or None
     if jwt_secret is not None and len(jwt_secret) < 32:
         # HS256 with a short secret can be brute-forced offline from one captured token.
@@ -331,8 +333,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         backend_url=env.get("BACKEND_URL") or None,
         max_upload_mb=_float(env, "MAX_UPLOAD_MB", 16.0, minimum=0.001),
         rate_limit_send_per_session=_int(env, "RATE_LIMIT_SEND_PER_SESSION", 100),
-        rate_limit_session_ops=_int(env, "RATE_LIMIT_SESSION_OPS", 30),
-        rate_limit_session_ops_burst=_int(env, "RATE_LIMIT_SESSION_OPS_BURST", 2 * max_sessions, minimum=1),
+        rate_limit_session_ops=session_ops,
+        rate_limit_session_ops_burst=_int(
+            env, "RATE_LIMIT_SESSION_OPS_BURST", max(2 * max_sessions, session_ops), minimum=1
+        ),
         **_deployment(env),
         **_storage(env),
         event_retention=_float(env, "EVENT_RETENTION_HOURS", 72.0, minimum=0.01) * 3600.0,

@@ -325,3 +325,55 @@ def test_the_supervisor_settles_its_heap_after_start_up() -> None:
         "assert after == (YOUNG_THRESHOLD, *before[1:]), after"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_a_restarted_worker_knows_every_stored_session_from_its_first_answer(tmp_path: Path) -> None:
+    # A backend reads 404 as "the session is gone" and may create it on another worker: a stored
+    # session must be known (listed, and sends answered "retry") from the API's first answer on.
+    async with standalone_hub(tmp_path) as hub_env:
+        env = {**hub_env, "START_STAGGER": "1", "RATE_LIMIT_SEND_PER_SESSION": "0"}
+        ids = [f"keep{n}" for n in range(4)]
+        first = Worker(tmp_path / "w", env)
+        await first.start()
+        try:
+            for n, sid in enumerate(ids):
+                await first.create_linked(sid, f"62860000{n}")
+            for sid in ids:  # under load when it dies
+                assert (await first.api("POST", f"/session/{sid}/send", json={"to": "6286999", "text": "x"}))[0] == 200
+        finally:
+            children = first.child_pids()
+            await first.stop(signal.SIGKILL)
+            await kill_tree(children)
+
+        second = Worker(tmp_path / "w", env)
+        await second.start()  # returns at /health's first 200: the API is open
+        try:
+            status, body = await second.api("GET", "/sessions")
+            assert status == 200
+            listed = {s["sessionId"]: s["status"] for s in body["data"]["sessions"]}
+            assert set(listed) == set(ids)
+            assert set(listed.values()) <= {"initializing", "connected"}, listed
+            answers: dict[str, list[int]] = {sid: [] for sid in ids}
+            refusals: list[dict[str, object]] = []
+
+            async def every_session_sends() -> bool:
+                assert second.http is not None
+                for sid in ids:
+                    if 200 in answers[sid]:
+                        continue
+                    url = f"{second.url}/session/{sid}/send"
+                    async with second.http.post(url, json={"to": "6286999", "text": "again"}) as resp:
+                        answers[sid].append(resp.status)
+                        if resp.status != 200:
+                            refusals.append({**(await resp.json()), "retryAfter": resp.headers.get("Retry-After")})
+                return all(200 in a for a in answers.values())
+
+            await wait_for(every_session_sends, timeout=60, what="every stored session sending again")
+            assert not any(404 in a for a in answers.values()), answers
+            assert refusals, "the later sessions were still starting when the API opened"
+            for refusal in refusals:
+                assert refusal["code"] == "SESSION_NOT_CONNECTED" and refusal["retryAfter"] == "2", refusal
+        finally:
+            children = second.child_pids()
+            await second.stop()
+            await kill_tree(children)

@@ -7,6 +7,7 @@ reaches a client (it goes to the log, once, with the request's context).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -68,7 +69,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except SessionError as exc:
         status = SESSION_ERROR_STATUS.get(exc.code, 500)
-        headers = {"Retry-After": "5"} if status in (429, 503) else None
+        if exc.retry_after is not None:
+            headers: dict[str, str] | None = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        else:
+            headers = {"Retry-After": "5"} if status in (429, 503) else None
         return error_response(status, exc.code, exc.message, headers)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -45,6 +46,8 @@ log = logging.getLogger("supervisor.sessions")
 
 # Process states from which a session's process can be started again by a command.
 _DOWN = (ProcState.EXITED, ProcState.STOPPED, ProcState.FATAL)
+# Seconds a client is told to wait before sending again to a session that is starting or reconnecting.
+START_RETRY_AFTER = 2.0
 
 
 class SessionRegistry:
@@ -89,6 +92,8 @@ class SessionRegistry:
             ),
         )
         self._tasks = BackgroundTasks()
+        # Stored sessions waiting for their staggered start after a worker start.
+        self._queued: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
 
     # -- lookup ---------------------------------------------------------------------
@@ -117,31 +122,45 @@ class SessionRegistry:
         await self.outbox.start()
         rows = await self.store.sessions()
         counts = await self.store.message_counts()
-        if rows:
-            self._tasks.spawn(self._restore(rows, counts))
-
-    async def _restore(self, rows: list[SessionRow], counts: dict[str, int]) -> None:
-        started = 0
+        # Every stored session is known before the API answers its first call: listed, and a send to it
+        # answered "not connected, retry", never "does not exist" (a backend would create it elsewhere).
+        waiting: list[Session] = []
         for row in rows:
-            if self.draining:
-                return
+            logged_out = row.status == SessionStatus.LOGGED_OUT
+            if not logged_out:
+                row = dataclasses.replace(row, status=SessionStatus.INITIALIZING.value)  # until its process runs
             session = self._add(row)
             session.message_count = counts.get(row.id, 0)
-            if row.status == SessionStatus.LOGGED_OUT:
+            if logged_out:
                 # Needs a person with a phone: a process would only show QR codes to nobody.
                 log.info("session stays down: logged out", extra=self.extra(row.id))
+            else:
+                waiting.append(session)
+        if waiting:
+            self._queued = {s.id for s in waiting}
+            self._tasks.spawn(self._start_stored(waiting, len(rows)))
+
+    async def _start_stored(self, sessions: list[Session], stored: int) -> None:
+        started = 0
+        for session in sessions:
+            if self.draining:
+                return
+            if session.id not in self.sessions:  # deleted meanwhile
                 continue
             if started:
                 # Staggered: 50 sessions reconnecting in the same second look like abuse to WhatsApp.
                 await asyncio.sleep(self.settings.start_stagger)
             try:
-                await self._before_start(row.id)
+                await self._before_start(session.id)
             except SessionError as exc:
                 self.apply_status(session, st.StartRefused(time.time(), exc.message))
                 continue
-            session.child.start()
+            finally:
+                self._queued.discard(session.id)
+            if session.child.state in _DOWN and session.child.pid is None:  # not started by a command meanwhile
+                session.child.start()
             started += 1
-        log.info("started %d of %d stored sessions", started, len(rows), extra=self.log_extra)
+        log.info("started %d of %d stored sessions", started, stored, extra=self.log_extra)
 
     async def shutdown(self) -> None:
         """Stop every child (ask, SIGTERM, SIGKILL) and the timers; nothing is left running.
@@ -342,8 +361,15 @@ class SessionRegistry:
             self._check_open()
             session = self.get(session_id)
             if session.status != SessionStatus.CONNECTED or self._connected_identity(session_id) is None:
+                # Starting or reconnecting by itself: the client may try again shortly. Otherwise
+                # (QR shown, logged out, failed) it takes a person, and no Retry-After is promised.
+                coming = session.status in (SessionStatus.INITIALIZING, SessionStatus.DISCONNECTED) and (
+                    session.child.state not in _DOWN or session_id in self._queued
+                )
                 raise SessionError(
-                    "SESSION_NOT_CONNECTED", f"session {session_id!r} is {session.status}, not connected"
+                    "SESSION_NOT_CONNECTED",
+                    f"session {session_id!r} is {session.status}, not connected",
+                    retry_after=START_RETRY_AFTER if coming else None,
                 )
             message_id = new_message_id()
             payload = {**payload, "id": message_id}

@@ -14,12 +14,17 @@ from supervisor.supervision.states import ProcState
 
 
 class SessionError(Exception):
-    """A session command that cannot be carried out; ``code`` is the API's machine code."""
+    """A session command that cannot be carried out; ``code`` is the API's machine code.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``retry_after``: the same call is expected to work after this many seconds (the session is
+    starting or reconnecting), said to the client as ``Retry-After``.
+    """
+
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
