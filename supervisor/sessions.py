@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.closing import Closing
 from common.tasks import cancel_and_wait
 from supervisor.config import Settings
 from supervisor.database.store import MessageRow, SessionRow, Store
@@ -211,10 +212,14 @@ class SessionRegistry:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5):
                         await asyncio.gather(*(c.wait_settled() for c in children))
+        closing = Closing(log, extra=self._log_extra)
         for child in children:
-            await child.close()
-        await self.outbox.close()
+            with closing.step(f"session {child.name}", extra={"sessionId": child.name}):
+                await child.close()
+        with closing.step("outbox"):
+            await self.outbox.close()
         await cancel_and_wait(*self._loops, *self._tasks)
+        closing.raise_if_failed()
 
     # -- commands -----------------------------------------------------------------------
     async def create(
