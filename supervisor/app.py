@@ -1,8 +1,9 @@
 """The worker as an aiohttp application: the supervisor lives inside the app's lifecycle.
 
-Start-up opens the store, binds the ROUTER the session processes connect to,
-starts the simulated network when asked, and starts the stored sessions; the
-app's cleanup stops them all, so the app's start and stop are the worker's.
+Each resource is one cleanup context (:func:`worker_contexts`): start-up opens
+them in order, from the store to the stored sessions, and the app's cleanup
+closes them in reverse, every one even when another's close fails; so the app's
+start and stop are the worker's (docs/architecture.md, Lifecycle).
 """
 
 from __future__ import annotations
