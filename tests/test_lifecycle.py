@@ -177,6 +177,29 @@ async def test_one_failing_close_does_not_skip_the_others(
     await originals[failing](resource)
 
 
+async def test_a_resource_that_fails_to_start_leaves_the_ones_before_it_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[str] = []
+    for name, cls, method in STARTS:
+        _record(monkeypatch, [], name, cls, method, fail=name == "webhooks")
+    for name, cls, method in CLOSES:
+        _record(monkeypatch, closed, name, cls, method)
+    app = build_app(_settings(tmp_path), TOKEN)
+    runner = web.AppRunner(app)
+    with pytest.raises(RuntimeError, match="webhooks"):
+        await runner.setup()
+    zygote_pid, hub_pid = app[ZYGOTE].pid, app[SIM_HUB].pid
+    assert zygote_pid is not None and hub_pid is not None
+
+    await runner.cleanup()  # what drain.serve does after a failed start
+
+    # The failed one closes what it had begun; the backend link never started.
+    assert closed == ["webhooks", "registry", "storage", "router", "hub", "zygote", "http", "event log", "store"]
+    assert _lock_is_free(tmp_path)
+    assert not pid_alive(zygote_pid) and not pid_alive(hub_pid)
+
+
 def test_closing_runs_every_step_and_raises_the_first_error(caplog: pytest.LogCaptureFixture) -> None:
     closing = Closing(logging.getLogger("test"), extra={"workerId": "w"})
     ran: list[str] = []
