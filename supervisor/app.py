@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,17 @@ ROUTER = web.AppKey("router", RouterChannel)
 WorkerContext = Callable[[web.Application], AsyncIterator[None]]
 
 
+@contextlib.asynccontextmanager
+async def _closed_after(app: web.Application, what: str, close: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """Run the body (the rest of a resource's start, then its lifetime); ``close`` it on the way out,
+    as one step of app[CLOSING]: a failure is logged and the other resources still close."""
+    try:
+        yield
+    finally:
+        with app[CLOSING].step(what):
+            await close()
+
+
 async def _run_dir(app: web.Application) -> AsyncIterator[None]:
     """The storage dir's lock and the socket dir; last out, it reports what failed to close."""
     settings = app[SETTINGS]
@@ -127,33 +138,24 @@ async def _run_dir(app: web.Application) -> AsyncIterator[None]:
 async def _store(app: web.Application) -> AsyncIterator[None]:
     store = await Store.open(app[SETTINGS].database_path)
     app[STORE] = store
-    try:
+    async with _closed_after(app, "store", store.close):
         yield
-    finally:
-        with app[CLOSING].step("store"):
-            await store.close()
 
 
 async def _event_log(app: web.Application) -> AsyncIterator[None]:
     events = EventLog(app[STORE], retention=app[SETTINGS].event_retention)
     app[EVENTS] = events
-    try:
+    async with _closed_after(app, "event log", events.close):
         events.start()
         yield
-    finally:
-        with app[CLOSING].step("event log"):
-            await events.close()
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     # One HTTP client for everything the worker calls: backend, webhooks.
     http = aiohttp.ClientSession()
     app[HTTP_CLIENT] = http
-    try:
+    async with _closed_after(app, "http client", http.close):
         yield
-    finally:
-        with app[CLOSING].step("http client"):
-            await http.close()
 
 
 async def _zygote(app: web.Application) -> AsyncIterator[None]:
@@ -163,12 +165,9 @@ async def _zygote(app: web.Application) -> AsyncIterator[None]:
     # The zygote's own start environment is the one native code in its children reads.
     zygote = ZygoteSpawner(env={**os.environ, **START_ENV})
     app[ZYGOTE] = zygote
-    try:
+    async with _closed_after(app, "zygote", zygote.close):
         await zygote.start()
         yield
-    finally:
-        with app[CLOSING].step("zygote"):
-            await zygote.close()
 
 
 async def _sim_hub(app: web.Application) -> AsyncIterator[None]:
@@ -179,16 +178,17 @@ async def _sim_hub(app: web.Application) -> AsyncIterator[None]:
     hub = await _start_hub(settings, socket_dir(settings))
     app[SIM_HUB] = hub
     app[WORKER].sim_hub_http = hub.http_url
-    try:
+
+    async def stop_hub() -> None:
+        hub.stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await hub.wait_settled()
+        hub.kill_now()
+        await hub.close()
+
+    async with _closed_after(app, "simulated network", stop_hub):
         yield
-    finally:
-        with app[CLOSING].step("simulated network"):
-            hub.stop()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10):
-                    await hub.wait_settled()
-            hub.kill_now()
-            await hub.close()
 
 
 async def _router(app: web.Application) -> AsyncIterator[None]:
@@ -199,26 +199,21 @@ async def _router(app: web.Application) -> AsyncIterator[None]:
         name="supervisor",
     )
     app[ROUTER] = router
-    try:
+    async with _closed_after(app, "router", router.close):
         router.bind()
         yield
-    finally:
-        with app[CLOSING].step("router"):
-            await router.close()
 
 
 def _storage(token: str) -> WorkerContext:
     async def storage_context(app: web.Application) -> AsyncIterator[None]:
         storage = build_storage(app[SETTINGS], token)
         app[STORAGE] = storage
-        try:
+        # Closing lets the final backups land (bounded), then releases the leases.
+        async with _closed_after(app, "object storage", storage.close):
             await storage.start()  # MinIO down: retried in the background, the worker starts anyway
             if drain.DRAIN_PLAN in app:
                 app[drain.DRAIN_PLAN].register("backup_auth", storage.backup_running)
             yield
-        finally:
-            with app[CLOSING].step("object storage"):
-                await storage.close()  # final backups land (bounded), leases released
 
     return storage_context
 
@@ -249,23 +244,18 @@ async def _registry(app: web.Application) -> AsyncIterator[None]:
     registry = SessionRegistry(app[SETTINGS], app[STORE], router, _child_config(app), storage=app[STORAGE])
     router.set_handlers(on_request=registry.on_child_request, on_event=registry.on_child_event)
     app[REGISTRY] = registry
-    try:
+    # shutdown() returns at once when _sessions_first (or the drain) stopped the sessions already.
+    async with _closed_after(app, "sessions", registry.shutdown):
         await registry.start()
         yield
-    finally:
-        with app[CLOSING].step("sessions"):
-            await registry.shutdown()  # at once when _sessions_first (or the drain) stopped them already
 
 
 async def _webhooks(app: web.Application) -> AsyncIterator[None]:
     webhooks = Webhooks(app[EVENTS], app[HTTP_CLIENT], worker_id=app[SETTINGS].worker_id)
     app[WEBHOOKS] = webhooks
-    try:
+    async with _closed_after(app, "webhooks", webhooks.close):
         await webhooks.start()
         yield
-    finally:
-        with app[CLOSING].step("webhooks"):
-            await webhooks.close()
 
 
 def _backend_link(token: str) -> WorkerContext:
@@ -277,7 +267,8 @@ def _backend_link(token: str) -> WorkerContext:
             return
         backend = BackendLink(settings, app[REGISTRY], app[EVENTS], app[HTTP_CLIENT], token)
         app[BACKEND_LINK] = backend
-        try:
+        # close() returns at once when the drain deregistered already.
+        async with _closed_after(app, "backend link", backend.close):
             backend.start()
             if drain.DRAIN_PLAN in app:
                 plan = app[drain.DRAIN_PLAN]
@@ -285,9 +276,6 @@ def _backend_link(token: str) -> WorkerContext:
                 plan.register("flush_events", backend.feed.flush)
                 plan.register("deregister", backend.close)
             yield
-        finally:
-            with app[CLOSING].step("backend link"):
-                await backend.close()  # at once when the drain deregistered already
 
     return backend_context
 
@@ -306,9 +294,8 @@ async def _sessions_first(app: web.Application) -> AsyncIterator[None]:
         settings.max_sessions,
         extra={"workerId": settings.worker_id},
     )
-    yield
-    with app[CLOSING].step("sessions"):
-        await app[REGISTRY].shutdown()
+    async with _closed_after(app, "sessions", app[REGISTRY].shutdown):
+        yield
 
 
 def worker_contexts(token: str) -> list[WorkerContext]:
