@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from common.closing import Closing
 from common.message_id import new_message_id
 from common.tasks import BackgroundTasks, cancel_and_wait
 from supervisor.config import Settings
@@ -170,12 +171,16 @@ class SessionRegistry:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5):
                         await asyncio.gather(*(c.wait_settled() for c in children))
+        closing = Closing(log, extra=self.log_extra)
         for child in children:
-            await child.close()
-        await self.outbox.close()
+            with closing.step(f"session {child.name}", extra={"sessionId": child.name}):
+                await child.close()
+        with closing.step("outbox"):
+            await self.outbox.close()
         await cancel_and_wait(*self._loops)
         await self._tasks.close()
         await self.events.close()
+        closing.raise_if_failed()
 
     # -- commands -----------------------------------------------------------------------
     async def create(
