@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from common.tasks import cancel_and_wait
 from supervisor.config import Settings
 from supervisor.database.store import MessageRow, SessionRow, Store
@@ -32,7 +34,8 @@ from supervisor.supervision.sampler import ProcessSampler, ProcStats
 from supervisor.supervision.session_child import ChildConfig, SessionChild, parse_identity
 from supervisor.supervision.states import ProcState
 from supervisor.timefmt import iso
-from transport.channel import ChannelError, RemoteError, RouterChannel
+from transport import wire
+from transport.channel import Body, ChannelError, RemoteError, RouterChannel
 
 log = logging.getLogger("supervisor.sessions")
 
@@ -322,7 +325,7 @@ class SessionRegistry:
         child = session.child
         if child.pid is not None and session.status not in ("logged_out", "failed"):
             try:
-                await self.router.request(child.identity, "logout", timeout=10)
+                await wire.ask_child(self.router, child.identity, wire.Logout(), timeout=10)
             except ChannelError as exc:
                 # Unlinking must work for a broken session too: its credentials go with its files.
                 log.warning("logout request failed: %s", exc, extra=self._extra(session.id))
@@ -344,13 +347,13 @@ class SessionRegistry:
         if child.pid is None or child.ready_incarnation != child.incarnation:
             raise SessionError("SESSION_NOT_READY", f"session {session_id!r} is {session.status}; try again shortly")
         try:
-            reply = await self.router.request(child.identity, "pair_code", {"phone": phone}, timeout=15)
+            reply = await wire.ask_child(self.router, child.identity, wire.PairCode(phone=phone), timeout=15)
         except RemoteError as exc:
             code = exc.code if exc.code in ("ALREADY_LINKED", "NOT_SUPPORTED", "INVALID_PHONE") else "SESSION_NOT_READY"
             raise SessionError(code, f"no pairing code: {exc.message}") from None
         except ChannelError as exc:
             raise SessionError("SESSION_NOT_READY", f"no pairing code: {exc}") from None
-        return str(reply.get("code") or "")
+        return reply.code
 
     async def delete(self, session_id: str) -> None:
         """Log out, stop the process, remove auth state and the record."""
@@ -408,7 +411,10 @@ class SessionRegistry:
         )
         for bookkeeping in ("media_ref", "media_size", "media_sha256"):
             payload.pop(bookkeeping, None)
-        answer = await self.outbox.submit(row, payload, idempotency_key=idempotency_key, fingerprint=fingerprint)
+        # Checked against the wire contract here, before it is stored: a key the session process would
+        # refuse is a bug of ours, answered now instead of retried until the TTL.
+        message = wire.parse(wire.OutgoingMessage, payload, what="message to send")
+        answer = await self.outbox.submit(row, message, idempotency_key=idempotency_key, fingerprint=fingerprint)
         if answer.data.get("messageId") == message_id:
             session.messages_out += 1
             session.message_count += 1
@@ -574,93 +580,95 @@ class SessionRegistry:
             return None
         return session
 
-    async def on_child_event(self, identity: bytes, op: str, body: dict[str, Any]) -> None:
+    async def on_child_event(self, identity: bytes, op: str, body: Body) -> None:
         """An event from a session process."""
         session = self._session_of(identity)
         if session is None:
             return
         session.last_seen = time.time()
         extra = self._extra(session.id)
-        if op == "ready":
-            session.child.mark_ready(session.child.incarnation)
-        elif op == "qr":
-            session.qr = str(body.get("qr") or "") or None
-            session.qr_expires_at = _float_or_none(body.get("expiresAt"))
-            session.qr_count += 1
-            session.set_status("qr_ready")
-            log.info("QR ready (%d so far)", session.qr_count, extra=extra)
-            if session.qr is not None:
-                self._emit_qr(session.id, session.qr, session.qr_expires_at, session.qr_count)
-        elif op == "connected":
-            session.phone = str(body.get("phone") or "") or None
-            session.qr = session.qr_expires_at = None
-            session.last_error = None
-            session.set_status("connected")
-            session.qr_rounds = 0
-            log.info("connected", extra=extra)
-            self._emit(session.id, "connected", {"phoneNumber": session.phone, "pushName": body.get("pushName")})
-            self.outbox.kick(session.id)
-        elif op == "disconnected":
-            session.set_status("disconnected")
-            session.qr = session.qr_expires_at = None
-            session.last_error = str(body.get("reason") or "disconnected")
-            if session.last_error == QR_TIMEOUT:
-                session.qr_rounds += 1
-            log.info("disconnected: %s", session.last_error, extra=extra)
-            self._emit(
-                session.id, "disconnected", {"reason": session.last_error, "willRetry": bool(body.get("willRetry"))}
-            )
-        elif op == "logged_out":
-            session.set_status("logged_out")
-            session.phone = session.qr = session.qr_expires_at = None
-            session.last_error = str(body.get("reason") or "logged out")
-            log.info("logged out: %s", session.last_error, extra=extra)
-            self._emit(session.id, "logged_out", {"reason": session.last_error})
-            if self.storage is not None:
-                self.storage.on_logged_out(session.id)
-        elif op == "receipt":
-            message_id, status = body.get("id"), body.get("status")
-            if isinstance(message_id, str) and isinstance(status, str):
+        try:
+            event = wire.decode_event(op, body)
+        except wire.WireError as exc:
+            wire.refuse(log, exc, extra)  # an event has nobody to answer: dropped
+            return
+        match event:
+            case wire.Ready():
+                session.child.mark_ready(session.child.incarnation)
+            case wire.Qr(qr=qr, expires_at=expires_at):
+                session.qr = qr or None
+                session.qr_expires_at = expires_at
+                session.qr_count += 1
+                session.set_status("qr_ready")
+                log.info("QR ready (%d so far)", session.qr_count, extra=extra)
+                if session.qr is not None:
+                    self._emit_qr(session.id, session.qr, session.qr_expires_at, session.qr_count)
+            case wire.Connected(phone=phone, push_name=push_name):
+                session.phone = phone or None
+                session.qr = session.qr_expires_at = None
+                session.last_error = None
+                session.set_status("connected")
+                session.qr_rounds = 0
+                log.info("connected", extra=extra)
+                self._emit(session.id, "connected", {"phoneNumber": session.phone, "pushName": push_name})
+                self.outbox.kick(session.id)
+            case wire.Disconnected(reason=reason, will_retry=will_retry):
+                session.set_status("disconnected")
+                session.qr = session.qr_expires_at = None
+                session.last_error = reason or "disconnected"
+                if session.last_error == QR_TIMEOUT:
+                    session.qr_rounds += 1
+                log.info("disconnected: %s", session.last_error, extra=extra)
+                self._emit(session.id, "disconnected", {"reason": session.last_error, "willRetry": will_retry})
+            case wire.LoggedOut(reason=reason):
+                session.set_status("logged_out")
+                session.phone = session.qr = session.qr_expires_at = None
+                session.last_error = reason or "logged out"
+                log.info("logged out: %s", session.last_error, extra=extra)
+                self._emit(session.id, "logged_out", {"reason": session.last_error})
+                if self.storage is not None:
+                    self.storage.on_logged_out(session.id)
+            case wire.Receipt(id=message_id, status=status):
                 await self.store.apply_receipt(session.id, message_id, status)
-            return
-        elif op == "creds":
-            log.info("credentials changed", extra=extra)
-            if self.storage is not None:
-                self.storage.on_creds(session.id)
-            return
-        else:
-            log.warning("unknown event %r from session process", op, extra=extra)
-            return
+                return
+            case wire.Creds():
+                log.info("credentials changed", extra=extra)
+                if self.storage is not None:
+                    self.storage.on_creds(session.id)
+                return
         session.notify()
         self._persist(session)
 
-    async def on_child_request(self, identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def on_child_request(self, identity: bytes, op: str, body: Body) -> wire.Reply:
         """A request from a session process (it waits for our answer)."""
         session = self._session_of(identity)
         if session is None:
             raise RemoteError("STALE", "this incarnation is no longer current")
         session.last_seen = time.time()
         extra = self._extra(session.id)
-        if op == "message":
-            row = incoming_row(session.id, body)
-            view = message_view(row)
-            if row.media_ref is not None:
-                row.media_ref, view["mediaUrl"] = await self._store_incoming_media(session.id, row)
-            # Committed before we answer: only then does the process acknowledge it to the network.
-            if await self.store.add_incoming(row, {"message": view}):
-                session.messages_in += 1
-                session.message_count += 1
-                # Never the text: logs are read by people who must not read customers' messages.
-                log.info("message received: id %s type %s", row.id, row.type, extra=extra)
-            else:
-                log.info("duplicate message %s ignored", row.id, extra=extra)
-            return {}
-        if op == "fatal":
-            session.last_error = f"{body.get('code')}: {body.get('error')}"
-            log.error("session process failed: %s", session.last_error, extra=extra)
-            self._persist(session)
-            return {}
-        raise RemoteError("UNKNOWN_OP", f"unknown request {op!r}")
+        try:
+            request = wire.decode_supervisor_request(op, body)
+        except wire.WireError as exc:
+            raise wire.refuse(log, exc, extra) from None
+        match request:
+            case wire.IncomingMessage():
+                row = incoming_row(session.id, request)
+                view = message_view(row)
+                if row.media_ref is not None:
+                    row.media_ref, view["mediaUrl"] = await self._store_incoming_media(session.id, row)
+                # Committed before we answer: only then does the process acknowledge it to the network.
+                if await self.store.add_incoming(row, {"message": view}):
+                    session.messages_in += 1
+                    session.message_count += 1
+                    # Never the text: logs are read by people who must not read customers' messages.
+                    log.info("message received: id %s type %s", row.id, row.type, extra=extra)
+                else:
+                    log.info("duplicate message %s ignored", row.id, extra=extra)
+            case wire.Fatal(code=code, error=error):
+                session.last_error = f"{code}: {error}"
+                log.error("session process failed: %s", session.last_error, extra=extra)
+                self._persist(session)
+        return wire.Done()
 
     async def _store_incoming_media(self, session_id: str, row: MessageRow) -> tuple[str | None, str | None]:
         """Move a received message's media (a file the session process wrote) into object storage.
@@ -713,37 +721,32 @@ class SessionRegistry:
             await asyncio.sleep(self.settings.sample_interval)
 
 
-def _float_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
-# Fields of an outgoing/incoming wire message kept in history's `extra` column.
+# Fields of an outgoing/incoming message kept in history's `extra` column.
 _EXTRA_KEYS = ("latitude", "longitude", "name", "address", "vcard", "reaction_to", "reply_to", "mentions")
 
 
-def _message_extra(wire: dict[str, Any]) -> dict[str, Any]:
-    return {k: wire[k] for k in _EXTRA_KEYS if wire.get(k) not in (None, [], "")}
+def _message_extra(wire_fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: wire_fields[k] for k in _EXTRA_KEYS if wire_fields.get(k) not in (None, [], "")}
 
 
-def incoming_row(session_id: str, body: dict[str, Any]) -> MessageRow:
-    """A history row from a session process's ``message`` request (an IncomingMessage on the wire)."""
-    ts = body.get("timestamp")
+def incoming_row(session_id: str, message: wire.IncomingMessage) -> MessageRow:
+    """A history row from a session process's ``message`` request."""
     return MessageRow(
         session_id=session_id,
-        id=str(body.get("id")),
+        id=message.id,
         direction="in",
-        chat=str(body.get("chat") or body.get("sender") or ""),
-        sender=body.get("sender"),
-        recipient=body.get("to"),
-        type=str(body.get("type") or "text"),
-        timestamp=float(ts) if isinstance(ts, int | float) and ts > 0 else time.time(),
+        chat=message.chat or message.sender,
+        sender=message.sender,
+        recipient=message.to,
+        type=message.type or "text",
+        timestamp=message.timestamp if message.timestamp > 0 else time.time(),
         status="received",
-        text=body.get("text"),
-        caption=body.get("caption"),
-        media_ref=body.get("media_path"),
-        mimetype=body.get("mimetype"),
-        media_size=body.get("media_size"),
-        extra=_message_extra(body),
+        text=message.text,
+        caption=message.caption,
+        media_ref=message.media_path,
+        mimetype=message.mimetype,
+        media_size=message.media_size,
+        extra=_message_extra(msgspec.structs.asdict(message)),
     )
 
 

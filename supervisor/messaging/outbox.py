@@ -19,15 +19,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from common.tasks import cancel_and_wait
 from supervisor.database.store import IdempotencyRow, MessageRow, OutboxRow, Store
+from transport import wire
 from transport.channel import PeerGone, RemoteError, RequestTimeout, RouterChannel
 
 log = logging.getLogger("supervisor.messaging.outbox")
 
-# Engine error codes that no retry can fix.
+# Engine error codes that no retry can fix (a message the session process refuses as a protocol error
+# is refused again on every retry).
 PERMANENT_ERRORS = frozenset(
-    {"INVALID_RECIPIENT", "MEDIA_MISSING", "BAD_REQUEST", "UNSUPPORTED_TYPE", "INVALID_MESSAGE", "NOT_SUPPORTED"}
+    {
+        "INVALID_RECIPIENT",
+        "MEDIA_MISSING",
+        "BAD_REQUEST",
+        "UNSUPPORTED_TYPE",
+        "INVALID_MESSAGE",
+        "NOT_SUPPORTED",
+        wire.PROTOCOL_ERROR,
+    }
 )
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
@@ -122,7 +134,7 @@ class Outbox:
     async def submit(
         self,
         message: MessageRow,
-        payload: dict[str, Any],
+        payload: wire.OutgoingMessage,
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
@@ -137,7 +149,7 @@ class Outbox:
         outbox = OutboxRow(
             session_id=session_id,
             message_id=message_id,
-            payload=payload,
+            payload=msgspec.to_builtins(payload),  # the outbox table holds it as JSON
             attempts=0,
             next_attempt_at=now,
             expires_at=now + self.settings.message_ttl,
@@ -238,7 +250,12 @@ class Outbox:
         self._inflight.add(key)
         settling = False
         try:
-            result = await self.router.request(identity, "send", row.payload, timeout=self.settings.attempt_timeout)
+            message = wire.parse(wire.OutgoingMessage, row.payload, what="outbox payload")
+            result = await wire.ask_child(self.router, identity, message, timeout=self.settings.attempt_timeout)
+        except wire.WireError as exc:
+            # A row this version cannot read, or a reply that breaks the contract: a retry would change nothing.
+            log.error("message %s: %s", message_id, exc, extra={"sessionId": session_id})
+            await self._finish(row, "failed", error=f"{wire.PROTOCOL_ERROR}: {exc}")
         except RemoteError as exc:
             if exc.code in PERMANENT_ERRORS:
                 await self._finish(row, "failed", error=f"{exc.code}: {exc.message}")
@@ -250,12 +267,11 @@ class Outbox:
             # The outcome is open; the retry reuses the id, so the recipient still sees one message.
             await self._retry_later(row, str(exc))
         else:
-            ts = result.get("timestamp")
             # The session's next message goes out while this one's settlement is committed: the network
             # has it, and a crash before the commit only resends it under its id. It stays in flight
             # (never attempted again meanwhile) until settled.
             settling = True
-            task = asyncio.create_task(self._settle_sent(row, float(ts) if ts else time.time()))
+            task = asyncio.create_task(self._settle_sent(row, result.timestamp or time.time()))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
         finally:
