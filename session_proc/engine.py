@@ -47,6 +47,7 @@ class EngineContext:
     session_id: str
     session_dir: Path  # the engine keeps its auth state here (STORAGE_DIR/sessions/<id>/)
     sink: EngineSink
+    incarnation: int = 0  # which start of the session this process is (the suffix of its routing identity)
     proxy: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # engine-specific, e.g. {"hub": "tcp://..."}
 

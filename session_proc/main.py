@@ -95,6 +95,7 @@ class SessionProcess:
                     session_id=self.session_id,
                     session_dir=session_dir,
                     sink=self,
+                    incarnation=self.args.incarnation,
                     proxy=self.proxy,
                     options=self.engine_options,
                 )
