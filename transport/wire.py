@@ -20,12 +20,12 @@ from __future__ import annotations
 import logging
 import os
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import msgspec
 
-from transport.channel import Body, DealerChannel, RemoteError, RouterChannel
-from transport.protocol import ProtocolError
+from transport.channel import Body, DealerChannel, RemoteError
+from transport.protocol import Payload, ProtocolError
 
 R = TypeVar("R", bound="Reply")
 B = TypeVar("B", bound="msgspec.Struct")
@@ -337,7 +337,14 @@ def refuse(log: logging.Logger, exc: WireError, extra: dict[str, str]) -> Remote
 # -- sending -------------------------------------------------------------------------
 
 
-async def ask_child(router: RouterChannel, identity: bytes, body: ChildRequest[R], *, timeout: float) -> R:
+class ChildRequester(Protocol):
+    """What sends a request to a session process by its routing identity: the supervisor's RouterChannel
+    (or a test's scripted stand-in)."""
+
+    async def request(self, identity: bytes, op: str, body: Payload | None = None, *, timeout: float) -> Body: ...
+
+
+async def ask_child(router: ChildRequester, identity: bytes, body: ChildRequest[R], *, timeout: float) -> R:
     """Send a request to a session process and return its typed reply."""
     reply = await router.request(identity, body.OP, body, timeout=timeout)
     return cast(R, parse(body.REPLY, reply, what=f"reply to {body.OP!r}"))

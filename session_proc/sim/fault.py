@@ -148,4 +148,3 @@ class FaultEngine(SimEngine):
         if self._hang is not None:
             self._hang.cancel()
         await super().stop()
-

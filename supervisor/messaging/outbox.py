@@ -24,7 +24,7 @@ import msgspec
 from common.tasks import cancel_and_wait
 from supervisor.database.store import IdempotencyRow, MessageRow, OutboxRow, Store
 from transport import wire
-from transport.channel import PeerGone, RemoteError, RequestTimeout, RouterChannel
+from transport.channel import PeerGone, RemoteError, RequestTimeout
 
 log = logging.getLogger("supervisor.messaging.outbox")
 
@@ -44,8 +44,6 @@ PERMANENT_ERRORS = frozenset(
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 FINAL = frozenset({"sent", "failed", "unknown"})
-RETRY_MAX_DELAY = 30.0
-SWEEP_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +54,9 @@ class OutboxSettings:
     send_timeout: float = 10.0  # the HTTP call waits this long, then answers 202 pending
     message_ttl: float = 3600.0  # a message not sent by then is failed
     idempotency_ttl: float = 24 * 3600.0
+    retry_initial: float = 0.5  # the first retry waits this long; each further one twice as long as the last
+    retry_max: float = 30.0  # ...up to this
+    sweep_interval: float = 1.0  # how often due retries are started and expired messages failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,9 @@ TargetLookup = Callable[[str], bytes | None]
 class Outbox:
     """Delivery of accepted outgoing messages, at least once, under one id each."""
 
-    def __init__(self, store: Store, router: RouterChannel, target: TargetLookup, settings: OutboxSettings) -> None:
+    def __init__(
+        self, store: Store, router: wire.ChildRequester, target: TargetLookup, settings: OutboxSettings
+    ) -> None:
         self.store = store
         self.router = router
         self.target = target
@@ -315,7 +318,7 @@ class Outbox:
 
     async def _retry_later(self, row: OutboxRow, why: str) -> None:
         attempts = row.attempts + 1
-        delay = min(RETRY_MAX_DELAY, 0.5 * 2 ** min(attempts - 1, 10))
+        delay = min(self.settings.retry_max, self.settings.retry_initial * 2 ** min(attempts - 1, 10))
         at = time.time() + delay
         await self.store.outbox_retry_at(row.session_id, row.message_id, attempts, at)
         row.attempts, row.next_attempt_at = attempts, at
@@ -331,7 +334,7 @@ class Outbox:
     async def _sweep_loop(self) -> None:
         """Retry what is due for connected sessions; fail what outlived the TTL."""
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(self.settings.sweep_interval)
             try:
                 now = time.time()
                 due: set[str] = set()
