@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from session_proc.engines import START_ENV  # noqa: E402
 from supervisor.supervision.spawner import ProcessHandle, ZygoteSpawner, exec_spawn  # noqa: E402
+from transport import wire  # noqa: E402
 from transport.channel import RouterChannel  # noqa: E402
 from transport.identity import routing_identity  # noqa: E402
 
@@ -98,7 +99,7 @@ async def idle_uss(
         ready: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def on_event(identity: bytes, op: str, _body: dict[str, Any]) -> None:
-            if op == "ready":
+            if op == wire.ChildEvent.READY:
                 await ready.put(identity)
 
         router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=on_event, heartbeat_interval=1.0)

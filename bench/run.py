@@ -59,6 +59,7 @@ from load_client import LoadClient  # noqa: E402
 
 from session_proc.engines import START_ENV  # noqa: E402
 from supervisor.supervision.spawner import ProcessHandle  # noqa: E402
+from transport import wire  # noqa: E402
 from transport.channel import DealerChannel, RouterChannel  # noqa: E402
 from transport.protocol import REQ, Frame, encode  # noqa: E402
 
@@ -114,7 +115,7 @@ async def bare_python_uss() -> float:
 def _send_like_frame() -> bytes:
     """A frame of the size a text send request has on our wire."""
     body = {"to": "628100000001@s.whatsapp.net", "type": "text", "text": "x" * 40, "id": "3EB0" + "A" * 16}
-    return encode(Frame(kind=REQ, id=123456, op="send", body=body))
+    return encode(Frame(kind=REQ, id=123456, op=wire.ToChild.SEND, body=body))
 
 
 async def bare_zmq_rtt(rounds: int) -> float:
@@ -151,11 +152,14 @@ async def bare_zmq_rtt(rounds: int) -> float:
 
 
 async def channel_rtt(rounds: int) -> float:
-    """Median round trip of our transport: RouterChannel.request answered by a DealerChannel (seconds)."""
-    body = {"to": "628100000001@s.whatsapp.net", "type": "text", "text": "x" * 40, "id": "3EB0" + "A" * 16}
+    """Median round trip of our transport: a typed send request (transport/wire.py) from a RouterChannel,
+    decoded and answered with a typed result by a DealerChannel, the reply decoded again (seconds)."""
+    message = wire.OutgoingMessage(to="628100000001@s.whatsapp.net", text="x" * 40, id="3EB0" + "A" * 16)
 
-    async def answer(_identity: bytes, _op: str, b: dict[str, Any]) -> dict[str, Any]:
-        return b
+    async def answer(_identity: bytes, op: str, b: dict[str, Any]) -> wire.SendResult:
+        request = wire.decode_child_request(op, b)
+        assert isinstance(request, wire.OutgoingMessage)
+        return wire.SendResult(id=request.id, timestamp=1.0)
 
     with tempfile.TemporaryDirectory(prefix="wa-bench-") as tmp:
         router = RouterChannel(f"ipc://{tmp}/ch.sock", heartbeat_interval=5.0)
@@ -167,7 +171,7 @@ async def channel_rtt(rounds: int) -> float:
             deadline = time.monotonic() + 10
             while True:  # the dealer's connect is asynchronous: the first sends may find no route yet
                 try:
-                    await router.request(b"bench:1", "send", body, timeout=1.0)
+                    await wire.ask_child(router, b"bench:1", message, timeout=1.0)
                     break
                 except Exception:
                     if time.monotonic() > deadline:
@@ -176,7 +180,7 @@ async def channel_rtt(rounds: int) -> float:
             times = []
             for _ in range(rounds):
                 t0 = time.perf_counter()
-                await router.request(b"bench:1", "send", body, timeout=5.0)
+                await wire.ask_child(router, b"bench:1", message, timeout=5.0)
                 times.append(time.perf_counter() - t0)
         finally:
             await dealer.close()
@@ -197,7 +201,7 @@ async def session_spawn(spawner: str, runs: int, engine: str = "sim") -> dict[st
         ready: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def on_event(identity: bytes, op: str, _body: dict[str, Any]) -> None:
-            if op == "ready":
+            if op == wire.ChildEvent.READY:
                 await ready.put(identity)
 
         router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=on_event, heartbeat_interval=1.0)

@@ -10,9 +10,23 @@ back from other threads must hop onto the loop before touching the sink.
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+# The messages an engine sends and receives are bodies of the wire contract: declared there, once.
+from transport.wire import IncomingMessage, OutgoingMessage, SendResult
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "Engine",
+    "EngineContext",
+    "EngineError",
+    "EngineSink",
+    "IncomingMessage",
+    "OutgoingMessage",
+    "SendResult",
+]
 
 MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction")
 
@@ -27,79 +41,13 @@ class EngineError(Exception):
 
 
 @dataclass(slots=True)
-class OutgoingMessage:
-    """A message to send. ``id`` is chosen by the worker and reused on every retry."""
-
-    id: str
-    to: str  # a JID: 628123@s.whatsapp.net or 1203...@g.us
-    type: str = "text"
-    text: str | None = None
-    caption: str | None = None
-    media_path: str | None = None
-    mimetype: str | None = None
-    filename: str | None = None
-    reply_to: str | None = None  # id of the quoted message (a reply)
-    mentions: list[str] = field(default_factory=list)  # JIDs mentioned in text/caption
-    latitude: float | None = None  # type "location"
-    longitude: float | None = None
-    name: str | None = None  # location name, or a contact's display name
-    address: str | None = None  # location address
-    vcard: str | None = None  # type "contact"
-    reaction_to: str | None = None  # type "reaction": the message reacted to; the emoji is `text` ("" removes it)
-
-    @classmethod
-    def from_wire(cls, body: dict[str, Any]) -> OutgoingMessage:
-        known = {k: body[k] for k in cls.__dataclass_fields__ if k in body}
-        return cls(**known)
-
-    def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(slots=True)
-class SendResult:
-    """What the network said about a sent message."""
-
-    id: str
-    timestamp: float
-
-
-@dataclass(slots=True)
-class IncomingMessage:
-    """A message the linked account received."""
-
-    id: str
-    chat: str
-    sender: str
-    to: str
-    type: str
-    timestamp: float
-    text: str | None = None
-    caption: str | None = None
-    mimetype: str | None = None
-    media_size: int | None = None
-    media_path: str | None = None
-    reply_to: str | None = None
-    from_me: bool = False
-    latitude: float | None = None
-    longitude: float | None = None
-    name: str | None = None
-    address: str | None = None
-    vcard: str | None = None
-    reaction_to: str | None = None
-    mentions: list[str] = field(default_factory=list)
-
-    def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(slots=True)
 class EngineContext:
     """What an engine is given to start with."""
 
     session_id: str
     session_dir: Path  # the engine keeps its auth state here (STORAGE_DIR/sessions/<id>/)
     sink: EngineSink
+    incarnation: int = 0  # which start of the session this process is (the suffix of its routing identity)
     proxy: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # engine-specific, e.g. {"hub": "tcp://..."}
 

@@ -7,6 +7,7 @@ fork: importing it lazily here keeps it out of every process that does not run i
 from __future__ import annotations
 
 import importlib
+import os
 
 from session_proc.engine import Engine, EngineError
 
@@ -22,15 +23,32 @@ START_ENV: dict[str, str] = {
 _ENGINES = {
     "sim": ("session_proc.sim.engine", "SimEngine"),
     "neonize": ("session_proc.neonize.engine", "NeonizeEngine"),
+    "fault": ("session_proc.sim.fault", "FaultEngine"),  # tests only: see faults_enabled
 }
+# The test-only variable that holds the fault engine's switches (session_proc/sim/fault.py).
+FAULTS_ENV = "WA_TEST_FAULTS"
+
+
+def faults_enabled() -> bool:
+    """Whether this process runs under test faults: only then is the fault engine handed out.
+
+    It then stands in for the sim engine, so a test worker (WA_ENGINE=sim) gets it for its sessions
+    by setting the variable alone; without the variable, ``fault`` is refused as an unknown engine.
+    """
+    return bool(os.environ.get(FAULTS_ENV))
 
 
 def engine_class(name: str) -> type[Engine]:
     """The Engine subclass registered under ``name``."""
+    if name == "fault" and not faults_enabled():
+        raise EngineError("UNKNOWN_ENGINE", f"the fault engine is for tests only and {FAULTS_ENV} is not set")
+    if name == "sim" and faults_enabled():
+        name = "fault"
     try:
         module_name, class_name = _ENGINES[name]
     except KeyError:
-        raise EngineError("UNKNOWN_ENGINE", f"unknown engine {name!r}; known: {', '.join(_ENGINES)}") from None
+        known = ", ".join(n for n in _ENGINES if n != "fault")
+        raise EngineError("UNKNOWN_ENGINE", f"unknown engine {name!r}; known: {known}") from None
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,11 +1,11 @@
 """The session process's main loop: one engine, one DEALER to the supervisor.
 
-Contract with the supervisor (see transport/): the process connects a DEALER
-with identity ``<sessionId>:<incarnation>``, announces itself with a ``ready``
-event, reports engine events, answers ``send``/``logout``/``pair_code``/
-``status``/``stop`` requests, and asks the supervisor to commit every incoming
-message (``message`` request) before acknowledging it to the network. It exits
-by itself when the supervisor goes silent or dies.
+Contract with the supervisor (transport/wire.py declares every operation): the
+process connects a DEALER with identity ``<sessionId>:<incarnation>``, announces
+itself with a ``ready`` event, reports engine events, answers the supervisor's
+requests (send, logout, pair_code, stop), and asks the supervisor to commit every
+incoming message (``message`` request) before acknowledging it to the network. It
+exits by itself when the supervisor goes silent or dies.
 
 Exit codes: 0 done on purpose (stop, logout, replaced), 3 supervisor lost,
 1 crashed (the reason was sent in a ``fatal`` request first, when possible).
@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from common import logfmt
-from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage
+from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage
 from session_proc.engines import engine_class
 from session_proc.proctitle import die_with_parent, set_title
-from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError
+from transport import wire
+from transport.channel import Body, ChannelError, DealerChannel, PeerGone, RemoteError
 from transport.identity import routing_identity
+from transport.protocol import Payload
 
 log = logging.getLogger("session_proc")
 
@@ -78,10 +80,6 @@ class SessionProcess:
         )
         self.engine: Engine | None = None
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.status = "initializing"
-        self.phone: str | None = None
-        self.qr: str | None = None
-        self.qr_expires_at: float | None = None
 
     # -- lifecycle -------------------------------------------------------------
     async def run(self) -> int:
@@ -98,11 +96,12 @@ class SessionProcess:
                     session_id=self.session_id,
                     session_dir=session_dir,
                     sink=self,
+                    incarnation=self.args.incarnation,
                     proxy=self.proxy,
                     options=self.engine_options,
                 )
             )
-            self._emit("ready", {"pid": os.getpid(), "engine": self.args.engine})
+            self._emit(wire.Ready(pid=os.getpid(), engine=self.args.engine))
             await self.engine.start()
         except Exception as exc:
             await self._report_fatal(exc)
@@ -136,78 +135,67 @@ class SessionProcess:
         code = exc.code if isinstance(exc, EngineError) else "CRASH"
         message = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
         try:
-            await self.channel.request("fatal", {"code": code, "error": message}, timeout=FAREWELL_TIMEOUT)
+            await wire.ask_supervisor(self.channel, wire.Fatal(code=code, error=message), timeout=FAREWELL_TIMEOUT)
         except ChannelError:
             pass  # the exit code still tells the supervisor we crashed
 
     # -- requests from the supervisor -----------------------------------------
-    async def _on_request(self, _identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        engine = self.engine
-        if op == "status":
-            return self._snapshot()
-        if op == "stop":
+    async def _on_request(self, _identity: bytes, op: str, body: Body) -> Payload:
+        try:
+            request = wire.decode_child_request(op, body)
+        except wire.WireError as exc:
+            raise wire.refuse(log, exc, {"sessionId": self.session_id}) from None
+        if isinstance(request, wire.Stop):
             self.finish(EXIT_CLEAN, "stop requested")
-            return {}
+            return wire.Done()
+        engine = self.engine
         if engine is None:
             raise RemoteError("NOT_READY", "engine not started yet")
         try:
-            if op == "send":
-                result = await engine.send(OutgoingMessage.from_wire(body))
-                return {"id": result.id, "timestamp": result.timestamp}
-            if op == "logout":
-                await engine.logout()
-                return {}
-            if op == "pair_code":
-                return {"code": await engine.pair_code(str(body.get("phone", "")))}
+            match request:
+                case wire.OutgoingMessage():
+                    return await engine.send(request)
+                case wire.Logout():
+                    await engine.logout()
+                    return wire.Done()
+                case wire.PairCode(phone=phone):
+                    return wire.PairCodeReply(code=await engine.pair_code(phone))
         except EngineError as exc:
             raise RemoteError(exc.code, exc.message) from None
-        raise RemoteError("UNKNOWN_OP", f"unknown request {op!r}")
-
-    def _snapshot(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "phone": self.phone,
-            "qr": self.qr,
-            "qrExpiresAt": self.qr_expires_at,
-            "pid": os.getpid(),
-        }
+        raise RemoteError(wire.PROTOCOL_ERROR, f"request {op!r} has no handler")  # a ToChild op left out above
 
     # -- EngineSink -------------------------------------------------------------
-    def _emit(self, op: str, body: dict[str, Any]) -> None:
+    def _emit(self, event: wire.Event) -> None:
         try:
-            self.channel.emit(op, body)
+            wire.emit(self.channel, event)
         except PeerGone as exc:
-            # The supervisor re-reads our state with a status request when it reconnects.
-            log.warning("event %s not sent: %s", op, exc)
+            # The supervisor learns our state again from the events that follow (or from our exit).
+            log.warning("event %s not sent: %s", event.OP, exc)
 
     def on_qr(self, code: str, expires_at: float) -> None:
-        self.status, self.qr, self.qr_expires_at = "qr_ready", code, expires_at
-        self._emit("qr", {"qr": code, "expiresAt": expires_at})
+        self._emit(wire.Qr(qr=code, expires_at=expires_at))
 
     def on_connected(self, phone: str, push_name: str | None) -> None:
-        self.status, self.phone, self.qr, self.qr_expires_at = "connected", phone, None, None
-        self._emit("connected", {"phone": phone, "pushName": push_name})
+        self._emit(wire.Connected(phone=phone, push_name=push_name))
 
     def on_disconnected(self, reason: str, *, will_retry: bool) -> None:
-        self.status = "disconnected"
-        self._emit("disconnected", {"reason": reason, "willRetry": will_retry})
+        self._emit(wire.Disconnected(reason=reason, will_retry=will_retry))
         if not will_retry:
             # e.g. replaced by another connection: restarting would only fight it.
             self.finish(EXIT_CLEAN, f"disconnected for good: {reason}")
 
     def on_logged_out(self, reason: str) -> None:
-        self.status, self.phone, self.qr = "logged_out", None, None
-        self._emit("logged_out", {"reason": reason})
+        self._emit(wire.LoggedOut(reason=reason))
         self.finish(EXIT_CLEAN, f"logged out: {reason}")
 
     def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
-        self._emit("receipt", {"id": message_id, "status": status, "chat": chat, "timestamp": timestamp})
+        self._emit(wire.Receipt(id=message_id, status=status, chat=chat, timestamp=timestamp))
 
     def on_credentials_changed(self) -> None:
-        self._emit("creds", {"at": time.time()})
+        self._emit(wire.Creds(at=time.time()))
 
     async def on_message(self, message: IncomingMessage) -> None:
-        await self.channel.request("message", message.to_wire(), timeout=COMMIT_TIMEOUT)
+        await wire.ask_supervisor(self.channel, message, timeout=COMMIT_TIMEOUT)
 
 
 async def _amain(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """The worker as an aiohttp application: the supervisor lives inside the app's lifecycle.
 
-Start-up opens the store, binds the ROUTER the session processes connect to,
-starts the simulated network when asked, and starts the stored sessions; the
-app's cleanup stops them all, so the app's start and stop are the worker's.
+Each resource is one cleanup context (:func:`worker_contexts`): start-up opens
+them in order, from the store to the stored sessions, and the app's cleanup
+closes them in reverse, every one even when another's close fails; so the app's
+start and stop are the worker's (docs/architecture.md, Lifecycle).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from common.closing import Closing
 from session_proc.engines import START_ENV
 from supervisor import drain, worker_token
 from supervisor.api import event_routes, media_routes, message_routes
@@ -33,7 +35,7 @@ from supervisor.events.log import EventLog
 from supervisor.events.webhooks import Webhooks
 from supervisor.heap import settle_heap
 from supervisor.sessions import SessionRegistry
-from supervisor.storage.service import SessionStorage, build_storage
+from supervisor.storage.service import build_storage
 from supervisor.supervision.hub_child import SimHubChild
 from supervisor.supervision.session_child import ChildConfig
 from supervisor.supervision.spawner import ZygoteSpawner
@@ -96,114 +98,227 @@ async def _start_hub(settings: Settings, sockets: Path) -> SimHubChild:
     return hub
 
 
-def worker_context(settings: Settings, token: str) -> Any:
-    """The cleanup_ctx that runs the supervisor for the app's lifetime."""
+# What the lifecycle contexts hand each other; the routes read theirs from supervisor/api/keys.py.
+CLOSING = web.AppKey("closing", Closing)  # every close's failure, raised once the last close ran
+STORE = web.AppKey("store", Store)
+HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+ZYGOTE = web.AppKey("zygote", ZygoteSpawner)  # only with SPAWNER=zygote
+SIM_HUB = web.AppKey("sim_hub", SimHubChild)  # only when the worker runs its own simulated network
+ROUTER = web.AppKey("router", RouterChannel)
 
-    async def run_worker(app: web.Application) -> AsyncIterator[None]:
-        lock = _lock_storage(settings)
-        sockets = socket_dir(settings)
-        sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = await Store.open(settings.database_path)
-        events = EventLog(store, retention=settings.event_retention)
+WorkerContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+@contextlib.asynccontextmanager
+async def _closed_after(app: web.Application, what: str, close: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """Run the body (the rest of a resource's start, then its lifetime); ``close`` it on the way out,
+    as one step of app[CLOSING]: a failure is logged and the other resources still close."""
+    try:
+        yield
+    finally:
+        with app[CLOSING].step(what):
+            await close()
+
+
+async def _run_dir(app: web.Application) -> AsyncIterator[None]:
+    """The storage dir's lock and the socket dir; last out, it reports what failed to close."""
+    settings = app[SETTINGS]
+    lock = _lock_storage(settings)
+    closing = Closing(log, extra={"workerId": settings.worker_id})
+    app[CLOSING] = closing
+    try:
+        socket_dir(settings).mkdir(parents=True, exist_ok=True, mode=0o700)
+        yield
+    finally:
+        lock.close()
+    log.info("worker stopped", extra={"workerId": settings.worker_id})
+    closing.raise_if_failed()
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = await Store.open(app[SETTINGS].database_path)
+    app[STORE] = store
+    async with _closed_after(app, "store", store.close):
+        yield
+
+
+async def _event_log(app: web.Application) -> AsyncIterator[None]:
+    events = EventLog(app[STORE], retention=app[SETTINGS].event_retention)
+    app[EVENTS] = events
+    async with _closed_after(app, "event log", events.close):
         events.start()
-        app[EVENTS] = events
-        # One HTTP client for everything the worker calls: backend, webhooks.
-        http = aiohttp.ClientSession()
-        webhooks = Webhooks(events, http, worker_id=settings.worker_id)
-        app[WEBHOOKS] = webhooks
-        backend: BackendLink | None = None
-        hub: SimHubChild | None = None
-        router = RouterChannel(
-            f"ipc://{sockets / 'supervisor.sock'}",
-            heartbeat_interval=settings.session_heartbeat_interval,
-            name="supervisor",
-        )
-        registry: SessionRegistry | None = None
-        storage: SessionStorage | None = None
-        zygote: ZygoteSpawner | None = None
-        try:
-            if settings.spawner == "zygote":
-                # The zygote's own start environment is the one native code in its children reads.
-                zygote = ZygoteSpawner(env={**os.environ, **START_ENV})
-                await zygote.start()
-            engine_options: dict[str, Any] = {}
-            if settings.engine == "sim":
-                if settings.sim_hub:
-                    engine_options["hub"] = settings.sim_hub
-                else:
-                    hub = await _start_hub(settings, sockets)
-                    engine_options["hub"] = hub.zmq_endpoint
-                    app[WORKER].sim_hub_http = hub.http_url
-            endpoint = router.bind()
-            config = ChildConfig(
-                endpoint=endpoint,
-                engine=settings.engine,
-                storage_dir=settings.storage_dir.resolve(),
-                heartbeat_interval=settings.session_heartbeat_interval,
-                heartbeat_liveness=settings.session_heartbeat_liveness,
-                log_level=settings.log_level,
-                log_format="text" if settings.log_format == "text" else "json",
-                engine_options=engine_options,
-                spawner=zygote,
-            )
-            storage = build_storage(settings, token)
+        yield
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    # One HTTP client for everything the worker calls: backend, webhooks.
+    http = aiohttp.ClientSession()
+    app[HTTP_CLIENT] = http
+    async with _closed_after(app, "http client", http.close):
+        yield
+
+
+async def _zygote(app: web.Application) -> AsyncIterator[None]:
+    if app[SETTINGS].spawner != "zygote":
+        yield
+        return
+    # The zygote's own start environment is the one native code in its children reads.
+    zygote = ZygoteSpawner(env={**os.environ, **START_ENV})
+    app[ZYGOTE] = zygote
+    async with _closed_after(app, "zygote", zygote.close):
+        await zygote.start()
+        yield
+
+
+async def _sim_hub(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.engine != "sim" or settings.sim_hub:
+        yield
+        return
+    hub = await _start_hub(settings, socket_dir(settings))
+    app[SIM_HUB] = hub
+    app[WORKER].sim_hub_http = hub.http_url
+
+    async def stop_hub() -> None:
+        hub.stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await hub.wait_settled()
+        hub.kill_now()
+        await hub.close()
+
+    async with _closed_after(app, "simulated network", stop_hub):
+        yield
+
+
+async def _router(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    router = RouterChannel(
+        f"ipc://{socket_dir(settings) / 'supervisor.sock'}",
+        heartbeat_interval=settings.session_heartbeat_interval,
+        name="supervisor",
+    )
+    app[ROUTER] = router
+    async with _closed_after(app, "router", router.close):
+        router.bind()
+        yield
+
+
+def _storage(token: str) -> WorkerContext:
+    async def storage_context(app: web.Application) -> AsyncIterator[None]:
+        storage = build_storage(app[SETTINGS], token)
+        app[STORAGE] = storage
+        # Closing lets the final backups land (bounded), then releases the leases.
+        async with _closed_after(app, "object storage", storage.close):
             await storage.start()  # MinIO down: retried in the background, the worker starts anyway
-            app[STORAGE] = storage
             if drain.DRAIN_PLAN in app:
                 app[drain.DRAIN_PLAN].register("backup_auth", storage.backup_running)
-            # Before the sessions: what they build is collected as usual when they are deleted.
-            settle_heap()
-            registry = SessionRegistry(settings, store, router, config, storage=storage)
-            router.set_handlers(on_request=registry.on_child_request, on_event=registry.on_child_event)
-            app[REGISTRY] = registry
-            await registry.start()
-            await webhooks.start()
-            plan = app[drain.DRAIN_PLAN] if drain.DRAIN_PLAN in app else None
-            if settings.backend_url:
-                backend = BackendLink(settings, registry, events, http, token)
-                backend.start()
-                app[BACKEND_LINK] = backend
-                if plan is not None:
-                    plan.register("stop_accepting", backend.draining)
-                    plan.register("flush_events", backend.feed.flush)
-                    plan.register("deregister", backend.close)
-            else:
-                log.info(
-                    "BACKEND_URL is not set: not registering with a backend", extra={"workerId": settings.worker_id}
-                )
-            log.info(
-                "worker %s ready: engine %s, max %d sessions",
-                settings.worker_id,
-                settings.engine,
-                settings.max_sessions,
-                extra={"workerId": settings.worker_id},
-            )
             yield
-        finally:
-            if registry is not None:
-                await registry.shutdown()
-            if zygote is not None:
-                await zygote.close()
-            if backend is not None:
-                await backend.close()
-            await webhooks.close()
-            await events.close()
-            await http.close()
-            if storage is not None:
-                await storage.close()  # final backups land (bounded), leases released
-            if hub is not None:
-                hub.stop()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(10):
-                        await hub.wait_settled()
-                hub.kill_now()
-                await hub.close()
-            await router.close()
-            await store.close()
-            lock.close()
-            log.info("worker stopped", extra={"workerId": settings.worker_id})
 
-    return run_worker
+    return storage_context
+
+
+def _child_config(app: web.Application) -> ChildConfig:
+    """How session processes start and reach the ROUTER."""
+    settings = app[SETTINGS]
+    engine_options: dict[str, Any] = {}
+    if settings.engine == "sim":
+        engine_options["hub"] = settings.sim_hub or app[SIM_HUB].zmq_endpoint
+    return ChildConfig(
+        endpoint=app[ROUTER].endpoint,
+        engine=settings.engine,
+        storage_dir=settings.storage_dir.resolve(),
+        heartbeat_interval=settings.session_heartbeat_interval,
+        heartbeat_liveness=settings.session_heartbeat_liveness,
+        log_level=settings.log_level,
+        log_format="text" if settings.log_format == "text" else "json",
+        engine_options=engine_options,
+        spawner=app.get(ZYGOTE),
+    )
+
+
+async def _registry(app: web.Application) -> AsyncIterator[None]:
+    # Before the sessions: what they build is collected as usual when they are deleted.
+    settle_heap()
+    router = app[ROUTER]
+    registry = SessionRegistry(app[SETTINGS], app[STORE], router, _child_config(app), storage=app[STORAGE])
+    router.set_handlers(on_request=registry.on_child_request, on_event=registry.on_child_event)
+    app[REGISTRY] = registry
+    # shutdown() returns at once when _sessions_first (or the drain) stopped the sessions already.
+    async with _closed_after(app, "sessions", registry.shutdown):
+        await registry.start()
+        yield
+
+
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    webhooks = Webhooks(app[EVENTS], app[HTTP_CLIENT], worker_id=app[SETTINGS].worker_id)
+    app[WEBHOOKS] = webhooks
+    async with _closed_after(app, "webhooks", webhooks.close):
+        await webhooks.start()
+        yield
+
+
+def _backend_link(token: str) -> WorkerContext:
+    async def backend_context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        if not settings.backend_url:
+            log.info("BACKEND_URL is not set: not registering with a backend", extra={"workerId": settings.worker_id})
+            yield
+            return
+        backend = BackendLink(settings, app[REGISTRY], app[EVENTS], app[HTTP_CLIENT], token)
+        app[BACKEND_LINK] = backend
+        # close() returns at once when the drain deregistered already.
+        async with _closed_after(app, "backend link", backend.close):
+            backend.start()
+            if drain.DRAIN_PLAN in app:
+                plan = app[drain.DRAIN_PLAN]
+                plan.register("stop_accepting", backend.draining)
+                plan.register("flush_events", backend.feed.flush)
+                plan.register("deregister", backend.close)
+            yield
+
+    return backend_context
+
+
+async def _sessions_first(app: web.Application) -> AsyncIterator[None]:
+    """Last in, first out: the sessions stop before the webhooks, the backend link and storage close.
+
+    So their last events still go out, the backend hears the worker is gone only once its
+    sessions stopped (the drain's order), and their final backups land before the leases go.
+    """
+    settings = app[SETTINGS]
+    log.info(
+        "worker %s ready: engine %s, max %d sessions",
+        settings.worker_id,
+        settings.engine,
+        settings.max_sessions,
+        extra={"workerId": settings.worker_id},
+    )
+    async with _closed_after(app, "sessions", app[REGISTRY].shutdown):
+        yield
+
+
+def worker_contexts(token: str) -> list[WorkerContext]:
+    """The worker's resources in start-up order, one cleanup context each: they close in reverse.
+
+    A context that fails to start leaves the ones before it to be closed; a close that
+    fails is logged and the others still run (app[CLOSING]); the run dir's context, last
+    to close, raises CloseFailed if any did fail.
+    """
+    return [
+        _run_dir,
+        _store,
+        _event_log,
+        _http_client,
+        _zygote,
+        _sim_hub,
+        _router,
+        _storage(token),
+        _registry,
+        _webhooks,
+        _backend_link(token),
+        _sessions_first,
+    ]
 
 
 def build_app(settings: Settings, token: str) -> web.Application:
@@ -224,7 +339,7 @@ def build_app(settings: Settings, token: str) -> web.Application:
             app[REGISTRY].draining = True
 
     app.on_shutdown.append(on_shutdown)
-    app.cleanup_ctx.append(worker_context(settings, token))
+    app.cleanup_ctx.extend(worker_contexts(token))
     # The SIGTERM drain's ordered steps; parts of the worker register theirs on app[DRAIN_PLAN].
     drain.install(app, settings)
     return app

@@ -25,6 +25,7 @@ def serve(_args: argparse.Namespace) -> int:
     """Run the worker until SIGTERM/SIGINT."""
     import asyncio
 
+    from common.closing import CloseFailed
     from supervisor import drain, logs
     from supervisor.app import StartupError, build_app, resolve_token
 
@@ -41,6 +42,9 @@ def serve(_args: argparse.Namespace) -> int:
         asyncio.run(drain.serve(app, settings))
     except (StartupError, drain.ListenError) as exc:
         print(f"wa-worker: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except CloseFailed as exc:
+        print(f"wa-worker: stopped, but {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -74,7 +74,7 @@ class Settings:
     # the per-minute rate).
     rate_limit_session_ops: int = 30
     rate_limit_session_ops_burst: int = 100
-    # -- deployment (DESIGN §8; parsed by _deployment) --
+    # -- deployment: the seed's variables, same names (README, Configuration; parsed by _deployment) --
     backend_heartbeat_interval: float = 30.0  # seconds; HEARTBEAT_INTERVAL is milliseconds, as in the seed
     minio_endpoint: str | None = None  # host name only; unset: object storage on the local filesystem
     minio_port: int = 9000
@@ -89,7 +89,7 @@ class Settings:
     log_file_backups: int = 5
     # SIGTERM: finish sends, flush, back up, stop sessions within this many seconds, then exit anyway.
     drain_timeout: float = 30.0
-    # -- object storage (DESIGN §7; parsed by _storage) --
+    # -- object storage (docs/architecture.md, Storage layout; parsed by _storage) --
     sessions_bucket: str = "whatsapp-sessions"
     media_bucket: str = "whatsapp-media"
     lease_ttl: float = 15.0  # a session's lease lapses this long after its worker stopped renewing it

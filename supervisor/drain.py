@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import psutil
 from aiohttp import web
 
+from common.closing import CloseFailed
 from supervisor.api.keys import REGISTRY
 from supervisor.config import Settings
 
@@ -83,6 +84,8 @@ class DrainPlan:
                         await step()
                 except TimeoutError:
                     log.warning("drain step %s cut off after %.1fs", name, time.monotonic() - started)
+                except CloseFailed as exc:  # each of its failures was logged where it happened
+                    log.warning("drain step %s: %s; draining on", name, exc)
                 except Exception:
                     log.exception("drain step %s failed; draining on", name)
             if self.steps[name]:

@@ -23,6 +23,8 @@ import aiohttp
 import psutil
 import pytest
 
+from transport import wire
+
 TOKEN = "test-token-0123456789"
 T = TypeVar("T")
 
@@ -235,6 +237,17 @@ async def running_worker(storage: Path, **env: str) -> AsyncIterator[Worker]:
         await kill_tree(leftovers)
         if leftovers:
             print(f"worker left processes behind: {leftovers}")
+    check_wire_contract(worker)
+
+
+def check_wire_contract(worker: Worker) -> None:
+    """Fail when the worker or a session process met a frame that broke the wire contract (strict mode)."""
+    if worker.env.get(wire.STRICT_ENV) != "1":
+        return  # a test that sends bad frames on purpose turns strict mode off for its worker
+    text = worker.log_path.read_text(errors="replace") if worker.log_path.exists() else ""
+    broken = [line for line in text.splitlines() if "wire protocol error" in line]
+    if broken:
+        pytest.fail("the wire contract was broken:\n" + "\n".join(broken[:10]))
 
 
 @contextlib.asynccontextmanager

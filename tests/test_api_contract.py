@@ -1,5 +1,5 @@
 """The REST API as the backend uses it: every endpoint against a real worker, with the
-shapes, status codes and error codes of the contract (DESIGN §5, issue 3)."""
+shapes, status codes and error codes of the contract (docs/architecture.md, HTTP API)."""
 
 from __future__ import annotations
 

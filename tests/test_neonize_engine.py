@@ -29,6 +29,7 @@ from harness import pid_alive, running_worker, unreachable_proxy, wait_for
 
 from session_proc.engine import EngineContext, EngineError, IncomingMessage, OutgoingMessage
 from session_proc.neonize.journal import SendJournal
+from transport import wire
 from transport.channel import RemoteError, RouterChannel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -668,18 +669,16 @@ async def test_engine_process_reports_dial_failures_retries_with_backoff_and_sto
         assert all("dial" in r["reason"] for r in reasons), reasons  # the dial's own error is the reason
         session_dir = tmp_path / "sessions" / "nz"
         assert (session_dir / "neonize.db").is_file()  # auth state in the session's directory
-        status = await child.router.request(b"nz:1", "status", timeout=5)
-        assert status["status"] == "disconnected" and status["pid"] == child.proc.pid
         # Sends while offline are refused with a retriable code (the outbox tries again later).
         with pytest.raises(RemoteError) as info:
-            await child.router.request(b"nz:1", "send", {"id": "w1", "to": PEER, "text": "x"}, timeout=5)
+            await wire.ask_child(child.router, b"nz:1", OutgoingMessage(id="w1", to=PEER, text="x"), timeout=5)
         assert info.value.code == "NOT_CONNECTED"
         # Backoff: each wait doubles (with +-20% jitter) up to retry_max, never a tight loop.
         waits = [float(w) for w in re.findall(r"next try in ([0-9.]+)s", child.log())]
         assert len(waits) >= 5 and waits[0] <= 0.1 and max(waits) <= 0.4 * 1.2 + 0.05
         assert waits[4] > waits[0] * 3
         started = time.monotonic()
-        await child.router.request(b"nz:1", "stop", timeout=5)
+        await wire.ask_child(child.router, b"nz:1", wire.Stop(), timeout=5)
         assert await asyncio.wait_for(child.proc.wait(), 15) == 0
         print(f"neonize session process exited {time.monotonic() - started:.2f}s after the stop request")
         assert "Traceback" not in child.log()

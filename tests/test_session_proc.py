@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
-from transport.channel import RouterChannel
+from transport import wire
+from transport.channel import RemoteError, RouterChannel
 
 
 async def _spawn_child(tmp_path: Path, endpoint: str, *extra: str) -> asyncio.subprocess.Process:
@@ -34,7 +36,7 @@ async def _spawn_child(tmp_path: Path, endpoint: str, *extra: str) -> asyncio.su
         "--hb-liveness",
         "3",
         *extra,
-        env={**os.environ, "WA_SESSION_OPTIONS": options},
+        env={**os.environ, "WA_SESSION_OPTIONS": options, wire.STRICT_ENV: "0"},
     )
 
 
@@ -50,11 +52,16 @@ async def test_child_announces_itself_and_exits_when_the_supervisor_goes_silent(
     child = await _spawn_child(tmp_path, endpoint, "--engine", "sim")
     try:
         identity, op, body = await asyncio.wait_for(events.get(), 15)
-        assert (identity, op) == (b"solo:1", "ready")
-        assert body["pid"] == child.pid and body["engine"] == "sim"
+        assert (identity, op) == (b"solo:1", wire.ChildEvent.READY)
+        assert wire.decode_event(op, body) == wire.Ready(pid=child.pid, engine="sim")
         assert psutil.Process(child.pid).cmdline()[0].startswith("wa-session solo")
-        status = await router.request(b"solo:1", "status", timeout=5)
-        assert status["pid"] == child.pid
+        # It answers requests; one outside the wire contract is refused as a protocol error (strict mode off).
+        with pytest.raises(RemoteError) as refused:
+            await router.request(b"solo:1", "status", timeout=5)
+        assert refused.value.code == "PROTOCOL_ERROR" and "unknown request 'status'" in refused.value.message
+        with pytest.raises(RemoteError) as refused:
+            await router.request(b"solo:1", wire.ToChild.PAIR_CODE, {"phone": "628111", "pin": "0"}, timeout=5)
+        assert refused.value.code == "PROTOCOL_ERROR" and "unknown field `pin`" in refused.value.message
         # The supervisor stops beating (as if hung): the child leaves by itself, code 3.
         await router.close()
         assert await asyncio.wait_for(child.wait(), 10) == 3
@@ -69,7 +76,7 @@ async def test_child_reports_why_it_cannot_start(tmp_path: Path) -> None:
     fatal: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     async def on_request(identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        if op == "fatal" and not fatal.done():
+        if op == wire.ToSupervisor.FATAL and not fatal.done():
             fatal.set_result(body)
         return {}
 

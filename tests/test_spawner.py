@@ -24,6 +24,7 @@ import pytest_asyncio
 from harness import pid_alive, wait_for
 
 from supervisor.supervision.spawner import ExecHandle, ForkedHandle, ZygoteSpawner, exec_spawn
+from transport import wire
 from transport.channel import RouterChannel
 from transport.identity import routing_identity
 
@@ -79,7 +80,7 @@ async def test_forked_child_runs_a_session_and_reports_its_clean_exit(rig: Rig) 
     handle = await rig.spawn_ready(1)
     assert handle.pid != rig.zygote.pid and pid_alive(handle.pid)
     assert handle.returncode is None
-    await rig.router.request(b"t:1", "stop", timeout=5)
+    await wire.ask_child(rig.router, b"t:1", wire.Stop(), timeout=5)
     assert await asyncio.wait_for(handle.wait(), 20) == 0
     assert not pid_alive(handle.pid)
 

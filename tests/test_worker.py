@@ -74,23 +74,20 @@ async def test_sigkill_child_comes_back_without_new_qr(tmp_path: Path) -> None:
         assert status == 200, sent
 
 
-async def test_sigstop_hang_is_detected_killed_and_replaced(tmp_path: Path) -> None:
-    async with running_worker(tmp_path / "w") as w:
+async def test_hung_event_loop_is_detected_killed_and_replaced(tmp_path: Path) -> None:
+    # The first process of "hang" blocks its event loop a moment after it connects (the fault engine).
+    async with running_worker(tmp_path / "w", WA_TEST_FAULTS="hang=0.5,sessions=hang,incarnations=1") as w:
         a = await w.create_linked("hang", "6282000001")
-        os.kill(a["pid"], signal.SIGSTOP)
-        try:
-            back = await w.wait_session(
-                "hang",
-                lambda s: s["status"] == "connected" and s["pid"] not in (None, a["pid"]),
-                timeout=30,
-                what="hung child replaced",
-            )
-        finally:
-            if pid_alive(a["pid"]):
-                os.kill(a["pid"], signal.SIGKILL)
+        back = await w.wait_session(
+            "hang",
+            lambda s: s["status"] == "connected" and s["pid"] not in (None, a["pid"]),
+            timeout=30,
+            what="hung child replaced",
+        )
         assert back["lastExit"]["reason"] == "heartbeat timeout"
         assert back["restarts"] == 1
         assert not pid_alive(a["pid"])
+        assert "fault engine: blocking the event loop" in w.log()
 
 
 async def test_children_exit_when_supervisor_is_killed(tmp_path: Path) -> None:
@@ -114,23 +111,22 @@ async def test_children_exit_when_supervisor_is_killed(tmp_path: Path) -> None:
 
 async def test_crash_loop_ends_failed_with_reason(tmp_path: Path) -> None:
     env = {"RESTART_INTENSITY": "3", "RESTART_PERIOD": "60", "RESTART_BACKOFF_INITIAL": "0.05"}
-    async with running_worker(tmp_path / "w", **env) as w:
-        first = await w.create_linked("broken", "6284000001")
-        # Break the session's storage: every new process of it now fails at start.
-        session_dir = w.storage / "sessions" / "broken"
-        for f in session_dir.iterdir():
-            f.unlink()
-        session_dir.rmdir()
-        session_dir.write_text("not a directory")
-        os.kill(first["pid"], signal.SIGKILL)
+    # Every process of "broken" fails at start (the fault engine); "fine" beside it is not touched.
+    async with running_worker(tmp_path / "w", WA_TEST_FAULTS="fail_start,sessions=broken", **env) as w:
+        fine = await w.create_linked("fine", "6284000002")
+        status, body = await w.api("POST", "/session/create", json={"sessionId": "broken"})
+        assert status == 200, body
         failed = await w.wait_session("broken", lambda s: s["status"] == "failed", timeout=30, what="failed")
         assert failed["processState"] == "FATAL"
         assert failed["pid"] is None
         assert "crashed" in failed["lastError"] and failed["lastExit"]["reason"] == "exit code 1"
         assert failed["restarts"] == 3
+        assert "FAULT_INJECTED" in w.log()
         # It stays down: no process comes back by itself.
         _, st = await w.api("GET", "/session/broken/status")
         assert st["data"]["status"] == "failed" and st["data"]["error"]
+        still = await w.session("fine")
+        assert still["pid"] == fine["pid"] and still["status"] == "connected" and still["restarts"] == 0
 
 
 async def test_garbage_on_the_router_is_dropped(tmp_path: Path) -> None:

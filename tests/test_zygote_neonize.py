@@ -27,6 +27,7 @@ from harness import unreachable_proxy, wait_for
 
 from session_proc.neonize.loader import bundled_library_name
 from supervisor.supervision.spawner import ProcessHandle, ZygoteSpawner
+from transport import wire
 from transport.channel import RouterChannel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,9 +197,7 @@ async def test_neonize_child_forked_from_the_zygote_starts_and_reports_its_dial_
 
     await wait_for(child_loaded_go, what="the Go library in the child")  # loaded after the fork
     assert not maps_go_library(zygote_pid)
-    status = await rig.router.request(b"nz:1", "status", timeout=5)
-    assert status["status"] == "disconnected" and status["pid"] == handle.pid
-    await rig.router.request(b"nz:1", "stop", timeout=5)
+    await wire.ask_child(rig.router, b"nz:1", wire.Stop(), timeout=5)
     assert await asyncio.wait_for(handle.wait(), 20) == 0
 
 
@@ -217,7 +216,7 @@ async def test_the_go_library_in_a_zygote_child_sees_the_start_environment(
         handle = await rig.spawn("neonize", GO_SEES_ENV)
         await rig.next("disconnected")  # the Go library is loaded: it dialed (and failed, offline)
         assert "init runtime @" in capfd.readouterr().err
-        await rig.router.request(b"nz:1", "stop", timeout=5)
+        await wire.ask_child(rig.router, b"nz:1", wire.Stop(), timeout=5)
         assert await asyncio.wait_for(handle.wait(), 20) == 0
 
 
@@ -228,7 +227,7 @@ async def test_the_go_library_in_an_execd_session_process_sees_its_start_environ
     )
     try:
         await rig.next("disconnected")
-        await rig.router.request(b"nz:1", "stop", timeout=5)
+        await wire.ask_child(rig.router, b"nz:1", wire.Stop(), timeout=5)
         _, stderr = await asyncio.wait_for(child.communicate(), 20)
         assert child.returncode == 0 and b"init runtime @" in stderr
     finally:
@@ -246,5 +245,5 @@ async def test_sim_children_forked_with_or_without_neonizes_protocols_run(tmp_pa
         assert identity == b"s:1"
         assert rig.zygote.pid is not None
         assert not maps_go_library(rig.zygote.pid) and not maps_go_library(handle.pid)
-        await rig.router.request(b"s:1", "stop", timeout=5)
+        await wire.ask_child(rig.router, b"s:1", wire.Stop(), timeout=5)
         assert await asyncio.wait_for(handle.wait(), 20) == 0

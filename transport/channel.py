@@ -14,12 +14,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
 from common.tasks import cancel_and_wait
-from transport.protocol import EVENT, HB, REP, REQ, Frame, IdSource, ProtocolError, decode, encode, fail, ok
+from transport.protocol import EVENT, HB, REP, REQ, Frame, IdSource, Payload, ProtocolError, decode, encode, fail, ok
 
 log = logging.getLogger("transport")
 
@@ -55,9 +55,10 @@ class PeerGone(ChannelError):
     """The peer is not connected, or its queue is full: the frame was not sent."""
 
 
+# A body as received: always a plain map (transport/wire.py turns it into a typed body).
 Body = dict[str, Any]
 # Request handlers return the reply's result, or raise RemoteError to answer with an error.
-RequestHandler = Callable[[bytes, str, Body], Awaitable[Body | None]]
+RequestHandler = Callable[[bytes, str, Body], Awaitable[Payload | None]]
 # An event handler may be a plain function: it runs inline, without a task of its own per event.
 EventHandler = Callable[[bytes, str, Body], Awaitable[None] | None]
 
@@ -125,7 +126,7 @@ class _Endpoint:
         finally:
             self._rearm()
 
-    async def _request(self, identity: bytes | None, op: str, body: Body, timeout: float) -> Body:
+    async def _request(self, identity: bytes | None, op: str, body: Payload, timeout: float) -> Body:
         rid = self._ids.next()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Body] = loop.create_future()
@@ -214,31 +215,32 @@ class _Endpoint:
     def _dispatch(self, identity: bytes, frame: Frame) -> None:
         if frame.kind == HB:
             return
+        body = cast(Body, frame.body)  # a decoded frame's body is always a plain map (protocol.decode)
         if frame.kind == REP:
             fut = self._pending.get(frame.id)
             if fut is not None and not fut.done():
-                fut.set_result(frame.body)
+                fut.set_result(body)
             return
         if frame.kind == REQ:
-            self._spawn(self._answer(identity, frame))
+            self._spawn(self._answer(identity, frame.op, body, frame.id))
         elif frame.kind == EVENT and self._on_event is not None:
-            handled = self._on_event(identity, frame.op, frame.body)
+            handled = self._on_event(identity, frame.op, body)
             if handled is not None:
                 self._spawn(handled)
 
-    async def _answer(self, identity: bytes, frame: Frame) -> None:
+    async def _answer(self, identity: bytes, op: str, request: Body, rid: int) -> None:
         if self._on_request is None:
             body = fail("NO_HANDLER", f"{self.name} takes no requests")
         else:
             try:
-                body = ok(await self._on_request(identity, frame.op, frame.body))
+                body = ok(await self._on_request(identity, op, request))
             except RemoteError as exc:
                 body = fail(exc.code, exc.message)
             except Exception as exc:
-                log.exception("%s: handler for %s failed", self.name, frame.op)
+                log.exception("%s: handler for %s failed", self.name, op)
                 body = fail("INTERNAL", type(exc).__name__)
         try:
-            self._send_checked(identity, Frame(kind=REP, op=frame.op, body=body, id=frame.id))
+            self._send_checked(identity, Frame(kind=REP, op=op, body=body, id=rid))
         except PeerGone as exc:
             log.info("%s: reply to %s not sent: %s", self.name, _identity_text(identity), exc)
 
@@ -350,13 +352,13 @@ class RouterChannel(_Endpoint):
         seen = self._last_seen.get(identity)
         return None if seen is None else time.monotonic() - seen
 
-    async def request(self, identity: bytes, op: str, body: Body | None = None, *, timeout: float) -> Body:
+    async def request(self, identity: bytes, op: str, body: Payload | None = None, *, timeout: float) -> Body:
         """Send a request to one peer and wait for its result (or RemoteError/RequestTimeout/PeerGone)."""
-        return await self._request(identity, op, body or {}, timeout)
+        return await self._request(identity, op, {} if body is None else body, timeout)
 
-    def emit(self, identity: bytes, op: str, body: Body | None = None) -> None:
+    def emit(self, identity: bytes, op: str, body: Payload | None = None) -> None:
         """Send an event to one peer; raises PeerGone if it cannot be sent now."""
-        self._send_checked(identity, Frame(kind=EVENT, op=op, body=body or {}))
+        self._send_checked(identity, Frame(kind=EVENT, op=op, body={} if body is None else body))
 
     async def _beat_loop(self) -> None:
         while True:
@@ -422,13 +424,13 @@ class DealerChannel(_Endpoint):
         """Seconds since the last frame from the peer."""
         return time.monotonic() - self._last_heard
 
-    async def request(self, op: str, body: Body | None = None, *, timeout: float) -> Body:
+    async def request(self, op: str, body: Payload | None = None, *, timeout: float) -> Body:
         """Send a request to the peer and wait for its result."""
-        return await self._request(None, op, body or {}, timeout)
+        return await self._request(None, op, {} if body is None else body, timeout)
 
-    def emit(self, op: str, body: Body | None = None) -> None:
+    def emit(self, op: str, body: Payload | None = None) -> None:
         """Send an event; raises PeerGone if it cannot be queued now."""
-        self._send_checked(None, Frame(kind=EVENT, op=op, body=body or {}))
+        self._send_checked(None, Frame(kind=EVENT, op=op, body={} if body is None else body))
 
     async def _beat_loop(self) -> None:
         beat = Frame(kind=HB)

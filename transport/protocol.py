@@ -3,7 +3,8 @@
 Every frame carries a protocol version ``v``, a ``kind`` (``req``, ``rep``,
 ``event`` or ``hb``), a correlation ``id`` (for ``req``/``rep``), an ``op``
 and a ``body``. Decoding never raises anything but :class:`ProtocolError`, so a
-peer can log and drop whatever garbage reaches its socket.
+peer can log and drop whatever garbage reaches its socket. What each ``op``
+means and what its body holds is declared in transport/wire.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
+import msgspec
 
 PROTOCOL_VERSION = 1
 
@@ -32,23 +33,40 @@ class ProtocolError(ValueError):
     """A frame that cannot be decoded or does not follow the protocol."""
 
 
+# A body as sent: a plain map, or one of the typed bodies of transport/wire.py (encoded as a map).
+Payload = dict[str, Any] | msgspec.Struct
+
+
 @dataclass(slots=True)
 class Frame:
-    """One protocol message."""
+    """One protocol message. A received frame's body is always a plain map."""
 
     kind: str
     op: str = ""
-    body: dict[str, Any] = field(default_factory=dict)
+    body: Payload = field(default_factory=dict)
     id: int = 0
     v: int = PROTOCOL_VERSION
 
 
+class _Received(msgspec.Struct):
+    """The frame layout, checked by msgspec's decoder in one pass (several times cheaper than msgpack's
+    unpackb followed by checks in Python, measured per frame)."""
+
+    v: int
+    kind: str
+    id: int = 0
+    op: str = ""
+    body: dict[str, Any] = {}
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Received)
+_any_decoder = msgspec.msgpack.Decoder()
+
+
 def encode(frame: Frame) -> bytes:
     """Serialise a frame to msgpack bytes."""
-    return msgpack.packb(
-        {"v": frame.v, "kind": frame.kind, "id": frame.id, "op": frame.op, "body": frame.body},
-        use_bin_type=True,
-    )
+    return _encoder.encode({"v": frame.v, "kind": frame.kind, "id": frame.id, "op": frame.op, "body": frame.body})
 
 
 def decode(data: bytes) -> Frame:
@@ -56,25 +74,30 @@ def decode(data: bytes) -> Frame:
     if len(data) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
     try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise ProtocolError(f"undecodable frame: {type(exc).__name__}") from None
+        raw = _decoder.decode(data)
+    except msgspec.ValidationError:
+        raise ProtocolError(_why_invalid(data)) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"undecodable frame: {exc}") from None
+    if raw.v != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {raw.v!r}")
+    if raw.kind not in KINDS:
+        raise ProtocolError(f"unknown frame kind {raw.kind!r}")
+    if raw.kind in (REQ, REP) and raw.id <= 0:
+        raise ProtocolError(f"{raw.kind} frame without a correlation id")
+    return Frame(kind=raw.kind, op=raw.op, body=raw.body, id=raw.id, v=raw.v)
+
+
+def _why_invalid(data: bytes) -> str:
+    """Why a decodable frame does not have the frame layout (the slow path, for garbage only)."""
+    raw = _any_decoder.decode(data)
     if not isinstance(raw, dict):
-        raise ProtocolError(f"frame is a {type(raw).__name__}, not a map")
-    version = raw.get("v")
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {version!r}")
-    kind = raw.get("kind")
-    if kind not in KINDS:
-        raise ProtocolError(f"unknown frame kind {kind!r}")
-    op = raw.get("op", "")
-    body = raw.get("body", {})
-    ident = raw.get("id", 0)
-    if not isinstance(op, str) or not isinstance(body, dict) or not isinstance(ident, int):
-        raise ProtocolError("frame fields op/body/id have the wrong types")
-    if kind in (REQ, REP) and ident <= 0:
-        raise ProtocolError(f"{kind} frame without a correlation id")
-    return Frame(kind=kind, op=op, body=body, id=ident, v=version)
+        return f"frame is a {type(raw).__name__}, not a map"
+    if raw.get("v") != PROTOCOL_VERSION:
+        return f"unsupported protocol version {raw.get('v')!r}"
+    if raw.get("kind") not in KINDS:
+        return f"unknown frame kind {raw.get('kind')!r}"
+    return "frame fields op/body/id have the wrong types"
 
 
 class IdSource:
@@ -90,9 +113,9 @@ class IdSource:
         return next(self._counter)
 
 
-def ok(result: dict[str, Any] | None = None) -> dict[str, Any]:
+def ok(result: Payload | None = None) -> dict[str, Any]:
     """Body of a successful reply."""
-    return {"ok": True, "result": result or {}}
+    return {"ok": True, "result": result if result is not None else {}}
 
 
 def fail(code: str, message: str) -> dict[str, Any]:

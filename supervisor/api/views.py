@@ -1,4 +1,4 @@
-"""How sessions look in API answers (field names as in DESIGN §5)."""
+"""How sessions look in API answers: the seed's field names, which backends read (docs/architecture.md, HTTP API)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ are numbered migrations applied at open.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -19,8 +20,11 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from common.closing import Closing
 from supervisor.database.sqlite_writer import GroupCommitWriter
 from supervisor.messaging.status import BEYOND_SENT, PROGRESS, MessageStatus, moves_forward
+
+log = logging.getLogger("supervisor.database.store")
 
 _T = TypeVar("_T")
 
@@ -302,8 +306,13 @@ class Store:
         return self._writer.commits, self._writer.writes
 
     async def close(self) -> None:
-        await self._writer.close()
-        await self._db.close()
+        """Commit what is queued and close both connections (the reader too when the writer fails)."""
+        closing = Closing(log)
+        with closing.step("sqlite writer"):
+            await self._writer.close()
+        with closing.step("sqlite reader"):
+            await self._db.close()
+        closing.raise_if_failed()
 
     async def schema_version(self) -> int:
         row = _first(await self._read("PRAGMA user_version"))

@@ -5,16 +5,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
+
 from supervisor.database.store import MessageRow
 from supervisor.messaging.status import MessageStatus
 from supervisor.timefmt import iso
+from transport import wire
 
 # Fields of an outgoing/incoming wire message kept in history's `extra` column.
 _EXTRA_KEYS = ("latitude", "longitude", "name", "address", "vcard", "reaction_to", "reply_to", "mentions")
 
 
-def _message_extra(wire: dict[str, Any]) -> dict[str, Any]:
-    return {k: wire[k] for k in _EXTRA_KEYS if wire.get(k) not in (None, [], "")}
+def _message_extra(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: fields[k] for k in _EXTRA_KEYS if fields.get(k) not in (None, [], "")}
 
 
 def outgoing_row(session_id: str, payload: dict[str, Any], *, sender: str | None) -> MessageRow:
@@ -39,25 +42,24 @@ def outgoing_row(session_id: str, payload: dict[str, Any], *, sender: str | None
     )
 
 
-def incoming_row(session_id: str, body: dict[str, Any]) -> MessageRow:
-    """A history row from a session process's ``message`` request (an IncomingMessage on the wire)."""
-    ts = body.get("timestamp")
+def incoming_row(session_id: str, message: wire.IncomingMessage) -> MessageRow:
+    """A history row from a session process's ``message`` request."""
     return MessageRow(
         session_id=session_id,
-        id=str(body.get("id")),
+        id=message.id,
         direction="in",
-        chat=str(body.get("chat") or body.get("sender") or ""),
-        sender=body.get("sender"),
-        recipient=body.get("to"),
-        type=str(body.get("type") or "text"),
-        timestamp=float(ts) if isinstance(ts, int | float) and ts > 0 else time.time(),
+        chat=message.chat or message.sender,
+        sender=message.sender,
+        recipient=message.to,
+        type=message.type or "text",
+        timestamp=message.timestamp if message.timestamp > 0 else time.time(),
         status=MessageStatus.RECEIVED,
-        text=body.get("text"),
-        caption=body.get("caption"),
-        media_ref=body.get("media_path"),
-        mimetype=body.get("mimetype"),
-        media_size=body.get("media_size"),
-        extra=_message_extra(body),
+        text=message.text,
+        caption=message.caption,
+        media_ref=message.media_path,
+        mimetype=message.mimetype,
+        media_size=message.media_size,
+        extra=_message_extra(msgspec.structs.asdict(message)),
     )
 
 

@@ -19,21 +19,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from common.tasks import cancel_and_wait
 from supervisor.database.store import IdempotencyRow, MessageRow, OutboxRow, Store
 from supervisor.messaging.status import BEYOND_SENT, MessageStatus
-from transport.channel import PeerGone, RemoteError, RequestTimeout, RouterChannel
+from transport import wire
+from transport.channel import PeerGone, RemoteError, RequestTimeout
 
 log = logging.getLogger("supervisor.messaging.outbox")
 
-# Engine error codes that no retry can fix.
+# Engine error codes that no retry can fix (a message the session process refuses as a protocol error
+# is refused again on every retry).
 PERMANENT_ERRORS = frozenset(
-    {"INVALID_RECIPIENT", "MEDIA_MISSING", "BAD_REQUEST", "UNSUPPORTED_TYPE", "INVALID_MESSAGE", "NOT_SUPPORTED"}
+    {
+        "INVALID_RECIPIENT",
+        "MEDIA_MISSING",
+        "BAD_REQUEST",
+        "UNSUPPORTED_TYPE",
+        "INVALID_MESSAGE",
+        "NOT_SUPPORTED",
+        wire.PROTOCOL_ERROR,
+    }
 )
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
-RETRY_MAX_DELAY = 30.0
-SWEEP_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,9 @@ class OutboxSettings:
     send_timeout: float = 10.0  # the HTTP call waits this long, then answers 202 pending
     message_ttl: float = 3600.0  # a message not sent by then is failed
     idempotency_ttl: float = 24 * 3600.0
+    retry_initial: float = 0.5  # the first retry waits this long; each further one twice as long as the last
+    retry_max: float = 30.0  # ...up to this
+    sweep_interval: float = 1.0  # how often due retries are started and expired messages failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +95,9 @@ TargetLookup = Callable[[str], bytes | None]
 class Outbox:
     """Delivery of accepted outgoing messages, at least once, under one id each."""
 
-    def __init__(self, store: Store, router: RouterChannel, target: TargetLookup, settings: OutboxSettings) -> None:
+    def __init__(
+        self, store: Store, router: wire.ChildRequester, target: TargetLookup, settings: OutboxSettings
+    ) -> None:
         self.store = store
         self.router = router
         self.target = target
@@ -122,7 +137,7 @@ class Outbox:
     async def submit(
         self,
         message: MessageRow,
-        payload: dict[str, Any],
+        payload: wire.OutgoingMessage,
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
@@ -137,7 +152,7 @@ class Outbox:
         outbox = OutboxRow(
             session_id=session_id,
             message_id=message_id,
-            payload=payload,
+            payload=msgspec.to_builtins(payload),  # the outbox table holds it as JSON
             attempts=0,
             next_attempt_at=now,
             expires_at=now + self.settings.message_ttl,
@@ -238,7 +253,12 @@ class Outbox:
         self._inflight.add(key)
         settling = False
         try:
-            result = await self.router.request(identity, "send", row.payload, timeout=self.settings.attempt_timeout)
+            message = wire.parse(wire.OutgoingMessage, row.payload, what="outbox payload")
+            result = await wire.ask_child(self.router, identity, message, timeout=self.settings.attempt_timeout)
+        except wire.WireError as exc:
+            # A row this version cannot read, or a reply that breaks the contract: a retry would change nothing.
+            log.error("message %s: %s", message_id, exc, extra={"sessionId": session_id})
+            await self._finish(row, MessageStatus.FAILED, error=f"{wire.PROTOCOL_ERROR}: {exc}")
         except RemoteError as exc:
             if exc.code in PERMANENT_ERRORS:
                 await self._finish(row, MessageStatus.FAILED, error=f"{exc.code}: {exc.message}")
@@ -250,12 +270,11 @@ class Outbox:
             # The outcome is open; the retry reuses the id, so the recipient still sees one message.
             await self._retry_later(row, str(exc))
         else:
-            ts = result.get("timestamp")
             # The session's next message goes out while this one's settlement is committed: the network
             # has it, and a crash before the commit only resends it under its id. It stays in flight
             # (never attempted again meanwhile) until settled.
             settling = True
-            task = asyncio.create_task(self._settle_sent(row, float(ts) if ts else time.time()))
+            task = asyncio.create_task(self._settle_sent(row, result.timestamp or time.time()))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
         finally:
@@ -299,7 +318,7 @@ class Outbox:
 
     async def _retry_later(self, row: OutboxRow, why: str) -> None:
         attempts = row.attempts + 1
-        delay = min(RETRY_MAX_DELAY, 0.5 * 2 ** min(attempts - 1, 10))
+        delay = min(self.settings.retry_max, self.settings.retry_initial * 2 ** min(attempts - 1, 10))
         at = time.time() + delay
         await self.store.outbox_retry_at(row.session_id, row.message_id, attempts, at)
         row.attempts, row.next_attempt_at = attempts, at
@@ -315,7 +334,7 @@ class Outbox:
     async def _sweep_loop(self) -> None:
         """Retry what is due for connected sessions; fail what outlived the TTL."""
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(self.settings.sweep_interval)
             try:
                 now = time.time()
                 due: set[str] = set()

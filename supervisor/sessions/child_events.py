@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from supervisor.sessions import status as st
 from supervisor.sessions.session import Session
-from transport.channel import RemoteError
+from transport import wire
+from transport.channel import Body, RemoteError
 from transport.identity import parse_routing_identity
 
 if TYPE_CHECKING:
@@ -23,32 +24,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("supervisor.sessions")
 
 
-def _text(body: dict[str, Any], key: str) -> str | None:
-    """``body[key]`` as text; None when it is missing or empty."""
-    return str(body.get(key) or "") or None
-
-
-def _float_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
-def status_event(op: str, body: dict[str, Any], now: float) -> st.ChildEvent | None:
-    """The status machine's event for a session process's event ``op``; None: not a status event."""
-    if op == "ready":
-        return st.Ready(now)
-    if op == "qr":
-        return st.QrShown(now, qr=_text(body, "qr"), expires_at=_float_or_none(body.get("expiresAt")))
-    if op == "connected":
-        push_name = body.get("pushName")
-        return st.Connected(
-            now, phone=_text(body, "phone"), push_name=push_name if isinstance(push_name, str) else None
-        )
-    if op == "disconnected":
-        return st.Disconnected(
-            now, reason=_text(body, "reason") or "disconnected", will_retry=bool(body.get("willRetry"))
-        )
-    if op == "logged_out":
-        return st.LoggedOut(now, reason=_text(body, "reason") or "logged out")
+def status_event(event: wire.Event, now: float) -> st.ChildEvent | None:
+    """The status machine's event for a session process's event; None: not a status event."""
+    match event:
+        case wire.Ready():
+            return st.Ready(now)
+        case wire.Qr(qr=qr, expires_at=expires_at):
+            return st.QrShown(now, qr=qr or None, expires_at=expires_at)
+        case wire.Connected(phone=phone, push_name=push_name):
+            return st.Connected(now, phone=phone or None, push_name=push_name)
+        case wire.Disconnected(reason=reason, will_retry=will_retry):
+            return st.Disconnected(now, reason=reason or "disconnected", will_retry=will_retry)
+        case wire.LoggedOut(reason=reason):
+            return st.LoggedOut(now, reason=reason or "logged out")
     return None
 
 
@@ -71,7 +59,7 @@ class ChildListener:
             return None
         return session
 
-    async def on_event(self, identity: bytes, op: str, body: dict[str, Any]) -> None:
+    async def on_event(self, identity: bytes, op: str, body: Body) -> None:
         """An event from a session process."""
         session = self._session_of(identity)
         if session is None:
@@ -79,37 +67,37 @@ class ChildListener:
         now = time.time()
         session.last_seen = now
         registry = self.registry
-        if op == "receipt":
-            message_id, status = body.get("id"), body.get("status")
-            if isinstance(message_id, str) and isinstance(status, str):
+        try:
+            event = wire.decode_event(op, body)
+        except wire.WireError as exc:
+            wire.refuse(log, exc, registry.extra(session.id))  # an event has nobody to answer: dropped
+            return
+        match event:
+            case wire.Receipt(id=message_id, status=status):
                 await registry.store.apply_receipt(session.id, message_id, status)
-        elif op == "creds":
-            log.info("credentials changed", extra=registry.extra(session.id))
-            if registry.storage is not None:
-                registry.storage.on_creds(session.id)
-        elif (event := status_event(op, body, now)) is not None:
-            registry.apply_status(session, event)
-        else:
-            log.warning("unknown event %r from session process", op, extra=registry.extra(session.id))
+            case wire.Creds():
+                log.info("credentials changed", extra=registry.extra(session.id))
+                if registry.storage is not None:
+                    registry.storage.on_creds(session.id)
+            case _:
+                changed = status_event(event, now)
+                if changed is not None:
+                    registry.apply_status(session, changed)
 
-    async def on_request(self, identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def on_request(self, identity: bytes, op: str, body: Body) -> wire.Reply:
         """A request from a session process (it waits for our answer)."""
         session = self._session_of(identity)
         if session is None:
             raise RemoteError("STALE", "this incarnation is no longer current")
         now = time.time()
         session.last_seen = now
-        if op == "message":
-            await self.registry.incoming.receive(session, body)
-            return {}
-        if op == "fatal":
-            failed = st.ChildFailed(now, code=_text_or_none(body, "code"), error=_text_or_none(body, "error"))
-            self.registry.apply_status(session, failed)
-            return {}
-        raise RemoteError("UNKNOWN_OP", f"unknown request {op!r}")
-
-
-def _text_or_none(body: dict[str, Any], key: str) -> str | None:
-    """``body[key]`` as text, None only when it is missing."""
-    value = body.get(key)
-    return None if value is None else str(value)
+        try:
+            request = wire.decode_supervisor_request(op, body)
+        except wire.WireError as exc:
+            raise wire.refuse(log, exc, self.registry.extra(session.id)) from None
+        match request:
+            case wire.IncomingMessage():
+                await self.registry.incoming.receive(session, request)
+            case wire.Fatal(code=code, error=error):
+                self.registry.apply_status(session, st.ChildFailed(now, code=code, error=error))
+        return wire.Done()

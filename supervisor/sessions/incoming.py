@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from supervisor.database.store import MessageRow, Store
 from supervisor.messaging.history import incoming_row, message_view
 from supervisor.sessions.session import Session
 from supervisor.storage.service import SessionStorage, StorageError
+from transport import wire
 
 log = logging.getLogger("supervisor.sessions")
 
@@ -22,10 +22,10 @@ class IncomingMessages:
         self.storage = storage  # None: media stays where the session process wrote it (unit tests)
         self._log_extra = {"workerId": worker_id}
 
-    async def receive(self, session: Session, body: dict[str, Any]) -> None:
-        """Commit one received message (an IncomingMessage on the wire); a duplicate changes nothing."""
+    async def receive(self, session: Session, message: wire.IncomingMessage) -> None:
+        """Commit one received message; a duplicate changes nothing."""
         extra = {"sessionId": session.id, **self._log_extra}
-        row = incoming_row(session.id, body)
+        row = incoming_row(session.id, message)
         view = message_view(row)
         if row.media_ref is not None:
             row.media_ref, view["mediaUrl"] = await self._store_media(session.id, row)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from common.closing import Closing
 from common.message_id import new_message_id
 from common.tasks import BackgroundTasks, cancel_and_wait
 from supervisor.config import Settings
@@ -40,7 +41,8 @@ from supervisor.supervision.policy import ProcRecord
 from supervisor.supervision.procs import ChildProcess
 from supervisor.supervision.session_child import ChildConfig, SessionChild
 from supervisor.supervision.states import ProcState
-from transport.channel import ChannelError, RemoteError, RouterChannel
+from transport import wire
+from transport.channel import Body, ChannelError, RemoteError, RouterChannel
 
 log = logging.getLogger("supervisor.sessions")
 
@@ -189,12 +191,16 @@ class SessionRegistry:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5):
                         await asyncio.gather(*(c.wait_settled() for c in children))
+        closing = Closing(log, extra=self.log_extra)
         for child in children:
-            await child.close()
-        await self.outbox.close()
+            with closing.step(f"session {child.name}", extra={"sessionId": child.name}):
+                await child.close()
+        with closing.step("outbox"):
+            await self.outbox.close()
         await cancel_and_wait(*self._loops)
         await self._tasks.close()
         await self.events.close()
+        closing.raise_if_failed()
 
     # -- commands -----------------------------------------------------------------------
     async def create(
@@ -298,7 +304,7 @@ class SessionRegistry:
         child = session.child
         if child.pid is not None and session.status not in (SessionStatus.LOGGED_OUT, SessionStatus.FAILED):
             try:
-                await self.router.request(child.identity, "logout", timeout=10)
+                await wire.ask_child(self.router, child.identity, wire.Logout(), timeout=10)
             except ChannelError as exc:
                 # Unlinking must work for a broken session too: its credentials go with its files.
                 log.warning("logout request failed: %s", exc, extra=self.extra(session.id))
@@ -320,13 +326,13 @@ class SessionRegistry:
         if child.pid is None or child.ready_incarnation != child.incarnation:
             raise SessionError("SESSION_NOT_READY", f"session {session_id!r} is {session.status}; try again shortly")
         try:
-            reply = await self.router.request(child.identity, "pair_code", {"phone": phone}, timeout=15)
+            reply = await wire.ask_child(self.router, child.identity, wire.PairCode(phone=phone), timeout=15)
         except RemoteError as exc:
             code = exc.code if exc.code in ("ALREADY_LINKED", "NOT_SUPPORTED", "INVALID_PHONE") else "SESSION_NOT_READY"
             raise SessionError(code, f"no pairing code: {exc.message}") from None
         except ChannelError as exc:
             raise SessionError("SESSION_NOT_READY", f"no pairing code: {exc}") from None
-        return str(reply.get("code") or "")
+        return reply.code
 
     async def delete(self, session_id: str) -> None:
         """Log out, stop the process, remove auth state and the record."""
@@ -377,7 +383,10 @@ class SessionRegistry:
             row = outgoing_row(session_id, payload, sender=sender)
             for bookkeeping in ("media_ref", "media_size", "media_sha256"):
                 payload.pop(bookkeeping, None)
-            answer = await self.outbox.submit(row, payload, idempotency_key=idempotency_key, fingerprint=fingerprint)
+            # Checked against the wire contract here, before it is stored: a key the session process would
+            # refuse is a bug of ours, answered now instead of retried until the TTL.
+            message = wire.parse(wire.OutgoingMessage, payload, what="message to send")
+            answer = await self.outbox.submit(row, message, idempotency_key=idempotency_key, fingerprint=fingerprint)
             if answer.data.get("messageId") == message_id:
                 session.messages_out += 1
                 session.message_count += 1
@@ -516,11 +525,11 @@ class SessionRegistry:
         )
         self.apply_status(session, changed)
 
-    async def on_child_event(self, identity: bytes, op: str, body: dict[str, Any]) -> None:
+    async def on_child_event(self, identity: bytes, op: str, body: Body) -> None:
         """An event from a session process (see ``supervisor.sessions.child_events``)."""
         await self.children.on_event(identity, op, body)
 
-    async def on_child_request(self, identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def on_child_request(self, identity: bytes, op: str, body: Body) -> wire.Reply:
         """A request from a session process (see ``supervisor.sessions.child_events``)."""
         return await self.children.on_request(identity, op, body)
 

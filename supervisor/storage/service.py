@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from common.closing import Closing
 from common.tasks import cancel_and_wait
 from supervisor.config import Settings
 from supervisor.storage import snapshot
@@ -186,20 +187,27 @@ class SessionStorage:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await asyncio.gather(*finals, return_exceptions=True)
-        await self.backups.flush(timeout)
-        await self.backups.close()
-        await self.leases.close()
-        for session_id in [*self.leases.held, *self.leases.unverified]:
-            with contextlib.suppress(StorageError, TimeoutError):
-                async with asyncio.timeout(5):
-                    await self.leases.release(session_id)
+        # Each step runs even when one before it failed: a failed flush must not keep our leases.
+        closing = Closing(log)
+        with closing.step("backups"):
+            await self.backups.flush(timeout)
+            await self.backups.close()
+        with closing.step("leases"):
+            await self.leases.close()
+            for session_id in [*self.leases.held, *self.leases.unverified]:
+                with contextlib.suppress(StorageError, TimeoutError):
+                    async with asyncio.timeout(5):
+                        await self.leases.release(session_id)
         if self.liveness is not None:
             # Last: a lease we could not release is taken over once it goes unrenewed (see leases.py).
-            await self.liveness.close()
+            with closing.step("liveness record"):
+                await self.liveness.close()
         for task in list(self._tasks):  # the finals among them, had they not finished in time
             task.cancel()
         await cancel_and_wait(self._probe)
-        await self.objects.close()
+        with closing.step("object store client"):
+            await self.objects.close()
+        closing.raise_if_failed()
 
     async def backup_running(self) -> None:
         """Drain step: back up every session we hold, now (the snapshot is consistent while it runs)."""

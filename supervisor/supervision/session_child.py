@@ -18,6 +18,7 @@ from supervisor.supervision.policy import RestartPolicy
 from supervisor.supervision.procs import ChildProcess, TransitionListener
 from supervisor.supervision.spawner import ProcessHandle, Spawner
 from supervisor.supervision.states import ProcState
+from transport import wire
 from transport.channel import ChannelError, RouterChannel
 from transport.identity import routing_identity
 
@@ -127,6 +128,6 @@ class SessionChild(ChildProcess):
 
     async def _ask_stop(self, identity: bytes) -> None:
         try:
-            await self.router.request(identity, "stop", timeout=self.policy.stop_timeout)
-        except ChannelError:
+            await wire.ask_child(self.router, identity, wire.Stop(), timeout=self.policy.stop_timeout)
+        except (ChannelError, wire.WireError):
             pass  # the policy's stop deadline escalates to SIGTERM and SIGKILL

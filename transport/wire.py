@@ -1,0 +1,361 @@
+"""The wire contract between the supervisor and a session process: every operation
+and the typed body of each, declared once and used by both sides.
+
+- :class:`ToChild`: requests the supervisor sends and the session process answers;
+- :class:`ToSupervisor`: requests the session process sends and the supervisor answers
+  (an incoming message is committed before the process acknowledges it to the network);
+- :class:`ChildEvent`: events the session process sends, unanswered.
+
+Each body is a msgspec Struct that names its operation (``OP``) and, for a request, the
+type of its reply (``REPLY``). A sender passes the body only (:func:`ask_child`,
+:func:`ask_supervisor`, :func:`emit`); a receiver turns an operation and a plain map
+into a body with :func:`decode` and matches on its type. An unknown operation, an
+unknown key, a missing key or a value of the wrong type is a :class:`WireError`:
+never silently accepted. The framing of bodies is transport/protocol.py's; the
+operations are described in docs/architecture.md ("Wire protocol").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
+
+import msgspec
+
+from transport.channel import Body, DealerChannel, RemoteError
+from transport.protocol import Payload, ProtocolError
+
+R = TypeVar("R", bound="Reply")
+B = TypeVar("B", bound="msgspec.Struct")
+
+# Set in the environment of tests (tests/conftest.py): a protocol error is raised where it is received
+# instead of being logged and answered, so a test fails at the exchange that broke the contract.
+STRICT_ENV = "WA_WIRE_STRICT"
+# The machine code of a reply to a request that broke the contract.
+PROTOCOL_ERROR = "PROTOCOL_ERROR"
+
+
+class WireError(ProtocolError):
+    """A body or an operation that does not follow this contract."""
+
+    code = PROTOCOL_ERROR
+
+
+class ToChild(StrEnum):
+    """Requests the supervisor sends; the session process answers each."""
+
+    SEND = "send"
+    LOGOUT = "logout"
+    PAIR_CODE = "pair_code"
+    STOP = "stop"
+
+
+class ToSupervisor(StrEnum):
+    """Requests a session process sends; the supervisor answers each."""
+
+    MESSAGE = "message"
+    FATAL = "fatal"
+
+
+class ChildEvent(StrEnum):
+    """Events a session process sends; nobody answers them."""
+
+    READY = "ready"
+    QR = "qr"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    LOGGED_OUT = "logged_out"
+    RECEIPT = "receipt"
+    CREDS = "creds"
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """Every body: unknown keys are refused, defaults stay off the wire."""
+
+
+class Reply(_Body):
+    """The result of an answered request."""
+
+
+class Done(Reply):
+    """An answer that carries nothing but success."""
+
+
+class SendResult(Reply):
+    """What the network said about a sent message: its id and when it was sent (epoch seconds)."""
+
+    id: str
+    timestamp: float
+
+
+class PairCodeReply(Reply):
+    """A pairing code to type on the phone."""
+
+    code: str
+
+
+class ChildRequest(_Body, Generic[R]):
+    """A request the session process answers with a ``REPLY``."""
+
+    OP: ClassVar[ToChild]
+    REPLY: ClassVar[type[Reply]]
+
+
+class SupervisorRequest(_Body, Generic[R]):
+    """A request the supervisor answers with a ``REPLY``."""
+
+    OP: ClassVar[ToSupervisor]
+    REPLY: ClassVar[type[Reply]]
+
+
+class Event(_Body, rename="camel"):
+    """An event of a session process (camelCase keys on the wire)."""
+
+    OP: ClassVar[ChildEvent]
+
+
+# -- supervisor → session process --------------------------------------------------
+
+
+class OutgoingMessage(ChildRequest[SendResult]):
+    """A message to send. ``id`` is chosen by the worker and reused on every retry.
+
+    Also what the outbox keeps in its table, so its keys stay as they are (snake_case).
+    """
+
+    OP = ToChild.SEND
+    REPLY = SendResult
+
+    id: str
+    to: str  # a JID: 628123@s.whatsapp.net or 1203...@g.us
+    type: str = "text"
+    text: str | None = None
+    caption: str | None = None
+    media_path: str | None = None
+    mimetype: str | None = None
+    filename: str | None = None
+    reply_to: str | None = None  # id of the quoted message (a reply)
+    mentions: list[str] = []  # JIDs mentioned in text/caption
+    latitude: float | None = None  # type "location"
+    longitude: float | None = None
+    name: str | None = None  # location name, or a contact's display name
+    address: str | None = None  # location address
+    vcard: str | None = None  # type "contact"
+    reaction_to: str | None = None  # type "reaction": the message reacted to; the emoji is `text` ("" removes it)
+
+
+class Logout(ChildRequest[Done]):
+    """Unlink the device from its account; the process exits once it has."""
+
+    OP = ToChild.LOGOUT
+    REPLY = Done
+
+
+class PairCode(ChildRequest[PairCodeReply]):
+    """Ask for a pairing code for ``phone`` (digits) instead of a QR scan."""
+
+    OP = ToChild.PAIR_CODE
+    REPLY = PairCodeReply
+
+    phone: str
+
+
+class Stop(ChildRequest[Done]):
+    """Leave now, cleanly; the credentials stay for the next start."""
+
+    OP = ToChild.STOP
+    REPLY = Done
+
+
+# -- session process → supervisor ----------------------------------------------------
+
+
+class IncomingMessage(SupervisorRequest[Done]):
+    """A message the linked account received; answered once the supervisor committed it."""
+
+    OP = ToSupervisor.MESSAGE
+    REPLY = Done
+
+    id: str
+    chat: str
+    sender: str
+    to: str
+    type: str
+    timestamp: float
+    text: str | None = None
+    caption: str | None = None
+    mimetype: str | None = None
+    media_size: int | None = None
+    media_path: str | None = None  # a file the session process wrote; the supervisor moves it to storage
+    reply_to: str | None = None
+    from_me: bool = False
+    latitude: float | None = None
+    longitude: float | None = None
+    name: str | None = None
+    address: str | None = None
+    vcard: str | None = None
+    reaction_to: str | None = None
+    mentions: list[str] = []
+
+
+class Fatal(SupervisorRequest[Done]):
+    """The process is about to exit with a crash: why, as a machine code and a message."""
+
+    OP = ToSupervisor.FATAL
+    REPLY = Done
+
+    code: str
+    error: str
+
+
+# -- session process events ----------------------------------------------------------
+
+
+class Ready(Event):
+    """The process runs and listens; its engine is starting."""
+
+    OP = ChildEvent.READY
+
+    pid: int
+    engine: str
+
+
+class Qr(Event):
+    """A new QR code to show; it stops being scannable at ``expires_at`` (epoch seconds)."""
+
+    OP = ChildEvent.QR
+
+    qr: str
+    expires_at: float
+
+
+class Connected(Event):
+    """The device is linked and online as ``phone`` (digits)."""
+
+    OP = ChildEvent.CONNECTED
+
+    phone: str
+    push_name: str | None
+
+
+class Disconnected(Event):
+    """The connection dropped; ``will_retry`` is False when the engine gave up."""
+
+    OP = ChildEvent.DISCONNECTED
+
+    reason: str
+    will_retry: bool
+
+
+class LoggedOut(Event):
+    """The device was unlinked; a new QR is needed."""
+
+    OP = ChildEvent.LOGGED_OUT
+
+    reason: str
+
+
+class Receipt(Event):
+    """A sent message was ``delivered`` or ``read``."""
+
+    OP = ChildEvent.RECEIPT
+
+    id: str
+    status: str
+    chat: str
+    timestamp: float
+
+
+class Creds(Event):
+    """The auth state on disk changed (paired, keys rotated) at ``at`` (epoch seconds)."""
+
+    OP = ChildEvent.CREDS
+
+    at: float
+
+
+def _by_op(*kinds: type[B]) -> dict[str, type[B]]:
+    return {str(kind.OP): kind for kind in kinds}  # type: ignore[attr-defined]
+
+
+CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(OutgoingMessage, Logout, PairCode, Stop)
+SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(IncomingMessage, Fatal)
+EVENTS: dict[str, type[Event]] = _by_op(Ready, Qr, Connected, Disconnected, LoggedOut, Receipt, Creds)
+
+
+# -- decoding ------------------------------------------------------------------------
+
+
+def parse(kind: type[B], body: Body, *, what: str) -> B:
+    """``body`` as a ``kind``, or WireError naming ``what`` and the offending key (never a value)."""
+    try:
+        return msgspec.convert(body, kind)
+    except msgspec.ValidationError as exc:
+        raise WireError(f"{what}: {exc}") from None
+
+
+def _decode(table: dict[str, type[B]], direction: str, op: str, body: Body) -> B:
+    kind = table.get(op)
+    if kind is None:
+        raise WireError(f"unknown {direction} {op!r}")
+    return parse(kind, body, what=f"{direction} {op!r}")
+
+
+def decode_child_request(op: str, body: Body) -> ChildRequest[Any]:
+    """A request from the supervisor, as the session process receives it."""
+    return _decode(CHILD_REQUESTS, "request", op, body)
+
+
+def decode_supervisor_request(op: str, body: Body) -> SupervisorRequest[Any]:
+    """A request from a session process, as the supervisor receives it."""
+    return _decode(SUPERVISOR_REQUESTS, "request", op, body)
+
+
+def decode_event(op: str, body: Body) -> Event:
+    """An event from a session process, as the supervisor receives it."""
+    return _decode(EVENTS, "event", op, body)
+
+
+def strict() -> bool:
+    """Whether protocol errors are raised where they are received (tests) instead of handled."""
+    return os.environ.get(STRICT_ENV) == "1"
+
+
+def refuse(log: logging.Logger, exc: WireError, extra: dict[str, str]) -> RemoteError:
+    """Log a broken exchange once, with its context; the RemoteError to answer a request with.
+
+    Raises ``exc`` itself in strict mode, so a test fails where the contract broke.
+    """
+    log.error("wire protocol error: %s", exc, extra=extra)
+    if strict():
+        raise exc
+    return RemoteError(PROTOCOL_ERROR, str(exc))
+
+
+# -- sending -------------------------------------------------------------------------
+
+
+class ChildRequester(Protocol):
+    """What sends a request to a session process by its routing identity: the supervisor's RouterChannel
+    (or a test's scripted stand-in)."""
+
+    async def request(self, identity: bytes, op: str, body: Payload | None = None, *, timeout: float) -> Body: ...
+
+
+async def ask_child(router: ChildRequester, identity: bytes, body: ChildRequest[R], *, timeout: float) -> R:
+    """Send a request to a session process and return its typed reply."""
+    reply = await router.request(identity, body.OP, body, timeout=timeout)
+    return cast(R, parse(body.REPLY, reply, what=f"reply to {body.OP!r}"))
+
+
+async def ask_supervisor(dealer: DealerChannel, body: SupervisorRequest[R], *, timeout: float) -> R:
+    """Send a request to the supervisor and return its typed reply."""
+    reply = await dealer.request(body.OP, body, timeout=timeout)
+    return cast(R, parse(body.REPLY, reply, what=f"reply to {body.OP!r}"))
+
+
+def emit(dealer: DealerChannel, event: Event) -> None:
+    """Send an event to the supervisor; raises PeerGone if it cannot be queued now."""
+    dealer.emit(event.OP, event)
