@@ -79,6 +79,15 @@ async def test_an_undecidable_send_is_settled_unknown_and_never_resent(tmp_path:
         message = await _message(w, "doubt", resp["data"]["messageId"])
         assert message is not None and message["status"] == "unknown"
         assert resp["data"]["messageId"] not in await _inbox(w, PEER)
+        # The backend and webhooks hear of it as well: a message.status event says "unknown".
+        status, body = await w.api("GET", "/events?sessionId=doubt&limit=1000")
+        assert status == 200
+        statuses = [
+            e["data"]
+            for e in body["data"]["events"]
+            if e["event"] == "message.status" and e["data"]["messageId"] == resp["data"]["messageId"]
+        ]
+        assert [s["status"] for s in statuses] == ["unknown"], statuses
 
 
 async def test_a_send_slower_than_the_send_timeout_answers_pending_then_settles(tmp_path: Path) -> None:
