@@ -270,21 +270,24 @@ async def test_an_idempotency_key_replays_the_first_answer_without_a_second_send
         await submit(outbox, "m3", idempotency_key="k1", fingerprint="another request")
 
 
-async def test_a_replay_while_the_first_call_waits_answers_the_messages_state_now(
+async def test_concurrent_calls_with_one_key_accept_one_message_and_answer_alike(
     store: Store, outboxes: list[Outbox]
 ) -> None:
     gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     router = ScriptedRouter(hold(gate))
     outbox = await start_outbox(store, outboxes, router, Target())
-    first = asyncio.create_task(submit(outbox, "m1", idempotency_key="k1", fingerprint="f"))
+    # Both arrive before either is committed (a client retrying a request that seemed to hang).
+    calls = [asyncio.create_task(submit(outbox, f"m{n}", idempotency_key="k1", fingerprint="f")) for n in (1, 2)]
     await router.wait_calls(1)
-    replay = await submit(outbox, "m2", idempotency_key="k1", fingerprint="f")
-    assert replay == SendAnswer(202, {"messageId": "m1", "status": "pending", "timestamp": None})
+    assert not any(call.done() for call in calls)  # the second waits for the first instead of racing it
     gate.set_result(None)
-    assert (await first).data == {"messageId": "m1", "status": "sent", "timestamp": NETWORK_TS}
-    # Once the first call answered, a replay gives exactly that answer.
-    assert await submit(outbox, "m3", idempotency_key="k1", fingerprint="f") == await first
+    first, second = await asyncio.gather(*calls)
+    assert first == second and first.data == {"messageId": "m1", "status": "sent", "timestamp": NETWORK_TS}
     assert router.sent_ids == ["m1"]
+    assert await store.message(SESSION, "m2") is None
+    # Later replays give exactly that answer, without the session process.
+    assert await outbox.replay(SESSION, "k1", "f") == first
+    assert await outbox.replay(SESSION, "new key", "f") is None
 
 
 async def test_a_sessions_messages_go_out_one_at_a_time_in_the_order_accepted(

@@ -111,6 +111,9 @@ class Outbox:
         self._again: set[str] = set()  # sessions whose running flush must read the outbox once more
         self._sweeper: asyncio.Task[None] | None = None
         self._settling: set[asyncio.Task[None]] = set()
+        # One call at a time per (session, Idempotency-Key): a second concurrent call waits for the
+        # first and answers its answer, instead of accepting the message twice.
+        self._keys: dict[tuple[str, str], asyncio.Lock] = {}
         self.sent = 0
         self.failed = 0
 
@@ -143,11 +146,32 @@ class Outbox:
         fingerprint: str = "",
     ) -> SendAnswer:
         """Accept a message durably, try to send it, and answer within the send timeout."""
+        if idempotency_key is None:
+            return await self._submit(message, payload, None, fingerprint)
+        key = (message.session_id, idempotency_key)
+        lock = self._keys.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._submit(message, payload, idempotency_key, fingerprint)
+        finally:
+            if not lock.locked() and self._keys.get(key) is lock:
+                del self._keys[key]
+
+    async def replay(self, session_id: str, idempotency_key: str, fingerprint: str) -> SendAnswer | None:
+        """The answer a call with this Idempotency-Key was given (or its message's state now, while that
+        call still waits); None when the key is new. Needs no session process: answered even while the
+        session restarts."""
+        previous = await self.store.idempotency(session_id, idempotency_key, max_age=self.settings.idempotency_ttl)
+        return None if previous is None else await self._replay(previous, fingerprint)
+
+    async def _submit(
+        self, message: MessageRow, payload: wire.OutgoingMessage, idempotency_key: str | None, fingerprint: str
+    ) -> SendAnswer:
         session_id, message_id = message.session_id, message.id
         if idempotency_key is not None:
-            previous = await self.store.idempotency(session_id, idempotency_key, max_age=self.settings.idempotency_ttl)
+            previous = await self.replay(session_id, idempotency_key, fingerprint)
             if previous is not None:
-                return await self._replay(previous, fingerprint)
+                return previous
         now = time.time()
         outbox = OutboxRow(
             session_id=session_id,

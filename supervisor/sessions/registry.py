@@ -366,6 +366,13 @@ class SessionRegistry:
         with self.sends_in_flight.track():
             self._check_open()
             session = self.get(session_id)
+            if idempotency_key is not None:
+                # A known key is answered as the first time, whatever the session is doing now.
+                replayed = await self.outbox.replay(session_id, idempotency_key, fingerprint)
+                if replayed is not None:
+                    if payload.get("media_path"):  # this upload's copy of the media is not needed
+                        await asyncio.to_thread(Path(payload["media_path"]).unlink, True)
+                    return replayed
             if session.status != SessionStatus.CONNECTED or self._connected_identity(session_id) is None:
                 # Starting or reconnecting by itself: the client may try again shortly. Otherwise
                 # (QR shown, logged out, failed) it takes a person, and no Retry-After is promised.
