@@ -432,3 +432,38 @@ async def test_incoming_messages_are_committed_once_even_across_a_crash(tmp_path
         _, devices = await w.hub("GET", "/devices")
         [device] = [d for d in devices["devices"] if d["phone"] == PHONE]
         assert device["pending"] == 0  # acknowledged to the network after the commit
+
+
+async def test_messages_waiting_when_the_phone_unlinks_fail_and_never_leave_from_the_next_account(
+    tmp_path: Path,
+) -> None:
+    async with running_worker(tmp_path / "w", SEND_TIMEOUT="0.3") as w:
+        await w.create_linked("unlinked", PHONE)
+        ids = await _pending_sends(w, "unlinked", 3)
+        status, _ = await w.hub("POST", f"/phones/{PHONE}/unlink")
+        assert status == 200
+        await w.wait_session("unlinked", lambda s: s["status"] == "logged_out", what="logged out")
+
+        async def all_failed() -> list[dict[str, Any]] | None:
+            page = await _history(w, "unlinked", "?direction=out")
+            messages = [m for m in page["messages"] if m["id"] in ids]
+            return messages if all(m["status"] == "failed" for m in messages) else None
+
+        for message in await wait_for(all_failed, what="waiting messages failed"):
+            assert message["error"] == "logged_out"
+        # The network takes sends again and another phone links the session: nothing old goes out.
+        status, _ = await w.hub("POST", "/faults", json={"refuseSendsSeconds": 0})
+        assert status == 200
+        await w.api("POST", "/session/unlinked/restart")
+        code = await wait_for(lambda: _qr(w, "unlinked"), what="a new QR")
+        assert (await w.hub("POST", "/phones/6281777000/scan", json={"qr": code}))[0] == 200
+        await w.wait_session("unlinked", lambda s: s["status"] == "connected", what="linked again")
+        status, resp = await _send(w, "unlinked", {"to": "6280999", "text": "new"})
+        assert status == 200
+        inbox = await _inbox(w, "6280999")
+        assert resp["data"]["messageId"] in inbox and not set(ids) & set(inbox)
+
+
+async def _qr(w: Worker, sid: str) -> str | None:
+    _, body = await w.api("GET", f"/session/{sid}/qr")
+    return body["data"]["qr"] if body.get("success") else None

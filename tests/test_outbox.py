@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,27 @@ async def test_forgetting_a_session_answers_its_waiting_senders(store: Store, ou
     answer = await waiting
     assert answer.http_status == 200 and answer.data["status"] == "failed"
     assert answer.data["error"] == "the session was deleted"
+
+
+async def test_an_unlinked_sessions_waiting_messages_fail_and_are_never_sent_later(
+    store: Store, outboxes: list[Outbox]
+) -> None:
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    router = ScriptedRouter(hold(gate, then=refuse("NOT_CONNECTED")), confirm)
+    target = Target()
+    outbox = await start_outbox(store, outboxes, router, target, replace(FAST, send_timeout=0.1))
+    assert (await submit(outbox, "m1")).http_status == 202
+    await router.wait_calls(1)  # m1 is with the session process when the phone unlinks
+    target.connected = False
+    assert (await submit(outbox, "m2")).http_status == 202  # waits for the session
+    assert await outbox.fail_queued(SESSION, "logged_out") == 1  # m2 at once; m1 once its attempt is back
+    gate.set_result(None)
+    assert await settled(store, "m1") == "failed"
+    for message_id in ("m1", "m2"):
+        row = await store.message(SESSION, message_id)
+        assert row is not None and (row.status, row.error) == ("failed", "logged_out")
+    # Another account links: only what is accepted from now on goes out.
+    target.connected = True
+    await submit(outbox, "m3")
+    assert await settled(store, "m3") == "sent"
+    assert router.sent_ids == ["m1", "m3"] and await store.outbox() == []

@@ -16,6 +16,7 @@ from supervisor.sessions.status import (
     Effect,
     Emit,
     Event,
+    FailQueued,
     KickOutbox,
     LeaseLost,
     Log,
@@ -171,7 +172,7 @@ def test_only_a_qr_timeout_counts_as_an_unscanned_round() -> None:
     assert run.record.status_since == 3.0  # disconnected since the first of them
 
 
-def test_logging_out_forgets_the_phone_and_tells_storage() -> None:
+def test_logging_out_forgets_the_phone_fails_what_waits_and_tells_storage() -> None:
     rec, effects = apply(connected(), LoggedOut(30.0, reason="unlinked from the phone"), RULES)
     assert (rec.status, rec.phone, rec.qr, rec.last_error) == (
         SessionStatus.LOGGED_OUT,
@@ -182,6 +183,7 @@ def test_logging_out_forgets_the_phone_and_tells_storage() -> None:
     assert effects == (
         Log(INFO, "logged out: unlinked from the phone"),
         Emit("logged_out", {"reason": "unlinked from the phone"}),
+        FailQueued("logged_out"),  # never sent later from whichever account links next
         StorageLoggedOut(),
         Notify(),
         Persist(),
@@ -324,11 +326,11 @@ def test_a_restart_forgets_the_error_and_the_unscanned_rounds() -> None:
     assert effects == ()
 
 
-def test_unlinking_forgets_the_phone_and_the_error() -> None:
+def test_unlinking_forgets_the_phone_and_the_error_and_fails_what_waits() -> None:
     rec = feed(connected(), [Disconnected(20.0, reason="network lost", will_retry=True)]).record
     new, effects = apply(rec, Unlinked(25.0), RULES)
     assert (new.phone, new.last_error, new.status) == (None, None, SessionStatus.DISCONNECTED)
-    assert effects == ()
+    assert effects == (FailQueued("logged_out"),)
 
 
 def test_a_lost_lease_stops_the_process_and_says_who_took_it() -> None:

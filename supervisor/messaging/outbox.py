@@ -114,6 +114,8 @@ class Outbox:
         # One call at a time per (session, Idempotency-Key): a second concurrent call waits for the
         # first and answers its answer, instead of accepting the message twice.
         self._keys: dict[tuple[str, str], asyncio.Lock] = {}
+        # Sessions whose messages accepted before a time fail instead of being sent (unlinked): time, error.
+        self._closed: dict[str, tuple[float, str]] = {}
         self.sent = 0
         self.failed = 0
 
@@ -340,7 +342,24 @@ class Outbox:
             session_id, message_id, Settled(status, timestamp if timestamp is not None else row.created_at, error)
         )
 
+    async def fail_queued(self, session_id: str, error: str) -> int:
+        """Fail every message accepted for the session so far (its device was unlinked); how many now.
+
+        A message on its way to the session process right now is failed when its attempt comes back
+        without a send; messages accepted later are sent as usual.
+        """
+        self._closed[session_id] = (time.time(), error)
+        queue = self._queues.get(session_id, {})
+        waiting = [row for row in queue.values() if (session_id, row.message_id) not in self._inflight]
+        for row in waiting:
+            await self._finish(row, MessageStatus.FAILED, error=error)
+        return len(waiting)
+
     async def _retry_later(self, row: OutboxRow, why: str) -> None:
+        closed = self._closed.get(row.session_id)
+        if closed is not None and row.created_at <= closed[0]:
+            await self._finish(row, MessageStatus.FAILED, error=closed[1])
+            return
         attempts = row.attempts + 1
         delay = min(self.settings.retry_max, self.settings.retry_initial * 2 ** min(attempts - 1, 10))
         at = time.time() + delay

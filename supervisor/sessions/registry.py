@@ -136,6 +136,8 @@ class SessionRegistry:
             if logged_out:
                 # Needs a person with a phone: a process would only show QR codes to nobody.
                 log.info("session stays down: logged out", extra=self.extra(row.id))
+                # A crash may have come between the unlink and failing what still waited.
+                self._tasks.spawn(self._fail_queued(row.id, st.LOGGED_OUT_ERROR))
             else:
                 waiting.append(session)
         if waiting:
@@ -557,6 +559,8 @@ class SessionRegistry:
             self._persist(session)
         elif isinstance(effect, st.KickOutbox):
             self.outbox.kick(session.id)
+        elif isinstance(effect, st.FailQueued):
+            self._tasks.spawn(self._fail_queued(session.id, effect.error))
         elif isinstance(effect, st.MarkReady):
             session.child.mark_ready(session.child.incarnation)
         elif isinstance(effect, st.StopProcess):
@@ -568,6 +572,15 @@ class SessionRegistry:
                 self.storage.on_logged_out(session.id)
         elif self.storage is not None:  # StorageStopped
             self.storage.on_stopped(session.id)
+
+    async def _fail_queued(self, session_id: str, error: str) -> None:
+        try:
+            failed = await self.outbox.fail_queued(session_id, error)
+        except Exception:
+            log.exception("cannot fail the messages still waiting", extra=self.extra(session_id))
+            return
+        if failed:
+            log.info("%d waiting messages failed: %s", failed, error, extra=self.extra(session_id))
 
     def _persist(self, session: Session) -> None:
         async def write() -> None:

@@ -39,6 +39,8 @@ LIVE_STATUSES = frozenset({SessionStatus.INITIALIZING, SessionStatus.QR_READY, S
 QR_WAIT_OVER = frozenset({SessionStatus.CONNECTED, SessionStatus.FAILED, SessionStatus.LOGGED_OUT})
 # The engines' reason when a round of QR codes ended without a scan.
 QR_TIMEOUT = "qr_timeout"
+# The error of messages that were still waiting when their session was unlinked.
+LOGGED_OUT_ERROR = "logged_out"
 
 
 def status_of(stored: str) -> SessionStatus:
@@ -212,6 +214,14 @@ class KickOutbox:
 
 
 @dataclass(frozen=True, slots=True)
+class FailQueued:
+    """Messages still waiting for this session fail with ``error``: never sent later from whichever
+    account links next."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class StartAgain:
     """Start the process again (a new round of QR codes)."""
 
@@ -249,6 +259,7 @@ Effect: TypeAlias = (
     | Persist
     | Notify
     | KickOutbox
+    | FailQueued
     | StartAgain
     | MarkReady
     | StopProcess
@@ -285,7 +296,7 @@ def apply(
     if isinstance(event, QrRoundAsked):
         return replace(rec, qr_rounds=0, qr=None, qr_expires_at=None), ()
     if isinstance(event, Unlinked):
-        return replace(rec, phone=None, last_error=None), ()
+        return replace(rec, phone=None, last_error=None), (FailQueued(LOGGED_OUT_ERROR),)
     if isinstance(event, LeaseLost):
         lost = replace(rec, last_error=f"stopped: worker {event.holder} took over the session's lease")
         line = Log(logging.WARNING, f"lease lost to worker {event.holder}; stopping the session")
@@ -349,6 +360,7 @@ def _logged_out(rec: StatusRecord, event: LoggedOut) -> tuple[StatusRecord, tupl
     effects = (
         Log(logging.INFO, f"logged out: {event.reason}"),
         Emit("logged_out", {"reason": event.reason}),
+        FailQueued(LOGGED_OUT_ERROR),
         StorageLoggedOut(),
         Notify(),
         Persist(),
