@@ -15,6 +15,7 @@ from harness import TOKEN, running_worker
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from supervisor.api import bodies
 from supervisor.api import validation as v
 from supervisor.api.errors import ApiError
 
@@ -81,7 +82,7 @@ ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=80) | st.text(max_size
 
 
 @settings(max_examples=300, deadline=None)
-@given(ANY_TEXT | st.from_regex(v.SESSION_ID).map(lambda s: s + "\n"))
+@given(ANY_TEXT | st.from_regex(bodies.SESSION_ID_PATTERN).map(lambda s: s + "\n"))
 @example("abc\n")
 @example("..")
 def test_an_accepted_session_id_is_one_plain_file_name(value: str) -> None:

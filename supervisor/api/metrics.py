@@ -20,8 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from supervisor.api.errors import ApiError, Handler
+from supervisor.api import answers, bodies
+from supervisor.api import validation as v
+from supervisor.api.errors import Handler
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
+from supervisor.api.operations import Reply, operation
 from supervisor.api.storage_metrics import StorageCollector
 from supervisor.messaging.figures import MessageFigures, message_figures
 from supervisor.sessions import STATUSES, Session
@@ -110,15 +113,17 @@ class SessionCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         label = ["sessionId"]
         cpu = GaugeMetricFamily("wa_worker_session_cpu_percent", "CPU use of a session's process", labels=label)
-        rss = GaugeMetricFamily("wa_worker_session_memory_rss_bytes", "Resident memory of a session's process",
-                                labels=label)
-        uss = GaugeMetricFamily("wa_worker_session_memory_uss_bytes", "Unique memory of a session's process",
-                                labels=label)
-        restarts = CounterMetricFamily("wa_worker_session_restarts", "Restarts of a session's process after crashes",
-                                       labels=label)
+        rss = GaugeMetricFamily(
+            "wa_worker_session_memory_rss_bytes", "Resident memory of a session's process", labels=label
+        )
+        uss = GaugeMetricFamily(
+            "wa_worker_session_memory_uss_bytes", "Unique memory of a session's process", labels=label
+        )
+        restarts = CounterMetricFamily(
+            "wa_worker_session_restarts", "Restarts of a session's process after crashes", labels=label
+        )
         up = GaugeMetricFamily("wa_worker_session_up", "1 while the session's process runs", labels=label)
-        connected = GaugeMetricFamily("wa_worker_session_connected", "1 while the session is connected",
-                                      labels=label)
+        connected = GaugeMetricFamily("wa_worker_session_connected", "1 while the session is connected", labels=label)
         for s in self.sessions:
             restarts.add_metric([s.id], s.child.record.restarts)
             up.add_metric([s.id], 1 if s.child.pid is not None else 0)
@@ -146,32 +151,42 @@ class DatabaseCollector(Collector):
         self.commits, self.writes, self.outbox_waiting = commits, writes, outbox_waiting
 
     def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily("wa_worker_db_commits", "SQLite commits (each carries one or more writes)",
-                                  value=self.commits)
-        yield CounterMetricFamily("wa_worker_db_writes", "SQLite write transactions, grouped into commits",
-                                  value=self.writes)
-        yield GaugeMetricFamily("wa_worker_outbox_waiting", "Outgoing messages accepted and not settled yet",
-                                value=self.outbox_waiting)
+        yield CounterMetricFamily(
+            "wa_worker_db_commits", "SQLite commits (each carries one or more writes)", value=self.commits
+        )
+        yield CounterMetricFamily(
+            "wa_worker_db_writes", "SQLite write transactions, grouped into commits", value=self.writes
+        )
+        yield GaugeMetricFamily(
+            "wa_worker_outbox_waiting", "Outgoing messages accepted and not settled yet", value=self.outbox_waiting
+        )
 
 
-def _wants_prometheus(request: web.Request) -> bool:
-    fmt = request.query.get("format")
+def _wants_prometheus(request: web.Request, fmt: str | None) -> bool:
     if fmt is not None:
         return fmt == "prometheus"
     accept = request.headers.get("Accept", "")
     return "text/plain" in accept or "openmetrics" in accept
 
 
-@routes.get("/metrics")
+@operation(
+    routes,
+    "GET",
+    "/metrics",
+    id="metrics",
+    tag="operations",
+    summary="Worker figures: JSON, or Prometheus text with ?format=prometheus or Accept: text/plain",
+    query=bodies.MetricsQuery,
+    errors=(400,),
+    ok=Reply("figures", {"application/json": answers.Metrics, "text/plain": {"type": "string"}}, enveloped=False),
+)
 async def metrics(request: web.Request) -> web.Response:
-    fmt = request.query.get("format")
-    if fmt is not None and fmt not in ("json", "prometheus"):
-        raise ApiError(400, "INVALID_QUERY", "format must be 'json' or 'prometheus'")
+    fmt = v.query(request, bodies.MetricsQuery).format
     registry = request.app[REGISTRY]
     sessions = list(registry)
     figures = await message_figures(registry.store)
     commits, writes = registry.store.commits
-    if _wants_prometheus(request):
+    if _wants_prometheus(request, fmt):
         scrape = CollectorRegistry()
         scrape.register(SessionCollector(sessions, figures))
         scrape.register(DatabaseCollector(commits, writes, registry.outbox.waiting))

@@ -10,6 +10,7 @@ memory storage); a refused request answers 429 with ``Retry-After`` in seconds.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -19,9 +20,11 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from supervisor.api.auth import CLIENT
+from supervisor.api.bodies import SESSION_ID_PATTERN
+from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import ApiError, Handler
-from supervisor.api.validation import SESSION_ID
 
+SESSION_ID = re.compile(SESSION_ID_PATTERN)
 SEND_ROUTE = ("POST", "/session/{id}/send")
 SESSION_OPS = frozenset(
     {
@@ -62,7 +65,7 @@ class RateLimiter:
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise ApiError(
             429,
-            "RATE_LIMITED",
+            ErrorCode.RATE_LIMITED,
             f"{what}: at most {item.amount} per minute; retry in {retry_after}s",
             headers={"Retry-After": str(retry_after)},
         )
