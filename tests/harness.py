@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import contract
 import psutil
 import pytest
 
@@ -109,6 +110,13 @@ class Worker:
             return False
 
         await wait_for(healthy, timeout=30, what="worker /health")
+        contract.watch(self.url)  # every answer from here on is checked against the served document
+        await contract.check_served_document(self._get_json, self.url)
+
+    async def _get_json(self, url: str) -> Any:
+        assert self.http is not None
+        async with self.http.get(url) as resp:
+            return await resp.json()
 
     def log(self) -> str:
         try:

@@ -1,0 +1,34 @@
+"""Suite-wide: every answer a test receives from the API is checked against its OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import contract
+import pytest
+from aiohttp import test_utils
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    contract.install()
+    original = test_utils.TestServer.start_server
+
+    async def start_server(self: test_utils.TestServer, **kwargs: object) -> None:
+        await original(self, **kwargs)  # type: ignore[arg-type]
+        # Only an app with the API's own description serves the whole API; other test apps' errors still count.
+        whole = any(
+            r.resource is not None and r.resource.canonical == "/openapi.json" for r in self.app.router.routes()
+        )
+        contract.watch(str(self.make_url("")), whole_api=whole)
+
+    test_utils.TestServer.start_server = start_server  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def api_contract() -> Iterator[None]:
+    """Fail the test when an answer it received does not match GET /openapi.json."""
+    contract.WATCH.take()
+    yield
+    problems = contract.check_all(contract.WATCH.take())
+    if problems:
+        pytest.fail(contract.failure(problems), pytrace=False)
