@@ -19,6 +19,7 @@ from harness import TOKEN, Worker, running_worker, wait_for
 from yarl import URL
 
 from supervisor.api.openapi import document
+from supervisor.api.operations import template
 from supervisor.app import build_app
 from supervisor.config import load
 
@@ -367,7 +368,7 @@ async def test_docs_and_openapi_cover_every_route(tmp_path: Path) -> None:
         if route.method in ("HEAD", "*") or "prefix" in info or "directory" in info:
             continue
         canonical = route.resource.canonical if route.resource else ""
-        canonical = canonical.replace("{key:.+}", "{key}")  # a regex path parameter, named plainly in OpenAPI
+        canonical = template(canonical)  # a path parameter with a regex, named plainly in OpenAPI
         if canonical.startswith("/docs/assets"):
             continue
         served.add((route.method.lower(), canonical))

@@ -64,9 +64,8 @@ async def test_docs_render_every_operation_in_a_headless_browser(tmp_path: Path)
         for path, ops in document()["paths"].items():
             assert path in rendered, (path, sorted(rendered))
             for method in ops:
-                assert f'opblock-{method} ' in dom or f'opblock-{method}"' in dom, method
+                assert f"opblock-{method} " in dom or f'opblock-{method}"' in dom, method
 
         screenshot = tmp_path / "docs.png"
         await _chromium(f"{w.url}/docs", f"--screenshot={screenshot}")
         assert screenshot.stat().st_size > 10_000  # a page was drawn, not an empty canvas
-

@@ -39,6 +39,8 @@ MESSAGE_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 WEBHOOK_URL_PATTERN = (
     r"^[hH][tT][tT][pP][sS]?://([^\s/?#@]+@)?(\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:]+)(:[0-9]{0,5})?([/?#]\S*)?$"
 )
+# /session/create is the create route, so a session of that name could not be deleted or told apart.
+RESERVED_IDS = ("create",)
 MAX_TEXT = 65536
 MAX_MENTIONS = 256
 MAX_SEQ = 2**63 - 1  # event ids are SQLite INTEGERs: a larger number cannot even be bound to a query
@@ -54,6 +56,12 @@ class Invalid:
 
     code: ErrorCode
     must: str
+
+
+def _not_reserved(value: str) -> str:
+    if value in RESERVED_IDS:
+        raise PydanticCustomError("reserved", "a reserved name")
+    return value
 
 
 def _separators_removed(value: str) -> str:
@@ -74,9 +82,14 @@ SessionId = Annotated[
     Field(
         pattern=SESSION_ID_PATTERN,
         examples=["shop-42"],
-        description="letters, digits, '.', '_', '-'; 1-64 characters, starting with a letter or digit",
+        description="letters, digits, '.', '_', '-'; 1-64 characters, starting with a letter or digit; not 'create'",
+        json_schema_extra={"not": {"enum": list(RESERVED_IDS)}},
     ),
-    Invalid(ErrorCode.INVALID_SESSION_ID, f"must match {SESSION_ID_PATTERN} (letters, digits, . _ -; max 64)"),
+    AfterValidator(_not_reserved),
+    Invalid(
+        ErrorCode.INVALID_SESSION_ID,
+        f"must match {SESSION_ID_PATTERN} (letters, digits, . _ -; max 64) and not be {', '.join(RESERVED_IDS)}",
+    ),
 ]
 PhoneTarget = Annotated[
     str,

@@ -35,7 +35,7 @@ routes = web.RouteTableDef()
     "the URL's signature and expiry authenticate it)",
     path_params=bodies.MediaPath,
     query=bodies.MediaQuery,
-    errors=(403, 404),
+    errors=(400, 403, 404),
     ok=Reply("the file", {"application/octet-stream": {"type": "string", "format": "binary"}}, enveloped=False),
 )
 async def media(request: web.Request) -> web.StreamResponse:

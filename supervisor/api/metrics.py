@@ -24,7 +24,7 @@ from supervisor.api import answers, bodies
 from supervisor.api import validation as v
 from supervisor.api.errors import Handler
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
-from supervisor.api.operations import Reply, operation
+from supervisor.api.operations import Reply, operation, template
 from supervisor.api.storage_metrics import StorageCollector
 from supervisor.messaging.figures import MessageFigures, message_figures
 from supervisor.sessions import STATUSES, Session
@@ -84,7 +84,7 @@ def _route_of(request: web.Request) -> str:
     route = getattr(request.match_info, "route", None)
     resource = getattr(route, "resource", None)
     # Unmatched paths share one label: a scanner's random URLs must not create series.
-    return resource.canonical if resource is not None else "unmatched"
+    return template(resource.canonical) if resource is not None else "unmatched"
 
 
 @web.middleware

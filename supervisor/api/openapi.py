@@ -31,12 +31,14 @@ ERRORS = {
     403: "wrong worker token",
     404: "no such session",
     409: "the session is in the wrong state for this",
+    405: "no such method on this path (DELETE /session/create: 'create' is never a session id); see Allow",
     413: "body larger than MAX_UPLOAD_MB",
     415: "body is not application/json",
     429: "rate limited; see Retry-After",
     502: "the session's process could not carry it out",
     503: "worker at MAX_SESSIONS, shutting down or its storage unavailable; see Retry-After",
 }
+ALLOW = {"Allow": {"description": "the methods this path answers", "schema": {"type": "string"}}}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
 
 
@@ -181,6 +183,8 @@ def document() -> dict[str, Any]:
         response: Schema = {"description": text, "content": {"application/json": {"schema": error_schema}}}
         if status in (429, 503):
             response["headers"] = RETRY_AFTER
+        if status == 405:
+            response["headers"] = ALLOW
         responses[str(status)] = response
     return {
         "openapi": "3.1.0",

@@ -60,6 +60,11 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
+def template(path: str) -> str:
+    """A route's path as OpenAPI names it: ``/media/{bucket}/{key:.+}`` is ``/media/{bucket}/{key}``."""
+    return re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)
+
+
 def json_reply(model: Any, description: str = "done", *, enveloped: bool = True) -> Reply:
     """A JSON success answer with ``model`` as its data."""
     return Reply(description, {"application/json": model}, enveloped)
@@ -82,7 +87,7 @@ def operation(
     open_ = bool(declared.get("open"))
     op = Operation(
         method=method.upper(),
-        path=re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path),
+        path=template(path),
         id=id,
         summary=summary,
         tag=tag,

@@ -23,6 +23,7 @@ from supervisor.api.auth import CLIENT
 from supervisor.api.bodies import SESSION_ID_PATTERN
 from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import ApiError, Handler
+from supervisor.api.operations import template
 
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
 SEND_ROUTE = ("POST", "/session/{id}/send")
@@ -77,7 +78,7 @@ class RateLimiter:
         resource = getattr(route, "resource", None)
         if resource is None:
             return
-        key = (request.method, resource.canonical)
+        key = (request.method, template(resource.canonical))
         session_id = info.get("id")
         if session_id is not None and not SESSION_ID.fullmatch(session_id):
             return  # a malformed id is the handler's 400 and costs nothing: it touches no process

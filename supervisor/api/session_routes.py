@@ -121,12 +121,12 @@ async def get_status(request: web.Request) -> web.Response:
 @session_operation(
     routes,
     "DELETE",
-    "/session/{id}",
+    "/session/{id:(?!create$)[^/]+}",  # /session/create is the create route: never a session id
     id="deleteSession",
     tag="sessions",
     summary="Log out, stop the process, remove the auth state and history",
     ok=json_reply(answers.Deleted),
-    errors=(409, 429, 503),
+    errors=(405, 409, 429, 503),
 )
 async def delete_session(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
