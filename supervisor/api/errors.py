@@ -1,4 +1,5 @@
-"""One error shape for every answer: ``{"success": false, "error": "...", "code": "..."}``.
+"""The two answer shapes: ``{"success": true, "data": ...}`` and, for every failure,
+``{"success": false, "error": "...", "code": "..."}``.
 
 The middleware turns every exception into that shape; a stack trace never
 reaches a client (it goes to the log, once, with the request's context).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -50,6 +52,11 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    """The success envelope ``{"success": true, "data": ...}`` (``data`` as declared in ``answers``)."""
+    return web.json_response({"success": True, "data": data}, status=status)
 
 
 def error_response(status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -11,7 +11,7 @@ from aiohttp import web
 from supervisor.api import answers, bodies
 from supervisor.api import validation as v
 from supervisor.api.codes import ErrorCode
-from supervisor.api.errors import ApiError
+from supervisor.api.errors import ApiError, ok
 from supervisor.api.keys import EVENTS, REGISTRY, WEBHOOKS
 from supervisor.api.operations import Reply, json_reply, operation, session_operation
 from supervisor.events.log import envelope
@@ -46,7 +46,7 @@ async def list_events(request: web.Request) -> web.Response:
         "nextSince": rows[-1].seq if rows else asked.since,
         "latest": await events.store.last_event_seq(),
     }
-    return web.json_response({"success": True, "data": data})
+    return ok(data)
 
 
 @operation(
@@ -114,7 +114,7 @@ async def put_webhook(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     request.app[REGISTRY].get(session_id)
     data = await set_webhook(request, session_id, await v.body(request, bodies.WebhookRequest))
-    return web.json_response({"success": True, "data": data})
+    return ok(data)
 
 
 @session_operation(
@@ -132,7 +132,7 @@ async def get_webhook(request: web.Request) -> web.Response:
     described = request.app[WEBHOOKS].describe(session_id)
     if described is None:
         raise ApiError(404, ErrorCode.WEBHOOK_NOT_FOUND, f"session {session_id!r} has no webhook")
-    return web.json_response({"success": True, "data": {"sessionId": session_id, **described}})
+    return ok({"sessionId": session_id, **described})
 
 
 @session_operation(
@@ -149,4 +149,4 @@ async def delete_webhook(request: web.Request) -> web.Response:
     request.app[REGISTRY].get(session_id)
     if not await request.app[WEBHOOKS].remove(session_id):
         raise ApiError(404, ErrorCode.WEBHOOK_NOT_FOUND, f"session {session_id!r} has no webhook")
-    return web.json_response({"success": True, "data": {"sessionId": session_id, "deleted": True}})
+    return ok({"sessionId": session_id, "deleted": True})

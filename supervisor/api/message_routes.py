@@ -14,7 +14,7 @@ from aiohttp import web
 from supervisor.api import answers, bodies, send_request, upload
 from supervisor.api import validation as v
 from supervisor.api.codes import ErrorCode
-from supervisor.api.errors import ApiError
+from supervisor.api.errors import ApiError, ok
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE
 from supervisor.api.operations import json_reply, session_operation
 from supervisor.messaging.outbox import IdempotencyConflict
@@ -65,7 +65,7 @@ async def send_message(request: web.Request) -> web.Response:
     if message.get("media_path"):
         row = await registry.store.message(session_id, data["messageId"])
         data["mediaUrl"] = await registry.media_url(row.media_ref if row else None)
-    return web.json_response({"success": True, "data": data}, status=answer.http_status)
+    return ok(data, status=answer.http_status)
 
 
 async def _receive_media(request: web.Request, session_id: str) -> dict[str, Any]:
@@ -134,7 +134,7 @@ async def list_messages(request: web.Request) -> web.Response:
         "messages": views,
         "pagination": {"total": total, "limit": asked.limit, "offset": asked.offset},
     }
-    return web.json_response({"success": True, "data": data})
+    return ok(data)
 
 
 def _epoch(bound: float | datetime | None) -> float | None:

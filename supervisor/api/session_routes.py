@@ -9,6 +9,7 @@ from aiohttp import web
 
 from supervisor.api import answers, bodies, event_routes
 from supervisor.api import validation as v
+from supervisor.api.errors import ok
 from supervisor.api.keys import REGISTRY, SETTINGS
 from supervisor.api.operations import json_reply, operation, session_operation
 from supervisor.api.views import exit_view, process_view, status_view
@@ -34,11 +35,6 @@ SESSION_LINKS = {
         "deleteWebhook",
     )
 }
-
-
-def ok(data: Any, status: int = 200) -> web.Response:
-    """The success envelope: ``{"success": true, "data": ...}``."""
-    return web.json_response({"success": True, "data": data}, status=status)
 
 
 async def _qr_data_url(qr: str | None) -> str | None:
