@@ -170,7 +170,8 @@ def check(record: Record, *, whole_api: bool) -> list[str]:
         return [f"{where}: status {record.status} is not declared for {record.method} {template}"]
     base, response = found
     declared = response.get("content", {})
-    if record.content_type not in declared:
+    family = record.content_type.split("/", 1)[0] + "/*"
+    if not {record.content_type, family, "*/*"} & set(declared):
         return [f"{where}: content type {record.content_type} is not declared (only {', '.join(declared)})"]
     if record.body is None or record.content_type != "application/json":
         return []

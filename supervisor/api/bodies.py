@@ -410,7 +410,9 @@ class MessagesQuery(Query):
 class EventsQuery(Query):
     """GET /events."""
 
-    since: Annotated[EventSeq, Field(description="the last event id seen: events after it are answered")] = 0
+    since: Annotated[
+        EventSeq, Field(description="the last event id seen: events after it are answered (empty: from the start)")
+    ] = 0
     limit: Annotated[
         int,
         Field(ge=1, le=MAX_EVENTS_PAGE),

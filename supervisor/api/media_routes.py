@@ -36,7 +36,11 @@ routes = web.RouteTableDef()
     path_params=bodies.MediaPath,
     query=bodies.MediaQuery,
     errors=(400, 403, 404),
-    ok=Reply("the file", {"application/octet-stream": {"type": "string", "format": "binary"}}, enveloped=False),
+    ok=Reply(
+        "the file, with its own type (image/jpeg, audio/ogg, ...)",
+        {"*/*": {"type": "string", "format": "binary"}},
+        enveloped=False,
+    ),
 )
 async def media(request: web.Request) -> web.StreamResponse:
     storage = request.app.get(STORAGE)
