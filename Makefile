@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml requirements.lock
 	@./scripts/system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# swagger-ui-bundle (Swagger UI 4) and its successor swagger-ui-bundle-v2 share one import name.
+	$(BIN)/python -m pip uninstall --quiet --yes swagger-ui-bundle 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock -e '.[test,dev]'
 	@touch $(STAMP)
 

@@ -8,6 +8,9 @@ run:
 - baselines: ``python -c pass`` wall time, USS of an idle bare interpreter, and
   the round trip of a bare pyzmq DEALER/ROUTER ping-pong with a frame of the
   same size as ours;
+- the API contract: reading a typical send body through its declaration (json.loads
+  + pydantic) vs json.loads alone, and encoding a typical answer through its model vs
+  json.dumps alone;
 - the IPC round trip of transport/ (RouterChannel.request -> DealerChannel) vs
   that bare ping-pong;
 - spawn of a session process (exec -> ``ready``; also through the zygote when
@@ -42,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -633,6 +637,41 @@ def run_script(name: str, *extra: str, timeout: float = 600) -> dict[str, Any] |
     return json.loads((RESULTS / f"{name}.json").read_text())  # type: ignore[no-any-return]
 
 
+SEND_BODY = json.dumps(
+    {
+        "to": "+62 812-3456-789",
+        "text": "bench message",
+        "quotedMessageId": "3EB0C767D0D1A6B4A5F1",
+        "mentions": ["628111000"],
+    }
+).encode()
+SEND_ANSWER = {
+    "success": True,
+    "data": {"messageId": "3EB0C767D0D1A6B4A5F1", "status": "sent", "timestamp": 1764561600.123},
+}
+
+
+def contract_costs(calls: int = 20_000) -> dict[str, float]:
+    """Microseconds per call: reading a send body through its declaration, and encoding an answer, each
+    next to plain json.loads / json.dumps of the same bytes in this run (median of 5 rounds)."""
+    from pydantic import TypeAdapter
+
+    from supervisor.api.answers import SendResult
+    from supervisor.api.send_request import parse_json_message
+
+    answer_model = TypeAdapter(SendResult)
+
+    def us(fn: Callable[[], object]) -> float:
+        return 1e6 * median([timeit.timeit(fn, number=calls) / calls for _ in range(5)])
+
+    return {
+        "json_loads_us": us(lambda: json.loads(SEND_BODY)),
+        "send_body_validate_us": us(lambda: parse_json_message(json.loads(SEND_BODY))),
+        "json_dumps_us": us(lambda: json.dumps(SEND_ANSWER["data"])),
+        "answer_model_dump_us": us(lambda: answer_model.dump_json(answer_model.validate_python(SEND_ANSWER["data"]))),
+    }
+
+
 def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(figure, value, vs baseline) rows."""
     b = results["baselines"]
@@ -649,6 +688,20 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         f"{results['channel_rtt_s'] * 1e6:.0f} us",
         f"{results['channel_rtt_s'] / b['zmq_rtt_s']:.2f}x bare zmq",
     )
+    c = results.get("contract")
+    if isinstance(c, dict):
+        add("send body: json.loads", f"{c['json_loads_us']:.1f} us")
+        add(
+            "send body: json.loads + validate (declaration)",
+            f"{c['send_body_validate_us']:.1f} us",
+            f"{c['send_body_validate_us'] / c['json_loads_us']:.1f}x json.loads",
+        )
+        add("send answer: json.dumps (as routes encode)", f"{c['json_dumps_us']:.1f} us")
+        add(
+            "send answer: checked + encoded by its model",
+            f"{c['answer_model_dump_us']:.1f} us",
+            f"{c['answer_model_dump_us'] / c['json_dumps_us']:.1f}x json.dumps (not done per request)",
+        )
     for spawner, s in results["spawn"].items():
         add(
             f"session spawn->ready ({spawner})",
@@ -780,6 +833,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "frame_bytes": len(_send_like_frame()),
     }
     results["channel_rtt_s"] = median([await channel_rtt(args.rtt_rounds) for _ in range(args.repeat)])
+    results["contract"] = contract_costs()
     spawners = ["exec", "zygote"]
     variants = [*spawners, "zygote-nofreeze"]
     results["spawn"] = {s: await session_spawn(s, args.spawn_runs) for s in variants}

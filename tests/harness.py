@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import contract
 import psutil
 import pytest
 
@@ -66,7 +67,8 @@ def pid_alive(pid: int) -> bool:
 
 # What a worker started by a test inherits from the machine: nothing that configures it. A MINIO_*,
 # BACKEND_URL, JWT_SECRET or ENCRYPTION_KEY set on a developer's machine would change what a test tests.
-INHERITED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
+# WA_WIRE_STRICT is the suite's own switch (tests/conftest.py): workers run the wire contract strictly too.
+INHERITED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "WA_WIRE_STRICT")
 
 
 def clean_env(**settings: str) -> dict[str, str]:
@@ -127,6 +129,13 @@ class Worker:
             return False
 
         await wait_for(healthy, timeout=30, what="worker /health")
+        contract.watch(self.url)  # every answer from here on is checked against the served document
+        await contract.check_served_document(self._get_json, self.url)
+
+    async def _get_json(self, url: str) -> Any:
+        assert self.http is not None
+        async with self.http.get(url) as resp:
+            return await resp.json()
 
     def log(self) -> str:
         try:

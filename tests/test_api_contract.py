@@ -3,7 +3,9 @@ shapes, status codes and error codes of the contract (docs/architecture.md, HTTP
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
 import re
 import time
@@ -11,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import contract
 import jwt
 from harness import TOKEN, Worker, running_worker, wait_for
 from yarl import URL
 
 from supervisor.api.openapi import document
+from supervisor.api.operations import template
 from supervisor.app import build_app
 from supervisor.config import load
 
@@ -368,7 +372,7 @@ async def test_docs_and_openapi_cover_every_route(tmp_path: Path) -> None:
         if route.method in ("HEAD", "*") or "prefix" in info or "directory" in info:
             continue
         canonical = route.resource.canonical if route.resource else ""
-        canonical = canonical.replace("{key:.+}", "{key}")  # a regex path parameter, named plainly in OpenAPI
+        canonical = template(canonical)  # a path parameter with a regex, named plainly in OpenAPI
         if canonical.startswith("/docs/assets"):
             continue
         served.add((route.method.lower(), canonical))
@@ -399,3 +403,33 @@ async def test_docs_and_openapi_cover_every_route(tmp_path: Path) -> None:
             async with anon.get(f"{w.url}{asset}") as resp:
                 assert resp.status == 200, asset
                 assert len(await resp.read()) > 0
+
+
+async def test_streamed_events_match_their_declared_schema(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("sse", "628777000")  # a QR, then connected: events already in the log
+        everything = assert_ok(*await w.api("GET", "/events?sessionId=sse"))["events"]
+        assert len(everything) >= 2
+        assert w.http is not None
+        events: list[dict[str, str]] = []
+        async with w.http.get(f"{w.url}/events/stream", params={"sessionId": "sse"}) as resp:
+            assert resp.status == 200 and resp.content_type == "text/event-stream"
+            fields: dict[str, str] = {}
+            async with asyncio.timeout(20):
+                while len(events) < len(everything):
+                    line = (await resp.content.readline()).decode().rstrip("\n")
+                    if line.startswith(":"):
+                        continue  # a keepalive comment
+                    if not line:
+                        if fields:
+                            events.append(fields)
+                        fields = {}
+                        continue
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+        for event in events:
+            assert not contract.check_sse_event(event), (event, contract.check_sse_event(event))
+        # the check itself fails a stray field
+        stray = json.loads(events[0]["data"])
+        stray["stray"] = 1
+        assert contract.check_sse_event({**events[0], "data": json.dumps(stray)})

@@ -1,8 +1,9 @@
-"""Schema-driven fuzzing: schemathesis generates requests from the worker's own
-``/openapi.json`` (valid and invalid bodies, queries, ids; stateful sequences
-along the document's links) against a real worker. No input may get a 5xx, and
-the worker must be healthy afterwards. Bounded (few examples per operation) so
-it stays well under a minute on two cores."""
+"""Schema-driven testing: schemathesis generates requests from the worker's own ``/openapi.json``
+(valid and invalid bodies, queries, headers, ids; stateful sequences along the document's links)
+against a real worker, with every check (server errors, status codes, content types, headers,
+response schemas, valid requests accepted, invalid ones refused, SSE events) and every phase
+(examples, coverage, fuzzing, stateful). The worker must be healthy afterwards. Bounded (few
+examples per operation) so it stays around a minute on two cores."""
 
 from __future__ import annotations
 
@@ -11,17 +12,54 @@ import string
 import sys
 from pathlib import Path, PurePosixPath
 
-from harness import TOKEN, running_worker
+from harness import TOKEN, Worker, running_worker
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from supervisor.api import bodies
 from supervisor.api import validation as v
 from supervisor.api.errors import ApiError
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+STREAM = "/events/stream"
 
 
-async def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
+async def _schemathesis(w: Worker, workdir: Path, *args: str) -> str:
+    """Run schemathesis against ``w`` with every check; fail the test with its report unless it passes."""
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{w.url}/openapi.json",
+        "--header",
+        f"X-Worker-Token: {TOKEN}",
+        "--checks",
+        "all",
+        "--workers",
+        "1",
+        "--seed",
+        "20261129",
+        "--suppress-health-check",
+        "all",
+        "--no-color",
+        "--generation-database",
+        "none",
+        *args,
+        cwd=workdir,  # schemathesis keeps a .schemathesis/ cache in its working directory
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 240)
+    report = out.decode(errors="replace")
+    assert proc.returncode == 0, report[-8000:]
+    assert "generated" in report and "passed" in report, report[-2000:]
+    return report
+
+
+async def test_generated_requests_get_the_answers_the_document_declares(tmp_path: Path) -> None:
     async with running_worker(
         tmp_path / "w",
         CREATE_QR_WAIT="0",  # create answers at once: the fuzzer makes many
@@ -29,42 +67,33 @@ async def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
         RATE_LIMIT_SESSION_OPS="40",
         RATE_LIMIT_SESSION_OPS_BURST="40",
     ) as w:
-        proc = await asyncio.create_subprocess_exec(
-            str(SCHEMATHESIS),
-            "run",
-            f"{w.url}/openapi.json",
-            "--header",
-            f"X-Worker-Token: {TOKEN}",
-            "--checks",
-            "not_a_server_error",
+        await _schemathesis(
+            w,
+            tmp_path / "api",
             "--phases",
             "examples,coverage,fuzzing,stateful",
             "--max-examples",
             "15",
-            "--workers",
-            "1",
-            "--seed",
-            "20261129",
             "--request-timeout",
             "30",
-            "--suppress-health-check",
-            "all",
-            "--no-color",
-            "--report-dir",
-            str(tmp_path / "report"),
-            # An SSE stream never ends by design: a fuzzer would only wait for its timeout.
+            # An SSE stream never ends by design: it has a run of its own below, with a short timeout.
             "--exclude-path",
-            "/events/stream",
-            "--generation-database",
-            "none",
-            cwd=tmp_path,  # schemathesis keeps a .schemathesis/ cache in its working directory
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            STREAM,
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), 240)
-        report = out.decode(errors="replace")
-        assert proc.returncode == 0, report[-8000:]
-        assert "generated" in report and "passed" in report, report[-2000:]
+        # The stream, once the run above has filled the event log: each case reads the events that
+        # come within the timeout (a replay from the start), and each event is checked against the schema.
+        await _schemathesis(
+            w,
+            tmp_path / "stream",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "3",
+            "--request-timeout",
+            "1",
+            "--include-path",
+            STREAM,
+        )
 
         # still healthy, nothing unhandled in its log, and every process it started still supervised
         status, health = await w.api("GET", "/health")
@@ -83,7 +112,7 @@ ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=80) | st.text(max_size
 
 
 @settings(max_examples=300, deadline=None)
-@given(ANY_TEXT | st.from_regex(v.SESSION_ID).map(lambda s: s + "\n"))
+@given(ANY_TEXT | st.from_regex(bodies.SESSION_ID_PATTERN).map(lambda s: s + "\n"))
 @example("abc\n")
 @example("..")
 def test_an_accepted_session_id_is_one_plain_file_name(value: str) -> None:

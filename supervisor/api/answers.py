@@ -1,12 +1,414 @@
-"""The success envelope of the API's JSON answers (all but /health and /metrics): ``{"success": true, "data": ...}``."""
+"""What the API answers: every response body, declared once.
+
+The OpenAPI document's response schemas are generated from these models, with
+``additionalProperties: false``: an answer carrying a field declared nowhere
+fails the contract test (tests/conftest.py validates every answer the suite
+receives against the served document). Successful answers are wrapped as
+``{"success": true, "data": <model>}`` except /health and /metrics, which answer
+their figures as they are; errors are ``Error``.
+
+Routes build their answers as plain dicts (no second validation per request);
+the field names here are the seed's and must not change.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+
+from supervisor.api.codes import ErrorCode
+from supervisor.sessions.status import SessionStatus as Status
+from supervisor.supervision.states import ProcState
+
+IsoTime = Annotated[
+    str, WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2024-01-15T10:30:00Z"]})
+]
+SessionStatus = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": [s.value for s in Status],
+            "description": "initializing, qr_ready and connected hold while the process runs; logged_out needs a "
+            "new QR; failed means the restart budget is spent (POST /session/{id}/restart revives it)",
+        }
+    ),
+]
+ProcessState = Literal["STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL"]
+assert set(ProcessState.__args__) == {s.value.upper() for s in ProcState}  # type: ignore[attr-defined]
 
 
-def ok(data: Any, status: int = 200) -> web.Response:
-    """A successful answer carrying ``data``."""
-    return web.json_response({"success": True, "data": data}, status=status)
+class Answer(BaseModel):
+    """An answer's shape: every field it may carry is declared, nothing else may appear."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(Answer):
+    """Every error answer."""
+
+    success: Literal[False]
+    error: Annotated[str, Field(description="for people")]
+    code: Annotated[ErrorCode, Field(description="for programs")]
+
+
+class Memory(Answer):
+    rss: int | None
+    uss: int | None
+
+
+class ExitInfo(Answer):
+    """How a session's process last ended."""
+
+    at: IsoTime
+    reason: Annotated[str, Field(examples=["killed by SIGKILL"])]
+    code: int | None
+    signal: int | None
+    crashed: bool
+
+
+class WebhookCreated(Answer):
+    url: str
+    secret: Annotated[str, Field(description="for X-Signature; shown only here")]
+
+
+class CreateSessionResult(Answer):
+    """POST /session/create."""
+
+    sessionId: str
+    status: SessionStatus
+    qrCode: Annotated[str | None, Field(description="data:image/png;base64,... once a QR is there")]
+    webhook: WebhookCreated | None = None
+
+
+class QrResult(Answer):
+    """GET /session/{id}/qr."""
+
+    sessionId: str
+    qrCode: Annotated[str | None, Field(description="the QR as a PNG data URL")]
+    qr: Annotated[str | None, Field(description="the raw QR string")]
+    status: SessionStatus
+    expiresAt: Annotated[float | None, Field(description="epoch seconds")]
+    qrCount: int
+
+
+class StatusResult(Answer):
+    """GET /session/{id}/status."""
+
+    sessionId: str
+    status: SessionStatus
+    phoneNumber: str | None
+    lastSeen: IsoTime | None
+    messageCount: int
+    error: str | None
+
+
+class ProcessView(Answer):
+    """A session and its process, as an operator sees it (GET /sessions items)."""
+
+    sessionId: str
+    userId: str | None
+    sessionName: str | None
+    status: SessionStatus
+    statusSince: IsoTime | None
+    secondsInStatus: float
+    phoneNumber: str | None
+    processState: ProcessState
+    pid: int | None
+    restarts: int
+    uptime: float
+    cpuPercent: float | None
+    memory: Memory
+    threads: int | None
+    openFiles: int | None
+    lastExit: ExitInfo | None
+    lastError: str | None
+    qrCount: int
+    messageCount: int
+
+
+class ProcessDetail(ProcessView):
+    """GET /session/{id}/process: the process view and its recent exits, newest first."""
+
+    exits: list[ExitInfo]
+
+
+class SessionList(Answer):
+    sessions: list[ProcessView]
+
+
+class Deleted(Answer):
+    sessionId: str
+    deleted: bool
+
+
+class Restarted(Answer):
+    sessionId: str
+    status: SessionStatus
+
+
+class LoggedOut(Answer):
+    sessionId: str
+    status: SessionStatus
+    loggedOut: bool
+
+
+class PairingCode(Answer):
+    sessionId: str
+    phoneNumber: str
+    pairingCode: Annotated[str, Field(examples=["ABCD-EFGH"])]
+
+
+class SendResult(Answer):
+    """POST /session/{id}/send."""
+
+    messageId: str
+    status: Literal["pending", "sent", "failed", "unknown"]
+    timestamp: Annotated[float | None, Field(description="epoch seconds")]
+    error: Annotated[str | None, Field(description="why it failed")] = None
+    mediaUrl: Annotated[str | None, Field(description="a media send's stored file")] = None
+
+
+class Message(Answer):
+    """One message of the history (also the data of message events)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    direction: Literal["in", "out"]
+    chat: str
+    sender: Annotated[str | None, Field(alias="from")]
+    to: str | None
+    type: str
+    text: str | None
+    caption: str | None
+    mimetype: str | None
+    mediaSize: int | None
+    mediaUrl: str | None
+    timestamp: IsoTime | None
+    status: str
+    error: str | None
+    # what some types carry besides (location, contact, reaction, reply, mentions)
+    latitude: float | None = None
+    longitude: float | None = None
+    name: str | None = None
+    address: str | None = None
+    vcard: str | None = None
+    reactionTo: str | None = None
+    replyTo: str | None = None
+    mentions: list[str] | None = None
+
+
+class Pagination(Answer):
+    total: int
+    limit: int
+    offset: int
+
+
+class MessagesPage(Answer):
+    """GET /session/{id}/messages."""
+
+    messages: list[Message]
+    pagination: Pagination
+
+
+class Event(Answer):
+    """One event of the durable log, as every consumer receives it."""
+
+    id: Annotated[int, Field(description="sequence number: pass it as since / Last-Event-ID")]
+    event: Annotated[str, Field(examples=["message.received"])]
+    sessionId: str | None
+    data: dict[str, Any]
+    timestamp: IsoTime
+
+
+class EventsPage(Answer):
+    """GET /events."""
+
+    events: list[Event]
+    nextSince: Annotated[int, Field(description="pass back as since to continue")]
+    latest: int
+
+
+class StreamedEvent(Answer):
+    """One Server-Sent Event of GET /events/stream: its ``data`` is an ``Event`` as JSON."""
+
+    id: Annotated[str, Field(description="the event's sequence number (send it back as Last-Event-ID)")]
+    event: Annotated[str, Field(examples=["message.received"])]
+    data: Annotated[
+        str,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/Event"},
+            }
+        ),
+    ]
+    retry: int | None = None
+
+
+class WebhookSet(Answer):
+    sessionId: str
+    url: str
+    secret: str
+
+
+class WebhookInfo(Answer):
+    sessionId: str
+    url: str
+    delivered: int
+    failures: int
+    lastError: str | None
+
+
+# -- /health ------------------------------------------------------------------------------------------
+
+HealthSessions = create_model(
+    "HealthSessions",
+    __base__=Answer,
+    total=(int, ...),
+    max=(int, ...),
+    active=(int, ...),
+    **{status.value: (int, ...) for status in Status},  # type: ignore[call-overload]
+)
+
+
+class SupervisorFigures(Answer):
+    pid: int
+    cpuPercent: float | None
+    memory: Memory
+
+
+class SessionProcessFigures(Answer):
+    processes: int
+    cpuPercent: float
+    memory: Memory
+
+
+class SystemMemory(Answer):
+    total: int
+    available: int
+    percent: float
+
+
+class SystemFigures(Answer):
+    cpuCount: int | None
+    cpuPercent: float
+    loadAverage: list[float]
+    memory: SystemMemory
+
+
+class Resources(Answer):
+    supervisor: SupervisorFigures
+    sessions: SessionProcessFigures
+    system: SystemFigures
+
+
+class Liveness(Answer):
+    aliveUntil: float | None
+    lapsed: bool
+
+
+class StorageHealth(Answer):
+    """The local disk (status, writable, free space) and, with object storage, its figures."""
+
+    type: str
+    path: str | None = None
+    status: Literal["ok", "error"] | None = None
+    writable: bool | None = None
+    freeBytes: int | None = None
+    totalBytes: int | None = None
+    error: str | None = None
+    minioConnected: bool | None = None
+    connected: bool | None = None
+    pendingBackups: int | None = None
+    lastBackupAt: float | None = None
+    backupsDone: int | None = None
+    leasesHeld: int | None = None
+    leasesUnverified: int | None = None
+    pendingRemovals: int | None = None
+    liveness: Liveness | None = None
+    encrypted: bool | None = None
+
+
+class DatabaseHealth(Answer):
+    type: str
+    path: str
+    status: Literal["ok", "error"]
+    latencyMs: float | None = None
+    error: str | None = None
+
+
+class BackendHealth(Answer):
+    status: Literal["not_configured", "reachable", "unreachable"]
+    url: str | None = None
+    error: str | None = None
+
+
+class Health(Answer):
+    """GET /health (not wrapped in an envelope: probes read it as it is)."""
+
+    status: Literal["healthy", "degraded", "unhealthy", "draining"]
+    workerId: str
+    uptime: float
+    timestamp: float
+    engine: str
+    sessions: HealthSessions  # type: ignore[valid-type]
+    resources: Resources
+    storage: StorageHealth
+    database: DatabaseHealth
+    backend: BackendHealth
+
+
+# -- /metrics -----------------------------------------------------------------------------------------
+
+
+class WorkerFigures(Answer):
+    id: str
+    uptime: float
+    engine: str
+    cpuPercent: float | None
+    memory: Memory
+
+
+class SessionFigures(Answer):
+    total: int
+    active: int
+    max: int
+    byStatus: dict[str, int]
+
+
+class MessageFigures(Answer):
+    sent: int
+    received: int
+    failed: int
+    pending: int
+    lastHour: Annotated[int, Field(description="messages in and out in the last hour")]
+
+
+class Performance(Answer):
+    avgResponseTime: Annotated[float, Field(description="milliseconds, last 5 minutes")]
+    errorRate: Annotated[float, Field(description="share (0-1) of 5xx answers, last 5 minutes")]
+    throughput: Annotated[float, Field(description="requests per second, last 5 minutes")]
+    requests: int
+    window: float
+
+
+class DatabaseFigures(Answer):
+    commits: Annotated[int, Field(description="SQLite commits since start")]
+    writes: Annotated[int, Field(description="write transactions, grouped into commits")]
+    outboxWaiting: Annotated[int, Field(description="outgoing messages not settled yet")]
+
+
+class Metrics(Answer):
+    """GET /metrics as JSON (not wrapped in an envelope)."""
+
+    worker: WorkerFigures
+    sessions: SessionFigures
+    messages: MessageFigures
+    performance: Performance
+    database: DatabaseFigures
+    storage: StorageHealth | None
+    timestamp: float

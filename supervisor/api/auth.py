@@ -16,6 +16,7 @@ import hmac
 import jwt
 from aiohttp import web
 
+from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import Handler, error_response
 
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
@@ -53,7 +54,7 @@ def token_middleware(token: str, jwt_secret: str | None = None) -> object:
     expected = token.encode()
     token_client = _client_of_token(expected)
 
-    def unauthorized(message: str, code: str = "UNAUTHORIZED") -> web.Response:
+    def unauthorized(message: str, code: ErrorCode = ErrorCode.UNAUTHORIZED) -> web.Response:
         return error_response(401, code, message, {"WWW-Authenticate": 'Bearer realm="wa-worker"'})
 
     @web.middleware
@@ -63,7 +64,7 @@ def token_middleware(token: str, jwt_secret: str | None = None) -> object:
         given = request.headers.get("X-Worker-Token")
         if given is not None:
             if not hmac.compare_digest(given.encode(), expected):
-                return error_response(403, "FORBIDDEN", "the worker token is wrong")
+                return error_response(403, ErrorCode.FORBIDDEN, "the worker token is wrong")
             request[CLIENT] = token_client
             return await handler(request)
         authorization = request.headers.get("Authorization")
@@ -77,13 +78,15 @@ def token_middleware(token: str, jwt_secret: str | None = None) -> object:
             request[CLIENT] = token_client
             return await handler(request)
         if jwt_secret is None:
-            return error_response(403, "FORBIDDEN", "the bearer token is wrong (JWTs are not enabled: no JWT_SECRET)")
+            return error_response(
+                403, ErrorCode.FORBIDDEN, "the bearer token is wrong (JWTs are not enabled: no JWT_SECRET)"
+            )
         try:
             claims = verify_jwt(credential, jwt_secret)
         except jwt.ExpiredSignatureError:
-            return unauthorized("the JWT has expired", "TOKEN_EXPIRED")
+            return unauthorized("the JWT has expired", ErrorCode.TOKEN_EXPIRED)
         except jwt.InvalidTokenError as exc:
-            return unauthorized(f"the JWT is not valid: {exc}", "INVALID_TOKEN")
+            return unauthorized(f"the JWT is not valid: {exc}", ErrorCode.INVALID_TOKEN)
         subject = claims.get("sub")
         request[CLIENT] = f"jwt:{subject}" if isinstance(subject, str) and subject else "jwt"
         return await handler(request)

@@ -5,63 +5,73 @@ from __future__ import annotations
 import contextlib
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from supervisor.api import answers, bodies
 from supervisor.api import validation as v
-from supervisor.api.answers import ok
-from supervisor.api.errors import ApiError
+from supervisor.api.codes import ErrorCode
+from supervisor.api.errors import ApiError, ok
 from supervisor.api.keys import EVENTS, REGISTRY, WEBHOOKS
+from supervisor.api.operations import Reply, json_reply, operation, session_operation
 from supervisor.events.log import envelope
 
 routes = web.RouteTableDef()
 
-MAX_LIMIT = 1000
-MAX_SEQ = 2**63 - 1  # SQLite's INTEGER: a larger number cannot even be bound to a query
 STREAM_KEEPALIVE = 15.0
 
 
-def _seq(raw: str | None, name: str) -> int:
-    if raw is None or raw == "":
-        return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_QUERY", f"{name} must be an event id (an integer)") from None
-    if not 0 <= value <= MAX_SEQ:
-        raise ApiError(400, "INVALID_QUERY", f"{name} must be between 0 and {MAX_SEQ}")
-    return value
+# An empty since= means "from the start" (as it always did): clients build it from an unset cursor.
+BLANK_IS_ABSENT = ("since",)
 
 
-def _session_filter(request: web.Request) -> str | None:
-    raw = request.query.get("sessionId")
-    return None if raw is None else v.session_id(raw)
-
-
-@routes.get("/events")
+@operation(
+    routes,
+    "GET",
+    "/events",
+    id="listEvents",
+    tag="events",
+    summary="Replay the durable event log (messages, statuses, receipts), oldest first",
+    query=bodies.EventsQuery,
+    ok=json_reply(answers.EventsPage),
+    errors=(400,),
+)
 async def list_events(request: web.Request) -> web.Response:
-    since = _seq(request.query.get("since"), "since")
-    raw_limit = request.query.get("limit")
-    limit = 100 if raw_limit is None else _seq(raw_limit, "limit")
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(400, "INVALID_QUERY", f"limit must be between 1 and {MAX_LIMIT}")
+    asked = v.query(request, bodies.EventsQuery, blank_is_absent=BLANK_IS_ABSENT)
     events = request.app[EVENTS]
-    rows = await events.since(since, limit=limit, session_id=_session_filter(request))
+    rows = await events.since(asked.since, limit=asked.limit, session_id=asked.sessionId)
     data: dict[str, Any] = {
         "events": [envelope(r) for r in rows],
         # Pass nextSince back as `since` to continue; equal to `since` when there was nothing new.
-        "nextSince": rows[-1].seq if rows else since,
+        "nextSince": rows[-1].seq if rows else asked.since,
         "latest": await events.store.last_event_seq(),
     }
     return ok(data)
 
 
-@routes.get("/events/stream")
+@operation(
+    routes,
+    "GET",
+    "/events/stream",
+    id="streamEvents",
+    tag="events",
+    summary="The event log as a live Server-Sent Events stream (resumes from Last-Event-ID)",
+    query=bodies.StreamQuery,
+    headers=bodies.StreamHeaders,
+    errors=(400,),
+    ok=Reply(
+        "text/event-stream: one event per log entry; its data is an Event as JSON",
+        {"text/event-stream": answers.StreamedEvent},
+        enveloped=False,
+    ),
+)
 async def stream_events(request: web.Request) -> web.StreamResponse:
+    asked = v.query(request, bodies.StreamQuery, blank_is_absent=BLANK_IS_ABSENT)
+    last_id = request.headers.get("Last-Event-ID") or None
+    resume = v.parse(bodies.StreamHeaders, {"Last-Event-ID": last_id} if last_id else {}).lastEventId
     # Last-Event-ID (what EventSource sends on reconnect) wins over ?since=.
-    cursor = _seq(request.headers.get("Last-Event-ID") or request.query.get("since"), "Last-Event-ID")
-    session_id = _session_filter(request)
+    cursor = resume if resume is not None else asked.since or 0
+    session_id = asked.sessionId
     events = request.app[EVENTS]
     registry = request.app[REGISTRY]
     response = web.StreamResponse(
@@ -83,55 +93,60 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _webhook_url(value: object) -> str:
-    if not isinstance(value, str) or len(value) > 2048:
-        raise ApiError(400, "INVALID_WEBHOOK", "url must be an http(s) URL of at most 2048 characters")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(400, "INVALID_WEBHOOK", "url must be an http(s) URL")
-    return value
-
-
-def webhook_fields(body: object) -> tuple[str, str | None]:
-    """``(url, secret)`` from a ``{url, secret?}`` object, or a 400."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_WEBHOOK", "webhook must be an object {url, secret?}")
-    url = _webhook_url(body.get("url"))
-    secret = body.get("secret")
-    if secret is not None and (not isinstance(secret, str) or not 16 <= len(secret) <= 256):
-        raise ApiError(400, "INVALID_WEBHOOK", "secret must be a string of 16 to 256 characters")
-    return url, secret
-
-
-async def set_webhook(request: web.Request, session_id: str, fields: tuple[str, str | None]) -> dict[str, Any]:
+async def set_webhook(request: web.Request, session_id: str, asked: bodies.WebhookRequest) -> dict[str, Any]:
     """Set a session's webhook; answers ``{sessionId, url, secret}`` (the secret, generated if not given)."""
-    url, secret = fields
-    secret = await request.app[WEBHOOKS].set(session_id, url, secret)
-    return {"sessionId": session_id, "url": url, "secret": secret}
+    secret = await request.app[WEBHOOKS].set(session_id, asked.url, asked.secret)
+    return {"sessionId": session_id, "url": asked.url, "secret": secret}
 
 
-@routes.put("/session/{id}/webhook")
+@session_operation(
+    routes,
+    "PUT",
+    "/session/{id}/webhook",
+    id="putWebhook",
+    tag="events",
+    summary="Set the session's webhook: its events are POSTed there, signed with the secret",
+    body=bodies.WebhookRequest,
+    ok=json_reply(answers.WebhookSet),
+    errors=(413, 415),
+)
 async def put_webhook(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     request.app[REGISTRY].get(session_id)
-    data = await set_webhook(request, session_id, webhook_fields(await v.json_body(request)))
+    data = await set_webhook(request, session_id, await v.body(request, bodies.WebhookRequest))
     return ok(data)
 
 
-@routes.get("/session/{id}/webhook")
+@session_operation(
+    routes,
+    "GET",
+    "/session/{id}/webhook",
+    id="getWebhook",
+    tag="events",
+    summary="The session's webhook and its delivery figures",
+    ok=json_reply(answers.WebhookInfo),
+)
 async def get_webhook(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     request.app[REGISTRY].get(session_id)
     described = request.app[WEBHOOKS].describe(session_id)
     if described is None:
-        raise ApiError(404, "WEBHOOK_NOT_FOUND", f"session {session_id!r} has no webhook")
+        raise ApiError(404, ErrorCode.WEBHOOK_NOT_FOUND, f"session {session_id!r} has no webhook")
     return ok({"sessionId": session_id, **described})
 
 
-@routes.delete("/session/{id}/webhook")
+@session_operation(
+    routes,
+    "DELETE",
+    "/session/{id}/webhook",
+    id="deleteWebhook",
+    tag="events",
+    summary="Remove the session's webhook",
+    ok=json_reply(answers.Deleted),
+)
 async def delete_webhook(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     request.app[REGISTRY].get(session_id)
     if not await request.app[WEBHOOKS].remove(session_id):
-        raise ApiError(404, "WEBHOOK_NOT_FOUND", f"session {session_id!r} has no webhook")
+        raise ApiError(404, ErrorCode.WEBHOOK_NOT_FOUND, f"session {session_id!r} has no webhook")
     return ok({"sessionId": session_id, "deleted": True})

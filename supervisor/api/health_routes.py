@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 import psutil
 from aiohttp import web
 
+from supervisor.api import answers
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
+from supervisor.api.operations import json_reply, operation
 
 routes = web.RouteTableDef()
 
@@ -99,7 +101,19 @@ async def _backend(app: web.Application, url: str | None) -> dict[str, Any]:
     return answer
 
 
-@routes.get("/health")
+@operation(
+    routes,
+    "GET",
+    "/health",
+    id="health",
+    tag="operations",
+    summary="Worker health (no credentials needed)",
+    open=True,
+    ok={
+        200: json_reply(answers.Health, "healthy or degraded", enveloped=False),
+        503: json_reply(answers.Health, "unhealthy (database or storage unusable) or draining", enveloped=False),
+    },
+)
 async def health(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     settings = request.app[SETTINGS]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from supervisor.api import health_routes, metrics, openapi, session_routes
+from supervisor.api import docs, health_routes, metrics, openapi, session_routes
 from supervisor.api.auth import token_middleware
 from supervisor.api.errors import error_middleware
 from supervisor.api.ratelimit import RateLimiter, RateLimits
@@ -39,4 +39,5 @@ def install_api(app: web.Application, settings: Settings, token: str) -> None:
     app.add_routes(session_routes.routes)
     app.add_routes(metrics.routes)
     app.add_routes(openapi.routes)
-    openapi.add_docs_assets(app)
+    app.add_routes(docs.routes)
+    docs.add_assets(app)

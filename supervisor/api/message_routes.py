@@ -4,38 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import mimetypes
 import secrets
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from supervisor.api import send_request, upload
+from supervisor.api import answers, bodies, send_request, upload
 from supervisor.api import validation as v
-from supervisor.api.answers import ok
-from supervisor.api.errors import ApiError
+from supervisor.api.codes import ErrorCode
+from supervisor.api.errors import ApiError, ok
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE
+from supervisor.api.operations import json_reply, session_operation
 from supervisor.messaging.outbox import IdempotencyConflict
 from supervisor.storage.service import StorageError
 
 log = logging.getLogger("supervisor.api.messages")
 routes = web.RouteTableDef()
 
-MAX_PAGE = 500
-DIRECTIONS = ("in", "out")
 
-
-@routes.post("/session/{id}/send")
+@session_operation(
+    routes,
+    "POST",
+    "/session/{id}/send",
+    id="sendMessage",
+    tag="messages",
+    summary="Send a message (JSON: text, location, contact, reaction; multipart/form-data: media)",
+    body=bodies.SendRequest,
+    form=bodies.SendMediaRequest,
+    headers=bodies.SendHeaders,
+    ok={
+        200: json_reply(answers.SendResult, "sent (or failed) within SEND_TIMEOUT"),
+        202: json_reply(answers.SendResult, "accepted and kept in the outbox; not confirmed yet"),
+    },
+    errors=(409, 413, 415, 429, 503),
+)
 async def send_message(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
-    key = send_request.idempotency_key(request.headers)
+    key = v.headers(request, bodies.SendHeaders).idempotencyKey
     registry = request.app[REGISTRY]
     session = registry.get(session_id)  # 404 before anything else
     if request.content_type.startswith("multipart/"):
         if session.status != "connected":
             # Refused before the upload is read: the client should not stream megabytes for nothing.
-            raise ApiError(409, "SESSION_NOT_CONNECTED", f"session {session_id!r} is {session.status}, not connected")
+            raise ApiError(
+                409, ErrorCode.SESSION_NOT_CONNECTED, f"session {session_id!r} is {session.status}, not connected"
+            )
         message = await _receive_media(request, session_id)
     else:
         message = send_request.parse_json_message(await v.json_body(request))
@@ -44,7 +59,7 @@ async def send_message(request: web.Request) -> web.Response:
         digest = send_request.fingerprint(message) if key is not None else ""
         answer = await registry.send(session_id, message, idempotency_key=key, fingerprint=digest)
     except IdempotencyConflict as exc:
-        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", str(exc)) from None
+        raise ApiError(409, ErrorCode.IDEMPOTENCY_KEY_REUSED, str(exc)) from None
     data = dict(answer.data)
     if message.get("media_path"):
         data["mediaUrl"] = await registry.sent_media_url(session_id, data["messageId"])
@@ -84,63 +99,36 @@ async def _receive_media(request: web.Request, session_id: str) -> dict[str, Any
     return message
 
 
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_QUERY", f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, "INVALID_QUERY", f"{name} must be between {low} and {high}")
-    return value
-
-
-def _time_query(request: web.Request, name: str) -> float | None:
-    """Epoch seconds or ISO 8601."""
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(value):
-            raise ApiError(400, "INVALID_QUERY", f"{name} must be a finite time")
-        return value
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise ApiError(400, "INVALID_QUERY", f"{name} must be epoch seconds or an ISO 8601 time") from None
-
-
-@routes.get("/session/{id}/messages")
+@session_operation(
+    routes,
+    "GET",
+    "/session/{id}/messages",
+    id="listMessages",
+    tag="messages",
+    summary="Message history, newest first",
+    query=bodies.MessagesQuery,
+    ok=json_reply(answers.MessagesPage),
+)
 async def list_messages(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     registry = request.app[REGISTRY]
     registry.get(session_id)
-    limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
-    offset = _int_query(request, "offset", 0, 0, 10**9)
-    contact = request.query.get("contact")
-    chat = v.phone_target(contact, field="contact") if contact is not None else None
-    direction = request.query.get("direction")
-    if direction is not None and direction not in DIRECTIONS:
-        raise ApiError(400, "INVALID_QUERY", "direction must be 'in' or 'out'")
+    asked = v.query(request, bodies.MessagesQuery)
     views, total = await registry.history(
         session_id,
-        limit=limit,
-        offset=offset,
-        chat=chat,
-        direction=direction,
-        since=_time_query(request, "since"),
-        until=_time_query(request, "until"),
+        limit=asked.limit,
+        offset=asked.offset,
+        chat=asked.contact,
+        direction=asked.direction,
+        since=_epoch(asked.since),
+        until=_epoch(asked.until),
     )
     data: dict[str, Any] = {
         "messages": views,
-        "pagination": {"total": total, "limit": limit, "offset": offset},
+        "pagination": {"total": total, "limit": asked.limit, "offset": asked.offset},
     }
     return ok(data)
+
+
+def _epoch(bound: float | datetime | None) -> float | None:
+    return bound.timestamp() if isinstance(bound, datetime) else bound

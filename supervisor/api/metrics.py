@@ -20,8 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from supervisor.api.errors import ApiError, Handler
+from supervisor.api import answers, bodies
+from supervisor.api import validation as v
+from supervisor.api.errors import Handler
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
+from supervisor.api.operations import Reply, operation, template
 from supervisor.api.storage_metrics import StorageCollector
 from supervisor.messaging.figures import MessageFigures
 from supervisor.sessions.snapshot import WorkerSnapshot
@@ -82,7 +85,7 @@ def _route_of(request: web.Request) -> str:
     route = getattr(request.match_info, "route", None)
     resource = getattr(route, "resource", None)
     # Unmatched paths share one label: a scanner's random URLs must not create series.
-    return resource.canonical if resource is not None else "unmatched"
+    return template(resource.canonical) if resource is not None else "unmatched"
 
 
 @web.middleware
@@ -154,24 +157,31 @@ class DatabaseCollector(Collector):
                                 value=self.outbox_waiting)
 
 
-def _wants_prometheus(request: web.Request) -> bool:
-    fmt = request.query.get("format")
+def _wants_prometheus(request: web.Request, fmt: str | None) -> bool:
     if fmt is not None:
         return fmt == "prometheus"
     accept = request.headers.get("Accept", "")
     return "text/plain" in accept or "openmetrics" in accept
 
 
-@routes.get("/metrics")
+@operation(
+    routes,
+    "GET",
+    "/metrics",
+    id="metrics",
+    tag="operations",
+    summary="Worker figures: JSON, or Prometheus text with ?format=prometheus or Accept: text/plain",
+    query=bodies.MetricsQuery,
+    errors=(400,),
+    ok=Reply("figures", {"application/json": answers.Metrics, "text/plain": {"type": "string"}}, enveloped=False),
+)
 async def metrics(request: web.Request) -> web.Response:
-    fmt = request.query.get("format")
-    if fmt is not None and fmt not in ("json", "prometheus"):
-        raise ApiError(400, "INVALID_QUERY", "format must be 'json' or 'prometheus'")
+    fmt = v.query(request, bodies.MetricsQuery).format
     registry = request.app[REGISTRY]
     snap = registry.snapshot()
     figures = await registry.message_figures()
     commits, writes, outbox_waiting = registry.database_figures()
-    if _wants_prometheus(request):
+    if _wants_prometheus(request, fmt):
         scrape = CollectorRegistry()
         scrape.register(SessionCollector(snap, figures))
         scrape.register(DatabaseCollector(commits, writes, outbox_waiting))

@@ -13,6 +13,7 @@ refused request answers 429 with ``Retry-After`` in seconds.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from supervisor.api.auth import CLIENT
+from supervisor.api.bodies import SESSION_ID_PATTERN
+from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import ApiError, Handler
-from supervisor.api.validation import SESSION_ID
+from supervisor.api.operations import template
 
+SESSION_ID = re.compile(SESSION_ID_PATTERN)
 SEND_ROUTE = ("POST", "/session/{id}/send")
 SESSION_OPS = frozenset(
     {
@@ -57,15 +61,18 @@ class TokenBucket:
     tokens: float
     updated: float
 
+    def refill(self, now: float) -> None:
+        """Add what the time since the last look earned, up to the capacity."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_minute / 60.0)
+        self.updated = now
+
     def take(self, now: float) -> float:
         """Take one token: 0.0, or the seconds until one is there (nothing taken)."""
-        rate = self.per_minute / 60.0
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * rate)
-        self.updated = now
+        self.refill(now)
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return 0.0
-        return (1.0 - self.tokens) / rate
+        return (1.0 - self.tokens) * 60.0 / self.per_minute
 
 
 # Idle clients' buckets (full again) are forgotten past this many clients.
@@ -102,7 +109,7 @@ class RateLimiter:
             retry_after = max(1, math.ceil(wait))
             raise ApiError(
                 429,
-                "RATE_LIMITED",
+                ErrorCode.RATE_LIMITED,
                 f"session operations: at most {int(bucket.capacity)} at once, then {per_minute} per minute;"
                 f" retry in {retry_after}s",
                 headers={"Retry-After": str(retry_after)},
@@ -110,8 +117,8 @@ class RateLimiter:
 
     def _forget_idle(self, now: float) -> None:
         for client, bucket in list(self._buckets.items()):
-            bucket.take(now)  # refills it (and spends a token it no longer needs: it is dropped)
-            if bucket.tokens + 1.0 >= bucket.capacity:
+            bucket.refill(now)
+            if bucket.tokens >= bucket.capacity:  # full: forgetting it changes nothing
                 del self._buckets[client]
 
     async def _hit(self, item: RateLimitItem, scope: str, key: str, what: str) -> None:
@@ -121,7 +128,7 @@ class RateLimiter:
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise ApiError(
             429,
-            "RATE_LIMITED",
+            ErrorCode.RATE_LIMITED,
             f"{what}: at most {item.amount} per minute; retry in {retry_after}s",
             headers={"Retry-After": str(retry_after)},
         )
@@ -133,7 +140,7 @@ class RateLimiter:
         resource = getattr(route, "resource", None)
         if resource is None:
             return
-        key = (request.method, resource.canonical)
+        key = (request.method, template(resource.canonical))
         session_id = info.get("id")
         if session_id is not None and not SESSION_ID.fullmatch(session_id):
             return  # a malformed id is the handler's 400 and costs nothing: it touches no process

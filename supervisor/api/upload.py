@@ -19,6 +19,7 @@ from typing import IO, Any
 import filetype
 from aiohttp import BodyPartReader, web
 
+from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import ApiError
 
 CHUNK = 256 * 1024
@@ -48,13 +49,13 @@ def _write(f: IO[bytes], digest: Any, data: bytes) -> None:
 async def receive(request: web.Request, target: Path, *, max_bytes: int) -> Upload:
     """Stream a multipart/form-data upload into ``target``; raise ApiError (400/413/415) on bad input."""
     if request.content_type != "multipart/form-data":
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send media as multipart/form-data")
+        raise ApiError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send media as multipart/form-data")
     if request.content_length is not None and request.content_length > max_bytes + MAX_FIELD * 8:
-        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the upload is larger than {max_bytes // (1024 * 1024)} MB")
+        raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"the upload is larger than {max_bytes // (1024 * 1024)} MB")
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
-        raise ApiError(400, "INVALID_MULTIPART", f"malformed multipart body: {exc}") from None
+        raise ApiError(400, ErrorCode.INVALID_MULTIPART, f"malformed multipart body: {exc}") from None
     fields: dict[str, str] = {}
     got_file: tuple[int, str, str | None, str | None] | None = None
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
@@ -64,26 +65,26 @@ async def receive(request: web.Request, target: Path, *, max_bytes: int) -> Uplo
             if part is None:
                 break
             if not isinstance(part, BodyPartReader):
-                raise ApiError(400, "INVALID_MULTIPART", "nested multipart bodies are not accepted")
+                raise ApiError(400, ErrorCode.INVALID_MULTIPART, "nested multipart bodies are not accepted")
             if part.name in FILE_PARTS and part.filename is not None:
                 if got_file is not None:
-                    raise ApiError(400, "INVALID_MULTIPART", "send exactly one file part")
+                    raise ApiError(400, ErrorCode.INVALID_MULTIPART, "send exactly one file part")
                 size, digest = await _stream(part, target, max_bytes)
                 got_file = (size, digest, part.filename, part.headers.get("Content-Type"))
             elif part.name:
                 value = await part.read(decode=True)
                 if len(value) > MAX_FIELD:
-                    raise ApiError(400, "INVALID_FIELD", f"form field {part.name} is too long")
+                    raise ApiError(400, ErrorCode.INVALID_FIELD, f"form field {part.name} is too long")
                 fields[part.name] = value.decode("utf-8", "replace")
     except BaseException:
         await asyncio.to_thread(target.unlink, True)
         raise
     if got_file is None:
-        raise ApiError(400, "MEDIA_MISSING", "a media message needs a file part named 'file'")
+        raise ApiError(400, ErrorCode.MEDIA_MISSING, "a media message needs a file part named 'file'")
     size, digest, filename, declared = got_file
     if size == 0:
         await asyncio.to_thread(target.unlink, True)
-        raise ApiError(400, "MEDIA_MISSING", "the file part is empty")
+        raise ApiError(400, ErrorCode.MEDIA_MISSING, "the file part is empty")
     return Upload(target, size, digest, _mimetype(target, filename, declared), filename, fields)
 
 
@@ -95,7 +96,9 @@ async def _stream(part: BodyPartReader, target: Path, max_bytes: int) -> tuple[i
         while chunk := await part.read_chunk(CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the file is larger than {max_bytes // (1024 * 1024)} MB")
+                raise ApiError(
+                    413, ErrorCode.PAYLOAD_TOO_LARGE, f"the file is larger than {max_bytes // (1024 * 1024)} MB"
+                )
             await asyncio.to_thread(_write, f, digest, chunk)
         # On disk before the message is accepted: the outbox may hand it to a process after a crash.
         await asyncio.to_thread(os.fsync, f.fileno())
@@ -122,5 +125,7 @@ def check_type(upload: Upload, kind: str) -> None:
     sniffed: Any = filetype.guess_mime(str(upload.path))
     if not (isinstance(sniffed, str) and sniffed.startswith(family)):
         raise ApiError(
-            415, "MEDIA_TYPE_MISMATCH", f"the file is {sniffed or 'of an unknown type'}, not {family.rstrip('/')}"
+            415,
+            ErrorCode.MEDIA_TYPE_MISMATCH,
+            f"the file is {sniffed or 'of an unknown type'}, not {family.rstrip('/')}",
         )
