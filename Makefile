@@ -37,8 +37,11 @@ lock: $(STAMP)
 	( echo "# pip freeze of the tested environment: \`make lock\` regenerates it."; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v ' @ ' ) > requirements.lock
 
+# What CI checks before the tests (.ci/run): lint, formatting, types (tests included).
+LINTED := supervisor session_proc transport common tests bench
 lint: $(STAMP)
-	$(BIN)/ruff check supervisor session_proc transport common tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 clean:

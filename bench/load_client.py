@@ -26,8 +26,7 @@ class LoadClient:
         """POST a JSON body; the answer's status and body."""
         data = json.dumps(body).encode()
         request = (
-            f"POST {path} HTTP/1.1\r\n{self._head}Content-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
+            f"POST {path} HTTP/1.1\r\n{self._head}Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         ).encode() + data
         conn = self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
         reader, writer = conn

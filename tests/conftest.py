@@ -15,6 +15,8 @@ from supervisor.api.errors import error_middleware
 # Strict wire contract (transport/wire.py): a protocol error is raised where it is received, in this
 # process and in every worker and session process the tests start (they inherit the environment).
 os.environ["WA_WIRE_STRICT"] = "1"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     contract.install()
     original = test_utils.TestServer.start_server
@@ -29,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if whole or error_middleware in self.app.middlewares:
             contract.watch(str(self.make_url("")), whole_api=whole)
 
-    test_utils.TestServer.start_server = start_server  # type: ignore[method-assign]
+    test_utils.TestServer.start_server = start_server  # type: ignore[method-assign,assignment]
 
 
 @pytest.fixture(autouse=True)

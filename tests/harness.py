@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import contract
@@ -51,7 +51,7 @@ async def wait_for(
     while True:
         last = await check()
         if last:
-            return last
+            return cast("T", last)
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or check}; last: {last!r}")
         await asyncio.sleep(interval)
@@ -60,7 +60,7 @@ async def wait_for(
 def pid_alive(pid: int) -> bool:
     try:
         proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 

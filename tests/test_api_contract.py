@@ -56,8 +56,9 @@ async def raw(w: Worker, method: str, path: str, **kwargs: Any) -> tuple[int, An
 async def test_session_lifecycle_as_the_backend_calls_it(tmp_path: Path) -> None:
     async with running_worker(tmp_path / "w") as w:
         # create: waits for the first QR and hands it out as a PNG data URL
-        data = assert_ok(*await w.api("POST", "/session/create",
-                                      json={"sessionId": "shop-1", "userId": "u1", "sessionName": "Shop"}))
+        data = assert_ok(
+            *await w.api("POST", "/session/create", json={"sessionId": "shop-1", "userId": "u1", "sessionName": "Shop"})
+        )
         assert set(data) == {"sessionId", "status", "qrCode"}
         assert data["sessionId"] == "shop-1" and data["status"] == "qr_ready"
         assert data["qrCode"].startswith("data:image/png;base64,")
@@ -85,8 +86,19 @@ async def test_session_lifecycle_as_the_backend_calls_it(tmp_path: Path) -> None
 
         listed = assert_ok(*await w.api("GET", "/sessions"))
         [item] = listed["sessions"]
-        for key in ("sessionId", "status", "phoneNumber", "pid", "restarts", "uptime", "cpuPercent", "memory",
-                    "lastExit", "lastError", "qrCount"):
+        for key in (
+            "sessionId",
+            "status",
+            "phoneNumber",
+            "pid",
+            "restarts",
+            "uptime",
+            "cpuPercent",
+            "memory",
+            "lastExit",
+            "lastError",
+            "qrCount",
+        ):
             assert key in item, key
         assert set(item["memory"]) == {"rss", "uss"} and item["pid"] > 0
 
@@ -99,8 +111,19 @@ async def test_session_lifecycle_as_the_backend_calls_it(tmp_path: Path) -> None
         page = assert_ok(*await w.api("GET", "/session/shop-1/messages?limit=10&offset=0"))
         assert page["pagination"] == {"total": 1, "limit": 10, "offset": 0}
         [msg] = page["messages"]
-        for key in ("id", "direction", "chat", "from", "to", "type", "text", "caption", "mediaUrl", "timestamp",
-                    "status"):
+        for key in (
+            "id",
+            "direction",
+            "chat",
+            "from",
+            "to",
+            "type",
+            "text",
+            "caption",
+            "mediaUrl",
+            "timestamp",
+            "status",
+        ):
             assert key in msg, key
         assert msg["id"] == sent["messageId"] and msg["direction"] == "out"
 
@@ -163,17 +186,42 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("GET", "/session/abc%0A/status", {}, 400, "INVALID_SESSION_ID"),
     ("POST", "/session/create", {"json": {"sessionId": "abc\n"}}, 400, "INVALID_SESSION_ID"),
     # bodies: not JSON, malformed JSON, not an object, too large
-    ("POST", "/session/create", {"data": "sessionId=x", "headers": {"Content-Type": "text/plain"}}, 415,
-     "UNSUPPORTED_MEDIA_TYPE"),
-    ("POST", "/session/create", {"data": "{nope", "headers": {"Content-Type": "application/json"}}, 400,
-     "INVALID_JSON"),
+    (
+        "POST",
+        "/session/create",
+        {"data": "sessionId=x", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    ),
+    (
+        "POST",
+        "/session/create",
+        {"data": "{nope", "headers": {"Content-Type": "application/json"}},
+        400,
+        "INVALID_JSON",
+    ),
     ("POST", "/session/create", {"json": ["sessionId"]}, 400, "INVALID_JSON"),
-    ("POST", "/session/create", {"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, 400,
-     "INVALID_JSON"),
-    ("POST", "/session/create", {"data": b'{"sessionId": "ok", "userId": "\\ud800"}',
-                                 "headers": {"Content-Type": "application/json"}}, 400, "INVALID_JSON"),
-    ("POST", "/session/create", {"data": b"[" * 5000, "headers": {"Content-Type": "application/json"}}, 400,
-     "INVALID_JSON"),
+    (
+        "POST",
+        "/session/create",
+        {"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}},
+        400,
+        "INVALID_JSON",
+    ),
+    (
+        "POST",
+        "/session/create",
+        {"data": b'{"sessionId": "ok", "userId": "\\ud800"}', "headers": {"Content-Type": "application/json"}},
+        400,
+        "INVALID_JSON",
+    ),
+    (
+        "POST",
+        "/session/create",
+        {"data": b"[" * 5000, "headers": {"Content-Type": "application/json"}},
+        400,
+        "INVALID_JSON",
+    ),
     ("POST", "/session/create", {"json": {"sessionId": "big", "sessionName": BIG}}, 413, "PAYLOAD_TOO_LARGE"),
     # unknown sessions
     ("GET", "/session/nobody/qr", {}, 404, "SESSION_NOT_FOUND"),
@@ -190,15 +238,19 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/session/idle/send", {"json": {"to": "12", "text": "x"}}, 400, "INVALID_TARGET"),
     ("POST", "/session/idle/send", {"json": {"to": 628123, "text": "x"}}, 400, "INVALID_TARGET"),
     ("POST", "/session/idle/send", {"json": {"to": "628123@evil.com", "text": "x"}}, 400, "INVALID_TARGET"),
-    ("POST", "/session/idle/send", {"json": {"to": "628123", "type": "hologram", "text": "x"}}, 400,
-     "INVALID_TYPE"),
+    ("POST", "/session/idle/send", {"json": {"to": "628123", "type": "hologram", "text": "x"}}, 400, "INVALID_TYPE"),
     ("POST", "/session/idle/send", {"json": {"to": "628123", "text": ""}}, 400, "INVALID_FIELD"),
     ("POST", "/session/idle/send", {"json": {"to": "628123", "text": "x"}}, 409, "SESSION_NOT_CONNECTED"),
     ("POST", "/session/idle/pair-code", {"json": {"phoneNumber": "phone"}}, 400, "INVALID_PHONE"),
     ("POST", "/session/idle/pair-code", {"json": {"phoneNumber": "628123@s.whatsapp.net"}}, 400, "INVALID_PHONE"),
     ("POST", "/session/idle/pair-code", {"json": {}}, 400, "INVALID_PHONE"),
-    ("POST", "/session/idle/pair-code", {"data": "x", "headers": {"Content-Type": "text/plain"}}, 415,
-     "UNSUPPORTED_MEDIA_TYPE"),
+    (
+        "POST",
+        "/session/idle/pair-code",
+        {"data": "x", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    ),
     # limit / offset ranges
     ("GET", "/session/idle/messages?limit=0", {}, 400, "INVALID_QUERY"),
     ("GET", "/session/idle/messages?limit=501", {}, 400, "INVALID_QUERY"),
@@ -233,8 +285,16 @@ async def test_every_bad_input_answers_in_the_one_error_shape(tmp_path: Path) ->
 
 
 TRAVERSALS = [
-    "..", "..%2F..%2Fvictim", "..%2fvictim", "%2e%2e%2fvictim", "%2e%2e", "..%5Cvictim", "victim%00",
-    "%2Fetc%2Fpasswd", ".%2E%2Fvictim", "a%2F..%2F..%2Fvictim",
+    "..",
+    "..%2F..%2Fvictim",
+    "..%2fvictim",
+    "%2e%2e%2fvictim",
+    "%2e%2e",
+    "..%5Cvictim",
+    "victim%00",
+    "%2Fetc%2Fpasswd",
+    ".%2E%2Fvictim",
+    "a%2F..%2F..%2Fvictim",
 ]
 
 
@@ -332,7 +392,8 @@ async def test_health_and_metrics_show_real_figures(tmp_path: Path) -> None:
         database = metrics["database"]  # the create above wrote the session: at least one commit
         assert database["writes"] >= database["commits"] >= 1 and database["outboxWaiting"] == 0
 
-        for kwargs in ({"params": {"format": "prometheus"}}, {"headers": {"Accept": "text/plain"}}):
+        asks: list[dict[str, Any]] = [{"params": {"format": "prometheus"}}, {"headers": {"Accept": "text/plain"}}]
+        for kwargs in asks:
             assert w.http is not None
             async with w.http.get(f"{w.url}/metrics", **kwargs) as resp:
                 assert resp.status == 200 and resp.content_type == "text/plain"

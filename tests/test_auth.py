@@ -49,15 +49,23 @@ REFUSED: list[tuple[str, dict[str, str], int, str]] = [
     ("basic auth", {"Authorization": "Basic dXNlcjpwYXNz"}, 401, "UNAUTHORIZED"),
     ("empty bearer", {"Authorization": "Bearer "}, 401, "UNAUTHORIZED"),
     ("garbage bearer", {"Authorization": "Bearer not.a.jwt"}, 401, "INVALID_TOKEN"),
-    ("expired", {"Authorization": f"Bearer {make_jwt({'sub': 'b', 'exp': int(time.time()) - 120})}"}, 401,
-     "TOKEN_EXPIRED"),
+    (
+        "expired",
+        {"Authorization": f"Bearer {make_jwt({'sub': 'b', 'exp': int(time.time()) - 120})}"},
+        401,
+        "TOKEN_EXPIRED",
+    ),
     ("no exp", {"Authorization": f"Bearer {make_jwt({'sub': 'b'})}"}, 401, "INVALID_TOKEN"),
     ("other secret", {"Authorization": f"Bearer {make_jwt(valid_claims(), key='x' * 64)}"}, 401, "INVALID_TOKEN"),
     ("HS512", {"Authorization": f"Bearer {make_jwt(valid_claims(), algorithm='HS512')}"}, 401, "INVALID_TOKEN"),
     ("HS384", {"Authorization": f"Bearer {make_jwt(valid_claims(), algorithm='HS384')}"}, 401, "INVALID_TOKEN"),
     ("alg none", {"Authorization": f"Bearer {unsigned_jwt(valid_claims())}"}, 401, "INVALID_TOKEN"),
-    ("future nbf", {"Authorization": f"Bearer {make_jwt(valid_claims(nbf=int(time.time()) + 600))}"}, 401,
-     "INVALID_TOKEN"),
+    (
+        "future nbf",
+        {"Authorization": f"Bearer {make_jwt(valid_claims(nbf=int(time.time()) + 600))}"},
+        401,
+        "INVALID_TOKEN",
+    ),
 ]
 
 

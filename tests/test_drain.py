@@ -103,8 +103,11 @@ async def test_sigterm_during_a_burst_of_sends_loses_nothing(tmp_path: Path) -> 
         assert code == 0, log
         assert not leftovers and not [p for p in children if pid_alive(p)], "no process outlives the worker"
         lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-        drain_steps = [line["msg"].split()[1] for line in lines if line.get("msg", "").startswith("drain: ")
-                       and line["msg"].split()[1] in DRAIN_STEPS]
+        drain_steps = [
+            line["msg"].split()[1]
+            for line in lines
+            if line.get("msg", "").startswith("drain: ") and line["msg"].split()[1] in DRAIN_STEPS
+        ]
         # The worker's own steps ran, in the plan's order, with whatever other parts registered
         # (backup_auth: storage's step, auth state to object storage before the processes stop).
         assert {"stop_accepting", "finish_sends", "stop_sessions"} <= set(drain_steps), drain_steps

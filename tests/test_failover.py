@@ -44,7 +44,7 @@ async def health(w: Worker) -> dict[str, Any]:
 
 async def backed_up(w: Worker) -> bool:
     storage = await health(w)
-    return storage["backupsDone"] >= 1 and storage["pendingBackups"] == 0
+    return bool(storage["backupsDone"] >= 1 and storage["pendingBackups"] == 0)
 
 
 async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3Server, hub: dict[str, str]) -> None:  # noqa: F811
@@ -144,7 +144,7 @@ async def test_s3_outage_keeps_sessions_messaging_and_the_pending_backup_lands_l
             await w.wait_session("late", lambda s: s["status"] == "connected", what="late linked during the outage")
 
             async def pending() -> bool:
-                return (await health(w))["pendingBackups"] >= 1
+                return bool((await health(w))["pendingBackups"] >= 1)
 
             await wait_for(pending, what="a pending backup")
             # Sessions keep messaging both ways.

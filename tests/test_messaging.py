@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -52,12 +53,21 @@ async def test_history_receipts_and_filters(tmp_path: Path) -> None:
         assert stamps == sorted(stamps, reverse=True)  # newest first
         first = page["messages"][-1]
         assert first["id"] == ids[0] and first["direction"] == "out" and first["text"] == "out 0"
-        assert set(first) >= {"id", "direction", "chat", "from", "to", "type", "text", "caption", "mediaUrl",
-                              "timestamp", "status"}
+        assert set(first) >= {
+            "id",
+            "direction",
+            "chat",
+            "from",
+            "to",
+            "type",
+            "text",
+            "caption",
+            "mediaUrl",
+            "timestamp",
+            "status",
+        }
         # The hub's delivery receipts move outgoing messages to delivered; a read receipt to read.
-        await wait_for(
-            lambda: _all_status(w, "hist", ids, {"delivered"}), what="delivered receipts applied"
-        )
+        await wait_for(lambda: _all_status(w, "hist", ids, {"delivered"}), what="delivered receipts applied")
         await w.hub("POST", "/phones/6280001/read", json={"ids": [ids[0]]})
         await wait_for(lambda: _all_status(w, "hist", ids[:1], {"read"}), what="read receipt applied")
 
@@ -93,13 +103,13 @@ async def test_message_types_reach_the_phone(tmp_path: Path) -> None:
         to = "6280777"
         _, first = await _send(w, "types", {"to": to, "text": "hello", "mentions": ["6280777"]})
         target = first["data"]["messageId"]
-        cases = [
+        cases: list[dict[str, Any]] = [
             {"type": "location", "latitude": -6.2, "longitude": 106.8, "name": "Monas", "address": "Jakarta"},
             {"type": "contact", "contact": {"name": "Budi", "phoneNumber": "628123456"}},
             {"type": "reaction", "messageId": target, "emoji": "👍"},
             {"type": "text", "text": "a reply", "quotedMessageId": target},
         ]
-        sent = {}
+        sent: dict[str, str] = {}
         for case in cases:
             status, resp = await _send(w, "types", {"to": to, **case})
             assert status == 200, resp
@@ -113,14 +123,15 @@ async def test_message_types_reach_the_phone(tmp_path: Path) -> None:
         react = inbox[sent["reaction"]]
         assert react["type"] == "reaction" and react["reactionTo"] == target and react["text"] == "👍"
         assert inbox[sent["text-reply"]]["quotedId"] == target
-        for bad, code in [
+        bad_cases: list[tuple[dict[str, Any], str]] = [
             ({"type": "location", "latitude": 91, "longitude": 0}, "INVALID_FIELD"),
             ({"type": "contact", "contact": {"name": "x"}}, "INVALID_TARGET"),
             ({"type": "reaction", "emoji": "x"}, "INVALID_FIELD"),
             ({"type": "sticker"}, "INVALID_TYPE"),
             ({"type": "text", "text": ""}, "INVALID_FIELD"),
             ({"type": "text", "text": "x", "mentions": "all"}, "INVALID_FIELD"),
-        ]:
+        ]
+        for bad, code in bad_cases:
             status, resp = await _send(w, "types", {"to": to, **bad})
             assert status == 400 and resp["code"] == code, (bad, resp)
         status, resp = await _send(w, "types", {"to": to, "type": "image"})
@@ -202,7 +213,7 @@ async def test_outbox_survives_a_killed_worker(tmp_path: Path) -> None:
         children = w.child_pids()
         await w.stop(signal.SIGKILL)
         for pid in children:  # they leave by themselves; the test only waits for that
-            await wait_for(lambda pid=pid: _gone(pid), timeout=15, what=f"child {pid} exit")
+            await wait_for(functools.partial(_gone, pid), timeout=15, what=f"child {pid} exit")
     finally:
         await w.stop()
     async with running_worker(storage, SEND_TIMEOUT="0.5") as w2:
@@ -290,7 +301,7 @@ async def test_crash_isolation_under_load(tmp_path: Path) -> None:
         assert total >= len(sessions) * per_session // 2, (total, refused)
         for sid in sessions:
             await wait_for(
-                lambda sid=sid: _all_status(w, sid, accepted[sid], {"sent", "delivered", "read"}),
+                functools.partial(_all_status, w, sid, accepted[sid], {"sent", "delivered", "read"}),
                 timeout=60,
                 what=f"{sid}: every accepted message sent",
             )
@@ -364,8 +375,13 @@ async def test_media_round_trip_and_refusals(tmp_path: Path) -> None:
         _, pushed = await w.hub(
             "POST",
             "/phones/6280444/messages",
-            json={"to": PHONE, "type": "image", "caption": "from phone", "mimetype": "image/png",
-                  "mediaBase64": base64.b64encode(photo).decode()},
+            json={
+                "to": PHONE,
+                "type": "image",
+                "caption": "from phone",
+                "mimetype": "image/png",
+                "mediaBase64": base64.b64encode(photo).decode(),
+            },
         )
 
         async def incoming() -> dict[str, Any] | None:

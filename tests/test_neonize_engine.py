@@ -729,7 +729,6 @@ async def test_worker_shows_the_dial_error_and_deletes_the_session_cleanly(tmp_p
         assert not session_dir.exists()
 
 
-
 async def test_pair_code_waits_for_the_first_qr_and_validates_the_number(tmp_path: Path) -> None:
     client = _FakeClient()
     calls: list[tuple[str, bool]] = []

@@ -395,8 +395,13 @@ def _env_example() -> tuple[dict[str, str], set[str]]:
 
 def test_env_example_lists_every_variable_and_loads(tmp_path: Path) -> None:
     values, mentioned = _env_example()
-    recorder = _Recorder(MINIO_ENDPOINT="minio", MINIO_ACCESS_KEY="a" * 20, MINIO_SECRET_KEY="b" * 40,
-                         ENCRYPTION_KEY="k" * 32, LOG_FILE_PATH=str(tmp_path))
+    recorder = _Recorder(
+        MINIO_ENDPOINT="minio",
+        MINIO_ACCESS_KEY="a" * 20,
+        MINIO_SECRET_KEY="b" * 40,
+        ENCRYPTION_KEY="k" * 32,
+        LOG_FILE_PATH=str(tmp_path),
+    )
     load(recorder)
     missing = sorted(recorder.read - mentioned)
     assert not missing, f"add {missing} to .env.example"

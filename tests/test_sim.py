@@ -126,7 +126,7 @@ class HubApi:
     async def device(self, phone: str) -> dict[str, Any]:
         _, body = await self.get("/devices")
         [device] = [d for d in body["devices"] if d["phone"] == phone]
-        return device
+        return dict(device)
 
 
 @pytest.fixture
@@ -498,7 +498,7 @@ async def test_phone_message_is_pushed_and_acked(engines: Engines, api: HubApi) 
     )
 
     async def acked() -> bool:
-        return (await api.device("628800"))["pending"] == 0
+        return bool((await api.device("628800"))["pending"] == 0)
 
     await wait_until(acked)
 
@@ -546,7 +546,7 @@ async def test_message_unacked_when_the_engine_stops_is_redelivered(engines: Eng
     assert message.id == sent["id"]
 
     async def acked() -> bool:
-        return (await api.device("628806"))["pending"] == 0
+        return bool((await api.device("628806"))["pending"] == 0)
 
     await wait_until(acked)
 
@@ -563,7 +563,7 @@ async def test_message_refused_by_the_sink_is_redelivered_on_reconnect(engines: 
     assert (await sink.next("message"))[0].id == sent["id"]
 
     async def acked() -> bool:
-        return (await api.device("628808"))["pending"] == 0
+        return bool((await api.device("628808"))["pending"] == 0)
 
     await wait_until(acked)
 
@@ -622,7 +622,7 @@ async def test_garbage_on_the_router_does_not_kill_the_hub(hub: HubProcess, engi
         await sock.send_multipart([b"two", b"parts"])
         await sock.send(encode(Frame(kind=REQ, op="send", body={"id": "x"}, id=5)))  # no hello first
         await sock.send(encode(Frame(kind=REQ, op="hello", body={"sessionId": 42}, id=6)))  # wrong types
-        replies = {}
+        replies: dict[int, Any] = {}
         for _ in range(2):
             frame = decode(await asyncio.wait_for(sock.recv(), WAIT))
             replies[frame.id] = frame.body
@@ -671,7 +671,7 @@ async def test_hub_exits_when_its_parent_dies(tmp_path: Path) -> None:
 
         async def hub_gone() -> bool:
             try:
-                return hub.status() == psutil.STATUS_ZOMBIE
+                return bool(hub.status() == psutil.STATUS_ZOMBIE)
             except psutil.NoSuchProcess:
                 return True
 

@@ -157,4 +157,3 @@ async def test_garbage_reaches_both_sides_and_is_dropped() -> None:
         ctx.term()
         await dealer.close()
         await router.close()
-

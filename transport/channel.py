@@ -371,7 +371,6 @@ class RouterChannel(_Endpoint):
                     pass  # not connected yet, or gone: the owner's liveness check decides
 
 
-
 class DealerChannel(_Endpoint):
     """The connecting side: one peer (the binder), beaten and watched.
 
@@ -446,4 +445,3 @@ class DealerChannel(_Endpoint):
                     self._spawn(self._on_peer_lost())
             else:
                 lost = False
-

@@ -66,7 +66,7 @@ class ReceiptUpdate:
 def jid_str(jid: JID) -> str:
     """``user@server`` without device or agent (``628123@s.whatsapp.net``, ``1203...@g.us``)."""
     if not jid.User:
-        return jid.Server
+        return str(jid.Server)
     return f"{jid.User}@{jid.Server}"
 
 
@@ -200,6 +200,6 @@ def logged_out_reason(event: LoggedOutEv) -> str:
 
 def _reason_name(value: int) -> str:
     try:
-        return ConnectFailureReason.Name(value).lower()  # type: ignore[arg-type]
+        return str(ConnectFailureReason.Name(value)).lower()  # type: ignore[arg-type]
     except ValueError:
         return f"reason {value}"

@@ -102,9 +102,7 @@ def build_message(
         key = MessageKey(remoteJID=out.to, fromMe=target.from_me, ID=target.id)
         if out.to.endswith("@g.us") and not target.from_me:
             key.participant = target.sender  # in groups the key names the author
-        return Message(
-            reactionMessage=ReactionMessage(key=key, text=out.text or "", senderTimestampMS=int(now * 1000))
-        )
+        return Message(reactionMessage=ReactionMessage(key=key, text=out.text or "", senderTimestampMS=int(now * 1000)))
     raise EngineError("UNSUPPORTED_TYPE", f"cannot send messages of type {kind!r}; known: {', '.join(SEND_TYPES)}")
 
 

@@ -71,9 +71,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     store = HubStore(args.data_dir / "hub.db")
-    hub = Hub(
-        store, zmq_endpoint=args.zmq, qr_ttl=args.qr_ttl, qr_max=args.qr_max, heartbeat_interval=args.heartbeat
-    )
+    hub = Hub(store, zmq_endpoint=args.zmq, qr_ttl=args.qr_ttl, qr_max=args.qr_max, heartbeat_interval=args.heartbeat)
     runner = web.AppRunner(create_app(hub), access_log=None)
     watcher: asyncio.Task[None] | None = None
     try:
@@ -102,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # The worker's log format (JSON lines unless WA_LOG_FORMAT=text or a terminal), like the sessions'.
     fmt = os.environ.get("WA_LOG_FORMAT")
-    logfmt.configure(
-        os.environ.get("LOG_LEVEL", "INFO"), json_lines=None if fmt is None else fmt == "json"
-    )
+    logfmt.configure(os.environ.get("LOG_LEVEL", "INFO"), json_lines=None if fmt is None else fmt == "json")
     logfmt.set_context(component="sim-hub")
     set_title("wa-sim-hub")
     if args.parent_pid is not None:

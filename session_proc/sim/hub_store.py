@@ -280,6 +280,16 @@ class _Transaction:
 def _inbox_entry(row: tuple[Any, ...]) -> InboxEntry:
     (msg_id, phone, from_phone, from_device, kind, text, caption, size, mimetype, ts, deliveries, extra) = row
     return InboxEntry(
-        msg_id, phone, from_phone, from_device, kind, text, caption, size, mimetype, ts, deliveries,
+        msg_id,
+        phone,
+        from_phone,
+        from_device,
+        kind,
+        text,
+        caption,
+        size,
+        mimetype,
+        ts,
+        deliveries,
         json.loads(extra) if extra else {},
     )

@@ -114,15 +114,17 @@ class SessionCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         label = ["sessionId"]
         cpu = GaugeMetricFamily("wa_worker_session_cpu_percent", "CPU use of a session's process", labels=label)
-        rss = GaugeMetricFamily("wa_worker_session_memory_rss_bytes", "Resident memory of a session's process",
-                                labels=label)
-        uss = GaugeMetricFamily("wa_worker_session_memory_uss_bytes", "Unique memory of a session's process",
-                                labels=label)
-        restarts = CounterMetricFamily("wa_worker_session_restarts", "Restarts of a session's process after crashes",
-                                       labels=label)
+        rss = GaugeMetricFamily(
+            "wa_worker_session_memory_rss_bytes", "Resident memory of a session's process", labels=label
+        )
+        uss = GaugeMetricFamily(
+            "wa_worker_session_memory_uss_bytes", "Unique memory of a session's process", labels=label
+        )
+        restarts = CounterMetricFamily(
+            "wa_worker_session_restarts", "Restarts of a session's process after crashes", labels=label
+        )
         up = GaugeMetricFamily("wa_worker_session_up", "1 while the session's process runs", labels=label)
-        connected = GaugeMetricFamily("wa_worker_session_connected", "1 while the session is connected",
-                                      labels=label)
+        connected = GaugeMetricFamily("wa_worker_session_connected", "1 while the session is connected", labels=label)
         for s in self.snapshot.sessions:
             restarts.add_metric([s.session_id], s.restarts)
             up.add_metric([s.session_id], 1 if s.up else 0)
@@ -149,12 +151,15 @@ class DatabaseCollector(Collector):
         self.commits, self.writes, self.outbox_waiting = commits, writes, outbox_waiting
 
     def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily("wa_worker_db_commits", "SQLite commits (each carries one or more writes)",
-                                  value=self.commits)
-        yield CounterMetricFamily("wa_worker_db_writes", "SQLite write transactions, grouped into commits",
-                                  value=self.writes)
-        yield GaugeMetricFamily("wa_worker_outbox_waiting", "Outgoing messages accepted and not settled yet",
-                                value=self.outbox_waiting)
+        yield CounterMetricFamily(
+            "wa_worker_db_commits", "SQLite commits (each carries one or more writes)", value=self.commits
+        )
+        yield CounterMetricFamily(
+            "wa_worker_db_writes", "SQLite write transactions, grouped into commits", value=self.writes
+        )
+        yield GaugeMetricFamily(
+            "wa_worker_outbox_waiting", "Outgoing messages accepted and not settled yet", value=self.outbox_waiting
+        )
 
 
 def _wants_prometheus(request: web.Request, fmt: str | None) -> bool:

@@ -398,11 +398,13 @@ class Store:
         """Drop events older than ``before`` (epoch seconds) that every consumer hearing them has had:
         the retention of the event log never takes an event from a consumer still owed it."""
         return await self._write(
-            lambda c: c.execute(
-                "DELETE FROM events WHERE timestamp < ? AND NOT EXISTS (SELECT 1 FROM consumers c"
-                " WHERE c.last_seq < events.seq AND (c.session_id IS NULL OR c.session_id = events.session_id))",
-                (before,),
-            ).rowcount
+            lambda c: (
+                c.execute(
+                    "DELETE FROM events WHERE timestamp < ? AND NOT EXISTS (SELECT 1 FROM consumers c"
+                    " WHERE c.last_seq < events.seq AND (c.session_id IS NULL OR c.session_id = events.session_id))",
+                    (before,),
+                ).rowcount
+            )
         )
 
     async def consumer_lag(self) -> list[ConsumerLag]:

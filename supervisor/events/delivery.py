@@ -158,7 +158,10 @@ class Deliverer:
             if not outage:
                 # Once per outage: a receiver down for an hour must not write thousands of lines.
                 log.warning(
-                    "%s refused event %d (%s); retrying with backoff", self.target.name, row.seq, error,
+                    "%s refused event %d (%s); retrying with backoff",
+                    self.target.name,
+                    row.seq,
+                    error,
                     extra=self._extra(row),
                 )
                 outage = True
