@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import durability  # noqa: E402
 from harness import TOKEN, Worker, running_worker  # noqa: E402
 from load_client import LoadClient  # noqa: E402
 
@@ -688,6 +689,25 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         f"{results['channel_rtt_s'] * 1e6:.0f} us",
         f"{results['channel_rtt_s'] / b['zmq_rtt_s']:.2f}x bare zmq",
     )
+    d = results.get("durability")
+    if isinstance(d, dict):
+        normal, full = d["commits"]["normal"], d["commits"]["full"]
+        add(
+            "SQLite lone commit, synchronous=FULL",
+            f"{full['lone_commit_ms']:.2f} ms",
+            f"{full['lone_commit_ms'] / normal['lone_commit_ms']:.1f}x NORMAL ({normal['lone_commit_ms']:.2f} ms)",
+        )
+        add(
+            "SQLite grouped writes, synchronous=FULL",
+            f"{full['burst_writes_per_s']:.0f}/s",
+            f"{full['burst_writes_per_s'] / normal['burst_writes_per_s']:.2f}x NORMAL",
+        )
+        r = d["backup_round"]
+        add(
+            f"backup round, {r['sessions']:.0f} changed sessions of {r['db_kib']:.0f} KiB",
+            f"{r['round_cpu_s'] * 1000:.0f} ms CPU ({r['cpu_ms_per_session']:.1f} ms each), {r['round_wall_s']:.2f} s",
+            f"{r['core_share_pct']:.1f}% of a core at BACKUP_INTERVAL={r['interval_s']:.0f}s",
+        )
     c = results.get("contract")
     if isinstance(c, dict):
         add("send body: json.loads", f"{c['json_loads_us']:.1f} us")
@@ -834,6 +854,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     }
     results["channel_rtt_s"] = median([await channel_rtt(args.rtt_rounds) for _ in range(args.repeat)])
     results["contract"] = contract_costs()
+    results["durability"] = {
+        "commits": await durability.commit_costs(),
+        "backup_round": await durability.backup_round(args.sessions),
+    }
     spawners = ["exec", "zygote"]
     variants = [*spawners, "zygote-nofreeze"]
     results["spawn"] = {s: await session_spawn(s, args.spawn_runs) for s in variants}
