@@ -13,9 +13,13 @@ $(STAMP): pyproject.toml requirements.lock
 	@./scripts/system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# swagger-ui-bundle (Swagger UI 4) and its successor swagger-ui-bundle-v2 share one import name.
-	$(BIN)/python -m pip uninstall --quiet --yes swagger-ui-bundle 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock -e '.[test,dev]'
+	@# swagger-ui-bundle (Swagger UI 4, in venvs made before) and its successor swagger-ui-bundle-v2 share
+	@# one import name: removing the old one removes shared files, so the new one is installed again.
+	@if $(BIN)/python -m pip show --quiet swagger-ui-bundle >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall --quiet --yes swagger-ui-bundle && \
+		$(BIN)/python -m pip install --quiet --force-reinstall --no-deps --constraint requirements.lock swagger-ui-bundle-v2; \
+	fi
 	@touch $(STAMP)
 
 # Real WhatsApp (neonize) by default; `WA_ENGINE=sim make run` for the simulated network.

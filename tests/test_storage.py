@@ -18,12 +18,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from harness import TOKEN, running_worker, wait_for
 from s3server import ACCESS_KEY, SECRET_KEY, S3Server, s3  # noqa: F401 - s3 is a fixture
 
 from supervisor.config import load
 from supervisor.storage import snapshot
-from supervisor.storage.backups import BackupScheduler, BackupSettings, manifest_key
+from supervisor.storage.backups import BackupScheduler, BackupSettings, NotLeaseHolder, manifest_key
 from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.leases import LeaseHeld, LeaseManager
 from supervisor.storage.local import LocalObjectStore, check_signature
@@ -31,6 +32,7 @@ from supervisor.storage.objects import ObjectStore, PreconditionFailed
 from supervisor.storage.removals import PendingRemovals
 from supervisor.storage.s3 import MinioObjectStore
 from supervisor.storage.service import build_storage
+from supervisor.storage.versions import SeenVersions
 
 KEY = "k" * 40
 BUCKET = "sessions"
@@ -132,23 +134,29 @@ def test_local_presigned_url_signature(tmp_path: Path) -> None:
 
 
 # -- sealing ---------------------------------------------------------------------------------------
-def test_sealed_backup_opens_only_with_its_key_and_session() -> None:
+V1 = "sessions/s1/auth/01764551958000000000-aa.bak"
+V2 = "sessions/s1/auth/01764551959000000000-bb.bak"
+
+
+def test_sealed_backup_opens_only_with_its_key_session_and_version() -> None:
     cipher = BackupCipher(KEY)
-    blob = cipher.seal(b"auth state", "s1")
-    assert b"auth state" not in blob
-    assert BackupCipher(KEY).open(blob, "s1") == b"auth state"  # another worker, same key
+    blob = cipher.seal(b"auth state", "s1", V2)
+    assert b"auth state" not in blob and blob.startswith(b"WAB2")
+    assert BackupCipher(KEY).open(blob, "s1", V2) == b"auth state"  # another worker, same key
     with pytest.raises(BackupRefused, match="wrong ENCRYPTION_KEY, or it was tampered"):
-        BackupCipher("x" * 40).open(blob, "s1")
+        BackupCipher("x" * 40).open(blob, "s1", V2)
     with pytest.raises(BackupRefused, match="tampered"):
-        BackupCipher(KEY).open(blob, "s2")  # moved to another session's name
+        BackupCipher(KEY).open(blob, "s2", V2)  # moved to another session's name
+    with pytest.raises(BackupRefused, match="tampered"):
+        BackupCipher(KEY).open(blob, "s1", V1)  # copied under another version's name
     tampered = bytearray(blob)
     tampered[-20] ^= 1
     with pytest.raises(BackupRefused, match="tampered"):
-        BackupCipher(KEY).open(bytes(tampered), "s1")
+        BackupCipher(KEY).open(bytes(tampered), "s1", V2)
     with pytest.raises(BackupRefused, match="set ENCRYPTION_KEY"):
-        BackupCipher(None).open(blob, "s1")
+        BackupCipher(None).open(blob, "s1", V2)
     with pytest.raises(BackupRefused, match="not encrypted"):
-        BackupCipher(KEY).open(BackupCipher(None).seal(b"plain", "s1"), "s1")
+        BackupCipher(KEY).open(BackupCipher(None).seal(b"plain", "s1", V2), "s1", V2)
 
 
 # -- snapshots -----------------------------------------------------------------------------------
@@ -406,6 +414,90 @@ async def test_tampered_backup_is_refused_and_nothing_is_written(s3: S3Server, t
         await restorer.restore("s1")
     assert not (target / "s1" / "sim-device.db").exists()
     await backups.objects.close()
+
+
+async def test_a_restore_never_goes_back_to_an_older_version_than_this_worker_has_seen(
+    s3: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    backups, _ = await _backed_up_twice(s3, tmp_path / "a", "first", "second")
+    found = await backups.objects.get(backups.bucket, manifest_key("s1"))
+    assert found is not None
+    newest = json.loads(found.data)
+    older = sorted(k for k in s3.keys(backups.bucket, "sessions/s1/auth/") if k.endswith(".bak"))[0]
+    assert older != newest["object"]
+    seen_file = tmp_path / "b" / "backup-versions.json"
+
+    def restorer() -> BackupScheduler:
+        return BackupScheduler(
+            backups.objects,
+            BackupCipher(KEY),
+            bucket=backups.bucket,
+            sessions_dir=tmp_path / "b" / "sessions",
+            worker_id="w2",
+            settings=BackupSettings(),
+            seen=SeenVersions(seen_file),
+        )
+
+    assert await restorer().restore("s1")  # the newest: remembered on disk
+    # Whoever can write the bucket points the manifest back at the older version (a valid backup).
+    blob = await backups.objects.get(backups.bucket, older)
+    assert blob is not None
+    rolled_back = {**newest, "object": older, "sha256": hashlib.sha256(blob.data).hexdigest()}
+    await backups.objects.put(backups.bucket, manifest_key("s1"), json.dumps(rolled_back).encode())
+    with pytest.raises(BackupRefused, match="older than one this worker has seen"):
+        await restorer().restore("s1")  # a new run of the worker: it read the file again
+    # Copying the old backup under a newer version's name fails authentication instead.
+    renamed = older.replace("/auth/0", "/auth/9")
+    await backups.objects.put(backups.bucket, renamed, blob.data)
+    await backups.objects.put(
+        backups.bucket, manifest_key("s1"), json.dumps({**rolled_back, "object": renamed}).encode()
+    )
+    with pytest.raises(BackupRefused, match="tampered"):
+        await restorer().restore("s1")
+    # A backup in the format that did not authenticate its version is refused once the newer was seen.
+    cipher = BackupCipher(KEY)
+    archive = cipher.open(blob.data, "s1", older)
+    nonce = secrets.token_bytes(12)
+    header = b"WAB1" + cipher._salt + nonce
+    legacy = header + AESGCM(cipher._key(cipher._salt)).encrypt(nonce, archive, header + b"s1")
+    await backups.objects.put(backups.bucket, renamed, legacy)
+    legacy_manifest = {**rolled_back, "object": renamed, "sha256": hashlib.sha256(legacy).hexdigest()}
+    await backups.objects.put(backups.bucket, manifest_key("s1"), json.dumps(legacy_manifest).encode())
+    with pytest.raises(BackupRefused, match="older format"):
+        await restorer().restore("s1")
+    seen_file.unlink()  # a worker that never saw the newer format still restores it (backups made before)
+    assert await restorer().restore("s1")
+    await backups.objects.close()
+
+
+async def test_a_worker_that_lost_the_lease_cannot_make_its_backup_current(
+    s3: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    backups = await _scheduler(s3, tmp_path / "a", KEY)
+    leases = await _leases(s3, backups.bucket, "w1", 30)
+    backups.confirm_lease = leases.confirm
+    _device_db(tmp_path / "a" / "sessions" / "s1", "ours")
+    await leases.acquire("s1")
+    assert await backups.backup_now("s1")
+    found = await backups.objects.get(backups.bucket, manifest_key("s1"))
+    assert found is not None
+    # Another worker took the session over (its lease replaced ours) while this one still runs it.
+    await backups.objects.put(
+        backups.bucket,
+        "sessions/s1/lease.json",
+        json.dumps({"workerId": "w2", "expiresAt": time.time() + 30}).encode(),
+    )
+    _device_db(tmp_path / "a" / "sessions" / "s1", "stale")
+    with pytest.raises(NotLeaseHolder):
+        await backups.backup_now("s1")
+    after = await backups.objects.get(backups.bucket, manifest_key("s1"))
+    assert after is not None and after.data == found.data  # current.json still names the good backup
+    versions = [k for k in s3.keys(backups.bucket, "sessions/s1/auth/") if k.endswith(".bak")]
+    assert versions == [json.loads(found.data)["object"]]  # the refused upload was removed
+    await backups.objects.close()
+    await leases.objects.close()
 
 
 # -- leases ----------------------------------------------------------------------------------------

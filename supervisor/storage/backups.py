@@ -7,7 +7,11 @@ Objects of a session in the sessions bucket::
 
 A backup uploads a new version first and rewrites the manifest only once that
 upload completed, so a half-written upload never replaces a good backup; older
-versions are pruned after the switch. Credential changes arrive in bursts
+versions are pruned after the switch. The manifest is rewritten only right after
+this worker renewed the session's lease (``confirm_lease``): a worker that lost the
+lease can never point ``current.json`` at its stale keys for the new owner to
+restore. A restore refuses a version older than the newest this worker has seen
+(:mod:`supervisor.storage.versions`). Credential changes arrive in bursts
 (pairing writes several times), so a backup waits ``debounce`` seconds for the
 burst to end; a failed upload is retried with exponential backoff until it lands.
 
@@ -27,12 +31,14 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.storage import snapshot
 from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError
+from supervisor.storage.versions import SeenVersions
 
 log = logging.getLogger("supervisor.storage.backups")
 
@@ -70,6 +76,10 @@ def _manifest_object(data: bytes) -> str | None:
     return key if isinstance(key, str) else None
 
 
+class NotLeaseHolder(Exception):
+    """This worker no longer holds the session's lease: its backup must not become the current one."""
+
+
 @dataclass(frozen=True, slots=True)
 class BackupSettings:
     """Timing of backups."""
@@ -91,6 +101,8 @@ class BackupScheduler:
         sessions_dir: Path,
         worker_id: str,
         settings: BackupSettings,
+        seen: SeenVersions | None = None,
+        confirm_lease: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.objects = objects
         self.cipher = cipher
@@ -98,6 +110,9 @@ class BackupScheduler:
         self.sessions_dir = sessions_dir
         self.worker_id = worker_id
         self.settings = settings
+        self.seen = seen or SeenVersions(None)
+        # True while this worker holds the session's lease, renewing it as proof; None: no leases (tests).
+        self.confirm_lease = confirm_lease
         self.last_backup_at: float | None = None
         self.backups_done = 0
         self._dirty: set[str] = set()
@@ -141,6 +156,9 @@ class BackupScheduler:
                 try:
                     await self.backup_now(session_id)
                     delay = self.settings.retry_initial
+                except NotLeaseHolder:
+                    log.warning("backup not made current: the lease is not ours", extra={"sessionId": session_id})
+                    return
                 except StorageError as exc:
                     self._dirty.add(session_id)
                     log.warning("backup failed, retrying in %.1fs: %s", delay, exc, extra={"sessionId": session_id})
@@ -212,9 +230,13 @@ class BackupScheduler:
             # Taken before the snapshot: a write during it shows as a change at the next look.
             seen = await asyncio.to_thread(snapshot.fingerprint, session_dir)
             archive = await asyncio.to_thread(snapshot.snapshot, session_dir)
-            blob = await asyncio.to_thread(self.cipher.seal, archive, session_id)
             key = _version_key(session_id)
+            blob = await asyncio.to_thread(self.cipher.seal, archive, session_id, key)
             await self.objects.put(self.bucket, key, blob)
+            if self.confirm_lease is not None and not await self.confirm_lease(session_id):
+                with contextlib.suppress(StorageError):
+                    await self.objects.delete(self.bucket, key)
+                raise NotLeaseHolder(session_id)
             manifest = {
                 "format": 1,
                 "object": key,
@@ -229,6 +251,7 @@ class BackupScheduler:
                 self.bucket, manifest_key(session_id), json.dumps(manifest).encode(), content_type="application/json"
             )
             self._saw[session_id] = seen
+            await self.seen.saw(session_id, _written_at(key), binds_version=True)
             self.last_backup_at = time.time()
             self.backups_done += 1
             log.info("backup stored (%d bytes)", len(blob), extra={"sessionId": session_id})
@@ -272,16 +295,28 @@ class BackupScheduler:
                 key, digest = str(manifest["object"]), str(manifest["sha256"])
             except (ValueError, KeyError, TypeError):
                 raise BackupRefused("the backup manifest is unreadable") from None
+            written_at = _written_at(key)
+            if not key.startswith(auth_prefix(session_id)) or written_at == float("inf"):
+                raise BackupRefused(f"the backup manifest points at {key}, not a version of this session")
+            newest = self.seen.get(session_id)
+            if newest is not None and written_at < newest.written_at:
+                raise BackupRefused(
+                    "the backup manifest points at a version older than one this worker has seen (rolled back?)"
+                )
             obj = await self.objects.get(self.bucket, key)
             if obj is None:
                 raise BackupRefused(f"the backup manifest points at a missing object {key}")
             if hashlib.sha256(obj.data).hexdigest() != digest:
                 raise BackupRefused("the backup does not match its manifest's checksum (corrupt or tampered)")
-            archive = await asyncio.to_thread(self.cipher.open, obj.data, session_id)
+            binds = self.cipher.binds_version(obj.data)
+            if not binds and newest is not None and newest.binds_version:
+                raise BackupRefused("the backup is in the older format that does not authenticate its version")
+            archive = await asyncio.to_thread(self.cipher.open, obj.data, session_id, key)
             try:
                 names = await asyncio.to_thread(snapshot.restore, archive, self.session_dir(session_id))
             except (ValueError, OSError) as exc:
                 raise BackupRefused(f"the backup archive is unusable: {exc}") from None
+            await self.seen.saw(session_id, written_at, binds_version=binds)
             # What was restored is what the store holds: no backup until the engine writes.
             self._saw[session_id] = await asyncio.to_thread(snapshot.fingerprint, self.session_dir(session_id))
             log.info("auth state restored from backup (%d files)", len(names), extra={"sessionId": session_id})
@@ -291,6 +326,7 @@ class BackupScheduler:
         """Delete every backup of the session (logout, delete)."""
         self.cancel(session_id)
         self._saw.pop(session_id, None)
+        await self.seen.forget(session_id)
         async with self._lock(session_id):
             await self.objects.delete(self.bucket, manifest_key(session_id))
             await self.objects.delete_prefix(self.bucket, auth_prefix(session_id))

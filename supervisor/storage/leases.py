@@ -279,6 +279,25 @@ class LeaseManager:
     def holds(self, session_id: str) -> bool:
         return session_id in self.held or session_id in self.unverified
 
+    async def confirm(self, session_id: str) -> bool:
+        """Renew our lease now, conditional on it being unchanged since we last wrote it: True proves we
+        hold it at this moment (a backup may become current); False when it is not ours (or unconfirmed)."""
+        async with self._lock(session_id):
+            etag = self.held.get(session_id)
+            if etag is None:
+                return False
+            try:
+                self.held[session_id] = await self.objects.put(
+                    self.bucket,
+                    lease_key(session_id),
+                    self._body(session_id),
+                    content_type="application/json",
+                    if_match=etag,
+                )
+            except PreconditionFailed:
+                return False  # changed under us: the renewal loop finds out by whom and stops the session
+            return True
+
     # -- renewal ------------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.create_task(self._renew_loop(), name="lease-renewal")

@@ -30,7 +30,7 @@ from common.closing import Closing
 from common.tasks import cancel_and_wait
 from supervisor.config import Settings
 from supervisor.storage import snapshot
-from supervisor.storage.backups import BackupScheduler, BackupSettings
+from supervisor.storage.backups import BackupScheduler, BackupSettings, NotLeaseHolder
 from supervisor.storage.cipher import BackupCipher, BackupRefused
 from supervisor.storage.leases import LeaseHeld, LeaseManager, lease_key
 from supervisor.storage.liveness import WorkerLiveness
@@ -38,6 +38,7 @@ from supervisor.storage.local import LocalObjectStore
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
 from supervisor.storage.removals import PendingRemovals
 from supervisor.storage.s3 import MinioObjectStore
+from supervisor.storage.versions import SeenVersions
 
 log = logging.getLogger("supervisor.storage")
 
@@ -92,6 +93,8 @@ class SessionStorage:
             sessions_dir=settings.storage_dir / "sessions",
             worker_id=settings.worker_id,
             settings=BackupSettings(debounce=settings.backup_debounce, retry_max=settings.backup_retry_max),
+            seen=SeenVersions(settings.storage_dir / "backup-versions.json"),
+            confirm_lease=self._confirm_lease,
         )
         # Only a shared store has other workers to fail over to.
         self.liveness = (
@@ -117,6 +120,9 @@ class SessionStorage:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
+
+    async def _confirm_lease(self, session_id: str) -> bool:
+        return await self.leases.confirm(session_id)
 
     @property
     def connected(self) -> bool:
@@ -375,6 +381,8 @@ class SessionStorage:
                 log.warning("backup at stop failed, retrying: %s", exc, extra=_extra(session_id))
                 self.backups.schedule(session_id, delay=0)
                 return  # the lease stays ours until the retry landed or the worker stops
+            except NotLeaseHolder:
+                log.warning("final backup not made current: the lease is not ours", extra=_extra(session_id))
             except Exception:
                 log.exception("backup at stop failed", extra=_extra(session_id))
         try:
