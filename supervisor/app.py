@@ -36,6 +36,7 @@ from supervisor.events.webhooks import Webhooks
 from supervisor.heap import settle_heap
 from supervisor.sessions import SessionRegistry
 from supervisor.storage.service import build_storage
+from supervisor.supervision.child_env import child_env
 from supervisor.supervision.hub_child import SimHubChild
 from supervisor.supervision.session_child import ChildConfig
 from supervisor.supervision.spawner import ZygoteSpawner
@@ -163,7 +164,7 @@ async def _zygote(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     # The zygote's own start environment is the one native code in its children reads.
-    zygote = ZygoteSpawner(env={**os.environ, **START_ENV})
+    zygote = ZygoteSpawner(env=child_env(**START_ENV))
     app[ZYGOTE] = zygote
     async with _closed_after(app, "zygote", zygote.close):
         await zygote.start()

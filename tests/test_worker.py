@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgpack
 import psutil
+import pytest
 import zmq
 import zmq.asyncio
 from harness import TOKEN, Worker, kill_tree, pid_alive, running_worker, standalone_hub, wait_for
@@ -373,3 +374,29 @@ async def test_a_restarted_worker_knows_every_stored_session_from_its_first_answ
             children = second.child_pids()
             await second.stop()
             await kill_tree(children)
+
+
+@pytest.mark.parametrize("spawner", ["zygote", "exec"])
+async def test_no_child_process_sees_the_supervisors_secrets(tmp_path: Path, spawner: str) -> None:
+    secrets = {
+        "WORKER_AUTH_TOKEN": TOKEN,
+        "JWT_SECRET": "jwt-secret-" + "j" * 32,
+        "ENCRYPTION_KEY": "encryption-key-" + "e" * 32,
+    }
+    async with running_worker(tmp_path / "w", SPAWNER=spawner, **secrets) as w:
+        session = await w.create_linked("plain", "6289100001")
+        children = w.child_cmdlines()
+        kinds = {"session": session["pid"]}
+        for pid, cmdline in children.items():
+            if "wa-sim-hub" in cmdline or "session_proc.sim" in cmdline:
+                kinds["hub"] = pid
+            if "wa-zygote" in cmdline or "session_proc.zygote" in cmdline:
+                kinds["zygote"] = pid
+        assert {"session", "hub"} <= set(kinds) and ("zygote" in kinds) == (spawner == "zygote"), children
+        for kind, pid in kinds.items():
+            environ = await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)
+            names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
+            assert not names & set(secrets), (kind, names & set(secrets))
+            for value in secrets.values():
+                assert value.encode() not in environ, kind
+            assert "PATH" in names, kind  # what it needs to run is still there

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from supervisor.supervision.child_env import child_env
 from supervisor.supervision.policy import RestartPolicy
 from supervisor.supervision.procs import ChildProcess
 from supervisor.supervision.spawner import ProcessHandle
@@ -70,7 +71,7 @@ class SimHubChild(ChildProcess):
         ]
 
     def env(self, incarnation: int) -> dict[str, str]:
-        return {**os.environ, "WA_LOG_FORMAT": self.log_format}
+        return child_env(WA_LOG_FORMAT=self.log_format)
 
     async def on_spawned(self, proc: ProcessHandle, incarnation: int) -> None:
         assert proc.stdout is not None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import signal
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.tasks import cancel_and_wait
+from supervisor.supervision.child_env import child_env
 from supervisor.supervision.policy import (
     Event,
     Exited,
@@ -92,7 +92,7 @@ class ChildProcess:
         raise NotImplementedError
 
     def env(self, incarnation: int) -> dict[str, str]:
-        return dict(os.environ)
+        return child_env()
 
     async def on_spawned(self, proc: ProcessHandle, incarnation: int) -> None:
         """Hook: the child exists (read its stdout, register its identity...)."""

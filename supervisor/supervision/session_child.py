@@ -7,13 +7,13 @@ frames from an older incarnation are recognised by that and dropped.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from session_proc.engines import START_ENV
+from supervisor.supervision.child_env import child_env
 from supervisor.supervision.policy import RestartPolicy
 from supervisor.supervision.procs import ChildProcess, TransitionListener
 from supervisor.supervision.spawner import ProcessHandle, Spawner
@@ -94,7 +94,7 @@ class SessionChild(ChildProcess):
         ]
 
     def env(self, incarnation: int) -> dict[str, str]:
-        env = {**os.environ, **START_ENV}
+        env = child_env(**START_ENV)
         # By environment, not argv: a proxy URL may carry a password and ps shows argv to everyone.
         env["WA_SESSION_OPTIONS"] = json.dumps({**self.config.engine_options, "proxy": self.proxy})
         env["WA_LOG_FORMAT"] = self.config.log_format
