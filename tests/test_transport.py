@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import pytest
 import zmq
 import zmq.asyncio
 
-from transport.channel import DealerChannel, PeerGone, RemoteError, RequestTimeout, RouterChannel
-from transport.protocol import EVENT, PROTOCOL_VERSION, REQ, Frame, ProtocolError, decode, encode
+from transport.channel import (
+    MAX_FRAME_BYTES,
+    MAX_IN_PROGRESS_PER_PEER,
+    DealerChannel,
+    PeerGone,
+    RemoteError,
+    RequestTimeout,
+    RouterChannel,
+)
+from transport.protocol import EVENT, PROTOCOL_VERSION, REP, REQ, Frame, ProtocolError, decode, encode
 
 
 @pytest.mark.parametrize(
@@ -156,4 +164,53 @@ async def test_garbage_reaches_both_sides_and_is_dropped() -> None:
         raw_router.close()
         ctx.term()
         await dealer.close()
+        await router.close()
+
+
+async def test_a_flooding_or_oversized_peer_costs_itself_not_the_router() -> None:
+    release = asyncio.Event()
+
+    async def on_request(identity: bytes, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        if identity == b"flood:1":
+            await release.wait()  # a handler that does not finish: requests pile up
+        return {"op": op}
+
+    router = RouterChannel("tcp://127.0.0.1:0", on_request=on_request, heartbeat_interval=0.05)
+    bound = router.bind()
+    ctx = zmq.asyncio.Context()
+    sockets = []
+    for identity in (b"flood:1", b"huge:1"):
+        raw = ctx.socket(zmq.DEALER)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.setsockopt(zmq.IDENTITY, identity)
+        raw.connect(bound)
+        sockets.append(raw)
+    flood, huge = sockets
+    neighbour = DealerChannel(bound, b"calm:1", heartbeat_interval=0.05)
+    neighbour.connect()
+    try:
+        over = 200
+        for n in range(MAX_IN_PROGRESS_PER_PEER + over):
+            await flood.send(encode(Frame(kind=REQ, op="commit", body={}, id=n + 1)))
+        busy = 0
+        while busy < over:  # the ones past the bound are answered at once, without a handler
+            reply = decode(await asyncio.wait_for(flood.recv(), 10))
+            body = cast(dict[str, Any], reply.body)
+            assert reply.kind == REP and not body["ok"], reply
+            assert body["error"]["code"] == "BUSY"
+            busy += 1
+        assert len(router._tasks) <= MAX_IN_PROGRESS_PER_PEER  # the rest cost the router nothing
+        # A frame past the ceiling is refused by ZeroMQ before it is read (its sender is disconnected).
+        await huge.send(encode(Frame(kind=REQ, op="commit", body={"text": "x" * MAX_FRAME_BYTES}, id=1)))
+        # The neighbour is served meanwhile, and so is the flooder once its handlers finish.
+        assert await neighbour.request("ping", {}, timeout=5) == {"op": "ping"}
+        release.set()
+        answered = cast(dict[str, Any], decode(await asyncio.wait_for(flood.recv(), 10)).body)
+        assert answered["ok"] and answered["result"] == {"op": "commit"}
+        assert router.dropped_frames == over
+    finally:
+        for raw in sockets:
+            raw.close()
+        ctx.term()
+        await neighbour.close()
         await router.close()

@@ -30,6 +30,17 @@ SEND_HWM = 10_000
 RECV_HWM = 10_000
 # Frames read per wake-up before other work gets a turn.
 READ_BATCH = 256
+# The largest frame either side takes, checked by ZeroMQ before it allocates: a message's text (WhatsApp
+# allows about 65,000 characters) with its fields fits many times over; media travels as a file path.
+# A peer that sends a larger frame is disconnected (it reconnects; the frame is lost to it alone).
+MAX_FRAME_BYTES = 1 << 20
+# Requests and events of one peer being handled at once. Beyond that its requests are answered BUSY and
+# its events dropped: a session process flooding the supervisor costs itself, never the supervisor's
+# memory or another session's turn. Far above what an engine does (whatsmeow hands over one message at
+# a time; a reconnect's burst of receipts is a few hundred events, handled in milliseconds each).
+MAX_IN_PROGRESS_PER_PEER = 1024
+# How a connecting side names its one peer (the binder) where a routing identity would stand.
+_BINDER = b"peer"
 # Plain ints: pyzmq's enum members cost an enum construction per operator use, several per frame.
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
@@ -68,6 +79,11 @@ def _expire(fut: asyncio.Future[Body], op: str, timeout: float) -> None:
         fut.set_exception(RequestTimeout(f"{op} got no reply within {timeout:.1f}s"))
 
 
+def _worth_logging(count: int) -> bool:
+    """The 1st, 10th, 100th, ... occurrence: a repeated warning stays visible without flooding the log."""
+    return count > 0 and 10 ** len(str(count)) // 10 == count
+
+
 def _identity_text(identity: bytes) -> str:
     return identity.decode("utf-8", "replace")
 
@@ -91,12 +107,14 @@ class _Endpoint:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         self._sock.setsockopt(zmq.RCVHWM, RECV_HWM)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self._on_request = on_request
         self._on_event = on_event
         self._ids = IdSource()
         self._pending: dict[int, asyncio.Future[Body]] = {}
         self._pending_peer: dict[int, bytes | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._in_progress: dict[bytes, int] = {}  # peer -> its requests and events being handled
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
         self._read_scheduled = False
@@ -204,13 +222,14 @@ class _Endpoint:
 
     def _drop(self, identity: bytes, why: str) -> None:
         self.dropped_frames += 1
-        log.warning(
-            "%s: dropped a frame from %s: %s (%d dropped so far)",
-            self.name,
-            _identity_text(identity),
-            why,
-            self.dropped_frames,
-        )
+        if _worth_logging(self.dropped_frames):  # a flood must not become a flood of log lines
+            log.warning(
+                "%s: dropped a frame from %s: %s (%d dropped so far)",
+                self.name,
+                _identity_text(identity),
+                why,
+                self.dropped_frames,
+            )
 
     def _dispatch(self, identity: bytes, frame: Frame) -> None:
         if frame.kind == HB:
@@ -221,12 +240,20 @@ class _Endpoint:
             if fut is not None and not fut.done():
                 fut.set_result(body)
             return
+        busy = self._in_progress.get(identity, 0) >= MAX_IN_PROGRESS_PER_PEER
         if frame.kind == REQ:
-            self._spawn(self._answer(identity, frame.op, body, frame.id))
+            if busy:
+                self._drop(identity, f"request {frame.op!r} over {MAX_IN_PROGRESS_PER_PEER} in progress")
+                self._reply(identity, frame.op, frame.id, fail("BUSY", "too many requests in progress"))
+                return
+            self._spawn(self._answer(identity, frame.op, body, frame.id), identity)
         elif frame.kind == EVENT and self._on_event is not None:
+            if busy:
+                self._drop(identity, f"event {frame.op!r} over {MAX_IN_PROGRESS_PER_PEER} in progress")
+                return
             handled = self._on_event(identity, frame.op, body)
             if handled is not None:
-                self._spawn(handled)
+                self._spawn(handled, identity)
 
     async def _answer(self, identity: bytes, op: str, request: Body, rid: int) -> None:
         if self._on_request is None:
@@ -239,18 +266,27 @@ class _Endpoint:
             except Exception as exc:
                 log.exception("%s: handler for %s failed", self.name, op)
                 body = fail("INTERNAL", type(exc).__name__)
+        self._reply(identity, op, rid, body)
+
+    def _reply(self, identity: bytes, op: str, rid: int, body: Payload) -> None:
         try:
             self._send_checked(identity, Frame(kind=REP, op=op, body=body, id=rid))
         except PeerGone as exc:
             log.info("%s: reply to %s not sent: %s", self.name, _identity_text(identity), exc)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any], peer: bytes) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        self._in_progress[peer] = self._in_progress.get(peer, 0) + 1
+        task.add_done_callback(lambda done: self._task_done(done, peer))
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Task[Any], peer: bytes) -> None:
         self._tasks.discard(task)
+        left = self._in_progress.get(peer, 1) - 1
+        if left > 0:
+            self._in_progress[peer] = left
+        else:
+            self._in_progress.pop(peer, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: handler failed", self.name, exc_info=task.exception())
 
@@ -413,7 +449,7 @@ class DealerChannel(_Endpoint):
     def _split(self, parts: list[bytes]) -> tuple[bytes, bytes] | None:
         if len(parts) != 1:
             return None
-        return b"peer", parts[0]
+        return _BINDER, parts[0]
 
     def _seen(self, identity: bytes) -> None:
         self._last_heard = time.monotonic()
@@ -442,6 +478,6 @@ class DealerChannel(_Endpoint):
                 if not lost and self._on_peer_lost is not None:
                     lost = True
                     log.warning("%s: peer silent for %.1fs", self.name, self.silence)
-                    self._spawn(self._on_peer_lost())
+                    self._spawn(self._on_peer_lost(), _BINDER)
             else:
                 lost = False
