@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -62,11 +63,27 @@ def socket_dir(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / f"wa-worker-{digest}"
 
 
+def private_dir(path: Path) -> None:
+    """Make ``path`` a directory only this user can enter (0700), refusing one someone else controls.
+
+    A path in a shared place (/tmp) may have been made first by another local user, to read our
+    sockets or to point us elsewhere through a link: such a directory is refused, never reused.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise StartupError(f"{path} is not a plain directory (a link?): refusing to use it")
+    if st.st_uid != os.geteuid():
+        raise StartupError(f"{path} belongs to another user (uid {st.st_uid}): refusing to use it")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        path.chmod(0o700)
+
+
 def _lock_storage(settings: Settings) -> Any:
     """Hold an exclusive lock on the storage dir: two workers on one directory would corrupt it."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    # The sockets live here: only our own user may connect to them.
-    settings.run_dir.chmod(0o700)
+    # worker.db holds webhook secrets and history, sessions/ the WhatsApp keys; the sockets live in run/.
+    private_dir(settings.storage_dir)
+    private_dir(settings.run_dir)
     handle = open(settings.run_dir / "worker.lock", "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -128,7 +145,7 @@ async def _run_dir(app: web.Application) -> AsyncIterator[None]:
     closing = Closing(log, extra={"workerId": settings.worker_id})
     app[CLOSING] = closing
     try:
-        socket_dir(settings).mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(socket_dir(settings))
         yield
     finally:
         lock.close()

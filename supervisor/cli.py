@@ -30,6 +30,9 @@ def serve(_args: argparse.Namespace) -> int:
     from supervisor.app import StartupError, build_app, resolve_token
 
     settings = _settings()
+    # What the worker and its children write is theirs alone: a file made 0644 would be readable by any
+    # local user wherever a directory above it is not private.
+    os.umask(0o077)
     token = resolve_token(settings)
     try:
         logs.configure(settings, token=token)

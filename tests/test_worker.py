@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +18,10 @@ import psutil
 import pytest
 import zmq
 import zmq.asyncio
-from harness import TOKEN, Worker, kill_tree, pid_alive, running_worker, standalone_hub, wait_for
+from harness import TOKEN, Worker, clean_env, free_port, kill_tree, pid_alive, running_worker, standalone_hub, wait_for
+
+from supervisor.app import socket_dir
+from supervisor.config import load
 
 
 async def test_create_link_send_and_receive(tmp_path: Path) -> None:
@@ -400,3 +405,35 @@ async def test_no_child_process_sees_the_supervisors_secrets(tmp_path: Path, spa
             for value in secrets.values():
                 assert value.encode() not in environ, kind
             assert "PATH" in names, kind  # what it needs to run is still there
+
+
+async def test_what_the_worker_and_its_children_write_is_theirs_alone(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    async with running_worker(root) as w:
+        await w.create_linked("private", "6289200001")
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        written = [root / "worker.db", *(root / "sessions" / "private").iterdir()]  # the supervisor's; a child's
+        assert len(written) >= 2
+        for path in written:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_a_socket_directory_someone_else_prepared_is_refused(tmp_path: Path) -> None:
+    # A STORAGE_DIR too deep for an ipc:// path puts the sockets under /tmp, where another local
+    # user could have made the directory first (here: a link to a directory of theirs).
+    storage = tmp_path / ("deep-" * 20)
+    sockets = socket_dir(load({"STORAGE_DIR": str(storage)}))
+    assert str(sockets).startswith(tempfile.gettempdir())
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    sockets.symlink_to(theirs)
+    try:
+        env = clean_env(STORAGE_DIR=str(storage), WORKER_AUTH_TOKEN=TOKEN, PORT=str(free_port()), WA_ENGINE="sim")
+        out = subprocess.run(
+            [sys.executable, "-m", "supervisor.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 1, out.stderr
+        assert "is not a plain directory (a link?)" in out.stderr
+        assert not list(theirs.iterdir())  # nothing of ours went there
+    finally:
+        sockets.unlink()
