@@ -58,6 +58,10 @@ class Settings:
     send_attempt_timeout: float = 15.0  # one try of one message in a session process
     message_ttl: float = 3600.0  # an accepted message not sent by then becomes failed
     sample_interval: float = 5.0  # psutil sampling period
+    # A session process whose resident memory passes this many MB is killed ("memory limit") and
+    # restarted like a crash, before one leaking session gets the whole pod OOM-killed; 0: no limit.
+    # Resident, not virtual: Go reserves large address ranges it never touches (RLIMIT_AS would kill it).
+    session_memory_limit_mb: float = 512.0
     # How session processes start: exec (a new interpreter each) or zygote (forked from a pre-warmed process).
     spawner: str = "zygote"
     shutdown_timeout: float = 15.0
@@ -326,6 +330,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         send_attempt_timeout=_float(env, "SEND_ATTEMPT_TIMEOUT", 15.0, minimum=0.1),
         message_ttl=_float(env, "MESSAGE_TTL", 3600.0, minimum=1.0),
         sample_interval=_float(env, "SAMPLE_INTERVAL", 5.0, minimum=0.1),
+        session_memory_limit_mb=_float(env, "SESSION_MEMORY_LIMIT_MB", 512.0),
         spawner=spawner,
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", 15.0, minimum=0.1),
         restart_policy=policy,

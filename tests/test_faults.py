@@ -112,3 +112,25 @@ async def test_an_exit_code_at_start_is_reported_as_the_last_exit(tmp_path: Path
         failed = await w.wait_session("gone", lambda s: s["status"] == "failed", timeout=30, what="failed")
         assert failed["lastExit"]["reason"] == "exit code 7" and failed["lastExit"]["crashed"] is True
         assert failed["restarts"] == 1
+
+
+async def test_a_leaking_session_is_restarted_at_its_memory_limit_and_its_neighbour_is_untouched(
+    tmp_path: Path,
+) -> None:
+    env = {"WA_TEST_FAULTS": "grow=40,sessions=leaky", "SESSION_MEMORY_LIMIT_MB": "120", "SAMPLE_INTERVAL": "0.3"}
+    async with running_worker(tmp_path / "w", **env) as w:
+        calm = await w.create_linked("calm", "6289300002")
+        first = await w.create_linked("leaky", PHONE)
+        back = await w.wait_session(
+            "leaky",
+            lambda s: s["restarts"] >= 1 and s["pid"] not in (None, first["pid"]),
+            timeout=60,
+            what="restarted at its memory limit",
+        )
+        assert back["lastExit"]["reason"] == "memory limit", back
+        status, body = await w.api("GET", "/events?sessionId=leaky&limit=1000")
+        assert status == 200
+        reasons = [e["data"].get("reason") for e in body["data"]["events"] if e["event"] == "disconnected"]
+        assert "process memory limit; restarting" in reasons, reasons
+        neighbour = await w.session("calm")
+        assert (neighbour["pid"], neighbour["restarts"], neighbour["status"]) == (calm["pid"], 0, "connected")

@@ -13,6 +13,7 @@ from supervisor.supervision.policy import (
     Exited,
     Hung,
     Kill,
+    OverMemory,
     ProcRecord,
     Ready,
     RequestStop,
@@ -462,6 +463,32 @@ def test_hung_and_killed_child_does_not_become_running() -> None:
     rec = feed(starting_ready(), [Hung(1.0, 6.0)]).record
     t = step(rec, Tick(1.5))
     assert t.record.state is ProcState.STARTING
+
+
+# -- memory limit --------------------------------------------------------------------------------------
+
+MiB = 2**20
+
+
+@pytest.mark.parametrize("make", [starting_ready, running], ids=["ready", "running"])
+def test_a_child_over_its_memory_limit_is_killed_and_restarted_like_a_crash(make: Callable[[], ProcRecord]) -> None:
+    rec = make()
+    t = step(rec, OverMemory(4.0, rss=600 * MiB, limit=512 * MiB))
+    assert t.actions == (Kill("memory limit"),)
+    assert t.log == ("memory limit: 600 MiB resident, over the limit of 512 MiB; killing pid 100",)
+    assert t.record.kill_reason == "memory limit"
+    again = step(t.record, OverMemory(4.5, rss=700 * MiB, limit=512 * MiB))  # the next sample: once is enough
+    assert again.record == t.record and again.actions == ()
+    t = step(t.record, crash(4.6, code=None, sig=SIGKILL))
+    assert t.record.state is ProcState.BACKOFF and t.record.restarts == rec.restarts
+    assert t.record.last_exit is not None
+    assert (t.record.last_exit.reason, t.record.last_exit.crashed) == ("memory limit", True)
+
+
+def test_a_memory_sample_of_a_child_that_is_not_running_changes_nothing() -> None:
+    stopped = ProcRecord()
+    t = step(stopped, OverMemory(1.0, rss=600 * MiB, limit=512 * MiB))
+    assert t.record == stopped and t.actions == ()
 
 
 # -- stop ------------------------------------------------------------------------------------------------

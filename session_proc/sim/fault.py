@@ -21,6 +21,8 @@ it, and the process logs a warning naming the switches whenever it is active.
 - ``crash_on_send``: a send exits the process with code 1 before the message reaches the network;
 - ``slow_send=S``: every send waits ``S`` seconds first;
 - ``send_unknown``: every send fails with ``OUTCOME_UNKNOWN`` (sent or not, the engine cannot tell);
+- ``grow=MB``: once the device connects, the process takes ``MB`` MiB more of resident memory every
+  second (a leak), until something ends it;
 - ``sessions=a|b``: only these session ids misbehave (default: every session);
 - ``incarnations=1|2``: only these incarnations misbehave (default: every incarnation).
 """
@@ -40,7 +42,7 @@ from session_proc.sim.engine import SimEngine
 log = logging.getLogger("session_proc.fault")
 
 SWITCHES = frozenset(
-    {"fail_start", "exit", "hang", "crash_on_send", "slow_send", "send_unknown", "sessions", "incarnations"}
+    {"fail_start", "exit", "hang", "crash_on_send", "slow_send", "send_unknown", "grow", "sessions", "incarnations"}
 )
 # The exit code of a crash, as session_proc/main.py's EXIT_CRASH.
 CRASH_CODE = 1
@@ -126,7 +128,17 @@ class FaultEngine(SimEngine):
             raise EngineError("FAULT_INJECTED", "fail_start: the engine refused to start")
         if "hang" in self._switches:
             self._hang = asyncio.create_task(self._hang_once_connected(self._seconds("hang")), name="fault-hang")
+        if "grow" in self._switches:
+            self._hang = asyncio.create_task(self._leak_once_connected(self._seconds("grow")), name="fault-grow")
         await super().start()
+
+    async def _leak_once_connected(self, mib_per_second: float) -> None:
+        await self._connected.wait()
+        log.warning("fault engine: leaking %.0f MiB a second", mib_per_second)
+        leaked = []
+        while True:
+            leaked.append(b"\x01" * int(mib_per_second * 2**20))  # touched, so resident
+            await asyncio.sleep(1.0)
 
     async def _hang_once_connected(self, delay: float) -> None:
         await self._connected.wait()

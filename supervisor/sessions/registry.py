@@ -79,7 +79,11 @@ class SessionRegistry:
         self._shutdown: asyncio.Future[None] | None = None
         self.rules = StatusRules(qr_cycles=settings.qr_cycles)
         self.log_extra = {"workerId": settings.worker_id}
-        self.resources = ResourceSampler(settings.sample_interval, worker_id=settings.worker_id)
+        self.resources = ResourceSampler(
+            settings.sample_interval,
+            worker_id=settings.worker_id,
+            memory_limit=int(settings.session_memory_limit_mb * 1024 * 1024),
+        )
         self.events = SessionEvents(store, worker_id=settings.worker_id)
         self.incoming = IncomingMessages(store, storage, worker_id=settings.worker_id)
         self.children = ChildListener(self)

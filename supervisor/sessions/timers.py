@@ -24,8 +24,9 @@ async def check_heartbeats(sessions: Callable[[], Iterable[Session]], interval: 
 class ResourceSampler:
     """psutil figures of the supervisor and every session process, refreshed every ``interval`` seconds."""
 
-    def __init__(self, interval: float, *, worker_id: str) -> None:
+    def __init__(self, interval: float, *, worker_id: str, memory_limit: int = 0) -> None:
         self.interval = interval
+        self.memory_limit = memory_limit  # bytes of resident memory a session process may hold; 0: any
         self.sampler = ProcessSampler()
         self.supervisor: ProcStats | None = None  # the supervisor's own figures, at the last sample
         self._log_extra = {"workerId": worker_id}
@@ -45,4 +46,6 @@ class ResourceSampler:
             for session in sessions():
                 pid = session.child.pid
                 session.stats = stats.get(pid) if pid is not None else None
+                if session.stats is not None and 0 < self.memory_limit < session.stats.rss:
+                    session.child.over_memory(session.child.incarnation, session.stats.rss, self.memory_limit)
             await asyncio.sleep(self.interval)

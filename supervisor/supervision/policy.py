@@ -127,6 +127,15 @@ class Hung:
 
 
 @dataclass(frozen=True, slots=True)
+class OverMemory:
+    """The child's resident memory passed its limit (bytes, both)."""
+
+    now: float
+    rss: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """Graceful stop: request, then SIGTERM, then SIGKILL."""
 
@@ -140,7 +149,7 @@ class Tick:
     now: float
 
 
-Event: TypeAlias = Start | Restart | Spawned | Ready | Exited | Hung | Stop | Tick
+Event: TypeAlias = Start | Restart | Spawned | Ready | Exited | Hung | OverMemory | Stop | Tick
 
 
 # -- actions ---------------------------------------------------------------------------------------
@@ -240,6 +249,8 @@ def transition(rec: ProcRecord, event: Event, policy: RestartPolicy) -> Transiti
         return _on_exited(rec, event, policy)
     if isinstance(event, Hung):
         return _on_hung(rec, event)
+    if isinstance(event, OverMemory):
+        return _on_over_memory(rec, event)
     if isinstance(event, Stop):
         return _on_stop(rec, event, policy)
     return _on_tick(rec, event, policy)
@@ -337,6 +348,16 @@ def _on_hung(rec: ProcRecord, event: Hung) -> Transition:
     new = replace(rec, kill_reason=reason, deadline=None)
     line = f"{reason}: no heartbeat for {event.silence:.1f}s; killing {_pid(rec)}"
     return Transition(new, (Kill(reason),), (line,))
+
+
+def _on_over_memory(rec: ProcRecord, event: OverMemory) -> Transition:
+    mib = f"{event.rss / 2**20:.0f} MiB resident, over the limit of {event.limit / 2**20:.0f} MiB"
+    if rec.state not in (ProcState.STARTING, ProcState.RUNNING) or rec.kill_reason is not None:
+        return _ignored(rec, mib)
+    reason = "memory limit"
+    # Killed and restarted like a crash: one leaking session must not get the whole pod OOM-killed.
+    new = replace(rec, kill_reason=reason, deadline=None)
+    return Transition(new, (Kill(reason),), (f"{reason}: {mib}; killing {_pid(rec)}",))
 
 
 def _on_stop(rec: ProcRecord, event: Stop, policy: RestartPolicy) -> Transition:

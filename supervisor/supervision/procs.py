@@ -27,6 +27,7 @@ from supervisor.supervision.policy import (
     ExitInfo,
     Hung,
     Kill,
+    OverMemory,
     ProcRecord,
     Ready,
     RequestStop,
@@ -121,6 +122,10 @@ class ChildProcess:
     def hung(self, incarnation: int, silence: float) -> None:
         """The child of ``incarnation`` missed its heartbeats."""
         self._post(_Incarnated(incarnation, Hung(now=time.time(), silence=silence)))
+
+    def over_memory(self, incarnation: int, rss: int, limit: int) -> None:
+        """The child of ``incarnation`` holds more resident memory than ``limit`` (bytes)."""
+        self._post(_Incarnated(incarnation, OverMemory(now=time.time(), rss=rss, limit=limit)))
 
     async def wait_settled(self) -> None:
         """Until the child is STOPPED, EXITED or FATAL with no process left."""
