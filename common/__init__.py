@@ -1,2 +1,2 @@
 """What the supervisor and the session processes both use that is not the wire: log
-formatting, task helpers and WhatsApp message ids."""
+formatting, task helpers, closing several things in a row and WhatsApp message ids."""

@@ -1,4 +1,5 @@
-"""``wa-worker``: ``serve`` runs the worker, ``sim`` a standalone simulated network, ``ps`` shows session processes."""
+"""``wa-worker``: ``serve`` runs the worker, ``sim`` a standalone simulated network, ``ps`` shows session
+processes, ``health`` checks the local worker's ``/health``."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ class Settings:
     qr_cycles: int = 2
     log_level: str = "INFO"
     log_format: str = "auto"  # json | text | auto (text on a terminal)
-    # Children beat this often; ~3 missed beats mean hung (a hang is caught within ~15 s).
+    # Children beat this often; ~3 missed beats mean hung (at the defaults a hang is caught within ~8 s).
     session_heartbeat_interval: float = 2.0
     session_heartbeat_liveness: int = 3
     # POST /session/create waits this long for the first QR.

@@ -1,4 +1,4 @@
-"""The pre-warmed spawner (supervisor/spawner.py + session_proc/zygote.py) with real processes.
+"""The pre-warmed spawner (supervisor/supervision/spawner.py + session_proc/zygote.py) with real processes.
 
 Session processes are forked by a real zygote and talk to a real ROUTER; the
 tests assert what the supervisor relies on: every exit reported with its code

@@ -1,1 +1,3 @@
-"""What the supervisor and the session processes share: the wire protocol and the ZeroMQ channel."""
+"""What the supervisor and the session processes share: the frames (``protocol``), the ZeroMQ
+channels (``channel``), every operation and its typed body (``wire``) and the routing identity
+(``identity``)."""

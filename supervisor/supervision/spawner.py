@@ -1,4 +1,4 @@
-"""How child processes come to exist: exec'd (the default) or forked by a pre-warmed zygote.
+"""How child processes come to exist: exec'd, or forked by a pre-warmed zygote (``SPAWNER``, default zygote).
 
 Both give the supervisor a :class:`ProcessHandle`: a pid, ``wait()`` for the
 return code (negative: killed by that signal, as asyncio reports it) and
