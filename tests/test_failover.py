@@ -47,8 +47,13 @@ async def backed_up(w: Worker) -> bool:
     return bool(storage["backupsDone"] >= 1 and storage["pendingBackups"] == 0)
 
 
+# Long enough that worker B starts and asks while the killed worker A's record still counts, on a
+# loaded machine too (B's plain create must meet a live lease); the takeover then waits it out.
+SLOW_LAPSE = {"LEASE_TTL": "10", "WORKER_ALIVE_TTL": "10"}
+
+
 async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3Server, hub: dict[str, str]) -> None:  # noqa: F811
-    a = Worker(tmp_path / "a", worker_env(s3, hub, "worker-a", "fo"))
+    a = Worker(tmp_path / "a", {**worker_env(s3, hub, "worker-a", "fo"), **SLOW_LAPSE})
     await a.start()
     try:
         await a.create_linked("fo1", "6285000001")
@@ -72,7 +77,7 @@ async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3S
             raw = s3.read(bucket, key)
             assert b"SQLite format 3" not in raw and b"6285000001" not in raw
 
-    async with running_worker(tmp_path / "b", **worker_env(s3, hub, "worker-b", "fo")) as b:
+    async with running_worker(tmp_path / "b", **{**worker_env(s3, hub, "worker-b", "fo"), **SLOW_LAPSE}) as b:
         assert not (tmp_path / "b" / "sessions" / "fo1").exists()
         # A live lease of the dead worker: a plain create is refused, a takeover waits it out.
         status, refused = await b.api("POST", "/session/create", json={"sessionId": "fo1"})
