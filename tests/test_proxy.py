@@ -4,6 +4,7 @@ connection declared, as whatsmeow is handed it), never from the worker's own add
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sqlite3
 from pathlib import Path
@@ -141,3 +142,32 @@ async def test_a_proxy_that_cannot_be_read_keeps_the_session_down(tmp_path: Path
         assert status == 200, body
         assert await wait_for(lambda: _connections(w2, "sealed"), what="connected") == [PROXY]
         assert (await w2.session("sealed"))["proxy"] == SHOWN
+
+
+async def test_a_neonize_session_dials_its_proxy_again_after_a_restart(tmp_path: Path) -> None:
+    # The real engine: whatsmeow is handed the restored proxy and dials it (a local listener that refuses
+    # the SOCKS handshake), never WhatsApp directly from the worker's address.
+    dialled = asyncio.Event()
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dialled.set()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proxy = f"socks5://user:pw-7f3a9c@127.0.0.1:{port}"
+    storage = tmp_path / "w"
+    try:
+        async with running_worker(storage, WA_ENGINE="neonize") as w:
+            status, body = await w.api("POST", "/session/create", json={"sessionId": "real", "proxy": proxy})
+            assert status == 200, body
+            await asyncio.wait_for(dialled.wait(), 30)
+        dialled.clear()
+        async with running_worker(storage, WA_ENGINE="neonize") as again:
+            await asyncio.wait_for(dialled.wait(), 30)
+            item = await again.session("real")
+            assert item["proxy"] == f"socks5://user:***@127.0.0.1:{port}"
+            assert "pw-7f3a9c" not in again.log()
+    finally:
+        server.close()
+        await server.wait_closed()
