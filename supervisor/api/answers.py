@@ -35,6 +35,14 @@ SessionStatus = Annotated[
         }
     ),
 ]
+MaskedProxy = Annotated[
+    str | None,
+    Field(
+        description="the session's proxy with its password masked (socks5://user:***@host:1080); null when it "
+        "has none, or when its stored proxy cannot be read (then it stays down and its error says why)",
+        examples=["socks5://user:***@203.0.113.7:1080"],
+    ),
+]
 ProcessState = Literal["STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL"]
 assert set(ProcessState.__args__) == {s.value.upper() for s in ProcState}  # type: ignore[attr-defined]
 
@@ -102,6 +110,7 @@ class StatusResult(Answer):
     lastSeen: IsoTime | None
     messageCount: int
     error: str | None
+    proxy: MaskedProxy
 
 
 class ProcessView(Answer):
@@ -126,6 +135,7 @@ class ProcessView(Answer):
     lastError: str | None
     qrCount: int
     messageCount: int
+    proxy: MaskedProxy
 
 
 class ProcessDetail(ProcessView):

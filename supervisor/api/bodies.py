@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Json, model_v
 from pydantic_core import PydanticCustomError
 
 from supervisor.api.codes import ErrorCode
+from supervisor.sessions.proxy import PROXY_SCHEMES, PROXY_URL_PATTERN
 
 # Session ids become file and object names: nothing else may pass.
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -182,8 +183,21 @@ class CreateSessionRequest(Body):
     sessionName: ShortText | None = None
     proxy: Annotated[
         str | None,
-        Field(max_length=2048, description="socks5:// or http:// proxy URL"),
-        Invalid(ErrorCode.INVALID_FIELD, "must be a string of at most 2048 characters"),
+        Field(
+            max_length=2048,
+            pattern=PROXY_URL_PATTERN,
+            examples=["socks5://user:secret@203.0.113.7:1080"],
+            description="the address WhatsApp sees the session connect from: socks5://, http:// or https://, with "
+            "a host and a port, user:password@ optional. Stored with the session (sealed with ENCRYPTION_KEY) and "
+            "used on every start, also after a worker restart; answers show it with the password masked. A create "
+            "for an existing session with a different proxy answers 409 PROXY_MISMATCH (leaving it out keeps "
+            "the stored one)",
+        ),
+        Invalid(
+            ErrorCode.INVALID_PROXY,
+            f"must be a {', '.join(PROXY_SCHEMES)} URL with a host and a port (socks5://user:pass@host:1080), "
+            "at most 2048 characters",
+        ),
     ] = None
     takeover: Annotated[
         bool,

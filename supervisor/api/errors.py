@@ -27,6 +27,8 @@ SESSION_ERROR_STATUS = {
     ErrorCode.ALREADY_LINKED: 409,
     ErrorCode.NOT_SUPPORTED: 409,
     ErrorCode.INVALID_PHONE: 400,
+    ErrorCode.PROXY_MISMATCH: 409,
+    ErrorCode.PROXY_UNREADABLE: 409,
     ErrorCode.CAPACITY: 503,
     ErrorCode.SHUTTING_DOWN: 503,
     # object storage (leases, backups)

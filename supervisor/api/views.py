@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from supervisor.sessions import Session
+from supervisor.sessions.proxy import masked
 from supervisor.supervision.policy import ExitInfo
 from supervisor.timefmt import iso
 
@@ -31,6 +32,7 @@ def status_view(session: Session) -> dict[str, Any]:
         "lastSeen": iso(session.last_seen),
         "messageCount": session.message_count,
         "error": session.last_error,
+        "proxy": masked(session.proxy),
     }
 
 
@@ -60,4 +62,5 @@ def process_view(session: Session) -> dict[str, Any]:
         "lastError": session.last_error,
         "qrCount": session.qr_count,
         "messageCount": session.message_count,
+        "proxy": masked(session.proxy),
     }

@@ -118,6 +118,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE consumers ADD COLUMN session_id TEXT;
     UPDATE consumers SET session_id = substr(name, 9) WHERE name LIKE 'webhook:%';
     """,
+    # 5: the session's proxy (sealed with ENCRYPTION_KEY when set: supervisor/sessions/proxy.py), so a
+    # restarted worker dials through it again instead of from its own address.
+    """
+    ALTER TABLE sessions ADD COLUMN proxy BLOB;
+    """,
 )
 
 # A receipt may overtake the send's own confirmation: "sent" never demotes what is beyond it.
@@ -136,6 +141,7 @@ class SessionRow:
     status: str
     phone: str | None
     last_error: str | None
+    proxy: bytes | None = None  # as stored: sealed, or the plain form without ENCRYPTION_KEY (sessions.proxy)
 
 
 @dataclass(slots=True)
@@ -324,15 +330,26 @@ class Store:
         now = time.time()
         await self._write(
             lambda c: c.execute(
-                "INSERT INTO sessions (id, user_id, session_name, created_at, status, phone, last_error, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.id, row.user_id, row.session_name, row.created_at, row.status, row.phone, row.last_error, now),
+                "INSERT INTO sessions"
+                " (id, user_id, session_name, created_at, status, phone, last_error, proxy, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    row.user_id,
+                    row.session_name,
+                    row.created_at,
+                    row.status,
+                    row.phone,
+                    row.last_error,
+                    row.proxy,
+                    now,
+                ),
             )
         )
 
     async def update_session(self, session_id: str, **fields: Any) -> None:
-        """Change some of a session's columns (status, phone, last_error)."""
-        allowed = {"status", "phone", "last_error", "user_id", "session_name"}
+        """Change some of a session's columns (status, phone, last_error, proxy as stored)."""
+        allowed = {"status", "phone", "last_error", "user_id", "session_name", "proxy"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"not session columns: {sorted(unknown)}")
@@ -363,7 +380,7 @@ class Store:
     async def sessions(self) -> list[SessionRow]:
         """Every stored session, oldest first."""
         rows = await self._read(
-            "SELECT id, user_id, session_name, created_at, status, phone, last_error"
+            "SELECT id, user_id, session_name, created_at, status, phone, last_error, proxy"
             " FROM sessions ORDER BY created_at, id"
         )
         return [SessionRow(*tuple(r)) for r in rows]

@@ -32,6 +32,7 @@ from supervisor.sessions import status as st
 from supervisor.sessions.child_events import ChildListener
 from supervisor.sessions.emitter import SessionEvents
 from supervisor.sessions.incoming import IncomingMessages
+from supervisor.sessions.proxy import ProxySeal, ProxyUnreadable, masked
 from supervisor.sessions.session import Session, SessionError
 from supervisor.sessions.snapshot import WorkerSnapshot, session_figures, take_snapshot
 from supervisor.sessions.status import QR_TIMEOUT, QR_WAIT_OVER, SessionStatus, StatusRecord, StatusRules
@@ -87,6 +88,7 @@ class SessionRegistry:
         self.events = SessionEvents(store, worker_id=settings.worker_id)
         self.incoming = IncomingMessages(store, storage, worker_id=settings.worker_id)
         self.children = ChildListener(self)
+        self.proxies = ProxySeal(settings.encryption_key)
         self.outbox = Outbox(
             store,
             router,
@@ -128,6 +130,9 @@ class SessionRegistry:
         await self.outbox.start()
         rows = await self.store.sessions()
         counts = await self.store.message_counts()
+        proxies, resealed = await asyncio.to_thread(self._open_proxies, rows)
+        # Together: one group commit.
+        await asyncio.gather(*(self.store.update_session(sid, proxy=blob) for sid, blob in resealed.items()))
         # Every stored session is known before the API answers its first call: listed, and a send to it
         # answered "not connected, retry", never "does not exist" (a backend would create it elsewhere).
         waiting: list[Session] = []
@@ -135,9 +140,14 @@ class SessionRegistry:
             logged_out = row.status == SessionStatus.LOGGED_OUT
             if not logged_out:
                 row = dataclasses.replace(row, status=SessionStatus.INITIALIZING.value)  # until its process runs
-            session = self._add(row)
+            proxy = proxies.get(row.id)
+            session = self._add(row, proxy=proxy if isinstance(proxy, str) else None)
             session.message_count = counts.get(row.id, 0)
-            if logged_out:
+            if isinstance(proxy, ProxyUnreadable):
+                # Never started without it: it would connect from this worker's own address.
+                session.proxy_error = f"{proxy}; not started without its proxy: create the session again with its proxy"
+                self.apply_status(session, st.StartRefused(time.time(), session.proxy_error))
+            elif logged_out:
                 # Needs a person with a phone: a process would only show QR codes to nobody.
                 log.info("session stays down: logged out", extra=self.extra(row.id))
                 # A crash may have come between the unlink and failing what still waited.
@@ -147,6 +157,26 @@ class SessionRegistry:
         if waiting:
             self._queued = {s.id for s in waiting}
             self._tasks.spawn(self._start_stored(waiting, len(rows)))
+
+    def _open_proxies(self, rows: list[SessionRow]) -> tuple[dict[str, str | ProxyUnreadable], dict[str, bytes]]:
+        """The stored proxies by session, and what to store instead (blocking: a thread).
+
+        With ENCRYPTION_KEY each readable one is sealed again under this run's salt (a plain one for the
+        first time): the next start then derives one key by scrypt, not one per run that stored a proxy.
+        """
+        opened: dict[str, str | ProxyUnreadable] = {}
+        resealed: dict[str, bytes] = {}
+        for row in rows:
+            if row.proxy is None:
+                continue
+            try:
+                opened[row.id] = url = self.proxies.open(row.proxy, row.id)
+            except ProxyUnreadable as exc:
+                opened[row.id] = exc
+                continue
+            if self.proxies.encrypting:
+                resealed[row.id] = self.proxies.seal(url, row.id)
+        return opened, resealed
 
     async def _start_stored(self, sessions: list[Session], stored: int) -> None:
         started = 0
@@ -220,6 +250,10 @@ class SessionRegistry:
     ) -> Session:
         """Start a new session, or return the existing one (creating is idempotent).
 
+        ``proxy`` is stored with a new session and used on every start. For an existing session it must
+        be the one stored or None (PROXY_MISMATCH otherwise); given for a session whose stored proxy
+        cannot be read, it replaces that one, and the session starts again.
+
         With ``takeover``, another worker's lease is waited for instead of answered with
         SESSION_LEASED at once: until that worker's liveness record lapses (a few seconds), or
         up to one lease TTL and a margin for a worker that keeps none (storage/leases.py). The
@@ -228,6 +262,17 @@ class SessionRegistry:
         self._check_open()
         existing = self.sessions.get(session_id)
         if existing is not None:
+            if proxy is not None and existing.proxy_error is not None:
+                stored = await asyncio.to_thread(self.proxies.seal, proxy, session_id)
+                await self.store.update_session(session_id, proxy=stored)
+                existing.child.proxy, existing.proxy_error = proxy, None
+                log.info("proxy stored again (%s)", masked(proxy), extra=self.extra(session_id))
+            elif proxy is not None and proxy != existing.proxy:
+                raise SessionError(
+                    "PROXY_MISMATCH",
+                    f"session {session_id!r} exists with {masked(existing.proxy) or 'no proxy'} as its proxy, not "
+                    f"{masked(proxy)}; leave proxy out to get the session, or delete it to change its proxy",
+                )
             if existing.child.state in _DOWN:
                 await self._before_start(session_id)
                 existing.child.start()
@@ -242,12 +287,13 @@ class SessionRegistry:
             status=SessionStatus.INITIALIZING,
             phone=None,
             last_error=None,
+            proxy=None if proxy is None else await asyncio.to_thread(self.proxies.seal, proxy, session_id),
         )
         await self._before_start(session_id, takeover=takeover)
         await self.store.add_session(row)
         session = self._add(row, proxy=proxy)
         session.child.start()
-        log.info("session created", extra=self.extra(session_id))
+        log.info("session created (proxy: %s)", masked(proxy) or "none", extra=self.extra(session_id))
         return session
 
     async def current_qr(self, session_id: str) -> Session:
@@ -504,7 +550,11 @@ class SessionRegistry:
 
     async def _before_start(self, session_id: str, *, restore: bool = True, takeover: bool = False) -> None:
         """Take the session's lease (with ``takeover``, waiting while another worker's is in force) and
-        restore its auth state from a backup when it is missing here."""
+        restore its auth state from a backup when it is missing here. Refused for a session whose stored
+        proxy cannot be read: it would connect from this worker's own address."""
+        session = self.sessions.get(session_id)
+        if session is not None and session.proxy_error is not None:
+            raise SessionError("PROXY_UNREADABLE", session.proxy_error)
         if self.storage is None:
             return
         try:

@@ -54,7 +54,14 @@ class Session:
     messages_in: int = 0  # received since the worker started
     messages_out: int = 0  # accepted for sending since the worker started
     stats: ProcStats | None = None
+    # Why its stored proxy cannot be used; set, the session is never started (it would dial directly).
+    proxy_error: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def proxy(self) -> str | None:
+        """The proxy URL its process dials through (with its password: never log it, see ``proxy.masked``)."""
+        return self.child.proxy
 
     @property
     def status(self) -> SessionStatus:
