@@ -22,6 +22,8 @@ PROXY_URL_PATTERN = (
 )
 PROXY_SCHEMES = ("socks5", "http", "https")
 MASK = "***"
+# What the sealed value is named in its associated data beside the session (a backup names its version).
+PROXY_VERSION = "proxy"
 
 
 def masked(url: str | None) -> str | None:
@@ -62,7 +64,7 @@ class ProxySeal:
 
     def seal(self, url: str, session_id: str) -> bytes:
         """The stored form of ``session_id``'s proxy (blocking, scrypt on a new salt: call in a thread)."""
-        return self._cipher.seal(url.encode(), self._bound_to(session_id))
+        return self._cipher.seal(url.encode(), self._bound_to(session_id), PROXY_VERSION)
 
     def open(self, stored: bytes, session_id: str) -> str:
         """The proxy URL in ``stored``; raises ProxyUnreadable when it cannot be trusted (blocking)."""
@@ -71,7 +73,7 @@ class ProxySeal:
                 # Also with ENCRYPTION_KEY set (stored before it was; the caller seals it now). Unlike a
                 # backup, refusing a plain one protects nothing: whoever can write the database can add sessions.
                 return stored[len(MAGIC_PLAIN) :].decode()
-            return self._cipher.open(stored, self._bound_to(session_id)).decode()
+            return self._cipher.open(stored, self._bound_to(session_id), PROXY_VERSION).decode()
         except BackupRefused as exc:
             raise ProxyUnreadable(str(exc).replace("the backup", "the stored proxy")) from None
         except UnicodeDecodeError:
