@@ -198,6 +198,13 @@ class Message(Answer):
     reactionTo: str | None = None
     replyTo: str | None = None
     mentions: list[str] | None = None
+    mediaError: Annotated[
+        Literal["too_large", "download_failed"] | None,
+        Field(
+            description="a received media message kept without its media: over MAX_INCOMING_MEDIA_MB"
+            " (never downloaded), or the download failed"
+        ),
+    ] = None
 
 
 class Pagination(Answer):
