@@ -91,6 +91,7 @@ class SessionRegistry:
                 attempt_timeout=settings.send_attempt_timeout,
                 send_timeout=settings.send_timeout,
                 message_ttl=settings.message_ttl,
+                staging_dir=settings.storage_dir / "outgoing",
             ),
         )
         self._tasks = BackgroundTasks()
