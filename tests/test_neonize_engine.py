@@ -849,7 +849,11 @@ async def test_media_over_the_ceiling_is_never_downloaded_and_a_failed_download_
     await asyncio.wait_for(asyncio.to_thread(whatsmeow), 20)
     by_id = {m.id: m for m in sink.messages}
     assert list(by_id) == ["BIG", "UNDECLARED", "SMALL", "BROKEN"]
-    assert (by_id["BIG"].media_error, by_id["BIG"].media_path, by_id["BIG"].media_size) == ("too_large", None, 500_000_000)
+    assert (by_id["BIG"].media_error, by_id["BIG"].media_path, by_id["BIG"].media_size) == (
+        "too_large",
+        None,
+        500_000_000,
+    )
     assert by_id["BIG"].name == "big.pdf" and by_id["BIG"].type == "document"
     assert by_id["UNDECLARED"].media_error == "too_large"
     assert by_id["SMALL"].media_error is None and by_id["SMALL"].media_path is not None
