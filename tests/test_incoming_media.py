@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
 
-from harness import Worker, running_worker, wait_for
+from harness import Worker, history_message, running_worker, wait_for
 
 PHONE = "6281777000"
 CONTACT = "6289777111"
-
-
-async def _received(w: Worker, sid: str, message_id: str) -> dict[str, Any] | None:
-    status, body = await w.api("GET", f"/session/{sid}/messages?direction=in")
-    assert status == 200, body
-    return next((m for m in body["data"]["messages"] if m["id"] == message_id), None)
 
 
 async def _phone_sends(w: Worker, data: bytes, **fields: str) -> str:
@@ -39,10 +32,10 @@ async def test_media_over_the_ceiling_is_kept_without_it_and_acknowledged(tmp_pa
         small = b"\x89PNG\r\n\x1a\n" + b"p" * 2000
         small_id = await _phone_sends(w, small, type="image", mimetype="image/png")
 
-        entry = await wait_for(lambda: _received(w, "inmedia", big_id), what="the big document in history")
+        entry = await wait_for(lambda: history_message(w, "inmedia", big_id), what="the big document in history")
         assert entry["mediaError"] == "too_large" and entry["mediaUrl"] is None
         assert entry["mediaSize"] == len(big) and entry["type"] == "document" and entry["name"] == "big.pdf"
-        pic = await wait_for(lambda: _received(w, "inmedia", small_id), what="the small image in history")
+        pic = await wait_for(lambda: history_message(w, "inmedia", small_id), what="the small image in history")
         assert pic["mediaUrl"] and "mediaError" not in pic
 
         # The event says the same.
