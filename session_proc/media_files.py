@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import re
 from pathlib import Path
 
-# The folder under a session's directory that holds received media.
-MEDIA_DIR = "media"
-# Message ids come from the network: nothing in one may reach outside the media folder.
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+from common.media_names import MEDIA_DIR, media_stem
+
+__all__ = ["MEDIA_DIR", "write_media"]
 
 
 def write_media(directory: Path, message_id: str, mimetype: str | None, data: bytes) -> Path:
@@ -18,7 +16,7 @@ def write_media(directory: Path, message_id: str, mimetype: str | None, data: by
     directory.mkdir(parents=True, exist_ok=True)
     base_type = mimetype.split(";", 1)[0].strip() if mimetype else None
     extension = (mimetypes.guess_extension(base_type) if base_type else None) or ".bin"
-    path = directory / (_SAFE_NAME.sub("_", message_id) + extension)
+    path = directory / (media_stem(message_id) + extension)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

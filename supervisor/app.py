@@ -239,7 +239,8 @@ def _storage(token: str) -> WorkerContext:
 def _child_config(app: web.Application) -> ChildConfig:
     """How session processes start and reach the ROUTER."""
     settings = app[SETTINGS]
-    engine_options: dict[str, Any] = {}
+    # Both engines refuse received media over the ceiling before fetching it.
+    engine_options: dict[str, Any] = {"max_media_bytes": int(settings.max_incoming_media_mb * 1024 * 1024)}
     if settings.engine == "sim":
         engine_options["hub"] = settings.sim_hub or app[SIM_HUB].zmq_endpoint
     return ChildConfig(

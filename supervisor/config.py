@@ -69,6 +69,15 @@ class Settings:
     # API: Bearer JWTs (HS256) are accepted when set; request bodies past MAX_UPLOAD_MB answer 413.
     jwt_secret: str | None = None
     max_upload_mb: float = 16.0
+    # A received attachment larger than this is not downloaded: the message is kept without it
+    # (mediaError "too_large"). neonize holds a whole download in memory (~3x its size at the peak:
+    # Go's buffer, Python's bytes, the file write), so 64 MB peaks near 200 MB in one session process:
+    # a few at once still fit beside 50 idle sessions (~1.1 GB) in the 3 GiB pod limit, and it covers
+    # every image, voice note and WhatsApp-compressed video; larger documents go without their file.
+    max_incoming_media_mb: float = 64.0
+    # History older than this many days is deleted with its media (never a message still in the
+    # outbox); None keeps history for ever.
+    message_retention_days: float | None = None
     backend_url: str | None = None  # the gateway this worker reports to; /health checks it is reachable
     # Per minute; 0 switches a limit off. Sends per session: WhatsApp bans accounts that blast.
     rate_limit_send_per_session: int = 100
@@ -271,6 +280,12 @@ def _storage(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _retention_days(env: Mapping[str, str]) -> float | None:
+    """MESSAGE_RETENTION_DAYS: unset, empty or 0 keeps history for ever."""
+    days = _float(env, "MESSAGE_RETENTION_DAYS", 0.0, minimum=0.0)
+    return days or None
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Parse settings from ``env`` (default: os.environ); raise ConfigError naming the bad variable."""
     env = os.environ if env is None else env
@@ -337,6 +352,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         jwt_secret=jwt_secret,
         backend_url=env.get("BACKEND_URL") or None,
         max_upload_mb=_float(env, "MAX_UPLOAD_MB", 16.0, minimum=0.001),
+        max_incoming_media_mb=_float(env, "MAX_INCOMING_MEDIA_MB", 64.0, minimum=0.001),
+        message_retention_days=_retention_days(env),
         rate_limit_send_per_session=_int(env, "RATE_LIMIT_SEND_PER_SESSION", 100),
         rate_limit_session_ops=session_ops,
         rate_limit_session_ops_burst=_int(

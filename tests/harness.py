@@ -226,6 +226,13 @@ class Worker:
         return self.proc.returncode
 
 
+async def history_message(w: Worker, sid: str, message_id: str) -> dict[str, Any] | None:
+    """One message of a session's history (among its latest 50), or None while it is not there."""
+    status, body = await w.api("GET", f"/session/{sid}/messages?limit=50")
+    assert status == 200, body
+    return next((m for m in body["data"]["messages"] if m["id"] == message_id), None)
+
+
 async def kill_tree(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Worker, running_worker, wait_for
+from harness import Worker, history_message, running_worker, wait_for
 
 from session_proc.engine import EngineError
 from session_proc.engines import FAULTS_ENV, engine_class
@@ -16,12 +16,6 @@ from session_proc.sim.fault import FaultEngine, parse_switches
 
 PHONE = "6281666000"
 PEER = "6280888"
-
-
-async def _message(w: Worker, sid: str, message_id: str) -> dict[str, Any] | None:
-    status, body = await w.api("GET", f"/session/{sid}/messages?limit=50")
-    assert status == 200, body
-    return next((m for m in body["data"]["messages"] if m["id"] == message_id), None)
 
 
 async def _inbox(w: Worker, phone: str) -> dict[str, dict[str, Any]]:
@@ -63,7 +57,7 @@ async def test_a_crash_during_a_send_is_retried_under_its_id_by_the_next_process
         assert back["lastExit"]["reason"] == "exit code 1" and back["restarts"] == 1
 
         async def sent() -> dict[str, Any] | None:
-            m = await _message(w, "crashy", message_id)
+            m = await history_message(w, "crashy", message_id)
             return m if m and m["status"] in ("sent", "delivered", "read") else None
 
         await wait_for(sent, what="the message sent by the next process")
@@ -76,7 +70,7 @@ async def test_an_undecidable_send_is_settled_unknown_and_never_resent(tmp_path:
         await w.create_linked("doubt", PHONE)
         status, resp = await w.api("POST", "/session/doubt/send", json={"to": PEER, "text": "maybe"})
         assert status == 200 and resp["data"]["status"] == "unknown", resp
-        message = await _message(w, "doubt", resp["data"]["messageId"])
+        message = await history_message(w, "doubt", resp["data"]["messageId"])
         assert message is not None and message["status"] == "unknown"
         assert resp["data"]["messageId"] not in await _inbox(w, PEER)
         # The backend and webhooks hear of it as well: a message.status event says "unknown".
@@ -97,7 +91,7 @@ async def test_a_send_slower_than_the_send_timeout_answers_pending_then_settles(
         assert status == 202 and resp["data"]["status"] == "pending", resp
 
         async def sent() -> dict[str, Any] | None:
-            m = await _message(w, "slow", resp["data"]["messageId"])
+            m = await history_message(w, "slow", resp["data"]["messageId"])
             return m if m and m["status"] in ("sent", "delivered", "read") else None
 
         await wait_for(sent, what="the slow send settled")

@@ -812,3 +812,50 @@ async def test_connection_events_from_go_reach_the_sink_in_order(tmp_path: Path)
         ("disconnected", ("replaced by another connection", False)),
         ("logged_out", "main_device_gone"),
     ]
+
+
+class _CountingClient(_FakeClient):
+    """Counts downloads; fails them on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.downloads = 0
+        self.download_fails = False
+
+    def download_any(self, message: Message) -> bytes:
+        self.downloads += 1
+        if self.download_fails:
+            raise RuntimeError("failed to download media: 403 Forbidden")
+        return super().download_any(message)
+
+
+async def test_media_over_the_ceiling_is_never_downloaded_and_a_failed_download_still_commits(
+    tmp_path: Path,
+) -> None:
+    client = _CountingClient()
+    engine, sink = await _engine(tmp_path, client, max_media_bytes=1000)
+    big = DocumentMessage(mimetype="application/pdf", fileName="big.pdf", fileLength=500_000_000, URL="https://mmg/b")
+    small = ImageMessage(mimetype="image/jpeg", fileLength=14, URL="https://mmg/s", mediaKey=b"k")
+    undeclared = DocumentMessage(mimetype="application/pdf", fileName="x.pdf", URL="https://mmg/u")
+
+    def whatsmeow() -> None:
+        engine._cb_message(client, _event(Message(documentMessage=big), msg_id="BIG"))
+        engine._cb_message(client, _event(Message(documentMessage=undeclared), msg_id="UNDECLARED"))
+        engine._cb_message(client, _event(Message(imageMessage=small), msg_id="SMALL"))
+        client.download_fails = True
+        engine._cb_message(client, _event(Message(imageMessage=small), msg_id="BROKEN"))
+
+    # Every callback returned (so whatsmeow acknowledges each message) after its commit.
+    await asyncio.wait_for(asyncio.to_thread(whatsmeow), 20)
+    by_id = {m.id: m for m in sink.messages}
+    assert list(by_id) == ["BIG", "UNDECLARED", "SMALL", "BROKEN"]
+    assert (by_id["BIG"].media_error, by_id["BIG"].media_path, by_id["BIG"].media_size) == (
+        "too_large",
+        None,
+        500_000_000,
+    )
+    assert by_id["BIG"].name == "big.pdf" and by_id["BIG"].type == "document"
+    assert by_id["UNDECLARED"].media_error == "too_large"
+    assert by_id["SMALL"].media_error is None and by_id["SMALL"].media_path is not None
+    assert by_id["BROKEN"].media_error == "download_failed" and by_id["BROKEN"].media_path is None
+    assert client.downloads == 2  # SMALL and BROKEN: nothing over the ceiling was fetched

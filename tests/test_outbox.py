@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from supervisor.database.store import MessageRow, Store
+from supervisor.database.store import MessageRow, OutboxRow, Store
 from supervisor.messaging.outbox import IdempotencyConflict, Outbox, OutboxSettings, SendAnswer
 from transport import wire
 from transport.channel import Body, PeerGone, RemoteError, RequestTimeout
@@ -364,3 +364,21 @@ async def test_an_unlinked_sessions_waiting_messages_fail_and_are_never_sent_lat
     await submit(outbox, "m3")
     assert await settled(store, "m3") == "sent"
     assert router.sent_ids == ["m1", "m3"] and await store.outbox() == []
+
+
+async def test_start_removes_staged_uploads_no_waiting_message_refers_to(
+    store: Store, outboxes: list[Outbox], tmp_path: Path
+) -> None:
+    staging = tmp_path / "outgoing"
+    (staging / SESSION).mkdir(parents=True)
+    (staging / "s2").mkdir()
+    waiting = staging / SESSION / "waiting.upload"
+    orphans = [staging / SESSION / "settled.upload", staging / "s2" / "cut-off.upload"]
+    for path in (waiting, *orphans):
+        path.write_bytes(b"media")
+    row, payload = message("m-media")
+    payload = msgspec.structs.replace(payload, type="image", media_path=str(waiting))
+    await store.accept_outgoing(row, OutboxRow(SESSION, "m-media", msgspec.to_builtins(payload), 0, 0.0, 1e12, 0.0))
+    settings = replace(FAST, staging_dir=staging)
+    await start_outbox(store, outboxes, ScriptedRouter(), Target(connected=False), settings)
+    assert waiting.exists() and not any(path.exists() for path in orphans)

@@ -115,3 +115,64 @@ async def test_retention_keeps_every_event_a_consumer_has_yet_to_receive(tmp_pat
         assert await store.events_since(0, 10) == []
     finally:
         await store.close()
+
+
+async def _scanned(store: Store, now: float) -> tuple[tuple[tuple[str, str, int], ...], int]:
+    """What a scan of the whole history says: counts by (direction, status), and the last hour's messages."""
+    rows = await store._read("SELECT direction, status, COUNT(*) FROM messages GROUP BY 1, 2 ORDER BY 1, 2")
+    recent = await store._read("SELECT COUNT(*) FROM messages WHERE timestamp >= ?", (now - 3540,))
+    return tuple((str(r[0]), str(r[1]), int(r[2])) for r in rows), int(recent[0][0])
+
+
+async def test_message_figures_are_kept_running_without_scanning_history(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        now = time.time()
+        for i in range(5):
+            await store.accept_outgoing(*_outgoing(i))
+        await store.accept_outgoing(*_outgoing(9, session="s2"))
+        await store.finish_outgoing("s1", "m0", "sent", timestamp=now)
+        await store.finish_outgoing("s1", "m1", "failed", error="refused")
+        await store.apply_receipt("s1", "m0", "read")
+        assert await store.apply_receipt("s1", "m2", "delivered")  # the receipt overtook the confirmation
+        await store.finish_outgoing("s1", "m2", "sent", timestamp=now)  # stays delivered
+        old = MessageRow("s1", "in-old", "in", "c", "c", "me", "text", now - 40 * 86400, "received", text="x")
+        for incoming in (MessageRow("s1", "in1", "in", "c", "c", "me", "text", now, "received", text="x"), old, old):
+            await store.add_incoming(incoming, {"message": {}})  # the duplicate changes nothing
+        await store.delete_session("s2")
+        purged = await store.purge_messages(now - 30 * 86400)
+        assert [m.id for m in purged] == ["in-old"]
+
+        # The figures come from the running tally: reading them runs no query at all.
+        async def no_reads(sql: str, args: object = ()) -> list[object]:
+            raise AssertionError(f"/metrics scanned the history: {sql}")
+
+        truth = await _scanned(store, now)
+        reads, store._read = store._read, no_reads  # type: ignore[method-assign]
+        figures = store.tally.figures(now)
+        store._read = reads  # type: ignore[method-assign]
+        assert (figures.by_status, figures.last_hour) == truth
+        assert (figures.sent, figures.failed, figures.pending, figures.received) == (2, 1, 2, 1)
+        assert figures.purged == 1
+    finally:
+        await store.close()
+    # Reopened, the tally starts from the history as it is.
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        assert (store.tally.figures(now).by_status, store.tally.figures(now).last_hour) == truth
+    finally:
+        await store.close()
+
+
+async def test_retention_never_purges_a_message_still_in_the_outbox(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        message, outbox = _outgoing(1)
+        message.timestamp = time.time() - 90 * 86400
+        await store.accept_outgoing(message, outbox)
+        assert await store.purge_messages(time.time() - 86400) == []
+        await store.finish_outgoing("s1", "m1", "failed", error="expired")
+        assert [m.id for m in await store.purge_messages(time.time() - 86400)] == ["m1"]
+        assert await store.message("s1", "m1") is None
+    finally:
+        await store.close()

@@ -189,6 +189,9 @@ class IncomingMessage(SupervisorRequest[Done]):
     mimetype: str | None = None
     media_size: int | None = None
     media_path: str | None = None  # a file the session process wrote; the supervisor moves it to storage
+    # Why a media message came without its media: "too_large" (over MAX_INCOMING_MEDIA_MB, never
+    # downloaded) or "download_failed"; the message itself is committed and acknowledged either way.
+    media_error: str | None = None
     reply_to: str | None = None
     from_me: bool = False
     latitude: float | None = None

@@ -91,6 +91,9 @@ class NeonizeEngine(Engine):
         self.retry_initial = float(options.get("retry_initial", RETRY_INITIAL))
         self.retry_max = float(options.get("retry_max", RETRY_MAX))
         self.deliver_wait = float(options.get("deliver_wait", DELIVER_WAIT))
+        ceiling = options.get("max_media_bytes")
+        # Received media over this many bytes is never downloaded (MAX_INCOMING_MEDIA_MB): None, no ceiling.
+        self.max_media_bytes = int(ceiling) if isinstance(ceiling, int | float) else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None  # neonize.client.NewClient; a reference must be kept or GC stops it
         self._nz: ModuleType | None = None  # neonize.client
@@ -543,17 +546,36 @@ class NeonizeEngine(Engine):
             message.reply_to = self._worker_by_wa.get(message.reply_to, message.reply_to)
         if message.reaction_to:
             message.reaction_to = self._worker_by_wa.get(message.reaction_to, message.reaction_to)
-        if mapped.media is not None:
-            message.media_path = await self._download(message.id, message.mimetype, mapped.media)
+        if mapped.media is None:
+            return message
+        ceiling = self.max_media_bytes
+        if ceiling is not None and (message.media_size is None or message.media_size > ceiling):
+            # neonize 0.5.2's download_any holds the whole file in memory (Go's buffer, then Python's
+            # bytes) even when given a path, so a file over the ceiling must not be fetched at all: the
+            # message is committed, and so acknowledged, without it. The size is the one the sender
+            # declared (fileLength); one that declares none is not trusted with a download either.
+            log.warning(
+                "media of message %s not downloaded: %s bytes, ceiling %d", message.id, message.media_size, ceiling
+            )
+            message.media_error = "too_large"
+            return message
+        message.media_path = await self._download(message.id, message.mimetype, mapped.media)
+        if message.media_path is None:
+            message.media_error = "download_failed"
         return message
 
     async def _download(self, message_id: str, mimetype: str | None, media: Any) -> str | None:
+        """The media written to the session's media folder; None when the download failed."""
         try:
             data: bytes = await self._call_go(self._client.download_any, media)
         except Exception as exc:
             log.warning("media of message %s could not be downloaded: %s", message_id, exc)
             return None
-        path = await asyncio.to_thread(write_media, self.ctx.session_dir / MEDIA_DIR, message_id, mimetype, data)
+        try:
+            path = await asyncio.to_thread(write_media, self.ctx.session_dir / MEDIA_DIR, message_id, mimetype, data)
+        except OSError as exc:
+            log.warning("media of message %s could not be written: %s", message_id, exc.strerror)
+            return None
         return str(path)
 
     # -- ids ----------------------------------------------------------------------------------

@@ -88,7 +88,8 @@ class SimEngine(Engine):
     """A linked device on the simulated network; ``ctx.options["hub"]`` is the hub's ZeroMQ endpoint.
 
     Other options: ``heartbeat_interval`` (seconds, default 1.0), ``request_timeout``
-    (seconds, default 10.0).
+    (seconds, default 10.0), ``max_media_bytes`` (received media larger than this is not taken:
+    the hub is told in the hello and leaves the bytes out; default: no ceiling).
     """
 
     name = "sim"
@@ -101,6 +102,8 @@ class SimEngine(Engine):
         self._hub = hub
         self._heartbeat = float(ctx.options.get("heartbeat_interval", HEARTBEAT_INTERVAL))
         self._request_timeout = float(ctx.options.get("request_timeout", REQUEST_TIMEOUT))
+        ceiling = ctx.options.get("max_media_bytes")
+        self._max_media = int(ceiling) if isinstance(ceiling, int | float) else None
         self._store: DeviceStore | None = None
         self._creds: DeviceCreds | None = None
         self._link: _Link | None = None
@@ -318,6 +321,8 @@ class SimEngine(Engine):
             "proxy": self.ctx.proxy,
             "heartbeat": self._heartbeat,
         }
+        if self._max_media is not None:
+            body["maxMediaBytes"] = self._max_media
         creds = self._creds
         if creds is not None:
             body["deviceId"] = creds.device_id
@@ -453,18 +458,29 @@ class SimEngine(Engine):
         msg_id = str(body["id"])
         sender = jid(str(body.get("from", "")))
         mimetype = body.get("mimetype") if isinstance(body.get("mimetype"), str) else None
-        media_path: str | None = None
+        media_path = media_error = None
+        media_size = body.get("mediaSize")
         encoded = body.get("mediaBase64")
-        if isinstance(encoded, str):
+        if isinstance(media_size, int) and self._max_media is not None and media_size > self._max_media:
+            # Decided from the declared size, before any byte is decoded (a hub that sent them anyway
+            # is ignored): the message is kept and acknowledged without its media.
+            media_error = "too_large"
+            log.warning(
+                "session %s: media of message %s is over the ceiling (%d bytes): not taken",
+                self.ctx.session_id,
+                msg_id,
+                media_size,
+            )
+        elif isinstance(encoded, str):
             try:
                 data = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
                 log.warning("session %s: message %s carries undecodable media", self.ctx.session_id, msg_id)
+                media_error = "download_failed"
             else:
                 path = await asyncio.to_thread(write_media, self.ctx.session_dir / MEDIA_DIR, msg_id, mimetype, data)
                 media_path = str(path)
         timestamp = body.get("timestamp")
-        media_size = body.get("mediaSize")
         return IncomingMessage(
             id=msg_id,
             chat=sender,
@@ -477,6 +493,7 @@ class SimEngine(Engine):
             mimetype=mimetype,
             media_size=media_size if isinstance(media_size, int) else None,
             media_path=media_path,
+            media_error=media_error,
             reply_to=_opt(body, "quotedId", str),
             latitude=_opt(body, "latitude", float),
             longitude=_opt(body, "longitude", float),

@@ -99,6 +99,9 @@ class Connection:
     session_id: str
     proxy: str | None
     heartbeat: float  # the period both sides agreed on; silence is judged against it
+    # Media larger than this never travels to this connection (the engine's MAX_INCOMING_MEDIA_MB):
+    # the message goes without its bytes, as WhatsApp's servers leave a file the phone never fetches.
+    max_media_bytes: int | None = None
     device_id: str | None = None
     outbox: asyncio.Queue[_Push] = field(default_factory=asyncio.Queue)
     pushed: set[int] = field(default_factory=set)  # pending rows already pushed on this connection
@@ -285,7 +288,13 @@ class Hub:
         old = self._conns.get(identity)
         if old is not None:
             self._drop(old, "said hello again")
-        conn = Connection(identity=identity, session_id=session_id, proxy=proxy, heartbeat=heartbeat)
+        conn = Connection(
+            identity=identity,
+            session_id=session_id,
+            proxy=proxy,
+            heartbeat=heartbeat,
+            max_media_bytes=_opt_size(body, "maxMediaBytes"),
+        )
         if device_id is not None:
             secret = opt_str(body, "secret", max_len=256) or ""
             device = self._store.device(device_id)
@@ -585,11 +594,15 @@ class Hub:
             return
         conn.pushed.add(pending.seq)
         on_sent: Callable[[], None] | None = None
+        body = pending.body
+        size, limit = body.get("mediaSize"), conn.max_media_bytes
+        if "mediaBase64" in body and limit is not None and isinstance(size, int) and size > limit:
+            body = {k: v for k, v in body.items() if k != "mediaBase64"}  # the engine would refuse the bytes
         if pending.kind == ops.RECEIPT:
             # Receipts need no ack: once on the wire they are done. Messages wait for the ack.
             seq = pending.seq
             on_sent = lambda: self._store.remove_pending(seq)  # noqa: E731
-        self._send(conn, pending.kind, pending.body, on_sent)
+        self._send(conn, pending.kind, body, on_sent)
 
     def _send(self, conn: Connection, op: str, body: dict[str, Any], on_sent: Callable[[], None] | None = None) -> None:
         conn.outbox.put_nowait(_Push(op, body, time.monotonic() + self.faults.latency, on_sent))

@@ -8,7 +8,7 @@ hub's HTTP API.
 from __future__ import annotations
 
 # -- engine → hub requests ---------------------------------------------------
-# {sessionId, proxy, heartbeat, deviceId?, secret?} → {status: "linked"|"qr"|"unlinked", heartbeat, ...}
+# {sessionId, proxy, heartbeat, maxMediaBytes?, deviceId?, secret?} → {status: "linked"|"qr"|"unlinked", heartbeat, ...}
 HELLO = "hello"
 # {id, to, type, text, caption, mimetype, mediaSize, media?} → {id, timestamp}
 SEND = "send"

@@ -208,6 +208,13 @@ class Message(Answer):
     reactionTo: str | None = None
     replyTo: str | None = None
     mentions: list[str] | None = None
+    mediaError: Annotated[
+        Literal["too_large", "download_failed"] | None,
+        Field(
+            description="a received media message kept without its media: over MAX_INCOMING_MEDIA_MB"
+            " (never downloaded), or the download failed"
+        ),
+    ] = None
 
 
 class Pagination(Answer):
@@ -396,6 +403,16 @@ class MessageFigures(Answer):
     failed: int
     pending: int
     lastHour: Annotated[int, Field(description="messages in and out in the last hour")]
+    purged: Annotated[int, Field(description="messages removed by MESSAGE_RETENTION_DAYS since the worker started")]
+
+
+class EventConsumerFigures(Answer):
+    name: Annotated[str, Field(description="backend, or webhook:<sessionId>")]
+    sessionId: Annotated[str | None, Field(description="the session a webhook hears; null: every session")]
+    lastEventId: Annotated[int, Field(description="the last event it received")]
+    oldestUndeliveredAge: Annotated[
+        float | None, Field(description="seconds since the oldest event it has yet to receive; null: up to date")
+    ]
 
 
 class Performance(Answer):
@@ -418,6 +435,7 @@ class Metrics(Answer):
     worker: WorkerFigures
     sessions: SessionFigures
     messages: MessageFigures
+    eventConsumers: list[EventConsumerFigures]
     performance: Performance
     database: DatabaseFigures
     storage: StorageHealth | None

@@ -26,6 +26,7 @@ from supervisor.api.errors import Handler
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
 from supervisor.api.operations import Reply, operation, template
 from supervisor.api.storage_metrics import StorageCollector
+from supervisor.database.store import ConsumerLag
 from supervisor.messaging.figures import MessageFigures
 from supervisor.sessions.snapshot import WorkerSnapshot
 from supervisor.sessions.status import SessionStatus
@@ -144,6 +145,32 @@ class SessionCollector(Collector):
         yield from (cpu, rss, uss, restarts, up, connected, by_status, messages)
 
 
+class EventCollector(Collector):
+    """How far behind each durable event consumer is, and what history retention removed."""
+
+    def __init__(self, lag: list[ConsumerLag], now: float, purged: int) -> None:
+        self.lag, self.now, self.purged = lag, now, purged
+
+    def collect(self) -> Iterator[Metric]:
+        behind = GaugeMetricFamily(
+            "wa_worker_event_consumer_lag_seconds",
+            "Age of the oldest event a consumer (backend, webhook:<sessionId>) has yet to receive; 0: up to date",
+            labels=["consumer"],
+        )
+        for consumer in self.lag:
+            behind.add_metric([consumer.name], _age(consumer, self.now) or 0.0)
+        yield behind
+        yield CounterMetricFamily(
+            "wa_worker_messages_purged", "Messages removed by MESSAGE_RETENTION_DAYS since start", value=self.purged
+        )
+
+
+def _age(consumer: ConsumerLag, now: float) -> float | None:
+    if consumer.oldest_pending_at is None:
+        return None
+    return round(max(0.0, now - consumer.oldest_pending_at), 3)
+
+
 class DatabaseCollector(Collector):
     """How the database's writes are grouped into commits, and what waits in the outbox."""
 
@@ -185,11 +212,14 @@ async def metrics(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     snap = registry.snapshot()
     figures = await registry.message_figures()
+    lag = await registry.event_consumer_lag()
+    now = time.time()
     commits, writes, outbox_waiting = registry.database_figures()
     if _wants_prometheus(request, fmt):
         scrape = CollectorRegistry()
         scrape.register(SessionCollector(snap, figures))
         scrape.register(DatabaseCollector(commits, writes, outbox_waiting))
+        scrape.register(EventCollector(lag, now, figures.purged))
         if STORAGE in request.app:
             scrape.register(StorageCollector(request.app[STORAGE]))
         text = generate_latest(request.app[STATS].registry) + generate_latest(scrape)
@@ -217,7 +247,12 @@ async def metrics(request: web.Request) -> web.Response:
             "failed": figures.failed,
             "pending": figures.pending,
             "lastHour": figures.last_hour,
+            "purged": figures.purged,
         },
+        "eventConsumers": [
+            {"name": c.name, "sessionId": c.session_id, "lastEventId": c.last_seq, "oldestUndeliveredAge": _age(c, now)}
+            for c in lag
+        ],
         "performance": request.app[STATS].performance(),
         "database": {"commits": commits, "writes": writes, "outboxWaiting": outbox_waiting},
         "storage": request.app[STORAGE].health() if STORAGE in request.app else None,

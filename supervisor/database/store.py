@@ -13,6 +13,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import aiosqlite
 
 from common.closing import Closing
 from supervisor.database.sqlite_writer import GroupCommitWriter
+from supervisor.messaging.figures import HOUR, MINUTE, MessageTally
 from supervisor.messaging.status import BEYOND_SENT, PROGRESS, MessageStatus, moves_forward
 
 log = logging.getLogger("supervisor.database.store")
@@ -122,6 +124,11 @@ MIGRATIONS: tuple[str, ...] = (
     # restarted worker dials through it again instead of from its own address.
     """
     ALTER TABLE sessions ADD COLUMN proxy BLOB;
+    """,
+    # 6: history by time across sessions: the last hour's count at start and the retention sweep
+    # read a range of it instead of the whole table.
+    """
+    CREATE INDEX messages_by_timestamp ON messages (timestamp);
     """,
 )
 
@@ -260,6 +267,27 @@ def _setup(c: sqlite3.Connection) -> None:
         c.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
 
 
+@dataclass(frozen=True, slots=True)
+class _Removed:
+    """Messages about to be deleted, as the tally counts them."""
+
+    counts: list[tuple[str, str, int]]
+    minutes: list[tuple[int, int]]
+
+
+def _counted(c: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> _Removed:
+    """Count the messages matching ``where`` by (direction, status) and by minute over the last hour."""
+    counts = c.execute(f"SELECT direction, status, COUNT(*) FROM messages WHERE {where} GROUP BY 1, 2", args)
+    minutes = c.execute(
+        f"SELECT CAST(timestamp / {MINUTE} AS INTEGER), COUNT(*) FROM messages WHERE ({where}) AND timestamp >= ?"
+        " GROUP BY 1",
+        (*args, time.time() - HOUR),
+    )
+    return _Removed(
+        [(str(r[0]), str(r[1]), int(r[2])) for r in counts.fetchall()], [(int(r[0]), int(r[1])) for r in minutes]
+    )
+
+
 def _first(rows: list[Any]) -> Any:
     return rows[0] if rows else None
 
@@ -279,6 +307,9 @@ class Store:
         self._wrote_events = False  # set on the writer's thread, read after its commit
         # Called after a commit that queued events (wakes their consumers); set by the owner.
         self.on_events: Callable[[], None] | None = None
+        # Message counts for /metrics and heartbeats: loaded at open, moved after each commit that
+        # changes history (on the event loop, once the write returned).
+        self.tally = MessageTally()
 
     def _after_commit(self) -> None:
         if self._wrote_events:
@@ -304,6 +335,7 @@ class Store:
         db.row_factory = aiosqlite.Row
         store = cls(db, writer)
         writer.after_commit = store._after_commit
+        await store._load_tally()
         return store
 
     @property
@@ -365,7 +397,8 @@ class Store:
         Its webhook stays until that last event reached it (the webhook's deliverer removes it).
         """
 
-        def write(c: sqlite3.Connection) -> None:
+        def write(c: sqlite3.Connection) -> _Removed:
+            removed = _counted(c, "session_id = ?", (session_id,))
             for table, column in (
                 ("sessions", "id"),
                 ("messages", "session_id"),
@@ -374,8 +407,10 @@ class Store:
             ):
                 c.execute(f"DELETE FROM {table} WHERE {column} = ?", (session_id,))
             self._add_event(c, session_id, "session.deleted", {})
+            return removed
 
-        await self._write(write)
+        removed = await self._write(write)
+        self.tally.removed(removed.counts, removed.minutes, purged=False)
 
     async def sessions(self) -> list[SessionRow]:
         """Every stored session, oldest first."""
@@ -512,6 +547,7 @@ class Store:
             )
 
         await self._write(write)
+        self.tally.added(message.direction, message.status, message.timestamp)
 
     async def outbox(self, session_id: str | None = None) -> list[OutboxRow]:
         """Messages waiting to be sent (of one session, or all), oldest first."""
@@ -548,36 +584,48 @@ class Store:
         if error:
             data["error"] = error
 
-        def write(c: sqlite3.Connection) -> bool:
+        def write(c: sqlite3.Connection) -> tuple[str, str] | None:
             cur = c.execute("DELETE FROM outbox WHERE session_id = ? AND message_id = ?", (session_id, message_id))
             if cur.rowcount == 0:
-                return False
-            c.execute(f"UPDATE messages SET {sets} WHERE session_id = ? AND id = ?", (*args, session_id, message_id))
+                return None
+            key = (session_id, message_id)
+            before = c.execute("SELECT status FROM messages WHERE session_id = ? AND id = ?", key).fetchone()
+            c.execute(f"UPDATE messages SET {sets} WHERE session_id = ? AND id = ?", (*args, *key))
+            after = c.execute("SELECT status FROM messages WHERE session_id = ? AND id = ?", key).fetchone()
             self._add_event(c, session_id, "message.status", data)
-            return True
+            return (str(before[0]), str(after[0])) if before and after else ("", "")
 
-        return await self._write(write)
+        moved = await self._write(write)
+        if moved is None:
+            return False
+        if moved[0]:
+            self.tally.moved("out", *moved)
+        return True
 
     async def apply_receipt(self, session_id: str, message_id: str, status: str) -> bool:
         """Move an outgoing message forward to delivered/read; False if that would not be forward."""
         if status not in PROGRESS:
             return False
 
-        def write(c: sqlite3.Connection) -> bool:
+        def write(c: sqlite3.Connection) -> str | None:
             row = c.execute(
                 "SELECT status FROM messages WHERE session_id = ? AND id = ? AND direction = 'out'",
                 (session_id, message_id),
             ).fetchone()
             if row is None or not moves_forward(row[0], status):
-                return False
+                return None
             c.execute(
                 "UPDATE messages SET status = ?, updated_at = ? WHERE session_id = ? AND id = ?",
                 (status, time.time(), session_id, message_id),
             )
             self._add_event(c, session_id, "message.status", {"messageId": message_id, "status": status})
-            return True
+            return str(row[0])
 
-        return await self._write(write)
+        old = await self._write(write)
+        if old is None:
+            return False
+        self.tally.moved("out", old, status)
+        return True
 
     # -- idempotency ---------------------------------------------------------------
     async def idempotency(self, session_id: str, key: str, *, max_age: float) -> IdempotencyRow | None:
@@ -621,7 +669,10 @@ class Store:
             self._add_event(c, message.session_id, "message.received", event)
             return True
 
-        return await self._write(write)
+        if not await self._write(write):
+            return False
+        self.tally.added(message.direction, message.status, message.timestamp)
+        return True
 
     async def message(self, session_id: str, message_id: str) -> MessageRow | None:
         row = _first(
@@ -670,14 +721,34 @@ class Store:
         rows = await self._read("SELECT session_id, COUNT(*) FROM messages GROUP BY session_id")
         return {r[0]: int(r[1]) for r in rows}
 
-    async def message_totals(self, since: float) -> list[tuple[str, str, int, int]]:
-        """``(direction, status, count, count since `since`)`` over all history (for /metrics)."""
-        rows = await self._read(
-            "SELECT direction, status, COUNT(*), COALESCE(SUM(timestamp >= ?), 0) FROM messages"
-            " GROUP BY direction, status",
-            (since,),
+    async def _load_tally(self) -> None:
+        """The message counts, once at open: every later change moves them (see MessageTally)."""
+        counts = await self._read("SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status")
+        minutes = await self._read(
+            f"SELECT CAST(timestamp / {MINUTE} AS INTEGER), COUNT(*) FROM messages WHERE timestamp >= ? GROUP BY 1",
+            (time.time() - HOUR,),
         )
-        return [(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+        self.tally.load([(str(r[0]), str(r[1]), int(r[2])) for r in counts], [(int(r[0]), int(r[1])) for r in minutes])
+
+    async def purge_messages(self, before: float, *, batch: int = 1000) -> list[MessageRow]:
+        """Delete up to ``batch`` messages older than ``before`` (epoch seconds) that are not waiting in
+        the outbox, and return them (their media is the caller's to remove)."""
+
+        def write(c: sqlite3.Connection) -> list[Any]:
+            rows = c.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.timestamp < ? AND NOT EXISTS"
+                " (SELECT 1 FROM outbox o WHERE o.session_id = m.session_id AND o.message_id = m.id)"
+                " ORDER BY m.timestamp LIMIT ?",
+                (before, batch),
+            ).fetchall()
+            c.executemany("DELETE FROM messages WHERE session_id = ? AND id = ?", [(r[0], r[1]) for r in rows])
+            return rows
+
+        purged = [_message(r) for r in await self._write(write)]
+        counts = Counter((m.direction, m.status) for m in purged)
+        recent = Counter(int(m.timestamp // MINUTE) for m in purged if m.timestamp >= time.time() - HOUR)
+        self.tally.removed([(d, s, n) for (d, s), n in counts.items()], list(recent.items()), purged=True)
+        return purged
 
     async def ping(self) -> None:
         """Read the schema from the file (not a cache): raises when the database is unusable."""

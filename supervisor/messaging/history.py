@@ -13,7 +13,17 @@ from supervisor.timefmt import iso
 from transport import wire
 
 # Fields of an outgoing/incoming wire message kept in history's `extra` column.
-_EXTRA_KEYS = ("latitude", "longitude", "name", "address", "vcard", "reaction_to", "reply_to", "mentions")
+_EXTRA_KEYS = (
+    "latitude",
+    "longitude",
+    "name",
+    "address",
+    "vcard",
+    "reaction_to",
+    "reply_to",
+    "mentions",
+    "media_error",
+)
 
 
 def _message_extra(fields: dict[str, Any]) -> dict[str, Any]:

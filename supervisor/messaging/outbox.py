@@ -57,6 +57,10 @@ class OutboxSettings:
     retry_initial: float = 0.5  # the first retry waits this long; each further one twice as long as the last
     retry_max: float = 30.0  # ...up to this
     sweep_interval: float = 1.0  # how often due retries are started and expired messages failed
+    # Where uploaded media waits to be sent (STORAGE_DIR/outgoing/<session>/): start() removes every
+    # file there that no waiting message refers to (an upload cut off by a crash, a settled send whose
+    # removal a crash interrupted). None: nothing is swept.
+    staging_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +124,16 @@ class Outbox:
         self.failed = 0
 
     async def start(self) -> None:
-        for row in await self.store.outbox():
+        """Load the waiting messages and remove staged media none of them refers to; then deliver."""
+        rows = await self.store.outbox()
+        for row in rows:
             self._queues.setdefault(row.session_id, {})[row.message_id] = row
+        if self.settings.staging_dir is not None:
+            # Before the API serves: no upload can be arriving in the directory meanwhile.
+            wanted = {str(row.payload["media_path"]) for row in rows if row.payload.get("media_path")}
+            removed = await asyncio.to_thread(_sweep_staged, self.settings.staging_dir, wanted)
+            if removed:
+                log.info("removed %d staged uploads no waiting message refers to", removed)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbox-sweeper")
 
     async def close(self) -> None:
@@ -399,3 +411,14 @@ class Outbox:
         self._queues.pop(session_id, None)
         for key in [k for k in self._settled if k[0] == session_id]:
             self._settle(*key, Settled(MessageStatus.FAILED, None, "the session was deleted"))
+
+
+def _sweep_staged(staging_dir: Path, wanted: set[str]) -> int:
+    """Delete the files under ``staging_dir/<session>/`` whose absolute path is not in ``wanted``."""
+    keep = {str(Path(path).absolute()) for path in wanted}
+    removed = 0
+    for path in staging_dir.glob("*/*"):
+        if path.is_file() and str(path.absolute()) not in keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

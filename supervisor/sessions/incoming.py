@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -42,17 +43,27 @@ class IncomingMessages:
         """Move a received message's media (a file the session process wrote) into object storage.
 
         Returns the object key and a URL for it; (None, None) when storage refused it: the message
-        is still committed (a message is never lost for its attachment), without a mediaUrl.
+        is still committed (a message is never lost for its attachment), without a mediaUrl. Once
+        stored, the session's local copy is deleted (a disk would fill with every attachment twice);
+        when the upload failed the copy stays in the session's media folder, the only one there is.
         """
         local = Path(row.media_ref or "")
         if self.storage is None:
             return None, None
+        extra = {"sessionId": session_id, **self._log_extra}
         try:
             key = await self.storage.put_media(
                 session_id, local, content_type=row.mimetype, name=f"in-{row.id}{local.suffix}"
             )
-            return key, await self.storage.media_url(key)
         except (StorageError, OSError) as exc:
-            extra = {"sessionId": session_id, **self._log_extra}
-            log.warning("media of message %s not stored: %s", row.id, exc, extra=extra)
+            log.warning("media of message %s not stored; kept at %s: %s", row.id, local.name, exc, extra=extra)
             return None, None
+        try:
+            await asyncio.to_thread(local.unlink, True)
+        except OSError as exc:
+            log.warning("stored media of message %s not removed locally: %s", row.id, exc.strerror, extra=extra)
+        try:
+            return key, await self.storage.media_url(key)
+        except StorageError as exc:
+            log.warning("no URL for the media of message %s: %s", row.id, exc, extra=extra)
+            return key, None

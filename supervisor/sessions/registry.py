@@ -23,11 +23,12 @@ from common.closing import Closing
 from common.message_id import new_message_id
 from common.tasks import BackgroundTasks, cancel_and_wait
 from supervisor.config import Settings
-from supervisor.database.store import SessionRow, Store
-from supervisor.messaging.figures import MessageFigures, message_figures
+from supervisor.database.store import ConsumerLag, SessionRow, Store
+from supervisor.messaging.figures import MessageFigures
 from supervisor.messaging.history import message_view, outgoing_row
 from supervisor.messaging.inflight import InFlight
 from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
+from supervisor.messaging.retention import HistoryRetention
 from supervisor.sessions import status as st
 from supervisor.sessions.child_events import ChildListener
 from supervisor.sessions.emitter import SessionEvents
@@ -97,6 +98,7 @@ class SessionRegistry:
                 attempt_timeout=settings.send_attempt_timeout,
                 send_timeout=settings.send_timeout,
                 message_ttl=settings.message_ttl,
+                staging_dir=settings.storage_dir / "outgoing",
             ),
         )
         self._tasks = BackgroundTasks()
@@ -127,6 +129,15 @@ class SessionRegistry:
             ),
             asyncio.create_task(self.resources.run(self.__iter__), name="process-sampler"),
         ]
+        if self.settings.message_retention_days is not None:
+            retention = HistoryRetention(
+                self.store,
+                self.storage,
+                self.settings.storage_dir / "sessions",
+                days=self.settings.message_retention_days,
+                on_removed=self._history_removed,
+            )
+            self._loops.append(asyncio.create_task(retention.run(), name="history-retention"))
         await self.outbox.start()
         rows = await self.store.sessions()
         counts = await self.store.message_counts()
@@ -474,9 +485,18 @@ class SessionRegistry:
         figures = (session_figures(s) for s in self)
         return take_snapshot(figures, self.resources.supervisor, max_sessions=self.settings.max_sessions)
 
+    def _history_removed(self, session_id: str, count: int) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.message_count = max(0, session.message_count - count)
+
     async def message_figures(self) -> MessageFigures:
-        """Message totals from the durable history."""
-        return await message_figures(self.store)
+        """Message totals of the durable history, kept running by the store (no query)."""
+        return self.store.tally.figures(time.time())
+
+    async def event_consumer_lag(self) -> list[ConsumerLag]:
+        """Where each durable event consumer (backend feed, webhooks) stands, with its oldest undelivered event."""
+        return await self.store.consumer_lag()
 
     def database_figures(self) -> tuple[int, int, int]:
         """``(commits, writes, outbox waiting)``: how writes are grouped, and what is not sent yet."""

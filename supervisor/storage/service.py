@@ -482,6 +482,10 @@ class SessionStorage:
             self.media_bucket, key, self.settings.presign_expiry if expiry is None else expiry
         )
 
+    async def remove_media(self, key: str) -> None:
+        """Delete one media object (a message past MESSAGE_RETENTION_DAYS). Raises StorageError."""
+        await self.objects.delete(self.media_bucket, key)
+
     async def delete_media(self, session_id: str) -> int:
         """Delete every media object of a session."""
         return await self.objects.delete_prefix(self.media_bucket, f"{MEDIA_PREFIX}/{session_id}/")

@@ -1,0 +1,83 @@
+"""History retention (MESSAGE_RETENTION_DAYS): messages older than that leave history with their media.
+
+A message still waiting in the outbox is never removed (the store's query excludes it); its media
+goes too: the object in storage and, for a received message whose upload failed, the copy in the
+session's media folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from common.media_names import MEDIA_DIR, media_stem
+from supervisor.database.store import MessageRow, Store
+from supervisor.storage.service import SessionStorage, StorageError
+
+log = logging.getLogger("supervisor.messaging.retention")
+
+SWEEP_INTERVAL = 3600.0  # retention is counted in days: an hourly look is plenty
+DAY = 86400.0
+
+
+class HistoryRetention:
+    """Removes history older than ``days``, in batches, every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        store: Store,
+        storage: SessionStorage | None,
+        sessions_dir: Path,
+        *,
+        days: float,
+        on_removed: Callable[[str, int], None],
+        interval: float = SWEEP_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.sessions_dir = sessions_dir  # STORAGE_DIR/sessions: received media not yet in storage
+        self.max_age = days * DAY
+        self.on_removed = on_removed  # (session id, messages removed): keeps per-session counts right
+        self.interval = interval
+
+    async def run(self) -> None:
+        """Sweep now and then every interval, until cancelled; a failed sweep is logged and tried again."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("history retention sweep failed; trying again in %.0fs", self.interval)
+            await asyncio.sleep(self.interval)
+
+    async def sweep(self) -> int:
+        """Remove what is past retention; how many messages were removed."""
+        before = time.time() - self.max_age
+        total = 0
+        while batch := await self.store.purge_messages(before):
+            for session_id, count in Counter(m.session_id for m in batch).items():
+                self.on_removed(session_id, count)
+            for message in batch:
+                await self._remove_media(message)
+            total += len(batch)
+        if total:
+            log.info("history retention removed %d messages older than %.1f days", total, self.max_age / DAY)
+        return total
+
+    async def _remove_media(self, message: MessageRow) -> None:
+        if message.media_ref and self.storage is not None:
+            try:
+                await self.storage.remove_media(message.media_ref)
+            except StorageError as exc:
+                log.warning("media of purged message %s not removed: %s", message.id, exc)
+        if message.direction == "in":
+            await asyncio.to_thread(_remove_local_media, self.sessions_dir / message.session_id, message.id)
+
+
+def _remove_local_media(session_dir: Path, message_id: str) -> None:
+    """A received message's copy in the session's media folder (kept when its upload failed)."""
+    for path in (session_dir / MEDIA_DIR).glob(f"{media_stem(message_id)}.*"):
+        path.unlink(missing_ok=True)
