@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 from pathlib import Path
 
+from common.media_names import MEDIA_DIR
 from supervisor.database.store import MessageRow, Store
 from supervisor.messaging.history import incoming_row, message_view
 from supervisor.sessions.session import Session
@@ -18,9 +20,10 @@ log = logging.getLogger("supervisor.sessions")
 class IncomingMessages:
     """Commits received messages (and their media) before the session process may acknowledge them."""
 
-    def __init__(self, store: Store, storage: SessionStorage | None, *, worker_id: str) -> None:
+    def __init__(self, store: Store, storage: SessionStorage | None, *, worker_id: str, sessions_dir: Path) -> None:
         self.store = store
         self.storage = storage  # None: media stays where the session process wrote it (unit tests)
+        self.sessions_dir = sessions_dir
         self._log_extra = {"workerId": worker_id}
 
     async def receive(self, session: Session, message: wire.IncomingMessage) -> None:
@@ -28,6 +31,11 @@ class IncomingMessages:
         extra = {"sessionId": session.id, **self._log_extra}
         row = incoming_row(session.id, message)
         view = message_view(row)
+        if row.media_ref is not None and not await asyncio.to_thread(self._own_file, session.id, row.media_ref):
+            # A session process is less trusted than the supervisor: it may name its own media only, or it
+            # could have the supervisor upload (and hand out a URL to) any file the worker can read.
+            log.error("message %s names media outside its session's folder: not taken", row.id, extra=extra)
+            row.media_ref = None
         if row.media_ref is not None:
             row.media_ref, view["mediaUrl"] = await self._store_media(session.id, row)
         # Committed before we answer: only then does the process acknowledge it to the network.
@@ -38,6 +46,17 @@ class IncomingMessages:
             log.info("message received: id %s type %s", row.id, row.type, extra=extra)
         else:
             log.info("duplicate message %s ignored", row.id, extra=extra)
+
+    def _own_file(self, session_id: str, named: str) -> bool:
+        """Whether ``named`` is a regular file in the session's media folder, reached without a link."""
+        folder = (self.sessions_dir / session_id / MEDIA_DIR).resolve()
+        path = Path(named)
+        if not path.is_absolute() or path.resolve() != path or path.parent != folder:
+            return False  # relative, through a link or "..", or elsewhere
+        try:
+            return stat.S_ISREG(path.lstat().st_mode)
+        except OSError:
+            return False
 
     async def _store_media(self, session_id: str, row: MessageRow) -> tuple[str | None, str | None]:
         """Move a received message's media (a file the session process wrote) into object storage.

@@ -87,7 +87,9 @@ class SessionRegistry:
             memory_limit=int(settings.session_memory_limit_mb * 1024 * 1024),
         )
         self.events = SessionEvents(store, worker_id=settings.worker_id)
-        self.incoming = IncomingMessages(store, storage, worker_id=settings.worker_id)
+        self.incoming = IncomingMessages(
+            store, storage, worker_id=settings.worker_id, sessions_dir=settings.storage_dir.resolve() / "sessions"
+        )
         self.children = ChildListener(self)
         self.proxies = ProxySeal(settings.encryption_key)
         self.outbox = Outbox(
