@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from harness import TOKEN, Worker, free_port, running_worker, wait_for
+from harness import TOKEN, Worker, free_port, running_worker, wait_for, webhook_receiver
 
 PHONE = "6281777000"
 
@@ -317,30 +317,12 @@ async def test_webhook_urls_aimed_inside_are_refused(tmp_path: Path) -> None:
 
 
 async def test_webhooks_follow_no_redirect_and_report_error_categories(tmp_path: Path) -> None:
-    got: list[str] = []
-    app = web.Application()
-
-    async def redirect(request: web.Request) -> web.Response:
-        await request.read()
-        raise web.HTTPFound("/stolen")
-
-    async def stolen(request: web.Request) -> web.Response:
-        got.append(request.method)
-        return web.Response(status=204)
-
-    app.router.add_post("/redirect", redirect)
-    app.router.add_route("*", "/stolen", stolen)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-
     async def figures(w: Worker, failures: int) -> dict[str, Any] | None:
         status, info = await w.api("GET", "/session/r1/webhook")
         assert status == 200, info
         return info["data"] if info["data"]["failures"] >= failures else None
 
-    try:
+    async with webhook_receiver() as (port, got):
         async with running_worker(tmp_path / "w", WEBHOOK_ALLOW_PRIVATE="true") as w:
             await w.api("POST", "/session/create", json={"sessionId": "r1"})
             status, _ = await w.api("PUT", "/session/r1/webhook", json={"url": f"http://127.0.0.1:{port}/redirect"})
@@ -357,8 +339,6 @@ async def test_webhooks_follow_no_redirect_and_report_error_categories(tmp_path:
             data = await wait_for(lambda: figures(w, 1), what="a refused delivery")
             assert data["lastError"] == "refused", data
             assert f"{closed}" in w.log()  # the detail is in the log, for the operator
-    finally:
-        await runner.cleanup()
 
 
 async def test_backend_calls_follow_no_redirect(tmp_path: Path) -> None:

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
-from harness import free_port, wait_for
+from harness import free_port, wait_for, webhook_receiver
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -216,33 +215,8 @@ async def test_a_name_that_turns_private_is_refused_when_it_does() -> None:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[int, list[str]]]:
-    """A webhook receiver on loopback: POST /hook records the event name; /redirect answers 302 to /stolen."""
-    got: list[str] = []
-    app = web.Application()
-
-    async def hook(request: web.Request) -> web.Response:
-        got.append((await request.json())["event"])
-        return web.Response(status=204)
-
-    async def stolen(request: web.Request) -> web.Response:
-        got.append(f"redirected {request.method}")
-        return web.Response(status=204)
-
-    async def redirect(request: web.Request) -> web.Response:
-        await request.read()
-        raise web.HTTPFound("/stolen")
-
-    app.router.add_post("/hook", hook)
-    app.router.add_post("/redirect", redirect)
-    app.router.add_route("*", "/stolen", stolen)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield port, got
-    finally:
-        await runner.cleanup()
+    async with webhook_receiver() as heard:
+        yield heard
 
 
 async def _post(http: aiohttp.ClientSession, url: str) -> int:
