@@ -32,6 +32,7 @@ from supervisor.api.keys import BACKEND_LINK, EVENTS, REGISTRY, SETTINGS, STORAG
 from supervisor.config import Settings
 from supervisor.database.store import Store
 from supervisor.events.backend import BackendLink
+from supervisor.events.destinations import webhook_client
 from supervisor.events.log import EventLog
 from supervisor.events.webhooks import Webhooks
 from supervisor.heap import settle_heap
@@ -120,6 +121,7 @@ async def _start_hub(settings: Settings, sockets: Path) -> SimHubChild:
 CLOSING = web.AppKey("closing", Closing)  # every close's failure, raised once the last close ran
 STORE = web.AppKey("store", Store)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+WEBHOOK_CLIENT = web.AppKey("webhook_client", aiohttp.ClientSession)
 ZYGOTE = web.AppKey("zygote", ZygoteSpawner)  # only with SPAWNER=zygote
 SIM_HUB = web.AppKey("sim_hub", SimHubChild)  # only when the worker runs its own simulated network
 ROUTER = web.AppKey("router", RouterChannel)
@@ -169,10 +171,18 @@ async def _event_log(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
-    # One HTTP client for everything the worker calls: backend, webhooks.
+    # The HTTP client for the calls the operator configured (the backend).
     http = aiohttp.ClientSession()
     app[HTTP_CLIENT] = http
     async with _closed_after(app, "http client", http.close):
+        yield
+
+
+async def _webhook_client(app: web.Application) -> AsyncIterator[None]:
+    # Webhook URLs come from API clients: their own client, which connects to public addresses only.
+    http = webhook_client(allow_private=app[SETTINGS].webhook_allow_private)
+    app[WEBHOOK_CLIENT] = http
+    async with _closed_after(app, "webhook http client", http.close):
         yield
 
 
@@ -270,7 +280,7 @@ async def _registry(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _webhooks(app: web.Application) -> AsyncIterator[None]:
-    webhooks = Webhooks(app[EVENTS], app[HTTP_CLIENT], worker_id=app[SETTINGS].worker_id)
+    webhooks = Webhooks(app[EVENTS], app[WEBHOOK_CLIENT], worker_id=app[SETTINGS].worker_id)
     app[WEBHOOKS] = webhooks
     async with _closed_after(app, "webhooks", webhooks.close):
         await webhooks.start()
@@ -329,6 +339,7 @@ def worker_contexts(token: str) -> list[WorkerContext]:
         _store,
         _event_log,
         _http_client,
+        _webhook_client,
         _zygote,
         _sim_hub,
         _router,

@@ -117,6 +117,8 @@ class Settings:
     backup_retry_max: float = 10.0  # failed backups retry with backoff up to this many seconds apart
     # -- events (GET /events, SSE, backend feed, webhooks) --
     event_retention: float = 72 * 3600.0  # seconds an event stays replayable with ?since=
+    # Webhooks may reach loopback, private and link-local addresses: development only (docs/security.md).
+    webhook_allow_private: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -362,4 +364,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         **_deployment(env),
         **_storage(env),
         event_retention=_float(env, "EVENT_RETENTION_HOURS", 72.0, minimum=0.01) * 3600.0,
+        webhook_allow_private=_bool(env, "WEBHOOK_ALLOW_PRIVATE", False),
     )

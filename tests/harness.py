@@ -23,6 +23,7 @@ import aiohttp
 import contract
 import psutil
 import pytest
+from aiohttp import web
 
 from transport import wire
 
@@ -287,3 +288,35 @@ async def standalone_hub(directory: Path) -> AsyncIterator[dict[str, str]]:
     finally:
         hub.terminate()
         await asyncio.to_thread(hub.wait, 10)
+
+
+@contextlib.asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[tuple[int, list[str]]]:
+    """A webhook receiver on loopback; yields its port and what it heard: ``POST /hook`` records the
+    event's name, ``POST /redirect`` answers 302 to ``/stolen``, which records ``redirected <method>``."""
+    got: list[str] = []
+    app = web.Application()
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append((await request.json())["event"])
+        return web.Response(status=204)
+
+    async def stolen(request: web.Request) -> web.Response:
+        got.append(f"redirected {request.method}")
+        return web.Response(status=204)
+
+    async def redirect(request: web.Request) -> web.Response:
+        await request.read()
+        raise web.HTTPFound("/stolen")
+
+    app.router.add_post("/hook", hook)
+    app.router.add_post("/redirect", redirect)
+    app.router.add_route("*", "/stolen", stolen)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port, got
+    finally:
+        await runner.cleanup()

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from harness import TOKEN, Worker, free_port, running_worker, wait_for
+from harness import TOKEN, Worker, free_port, running_worker, wait_for, webhook_receiver
 
 PHONE = "6281777000"
 
@@ -224,7 +224,8 @@ async def test_webhooks_are_signed_and_verifiable(tmp_path: Path) -> None:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        async with running_worker(tmp_path / "w") as w:
+        # The receiver is on loopback: refused unless allowed (test_webhook_urls_aimed_inside_are_refused).
+        async with running_worker(tmp_path / "w", WEBHOOK_ALLOW_PRIVATE="true") as w:
             await w.create_linked("hooked", PHONE)
             secret = "s3cr3t-" + "x" * 20
             status, body = await w.api(
@@ -278,6 +279,107 @@ async def test_webhooks_are_signed_and_verifiable(tmp_path: Path) -> None:
                 assert status == 400 and resp["code"] == "INVALID_WEBHOOK", resp
     finally:
         await runner.cleanup()
+
+
+REFUSED_WEBHOOKS = [
+    "http://127.0.0.1:8080/hook",
+    "http://localhost/hook",
+    "http://10.1.2.3/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://[fe80::1]/hook",
+    "http://2130706433/hook",
+    "http://0x7f.1/hook",
+    "http://example.com@127.0.0.1/hook",
+]
+
+
+async def test_webhook_urls_aimed_inside_are_refused(tmp_path: Path) -> None:
+    # BACKEND_URL: plain http to a name, so the start warns (nothing listens there; the worker serves anyway).
+    async with running_worker(tmp_path / "w", BACKEND_URL="http://backend.invalid:3000") as w:
+        await w.api("POST", "/session/create", json={"sessionId": "h1"})
+        for url in REFUSED_WEBHOOKS:
+            status, resp = await w.api("PUT", "/session/h1/webhook", json={"url": url})
+            assert status == 400 and resp["code"] == "WEBHOOK_URL_REFUSED", (url, resp)
+        assert (await w.api("GET", "/session/h1/webhook"))[0] == 404
+        # At create, before anything is made: no half-made session.
+        status, resp = await w.api(
+            "POST", "/session/create", json={"sessionId": "h2", "webhook": {"url": "http://192.168.0.10/h"}}
+        )
+        assert status == 400 and resp["code"] == "WEBHOOK_URL_REFUSED"
+        assert (await w.api("GET", "/session/h2/status"))[0] == 404
+        # A name is accepted when set; what it resolves to is checked at each delivery.
+        status, _ = await w.api("PUT", "/session/h1/webhook", json={"url": "https://hooks.example.com/wa"})
+        assert status == 200
+        warned = [json.loads(line) for line in w.log().splitlines() if "BACKEND_URL is plain http" in line]
+        assert [line["level"].upper() for line in warned] == ["WARNING"], warned
+
+
+async def test_webhooks_follow_no_redirect_and_report_error_categories(tmp_path: Path) -> None:
+    async def figures(w: Worker, failures: int) -> dict[str, Any] | None:
+        status, info = await w.api("GET", "/session/r1/webhook")
+        assert status == 200, info
+        return info["data"] if info["data"]["failures"] >= failures else None
+
+    async with webhook_receiver() as (port, got):
+        async with running_worker(tmp_path / "w", WEBHOOK_ALLOW_PRIVATE="true") as w:
+            await w.api("POST", "/session/create", json={"sessionId": "r1"})
+            status, _ = await w.api("PUT", "/session/r1/webhook", json={"url": f"http://127.0.0.1:{port}/redirect"})
+            assert status == 200
+            await w.api("POST", "/session/r1/restart")  # events for the webhook
+            # Retried like any failed delivery, and never followed.
+            data = await wait_for(lambda: figures(w, 2), what="two redirected deliveries")
+            assert data["lastError"] == "http_3xx" and data["delivered"] == 0
+            assert got == []
+            # A closed port: the category, not the connection error (a port-scan oracle).
+            closed = free_port()
+            await w.api("PUT", "/session/r1/webhook", json={"url": f"http://127.0.0.1:{closed}/hook"})
+            await w.api("POST", "/session/r1/restart")
+            data = await wait_for(lambda: figures(w, 1), what="a refused delivery")
+            assert data["lastError"] == "refused", data
+            assert f"{closed}" in w.log()  # the detail is in the log, for the operator
+
+
+async def test_backend_calls_follow_no_redirect(tmp_path: Path) -> None:
+    """The worker token goes to BACKEND_URL only: a 307 to elsewhere is a failed call, retried."""
+    thief_tokens: list[str | None] = []
+    calls: dict[str, int] = {"register": 0, "events": 0}
+    thief = web.Application()
+
+    async def steal(request: web.Request) -> web.Response:
+        thief_tokens.append(request.headers.get("X-Worker-Token"))
+        return web.json_response({"success": True})
+
+    thief.router.add_route("*", "/{tail:.*}", steal)
+    backend = web.Application()
+
+    def redirecting(kind: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            calls[kind] += 1
+            await request.read()
+            raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{thief_port}{request.path}")
+
+        return handler
+
+    backend.router.add_post("/api/admin/workers/register", redirecting("register"))
+    backend.router.add_post("/api/admin/workers/{wid}/events", redirecting("events"))
+    runners = [web.AppRunner(thief), web.AppRunner(backend)]
+    thief_port, backend_port = free_port(), free_port()
+    for runner, port in zip(runners, (thief_port, backend_port), strict=True):
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with running_worker(tmp_path / "w", BACKEND_URL=f"http://127.0.0.1:{backend_port}") as w:
+            await w.api("POST", "/session/create", json={"sessionId": "b1"})  # an event for the feed
+            await wait_for(
+                lambda: _truthy(calls["register"] >= 2 and calls["events"] >= 2), what="retried backend calls"
+            )
+            assert thief_tokens == []
+            assert "BACKEND_URL is plain http" not in w.log()  # loopback: no warning
+    finally:
+        for runner in runners:
+            await runner.cleanup()
 
 
 async def test_pull_replay_and_sse_resume(tmp_path: Path) -> None:

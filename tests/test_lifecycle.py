@@ -68,7 +68,19 @@ START_ORDER = [
     "webhooks",
     "backend",
 ]
-CLOSE_ORDER = ["registry", "backend", "webhooks", "storage", "router", "hub", "zygote", "http", "event log", "store"]
+CLOSE_ORDER = [
+    "registry",
+    "backend",
+    "webhooks",
+    "storage",
+    "router",
+    "hub",
+    "zygote",
+    "http",  # the webhooks' own client
+    "http",
+    "event log",
+    "store",
+]
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -195,7 +207,7 @@ async def test_a_resource_that_fails_to_start_leaves_the_ones_before_it_closed(
     await runner.cleanup()  # what drain.serve does after a failed start
 
     # The failed one closes what it had begun; the backend link never started.
-    assert closed == ["webhooks", "registry", "storage", "router", "hub", "zygote", "http", "event log", "store"]
+    assert closed == ["webhooks", "registry", *CLOSE_ORDER[3:]]
     assert _lock_is_free(tmp_path)
     assert not pid_alive(zygote_pid) and not pid_alive(hub_pid)
 

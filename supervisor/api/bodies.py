@@ -165,7 +165,14 @@ class WebhookRequest(Body):
 
     url: Annotated[
         str,
-        Field(max_length=2048, pattern=WEBHOOK_URL_PATTERN, examples=["https://backend.example/hooks/wa"]),
+        Field(
+            max_length=2048,
+            pattern=WEBHOOK_URL_PATTERN,
+            examples=["https://backend.example/hooks/wa"],
+            description="public destinations only: a loopback, private, link-local, multicast or reserved host"
+            " answers 400 WEBHOOK_URL_REFUSED (unless the worker runs with WEBHOOK_ALLOW_PRIVATE=true);"
+            " redirects are not followed",
+        ),
         Invalid(ErrorCode.INVALID_WEBHOOK, "must be an http(s) URL of at most 2048 characters"),
     ]
     secret: Annotated[

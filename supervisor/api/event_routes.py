@@ -12,8 +12,9 @@ from supervisor.api import answers, bodies
 from supervisor.api import validation as v
 from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import ApiError, ok
-from supervisor.api.keys import EVENTS, REGISTRY, WEBHOOKS
+from supervisor.api.keys import EVENTS, REGISTRY, SETTINGS, WEBHOOKS
 from supervisor.api.operations import Reply, json_reply, operation, session_operation
+from supervisor.events.destinations import refused_url
 from supervisor.events.log import envelope
 
 routes = web.RouteTableDef()
@@ -93,6 +94,21 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def check_webhook_url(request: web.Request, url: str) -> None:
+    """Refuse, with 400 WEBHOOK_URL_REFUSED, a webhook URL aimed at a non-public address (unless
+    WEBHOOK_ALLOW_PRIVATE): the first of two checks, the second is at every delivery's connection."""
+    if request.app[SETTINGS].webhook_allow_private:
+        return
+    reason = refused_url(url)
+    if reason is not None:
+        raise ApiError(
+            400,
+            ErrorCode.WEBHOOK_URL_REFUSED,
+            f"webhook url refused: {reason}; webhooks reach public addresses only"
+            " (WEBHOOK_ALLOW_PRIVATE=true allows others, for development)",
+        )
+
+
 async def set_webhook(request: web.Request, session_id: str, asked: bodies.WebhookRequest) -> dict[str, Any]:
     """Set a session's webhook; answers ``{sessionId, url, secret}`` (the secret, generated if not given)."""
     secret = await request.app[WEBHOOKS].set(session_id, asked.url, asked.secret)
@@ -113,8 +129,9 @@ async def set_webhook(request: web.Request, session_id: str, asked: bodies.Webho
 async def put_webhook(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     request.app[REGISTRY].get(session_id)
-    data = await set_webhook(request, session_id, await v.body(request, bodies.WebhookRequest))
-    return ok(data)
+    asked = await v.body(request, bodies.WebhookRequest)
+    check_webhook_url(request, asked.url)
+    return ok(await set_webhook(request, session_id, asked))
 
 
 @session_operation(

@@ -57,6 +57,9 @@ async def _qr_data_url(qr: str | None) -> str | None:
 )
 async def create_session(request: web.Request) -> web.Response:
     asked = await v.body(request, bodies.CreateSessionRequest)
+    if asked.webhook is not None:
+        # Before anything is created: a refused webhook must not leave a half-made session.
+        event_routes.check_webhook_url(request, asked.webhook.url)
     registry = request.app[REGISTRY]
     session = await registry.create(
         asked.sessionId,

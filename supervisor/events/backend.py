@@ -6,16 +6,21 @@ Seed contract: ``POST {BACKEND_URL}/api/admin/workers/register``,
 ``POST .../workers/{workerId}/events``; every call carries ``X-Worker-Token``.
 A backend that is down delays all of this and loses none of it: registration
 retries with backoff, a missed heartbeat is logged, events wait in the store.
+
+No call follows a redirect: the token must reach BACKEND_URL and nothing else, so a 3xx
+is a failed call like a 5xx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import time
 from importlib import metadata
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -30,6 +35,20 @@ log = logging.getLogger("supervisor.events.backend")
 
 CALL_TIMEOUT = 10.0
 REGISTER_RETRY_MAX = 30.0
+
+
+def plain_http_to_network(url: str) -> bool:
+    """True when ``url`` is plain http to a host other than this machine: the token travels in the clear."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: it goes over the network
 
 
 def worker_version() -> str:
@@ -71,6 +90,13 @@ class BackendLink:
         self._extra = {"workerId": settings.worker_id}
 
     def start(self) -> None:
+        if plain_http_to_network(self.base):
+            # Said once, at start: a warning per call would drown the log and change nothing.
+            log.warning(
+                "BACKEND_URL is plain http to another host: the worker token and every event cross the"
+                " network unencrypted; use https (or a loopback address for a sidecar)",
+                extra=self._extra,
+            )
         self._task = asyncio.create_task(self._run(), name="backend-link")
         self.feed.start()
 
@@ -140,7 +166,12 @@ class BackendLink:
     async def _call(self, method: str, url: str, body: dict[str, Any]) -> tuple[int | None, str | None]:
         try:
             async with self.http.request(
-                method, url, json=body, headers=self.headers, timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)
+                method,
+                url,
+                json=body,
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT),
+                allow_redirects=False,
             ) as resp:
                 await resp.read()
                 return resp.status, None

@@ -9,6 +9,12 @@ delivers it after it starts again.
 Webhook signatures (``X-Signature: t=<unix seconds>,v1=<hex>``): ``v1`` is
 HMAC-SHA256 keyed with the webhook's secret over ``f"{t}.{raw body}"``; a
 receiver recomputes it over the exact bytes it received and rejects stale ``t``.
+
+No redirect is followed (a redirect would carry the body, and the backend's token, to wherever the
+receiver points): a 3xx is a failed delivery like a 5xx. What went wrong is kept as a category
+(``timeout``, ``refused``, ``http_503``, ...; :func:`failure_category`), never the raw error: a
+webhook's owner reads it back through the API, and connection errors would tell them which ports
+answer on hosts they cannot reach themselves. The log keeps the detail.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import hmac
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ import aiohttp
 
 from common.tasks import cancel_and_wait
 from supervisor.database.store import EventRow
+from supervisor.events.destinations import RefusedDestination
 from supervisor.events.log import EventLog, envelope
 
 log = logging.getLogger("supervisor.events.delivery")
@@ -55,6 +63,35 @@ def verify(secret: str, body: bytes, header: str, *, tolerance: float = 300.0, n
         return False
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
     return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def status_category(status: int) -> str:
+    """A non-2xx answer as a failure category: ``http_3xx`` for any redirect, else ``http_<status>``."""
+    return "http_3xx" if 300 <= status < 400 else f"http_{status}"
+
+
+def failure_category(exc: BaseException) -> str:
+    """What a failed call's exception says, as one word an API client may read back."""
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(exc, RefusedDestination) or isinstance(cause, RefusedDestination):
+        return "refused_address"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+        return "tls"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns"
+    if isinstance(cause, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "unreachable"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
+        return "connection_lost"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "invalid_url"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "bad_response"
+    return "error"
 
 
 @dataclass(slots=True)
@@ -142,7 +179,11 @@ class Deliverer:
                 headers["X-Signature"] = sign(self.target.secret, body, int(time.time()))
             try:
                 async with self.http.post(
-                    self.target.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT)
+                    self.target.url,
+                    data=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT),
+                    allow_redirects=False,
                 ) as resp:
                     if 200 <= resp.status < 300:
                         self.delivered += 1
@@ -150,18 +191,23 @@ class Deliverer:
                             log.info("%s takes events again", self.target.name, extra=self._extra(row))
                         self.last_error = None
                         return
-                    error = f"HTTP {resp.status}"
+                    category = status_category(resp.status)
+                    detail = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                category = failure_category(exc)
+                # A connection error's text names host and port; an invalid URL's would be the URL itself,
+                # credentials included, so that one is logged by its kind only.
+                detail = type(exc).__name__ if isinstance(exc, aiohttp.InvalidURL) else f"{type(exc).__name__}: {exc}"
             self.failures += 1
-            self.last_error = error
+            self.last_error = category
             if not outage:
                 # Once per outage: a receiver down for an hour must not write thousands of lines.
                 log.warning(
-                    "%s refused event %d (%s); retrying with backoff",
+                    "%s refused event %d (%s; %s); retrying with backoff",
                     self.target.name,
                     row.seq,
-                    error,
+                    category,
+                    detail,
                     extra=self._extra(row),
                 )
                 outage = True
