@@ -68,6 +68,11 @@ class Settings:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     # API: Bearer JWTs (HS256) are accepted when set; request bodies past MAX_UPLOAD_MB answer 413.
     jwt_secret: str | None = None
+    jwt_audience: str | None = None  # a JWT must name this `aud` when set
+    jwt_issuer: str | None = None  # a JWT must name this `iss` when set
+    # A JWT may live at most this long (exp - iat, or exp - now without iat); 0: any. A token that
+    # lives for years is a stolen key for years.
+    jwt_max_lifetime: float = 86400.0
     max_upload_mb: float = 16.0
     # A received attachment larger than this is not downloaded: the message is kept without it
     # (mediaError "too_large"). neonize holds a whole download in memory (~3x its size at the peak:
@@ -352,6 +357,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", 15.0, minimum=0.1),
         restart_policy=policy,
         jwt_secret=jwt_secret,
+        jwt_audience=env.get("JWT_AUDIENCE") or None,
+        jwt_issuer=env.get("JWT_ISSUER") or None,
+        jwt_max_lifetime=_float(env, "JWT_MAX_LIFETIME", 86400.0),
         backend_url=env.get("BACKEND_URL") or None,
         max_upload_mb=_float(env, "MAX_UPLOAD_MB", 16.0, minimum=0.001),
         max_incoming_media_mb=_float(env, "MAX_INCOMING_MEDIA_MB", 64.0, minimum=0.001),

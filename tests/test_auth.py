@@ -3,6 +3,7 @@ wrong-algorithm credentials are refused in the one error shape."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -16,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from harness import TOKEN, running_worker
 
-from supervisor.api.auth import CLIENT, token_middleware
+from supervisor.api.auth import CLIENT, JwtRules, token_middleware
 from supervisor.api.errors import error_middleware
 
 SECRET = "jwt-secret-for-tests-" + "0123456789abcdef" * 3  # 64 bytes: long enough for HS512 too
@@ -69,11 +70,14 @@ REFUSED: list[tuple[str, dict[str, str], int, str]] = [
 ]
 
 
-async def _echo_client(*, jwt_secret: str | None) -> TestClient[web.Request, web.Application]:
+async def _echo_client(
+    *, jwt_secret: str | None, audience: str | None = None, issuer: str | None = None, max_lifetime: float = 0.0
+) -> TestClient[web.Request, web.Application]:
     async def who(request: web.Request) -> web.Response:
         return web.json_response({"success": True, "data": {"client": request.get(CLIENT)}})
 
-    app = web.Application(middlewares=[error_middleware, token_middleware(TOKEN, jwt_secret)])  # type: ignore[list-item]
+    rules = None if jwt_secret is None else JwtRules(jwt_secret, audience, issuer, max_lifetime)
+    app = web.Application(middlewares=[error_middleware, token_middleware(TOKEN, rules)])  # type: ignore[list-item]
     app.router.add_get("/sessions", who)
     app.router.add_get("/health", who)
     client = TestClient(TestServer(app))
@@ -121,6 +125,46 @@ async def test_without_a_jwt_secret_no_jwt_passes() -> None:
         assert resp.status == 403 and (await resp.json())["code"] == "FORBIDDEN"
         resp = await client.get("/sessions", headers={"Authorization": f"Bearer {TOKEN}"})
         assert resp.status == 200
+    finally:
+        await client.close()
+
+
+async def test_a_credential_that_is_not_utf8_is_a_401_not_a_crash() -> None:
+    client = await _echo_client(jwt_secret=SECRET)
+    try:
+        host, port = client.server.host, client.server.port
+        for header in (b"X-Worker-Token: \xff\xfe", b"Authorization: Bearer \xc3\x28"):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /sessions HTTP/1.1\r\nHost: w\r\nConnection: close\r\n" + header + b"\r\n\r\n")
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 401"), (header, answer[:200])
+            assert b'"code": "UNAUTHORIZED"' in answer
+    finally:
+        await client.close()
+
+
+async def test_jwt_audience_issuer_and_lifetime_are_checked_when_configured() -> None:
+    client = await _echo_client(jwt_secret=SECRET, audience="wa-worker", issuer="gateway", max_lifetime=3600)
+    now = int(time.time())
+    right = {"sub": "backend", "aud": "wa-worker", "iss": "gateway", "iat": now, "exp": now + 600}
+    try:
+        for claims, status in [
+            (right, 200),
+            ({**right, "aud": "another-service"}, 401),
+            ({k: v for k, v in right.items() if k != "aud"}, 401),
+            ({**right, "iss": "someone-else"}, 401),
+            ({k: v for k, v in right.items() if k != "iss"}, 401),
+            ({**right, "exp": now + 30 * 86400}, 401),  # lives a month
+            ({k: v for k, v in right.items() if k != "iat"}, 200),  # no iat: counted from now
+            ({**{k: v for k, v in right.items() if k != "iat"}, "exp": now + 7200}, 401),
+        ]:
+            resp = await client.get("/sessions", headers={"Authorization": f"Bearer {make_jwt(claims)}"})
+            body = await resp.json()
+            assert resp.status == status, (claims, body)
+            if status == 401:
+                assert body["code"] == "INVALID_TOKEN"
     finally:
         await client.close()
 

@@ -4,7 +4,10 @@ A client proves itself with ``X-Worker-Token: <WORKER_AUTH_TOKEN>`` (compared in
 constant time) or ``Authorization: Bearer <JWT>``: a JWT signed with
 ``JWT_SECRET`` using HS256 only (the algorithm is pinned, so ``none`` or an
 RS256 token signed with the secret as a "public key" never passes) and carrying
-an ``exp`` that has not passed. The bearer may also be the worker token itself.
+an ``exp`` that has not passed, no further away than ``JWT_MAX_LIFETIME`` from its
+``iat`` (or from now), and, when configured, the expected ``aud`` (``JWT_AUDIENCE``)
+and ``iss`` (``JWT_ISSUER``). The bearer may also be the worker token itself. A
+credential that is not UTF-8 text is a 401, like a missing one.
 Who the client is (``request["client"]``) keys the per-client rate limits.
 """
 
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from dataclasses import dataclass
 
 import jwt
 from aiohttp import web
@@ -31,17 +36,49 @@ def _client_of_token(token: bytes) -> str:
     return "token:" + hashlib.sha256(token).hexdigest()[:12]
 
 
-def verify_jwt(token: str, secret: str) -> dict[str, object]:
+LEEWAY = 5.0  # seconds of clock skew between the backend and this worker
+
+
+@dataclass(frozen=True, slots=True)
+class JwtRules:
+    """What a JWT must carry besides a valid HS256 signature and an ``exp`` to come."""
+
+    secret: str
+    audience: str | None = None
+    issuer: str | None = None
+    max_lifetime: float = 0.0  # seconds from iat (or now) to exp at most; 0: any
+
+
+def verify_jwt(token: str, rules: JwtRules) -> dict[str, object]:
     """The claims of a valid ``token``; raises ``jwt.InvalidTokenError`` (or a subclass) otherwise."""
-    return dict(
+    required = ["exp", *(["aud"] if rules.audience else []), *(["iss"] if rules.issuer else [])]
+    claims = dict(
         jwt.decode(
             token,
-            secret,
+            rules.secret,
             algorithms=JWT_ALGORITHMS,
-            options={"require": ["exp"], "verify_exp": True, "verify_signature": True},
-            leeway=5,  # clock skew between the backend and this worker
+            audience=rules.audience,
+            issuer=rules.issuer,
+            options={"require": required, "verify_exp": True, "verify_signature": True},
+            leeway=LEEWAY,
         )
     )
+    if rules.max_lifetime > 0:
+        # A stolen token that lives for years is a key for years.
+        issued = claims.get("iat")
+        start = float(issued) if isinstance(issued, int | float) else time.time()
+        exp = claims["exp"]
+        if not isinstance(exp, int | float) or float(exp) - start > rules.max_lifetime + LEEWAY:
+            raise jwt.InvalidTokenError(f"it lives longer than JWT_MAX_LIFETIME ({rules.max_lifetime:.0f}s)")
+    return claims
+
+
+def _utf8(value: str) -> bytes | None:
+    """A header's value as the bytes a client meant, or None when it was not UTF-8 text."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:  # aiohttp keeps undecodable bytes as surrogates
+        return None
 
 
 def is_open(path: str) -> bool:
@@ -49,8 +86,8 @@ def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
-def token_middleware(token: str, jwt_secret: str | None = None) -> object:
-    """Middleware requiring the worker token (header or bearer) or, with ``jwt_secret``, a valid JWT."""
+def token_middleware(token: str, jwt_rules: JwtRules | None = None) -> object:
+    """Middleware requiring the worker token (header or bearer) or, with ``jwt_rules``, a valid JWT."""
     expected = token.encode()
     token_client = _client_of_token(expected)
 
@@ -63,13 +100,18 @@ def token_middleware(token: str, jwt_secret: str | None = None) -> object:
             return await handler(request)
         given = request.headers.get("X-Worker-Token")
         if given is not None:
-            if not hmac.compare_digest(given.encode(), expected):
+            given_bytes = _utf8(given)
+            if given_bytes is None:
+                return unauthorized("X-Worker-Token must be UTF-8 text")
+            if not hmac.compare_digest(given_bytes, expected):
                 return error_response(403, ErrorCode.FORBIDDEN, "the worker token is wrong")
             request[CLIENT] = token_client
             return await handler(request)
         authorization = request.headers.get("Authorization")
         if authorization is None:
             return unauthorized("send the worker token in X-Worker-Token or a JWT as Authorization: Bearer")
+        if _utf8(authorization) is None:
+            return unauthorized("Authorization must be UTF-8 text")
         scheme, _, credential = authorization.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
@@ -77,12 +119,12 @@ def token_middleware(token: str, jwt_secret: str | None = None) -> object:
         if hmac.compare_digest(credential.encode(), expected):
             request[CLIENT] = token_client
             return await handler(request)
-        if jwt_secret is None:
+        if jwt_rules is None:
             return error_response(
                 403, ErrorCode.FORBIDDEN, "the bearer token is wrong (JWTs are not enabled: no JWT_SECRET)"
             )
         try:
-            claims = verify_jwt(credential, jwt_secret)
+            claims = verify_jwt(credential, jwt_rules)
         except jwt.ExpiredSignatureError:
             return unauthorized("the JWT has expired", ErrorCode.TOKEN_EXPIRED)
         except jwt.InvalidTokenError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from supervisor.api import docs, health_routes, metrics, openapi, session_routes
-from supervisor.api.auth import token_middleware
+from supervisor.api.auth import JwtRules, token_middleware
 from supervisor.api.errors import error_middleware
 from supervisor.api.ratelimit import RateLimiter, RateLimits
 from supervisor.config import Settings
@@ -31,7 +31,7 @@ def install_api(app: web.Application, settings: Settings, token: str) -> None:
         [
             metrics.metrics_middleware,
             error_middleware,
-            token_middleware(token, settings.jwt_secret),  # type: ignore[list-item]
+            token_middleware(token, jwt_rules(settings)),  # type: ignore[list-item]
             limiter.middleware(),  # type: ignore[list-item]
         ]
     )
@@ -41,3 +41,15 @@ def install_api(app: web.Application, settings: Settings, token: str) -> None:
     app.add_routes(openapi.routes)
     app.add_routes(docs.routes)
     docs.add_assets(app)
+
+
+def jwt_rules(settings: Settings) -> JwtRules | None:
+    """What the settings ask of a JWT; None without JWT_SECRET (JWTs are not accepted)."""
+    if settings.jwt_secret is None:
+        return None
+    return JwtRules(
+        settings.jwt_secret,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        max_lifetime=settings.jwt_max_lifetime,
+    )
