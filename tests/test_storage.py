@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
@@ -100,6 +100,11 @@ async def test_presigned_get_from_minio(s3: S3Server, tmp_path: Path) -> None:  
     async with aiohttp.ClientSession() as http, http.get(url) as resp:  # no credentials: the URL is the key
         assert resp.status == 200
         assert await resp.read() == media.read_bytes()
+    # The URL itself asks S3 to answer with the disposition: a document is a download, an image shows.
+    query = parse_qs(urlsplit(url).query)
+    assert query["response-content-disposition"] == ["inline"] and query["response-content-type"] == ["image/jpeg"]
+    document = parse_qs(urlsplit(await store.presigned_get("whatsapp-media", "media/s1/page.html", 60)).query)
+    assert document["response-content-disposition"] == ["attachment; filename*=UTF-8''page.html"]
     await store.close()
 
 
@@ -558,6 +563,15 @@ async def test_local_backend_media_urls_are_served_by_the_worker_until_they_expi
             async with http.get(url) as resp:
                 assert resp.status == 200 and await resp.read() == media.read_bytes()
                 assert resp.headers["Content-Type"] == "image/png"
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
+                assert resp.headers["Content-Disposition"] == "inline"  # images, audio and video show
+            # A contact's "page": a download, never rendered on the worker's origin.
+            page = media.with_name("invoice.html")
+            page.write_bytes(b"<script>alert(1)</script>")
+            async with http.get(await store.presigned_get("whatsapp-media", "media/s1/invoice.html", 60)) as resp:
+                assert resp.status == 200 and resp.headers["Content-Type"] == "text/html"
+                assert resp.headers["Content-Disposition"] == "attachment; filename*=UTF-8''invoice.html"
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
             async with http.get(url.replace("photo.png", "other.png")) as resp:
                 assert resp.status == 403 and (await resp.json())["code"] == "FORBIDDEN"
             async with http.get(expired) as resp:

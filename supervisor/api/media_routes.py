@@ -8,7 +8,6 @@ link in an API answer works for whoever holds it, until it expires.
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 
 from aiohttp import web
 
@@ -18,6 +17,7 @@ from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import ApiError
 from supervisor.api.keys import STORAGE
 from supervisor.api.operations import Reply, operation
+from supervisor.storage.disposition import content_disposition, content_type_of
 from supervisor.storage.local import LocalObjectStore, check_signature
 from supervisor.storage.objects import StorageError
 
@@ -58,5 +58,11 @@ async def media(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, ErrorCode.NOT_FOUND, "no such media") from None
     if not await asyncio.to_thread(path.is_file):
         raise ApiError(404, ErrorCode.NOT_FOUND, "no such media")
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "private, max-age=60"})
+    headers = {
+        "Content-Type": content_type_of(path.name),
+        "Content-Disposition": content_disposition(path.name),
+        # The type is ours to say: a browser must not guess HTML from a contact's bytes.
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, max-age=60",
+    }
+    return web.FileResponse(path, headers=headers)

@@ -23,6 +23,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
+from supervisor.storage.disposition import content_disposition, content_type_of
 from supervisor.storage.objects import (
     ObjectStore,
     PreconditionFailed,
@@ -222,7 +223,16 @@ class MinioObjectStore(ObjectStore):
             raise StorageError(f"cannot list {bucket}/{prefix}: {exc.code}") from None
 
     async def presigned_get(self, bucket: str, key: str, expiry: float) -> str:
-        return str(self._presigner.presigned_get_object(bucket, key, expires=timedelta(seconds=expiry)))
+        # S3 answers with these headers for this URL alone: a document is a download, never a page.
+        overrides: dict[str, str | list[str] | tuple[str]] = {
+            "response-content-disposition": content_disposition(key),
+            "response-content-type": content_type_of(key),
+        }
+        return str(
+            self._presigner.presigned_get_object(
+                bucket, key, expires=timedelta(seconds=expiry), response_headers=overrides
+            )
+        )
 
     async def close(self) -> None:
         if self._http is not None:
