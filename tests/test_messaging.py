@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -422,6 +423,31 @@ async def test_media_round_trip_and_refusals(tmp_path: Path) -> None:
         form.add_field("note", "no file here")
         status, resp = await w.api("POST", "/session/media/send", data=form)
         assert status == 400 and resp["code"] == "MEDIA_MISSING"
+        # The body as a whole is bounded, chunked or not: by its number of parts and each field's size.
+        many = aiohttp.FormData(default_to_multipart=True)
+        for n in range(40):
+            many.add_field(f"f{n}", "x")
+        status, resp = await w.api("POST", "/session/media/send", data=many)
+        assert status == 400 and resp["code"] == "INVALID_MULTIPART" and "at most 32 parts" in resp["error"]
+
+        async def endless_field() -> AsyncIterator[bytes]:  # chunked: no Content-Length to refuse up front
+            yield b'--B\r\nContent-Disposition: form-data; name="caption"\r\n\r\n'
+            for _ in range(64):  # 16 MiB unless the worker stops reading at the field's limit
+                yield b"y" * 262_144
+            yield b"\r\n--B--\r\n"
+
+        status, resp = await w.api(
+            "POST",
+            "/session/media/send",
+            data=endless_field(),
+            headers={"Content-Type": "multipart/form-data; boundary=B"},
+        )
+        assert status == 400 and resp["code"] == "INVALID_FIELD", resp
+        unnamed = b"--B\r\nContent-Disposition: form-data\r\n\r\nwho am I\r\n--B--\r\n"
+        status, resp = await w.api(
+            "POST", "/session/media/send", data=unnamed, headers={"Content-Type": "multipart/form-data; boundary=B"}
+        )
+        assert status == 400 and resp["code"] == "INVALID_MULTIPART"
         # Staged uploads are gone once sent, and nothing of the refused ones was kept.
         assert list((w.storage / "outgoing" / "media").iterdir()) == []
 

@@ -24,6 +24,9 @@ from supervisor.api.errors import ApiError
 
 CHUNK = 256 * 1024
 MAX_FIELD = 64 * 1024
+# A send form has a handful of parts (file, type, to, caption, ...). Bounding their number and each
+# field's size bounds the whole body, with a Content-Length or chunked: the file is capped on its own.
+MAX_PARTS = 32
 FILE_PARTS = ("file", "media")
 # What a declared type's bytes must sniff as; a document may be anything.
 TYPE_FAMILIES = {"image": "image/", "audio": "audio/", "video": "video/"}
@@ -59,11 +62,15 @@ async def receive(request: web.Request, target: Path, *, max_bytes: int) -> Uplo
     fields: dict[str, str] = {}
     got_file: tuple[int, str, str | None, str | None] | None = None
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    parts = 0
     try:
         while True:
             part = await reader.next()
             if part is None:
                 break
+            parts += 1
+            if parts > MAX_PARTS:
+                raise ApiError(400, ErrorCode.INVALID_MULTIPART, f"a send form has at most {MAX_PARTS} parts")
             if not isinstance(part, BodyPartReader):
                 raise ApiError(400, ErrorCode.INVALID_MULTIPART, "nested multipart bodies are not accepted")
             if part.name in FILE_PARTS and part.filename is not None:
@@ -72,10 +79,10 @@ async def receive(request: web.Request, target: Path, *, max_bytes: int) -> Uplo
                 size, digest = await _stream(part, target, max_bytes)
                 got_file = (size, digest, part.filename, part.headers.get("Content-Type"))
             elif part.name:
-                value = await part.read(decode=True)
-                if len(value) > MAX_FIELD:
-                    raise ApiError(400, ErrorCode.INVALID_FIELD, f"form field {part.name} is too long")
-                fields[part.name] = value.decode("utf-8", "replace")
+                fields[part.name] = (await _read_field(part)).decode("utf-8", "replace")
+            else:
+                # Skipping it would still read it through: refused before a byte of it is read.
+                raise ApiError(400, ErrorCode.INVALID_MULTIPART, "every form part needs a name")
     except BaseException:
         await asyncio.to_thread(target.unlink, True)
         raise
@@ -86,6 +93,16 @@ async def receive(request: web.Request, target: Path, *, max_bytes: int) -> Uplo
         await asyncio.to_thread(target.unlink, True)
         raise ApiError(400, ErrorCode.MEDIA_MISSING, "the file part is empty")
     return Upload(target, size, digest, _mimetype(target, filename, declared), filename, fields)
+
+
+async def _read_field(part: BodyPartReader) -> bytes:
+    """A form field's value, read no further than MAX_FIELD (never the whole part into memory first)."""
+    data = bytearray()
+    while chunk := await part.read_chunk(CHUNK):
+        data += chunk
+        if len(data) > MAX_FIELD:
+            raise ApiError(400, ErrorCode.INVALID_FIELD, f"form field {part.name} is longer than {MAX_FIELD} bytes")
+    return part.decode(bytes(data))
 
 
 async def _stream(part: BodyPartReader, target: Path, max_bytes: int) -> tuple[int, str]:
