@@ -17,6 +17,8 @@ import zmq
 import zmq.asyncio
 from harness import TOKEN, Worker, kill_tree, pid_alive, running_worker, standalone_hub, wait_for
 
+from supervisor.timefmt import epoch
+
 
 async def test_create_link_send_and_receive(tmp_path: Path) -> None:
     async with running_worker(tmp_path / "w") as w:
@@ -28,7 +30,7 @@ async def test_create_link_send_and_receive(tmp_path: Path) -> None:
         assert body["data"]["qrCode"].startswith("data:image/png;base64,")
 
         status, qr = await w.api("GET", "/session/alice/qr")
-        assert status == 200 and qr["data"]["qr"] and qr["data"]["expiresAt"] > time.time()
+        assert status == 200 and qr["data"]["qr"] and epoch(qr["data"]["expiresAt"]) > time.time()
 
         await w.hub("POST", "/phones/6281111/scan", json={"qr": qr["data"]["qr"]})
         await w.wait_session("alice", lambda s: s["status"] == "connected")

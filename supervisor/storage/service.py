@@ -38,6 +38,7 @@ from supervisor.storage.local import LocalObjectStore
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
 from supervisor.storage.removals import PendingRemovals
 from supervisor.storage.s3 import MinioObjectStore
+from supervisor.timefmt import iso
 
 log = logging.getLogger("supervisor.storage")
 
@@ -257,10 +258,11 @@ class SessionStorage:
         """The ``storage`` part of /health."""
         return {
             "type": self.objects.kind,
-            "minioConnected": self.connected if self.objects.kind == "minio" else None,
+            # The seed's boolean: false also when no MinIO is configured (``type`` says which store it is).
+            "minioConnected": self.objects.kind == "minio" and self.connected,
             "connected": self.connected,
             "pendingBackups": self.backups.pending,
-            "lastBackupAt": self.backups.last_backup_at,
+            "lastBackupAt": iso(self.backups.last_backup_at),
             "backupsDone": self.backups.backups_done,
             "leasesHeld": len(self.leases.held),
             "leasesUnverified": len(self.leases.unverified),
