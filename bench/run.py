@@ -648,7 +648,7 @@ SEND_BODY = json.dumps(
 ).encode()
 SEND_ANSWER = {
     "success": True,
-    "data": {"messageId": "3EB0C767D0D1A6B4A5F1", "status": "sent", "timestamp": 1764561600.123},
+    "data": {"messageId": "3EB0C767D0D1A6B4A5F1", "status": "sent", "timestamp": "2025-12-01T04:00:00.123Z"},
 }
 
 

@@ -11,6 +11,12 @@ that do not exist (they must still be the one error shape).
 
 Streams (Server-Sent Events) are read line by line, never with ``read()``: their
 events are checked by ``check_sse_event`` where a test reads them.
+
+One time format: a ``date-time`` in the document is the exact ISO 8601 UTC form
+``supervisor.timefmt.iso`` writes, and every key named like a point in time
+(``timestamp``, ``*At``, ``lastSeen``, ...) anywhere in a body, free-form event
+``data`` included, must be such a string or null (``time_problems``; the fake
+backend and webhook receivers check what they receive with it too).
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 
 from supervisor.api.openapi import document
+from supervisor.timefmt import ISO_PATTERN
 
 Schema = dict[str, Any]
 
@@ -133,7 +140,36 @@ def _validator(pointer: str) -> Draft202012Validator:
     """A validator for the schema at ``pointer`` in the document (its $refs resolve in the document)."""
     doc = document()
     root = {"$ref": pointer, "components": doc["components"], "paths": doc["paths"]}
-    return Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return Draft202012Validator(root, format_checker=FORMATS)
+
+
+FORMATS = FormatChecker()
+
+
+@FORMATS.checks("date-time")
+def _iso_time(instance: object) -> bool:
+    """Our one time format, stricter than RFC 3339 (which allows offsets and any fraction)."""
+    return not isinstance(instance, str) or ISO_PATTERN.match(instance) is not None
+
+
+# Keys that name a point in time (durations such as uptime or avgResponseTime are numbers of seconds or ms).
+TIME_KEY = re.compile(r"^(timestamp|at|lastSeen|startTime|statusSince|\w+At|\w+Until)$")
+
+
+def time_problems(value: Any, where: str = "") -> list[str]:
+    """Every key named like a point in time in ``value`` whose value is not an ISO time string (or null)."""
+    problems = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}/{key}"
+            if TIME_KEY.match(key) and item is not None and not (isinstance(item, str) and ISO_PATTERN.match(item)):
+                problems.append(f"{path}: {item!r} is not an ISO 8601 UTC time like 2026-12-01T01:59:18.236Z")
+            else:
+                problems += time_problems(item, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            problems += time_problems(item, f"{where}/{i}")
+    return problems
 
 
 def _pointer(*parts: str) -> str:
@@ -144,13 +180,15 @@ def _error_pointer() -> str:
     return _pointer("components", "responses", "400", "content", "application/json", "schema")
 
 
-def _problems(schema_pointer: str, body: bytes) -> list[str]:
+def _problems(schema_pointer: str, body: bytes, *, times: bool = True) -> list[str]:
     try:
         instance = json.loads(body)
     except ValueError:
         return ["the body is not JSON"]
     errors = sorted(_validator(schema_pointer).iter_errors(instance), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5]]
+    found = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5]]
+    # The API's own description names its time fields as keys of schemas: it is not an answer with times.
+    return found + (time_problems(instance) if times else [])
 
 
 def check(record: Record, *, whole_api: bool) -> list[str]:
@@ -176,7 +214,7 @@ def check(record: Record, *, whole_api: bool) -> list[str]:
     if record.body is None or record.content_type != "application/json":
         return []
     pointer = _pointer(*base, "content", record.content_type, "schema")
-    return [f"{where}: {p}" for p in _problems(pointer, record.body)]
+    return [f"{where}: {p}" for p in _problems(pointer, record.body, times=template != "/openapi.json")]
 
 
 def check_all(records: list[Record]) -> list[str]:
@@ -202,7 +240,8 @@ def check_sse_event(fields: dict[str, str]) -> list[str]:
     except ValueError:
         return [*problems, "data is not JSON"]
     data_pointer = event["properties"]["data"]["contentSchema"]["$ref"]
-    return problems + [f"data: {e.message}" for e in _validator(data_pointer).iter_errors(data)]
+    problems += [f"data: {e.message}" for e in _validator(data_pointer).iter_errors(data)]
+    return problems + [f"data{p}" for p in time_problems(data)]
 
 
 def _resolve(schema: Schema) -> Schema:

@@ -22,6 +22,9 @@ from supervisor.api.openapi import document
 from supervisor.api.operations import template
 from supervisor.app import build_app
 from supervisor.config import load
+from supervisor.supervision.capacity import read_capacity
+from supervisor.timefmt import epoch
+from supervisor.version import worker_version
 
 ERROR_KEYS = {"success", "error", "code"}
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -71,7 +74,7 @@ async def test_session_lifecycle_as_the_backend_calls_it(tmp_path: Path) -> None
 
         qr = assert_ok(*await w.api("GET", "/session/shop-1/qr"))
         assert {"qrCode", "qr", "status", "expiresAt"} <= set(qr)
-        assert qr["status"] == "qr_ready" and isinstance(qr["qr"], str) and qr["expiresAt"] > 0
+        assert qr["status"] == "qr_ready" and isinstance(qr["qr"], str) and epoch(qr["expiresAt"]) > time.time()
 
         status = assert_ok(*await w.api("GET", "/session/shop-1/status"))
         assert {"sessionId", "status", "phoneNumber", "lastSeen", "messageCount"} <= set(status)
@@ -108,6 +111,7 @@ async def test_session_lifecycle_as_the_backend_calls_it(tmp_path: Path) -> None
         # send (JSON text) and history
         sent = assert_ok(*await w.api("POST", "/session/shop-1/send", json={"to": "628999000", "text": "hello"}))
         assert {"messageId", "status", "timestamp"} <= set(sent) and sent["status"] == "sent"
+        assert abs(epoch(sent["timestamp"]) - time.time()) < 30
         page = assert_ok(*await w.api("GET", "/session/shop-1/messages?limit=10&offset=0"))
         assert page["pagination"] == {"total": 1, "limit": 10, "offset": 0}
         [msg] = page["messages"]
@@ -405,6 +409,31 @@ async def test_health_and_metrics_show_real_figures(tmp_path: Path) -> None:
             assert 'wa_worker_sessions{status="connected"} 1.0' in text
             assert re.search(r"^wa_worker_db_commits_total [1-9]", text, re.M)
             assert "wa_worker_outbox_waiting 0.0" in text
+
+
+async def test_health_and_metrics_carry_the_seed_shapes(tmp_path: Path) -> None:
+    """A backend written against the seed reads /health and /metrics unchanged: its fields, every time ISO."""
+    async with running_worker(tmp_path / "w", WORKER_ENDPOINT="http://w1:8001") as w:
+        await w.create_linked("seed1", "628555001")
+        await w.wait_session("seed1", lambda s: s["memory"]["rss"] is not None)
+        _, health = await w.api("GET", "/health")
+        assert abs(epoch(health["timestamp"]) - time.time()) < 30
+        resources = health["resources"]
+        # The worker's share of what it may use, in percent; memoryTotal in MB.
+        assert 0 <= resources["cpuUsage"] <= 100 and 0 < resources["memoryUsage"] <= 100
+        assert resources["memoryTotal"] == read_capacity().memory // 2**20
+        rss = resources["supervisor"]["memory"]["rss"] + resources["sessions"]["memory"]["rss"]
+        assert abs(resources["memoryUsage"] - rss / read_capacity().memory * 100) <= 0.01
+        # Without MinIO: not connected to it; the database answers.
+        assert health["storage"]["minioConnected"] is False and health["storage"]["dbConnected"] is True
+
+        _, metrics = await w.api("GET", "/metrics")
+        worker = metrics["worker"]
+        assert worker["id"] == "test-worker" and worker["endpoint"] == "http://w1:8001"
+        assert worker["version"] == worker_version() != "0+unknown"
+        started = epoch(worker["startTime"])
+        assert abs(started + worker["uptime"] - epoch(metrics["timestamp"])) < 0.01
+        assert time.time() - 120 < started < time.time()
 
 
 async def test_health_is_unhealthy_when_the_database_is_unusable(tmp_path: Path) -> None:

@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import contract
 from aiohttp import web
 from harness import TOKEN, Worker, free_port, running_worker, wait_for, webhook_receiver
+
+from supervisor.supervision.capacity import read_capacity
+from supervisor.timefmt import epoch
 
 PHONE = "6281777000"
 
@@ -31,6 +35,7 @@ class FakeBackend:
         self.fail_every = 0  # answer 500 to every n-th event call
         self.forget_worker = False  # answer the next heartbeat with 404
         self.calls = 0
+        self.time_problems: list[str] = []  # time fields of what it received that are not ISO strings
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -45,10 +50,16 @@ class FakeBackend:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        assert not self.time_problems, self.time_problems
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        body: dict[str, Any] = await request.json()
+        self.time_problems += [f"{request.path}{p}" for p in contract.time_problems(body)]
+        return body
 
     async def _register(self, request: web.Request) -> web.Response:
         self.tokens.add(request.headers.get("X-Worker-Token"))
-        self.registrations.append(await request.json())
+        self.registrations.append(await self._body(request))
         return web.json_response({"success": True})
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
@@ -56,7 +67,7 @@ class FakeBackend:
         if self.forget_worker:
             self.forget_worker = False
             return web.json_response({"success": False}, status=404)
-        self.heartbeats.append((time.monotonic(), await request.json()))
+        self.heartbeats.append((time.monotonic(), await self._body(request)))
         return web.json_response({"success": True})
 
     async def _event(self, request: web.Request) -> web.Response:
@@ -64,7 +75,7 @@ class FakeBackend:
         if self.fail_every and self.calls % self.fail_every == 0:
             await request.read()
             return web.json_response({"error": "flaky"}, status=500)
-        body = await request.json()
+        body = await self._body(request)
         assert request.headers["X-Event-Id"] == str(body["id"])
         self.events.append(body)
         return web.json_response({"success": True})
@@ -129,6 +140,17 @@ async def test_registers_once_the_backend_is_up_and_heartbeats_with_metrics(tmp_
             assert backend.tokens == {TOKEN}
             await wait_for(lambda: _truthy(len(backend.heartbeats) >= 3), what="three heartbeats")
             beat = backend.heartbeats[-1][1]
+            # The seed's heartbeat: status, an ISO timestamp and its five metrics.
+            assert beat["status"] == "online" and abs(epoch(beat["timestamp"]) - time.time()) < 30
+            metrics = beat["metrics"]
+            assert set(metrics) == {"sessionCount", "connectedSessions", "cpuUsage", "memoryUsage", "uptime"}
+            assert metrics["sessionCount"] == 1 and metrics["connectedSessions"] == 0
+            # Percents of what the worker may use: the supervisor and its session process hold some memory.
+            assert 0 <= metrics["cpuUsage"] <= 100 and 0 < metrics["memoryUsage"] <= 100
+            own_rss = beat["resources"]["worker"]["rss"] + beat["resources"]["sessions"]["rss"]
+            assert metrics["memoryUsage"] == round(own_rss / read_capacity().memory * 100, 2)
+            assert 0 < metrics["uptime"] < 120
+            # Ours beside them.
             assert beat["sessions"]["total"] == 1 and sum(beat["sessions"]["byStatus"].values()) == 1
             assert beat["resources"]["worker"]["rss"] > 0 and "messages" in beat
             # A backend that forgot the worker gets a new registration.
@@ -266,6 +288,8 @@ async def test_webhooks_are_signed_and_verifiable(tmp_path: Path) -> None:
 
             raw, signature = await wait_for(qr_at_hook, what="qr_ready of hooked3 at its webhook")
             assert _recipe(created["data"]["webhook"]["secret"], raw, signature)
+            # Every time a webhook received (the event's, a QR's expiresAt, ...) is an ISO string.
+            assert not [p for r, _ in received for p in contract.time_problems(json.loads(r))]
             status, resp = await w.api(
                 "POST", "/session/create", json={"sessionId": "hooked4", "webhook": {"url": "mailto:x"}}
             )

@@ -14,6 +14,8 @@ import pytest
 from harness import Worker, kill_tree, pid_alive, running_worker, standalone_hub, wait_for
 from s3server import S3Outage, S3Server, s3  # noqa: F401 - s3 is a fixture
 
+from supervisor.timefmt import epoch
+
 KEY = "failover-test-key-0123456789abcdefghij"
 
 
@@ -352,7 +354,7 @@ async def test_a_live_workers_session_is_not_taken_over_and_a_clean_stop_removes
             assert lease is not None and lease["workerId"] == "worker-a"
             _, health = await a.api("GET", "/health")
             liveness = health["storage"]["liveness"]
-            assert liveness["lapsed"] is False and liveness["aliveUntil"] > time.time()
+            assert liveness["lapsed"] is False and epoch(liveness["aliveUntil"]) > time.time()
             _, text = await a.api("GET", "/metrics?format=prometheus")
             gauges = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith("wa_worker_liveness_"))
             assert gauges["wa_worker_liveness_lapsed"] == "0.0"

@@ -7,6 +7,8 @@ store ends up holding and what the router was asked, in which order.
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -19,6 +21,7 @@ import pytest_asyncio
 
 from supervisor.database.store import MessageRow, OutboxRow, Store
 from supervisor.messaging.outbox import IdempotencyConflict, Outbox, OutboxSettings, SendAnswer
+from supervisor.timefmt import iso
 from transport import wire
 from transport.channel import Body, PeerGone, RemoteError, RequestTimeout
 from transport.protocol import Payload
@@ -161,7 +164,7 @@ async def test_a_confirmed_send_is_settled_sent_at_the_networks_time(store: Stor
     router = ScriptedRouter(confirm)
     outbox = await start_outbox(store, outboxes, router, Target())
     answer = await submit(outbox, "m1")
-    assert answer == SendAnswer(200, {"messageId": "m1", "status": "sent", "timestamp": NETWORK_TS})
+    assert answer == SendAnswer(200, {"messageId": "m1", "status": "sent", "timestamp": iso(NETWORK_TS)})
     assert router.calls == [(IDENTITY, "send", {"id": "m1", "to": "628222@s.whatsapp.net", "text": "hello"})]
     assert await status_of(store, "m1") == ("sent", None, NETWORK_TS)
     assert await store.outbox() == []
@@ -271,6 +274,19 @@ async def test_an_idempotency_key_replays_the_first_answer_without_a_second_send
         await submit(outbox, "m3", idempotency_key="k1", fingerprint="another request")
 
 
+async def test_an_answer_stored_in_epoch_seconds_replays_with_an_iso_timestamp(
+    tmp_path: Path, store: Store, outboxes: list[Outbox]
+) -> None:
+    """A key answered by a version from before the one time format (keys last 24 h) replays in today's."""
+    outbox = await start_outbox(store, outboxes, ScriptedRouter(confirm), Target())
+    first = await submit(outbox, "m1", idempotency_key="k1", fingerprint="f")
+    old = json.dumps({**first.data, "timestamp": NETWORK_TS})
+    with sqlite3.connect(tmp_path / "worker.db") as db:
+        db.execute("UPDATE idempotency SET response = ? WHERE key = 'k1'", (old,))
+    assert await outbox.replay(SESSION, "k1", "f") == first
+    assert first.data["timestamp"] == iso(NETWORK_TS)
+
+
 async def test_concurrent_calls_with_one_key_accept_one_message_and_answer_alike(
     store: Store, outboxes: list[Outbox]
 ) -> None:
@@ -283,7 +299,7 @@ async def test_concurrent_calls_with_one_key_accept_one_message_and_answer_alike
     assert not any(call.done() for call in calls)  # the second waits for the first instead of racing it
     gate.set_result(None)
     first, second = await asyncio.gather(*calls)
-    assert first == second and first.data == {"messageId": "m1", "status": "sent", "timestamp": NETWORK_TS}
+    assert first == second and first.data == {"messageId": "m1", "status": "sent", "timestamp": iso(NETWORK_TS)}
     assert router.sent_ids == ["m1"]
     assert await store.message(SESSION, "m2") is None
     # Later replays give exactly that answer, without the session process.

@@ -22,6 +22,7 @@ from harness import TOKEN, Worker, clean_env, free_port, kill_tree, pid_alive, r
 
 from supervisor.app import socket_dir
 from supervisor.config import load
+from supervisor.timefmt import epoch
 
 
 async def test_create_link_send_and_receive(tmp_path: Path) -> None:
@@ -34,7 +35,7 @@ async def test_create_link_send_and_receive(tmp_path: Path) -> None:
         assert body["data"]["qrCode"].startswith("data:image/png;base64,")
 
         status, qr = await w.api("GET", "/session/alice/qr")
-        assert status == 200 and qr["data"]["qr"] and qr["data"]["expiresAt"] > time.time()
+        assert status == 200 and qr["data"]["qr"] and epoch(qr["data"]["expiresAt"]) > time.time()
 
         await w.hub("POST", "/phones/6281111/scan", json={"qr": qr["data"]["qr"]})
         await w.wait_session("alice", lambda s: s["status"] == "connected")

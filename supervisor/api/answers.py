@@ -20,9 +20,20 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from supervisor.api.codes import ErrorCode
 from supervisor.sessions.status import SessionStatus as Status
 from supervisor.supervision.states import ProcState
+from supervisor.timefmt import ISO_PATTERN
 
+# Every point in time an answer carries (supervisor/timefmt.py writes them); durations are numbers of seconds.
 IsoTime = Annotated[
-    str, WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2024-01-15T10:30:00Z"]})
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": ISO_PATTERN.pattern,
+            "description": "ISO 8601 UTC with milliseconds",
+            "examples": ["2026-12-01T01:59:18.236Z"],
+        }
+    ),
 ]
 SessionStatus = Annotated[
     str,
@@ -97,7 +108,7 @@ class QrResult(Answer):
     qrCode: Annotated[str | None, Field(description="the QR as a PNG data URL")]
     qr: Annotated[str | None, Field(description="the raw QR string")]
     status: SessionStatus
-    expiresAt: Annotated[float | None, Field(description="epoch seconds")]
+    expiresAt: Annotated[IsoTime | None, Field(description="when this QR stops working")]
     qrCount: int
 
 
@@ -175,7 +186,7 @@ class SendResult(Answer):
 
     messageId: str
     status: Literal["pending", "sent", "failed", "unknown"]
-    timestamp: Annotated[float | None, Field(description="epoch seconds")]
+    timestamp: Annotated[IsoTime | None, Field(description="when it was sent (null while pending)")]
     error: Annotated[str | None, Field(description="why it failed")] = None
     mediaUrl: Annotated[str | None, Field(description="a media send's stored file")] = None
 
@@ -318,13 +329,32 @@ class SystemFigures(Answer):
 
 
 class Resources(Answer):
+    """The seed's three figures (the worker's share of what it may use), then each process's own."""
+
+    cpuUsage: Annotated[
+        float | None,
+        Field(
+            description="percent of the CPUs the worker may use (its container's quota, else the machine's) used "
+            "by the supervisor and its session processes together; null before the first sample"
+        ),
+    ]
+    memoryUsage: Annotated[
+        float | None,
+        Field(
+            description="percent of memoryTotal they hold resident (RSS summed, so it errs high); "
+            "null before the first sample"
+        ),
+    ]
+    memoryTotal: Annotated[
+        int | None, Field(description="MB the worker may use: its container's memory limit, else the machine's RAM")
+    ]
     supervisor: SupervisorFigures
     sessions: SessionProcessFigures
     system: SystemFigures
 
 
 class Liveness(Answer):
-    aliveUntil: float | None
+    aliveUntil: IsoTime | None
     lapsed: bool
 
 
@@ -338,16 +368,23 @@ class StorageHealth(Answer):
     freeBytes: int | None = None
     totalBytes: int | None = None
     error: str | None = None
-    minioConnected: bool | None = None
+    minioConnected: Annotated[bool | None, Field(description="false also when no MinIO is configured")] = None
     connected: bool | None = None
     pendingBackups: int | None = None
-    lastBackupAt: float | None = None
+    lastBackupAt: IsoTime | None = None
     backupsDone: int | None = None
     leasesHeld: int | None = None
     leasesUnverified: int | None = None
     pendingRemovals: int | None = None
     liveness: Liveness | None = None
     encrypted: bool | None = None
+
+
+class HealthStorage(StorageHealth):
+    """/health's ``storage``: the seed's two booleans are always there."""
+
+    minioConnected: Annotated[bool, Field(description="false also when no MinIO is configured")]
+    dbConnected: Annotated[bool, Field(description="the database answers")]
 
 
 class DatabaseHealth(Answer):
@@ -369,12 +406,12 @@ class Health(Answer):
 
     status: Literal["healthy", "degraded", "unhealthy", "draining"]
     workerId: str
-    uptime: float
-    timestamp: float
+    uptime: Annotated[float, Field(description="seconds since the worker started")]
+    timestamp: IsoTime
     engine: str
     sessions: HealthSessions  # type: ignore[valid-type]
     resources: Resources
-    storage: StorageHealth
+    storage: HealthStorage
     database: DatabaseHealth
     backend: BackendHealth
 
@@ -384,7 +421,10 @@ class Health(Answer):
 
 class WorkerFigures(Answer):
     id: str
-    uptime: float
+    endpoint: Annotated[str, Field(description="the URL the backend reaches this worker at (WORKER_ENDPOINT)")]
+    startTime: IsoTime
+    version: Annotated[str, Field(description="the worker's package version")]
+    uptime: Annotated[float, Field(description="seconds since startTime")]
     engine: str
     cpuPercent: float | None
     memory: Memory
@@ -439,4 +479,4 @@ class Metrics(Answer):
     performance: Performance
     database: DatabaseFigures
     storage: StorageHealth | None
-    timestamp: float
+    timestamp: IsoTime

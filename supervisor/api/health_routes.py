@@ -23,6 +23,7 @@ from aiohttp import web
 from supervisor.api import answers
 from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
 from supervisor.api.operations import json_reply, operation
+from supervisor.timefmt import iso
 
 routes = web.RouteTableDef()
 
@@ -117,7 +118,6 @@ async def _backend(app: web.Application, url: str | None) -> dict[str, Any]:
 async def health(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     settings = request.app[SETTINGS]
-    worker = request.app[WORKER]
     snap = registry.snapshot()
     own, children = snap.supervisor, snap.session_processes
     database, storage, system, backend = await asyncio.gather(
@@ -137,9 +137,9 @@ async def health(request: web.Request) -> web.Response:
     body = {
         "status": status,
         "workerId": settings.worker_id,
-        "uptime": round(time.time() - worker.started_at, 3),
-        "timestamp": time.time(),
-        "engine": worker.engine,
+        "uptime": snap.uptime,
+        "timestamp": iso(snap.at),
+        "engine": request.app[WORKER].engine,
         "sessions": {
             "total": snap.total,
             "max": snap.max_sessions,
@@ -147,6 +147,10 @@ async def health(request: web.Request) -> web.Response:
             **snap.counts(),
         },
         "resources": {
+            # The seed's figures: the worker's share of what it may use (see supervisor/sessions/snapshot.py).
+            "cpuUsage": snap.cpu_usage,
+            "memoryUsage": snap.memory_usage,
+            "memoryTotal": snap.memory_total_mb,
             "supervisor": {
                 "pid": os.getpid(),
                 "cpuPercent": own.cpu_percent if own else None,
@@ -164,7 +168,9 @@ async def health(request: web.Request) -> web.Response:
             "path": str(settings.storage_dir),
             **storage,
             # Object storage (MinIO or local): minioConnected, pendingBackups, pendingRemovals, leases.
+            "minioConnected": False,
             **(request.app[STORAGE].health() if STORAGE in request.app else {}),
+            "dbConnected": database["status"] == "ok",
         },
         "database": {"type": "sqlite", "path": str(settings.database_path), **database},
         "backend": backend,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -17,9 +16,8 @@ from supervisor.storage.service import SessionStorage
 
 @dataclass(slots=True)
 class WorkerInfo:
-    """Facts about this worker process that /health reports."""
+    """Facts about this worker process that /health reports (its start time is the registry's)."""
 
-    started_at: float = field(default_factory=time.time)
     engine: str = ""
     sim_hub_http: str | None = None
 

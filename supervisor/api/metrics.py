@@ -30,6 +30,8 @@ from supervisor.database.store import ConsumerLag
 from supervisor.messaging.figures import MessageFigures
 from supervisor.sessions.snapshot import WorkerSnapshot
 from supervisor.sessions.status import SessionStatus
+from supervisor.timefmt import iso
+from supervisor.version import worker_version
 
 routes = web.RouteTableDef()
 
@@ -225,13 +227,15 @@ async def metrics(request: web.Request) -> web.Response:
         text = generate_latest(request.app[STATS].registry) + generate_latest(scrape)
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
     settings = request.app[SETTINGS]
-    worker = request.app[WORKER]
     own = snap.supervisor
     body = {
         "worker": {
             "id": settings.worker_id,
-            "uptime": round(time.time() - worker.started_at, 3),
-            "engine": worker.engine,
+            "endpoint": settings.worker_endpoint,
+            "startTime": iso(snap.started_at),
+            "version": worker_version(),
+            "uptime": snap.uptime,
+            "engine": request.app[WORKER].engine,
             "cpuPercent": own.cpu_percent if own else None,
             "memory": {"rss": own.rss if own else None, "uss": own.uss if own else None},
         },
@@ -256,6 +260,6 @@ async def metrics(request: web.Request) -> web.Response:
         "performance": request.app[STATS].performance(),
         "database": {"commits": commits, "writes": writes, "outboxWaiting": outbox_waiting},
         "storage": request.app[STORAGE].health() if STORAGE in request.app else None,
-        "timestamp": time.time(),
+        "timestamp": iso(snap.at),
     }
     return web.json_response(body)

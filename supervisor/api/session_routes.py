@@ -14,6 +14,7 @@ from supervisor.api.keys import REGISTRY, SETTINGS
 from supervisor.api.operations import json_reply, operation, session_operation
 from supervisor.api.views import exit_view, process_view, status_view
 from supervisor.qr_image import png_data_url
+from supervisor.timefmt import iso
 
 routes = web.RouteTableDef()
 
@@ -97,7 +98,7 @@ async def get_qr(request: web.Request) -> web.Response:
             "qrCode": await _qr_data_url(qr),
             "qr": qr,
             "status": status,
-            "expiresAt": expires_at,
+            "expiresAt": iso(expires_at),
             "qrCount": count,
         }
     )

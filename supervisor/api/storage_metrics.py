@@ -38,7 +38,8 @@ class StorageCollector(Collector):
         leases.add_metric(["unverified"], figures["leasesUnverified"])
         yield from (connected, pending, removals, done, leases)
         liveness = figures["liveness"]
-        if liveness is not None:  # MinIO only: a worker on local files has no record others read
+        record = self.storage.liveness
+        if liveness is not None and record is not None:  # MinIO only: a worker on local files has no record
             lapsed = GaugeMetricFamily(
                 "wa_worker_liveness_lapsed",
                 "1 while this worker's liveness record has lapsed: other workers may take its sessions over",
@@ -48,5 +49,6 @@ class StorageCollector(Collector):
                 "wa_worker_liveness_alive_until_seconds",
                 "Unix time until which this worker's liveness record says it is alive (0: never written)",
             )
-            until.add_metric([], liveness["aliveUntil"] or 0.0)
+            # Prometheus times are numbers: the epoch seconds behind /health's ISO aliveUntil.
+            until.add_metric([], record.alive_until)
             yield from (lapsed, until)

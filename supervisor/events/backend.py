@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import random
 import time
-from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from supervisor.events.delivery import Deliverer, Target
 from supervisor.events.log import EventLog
 from supervisor.sessions import SessionRegistry
 from supervisor.timefmt import iso
+from supervisor.version import worker_version
 
 log = logging.getLogger("supervisor.events.backend")
 
@@ -49,13 +49,6 @@ def plain_http_to_network(url: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True  # a name: it goes over the network
-
-
-def worker_version() -> str:
-    try:
-        return metadata.version("wa-worker")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 class BackendLink:
@@ -197,14 +190,23 @@ class BackendLink:
         }
 
     async def heartbeat_body(self) -> dict[str, Any]:
-        """The heartbeat's figures: sessions by status, CPU and memory, message counts."""
+        """The seed's heartbeat (status, timestamp, metrics) and ours beside it: sessions by status,
+        each process's CPU and memory, message counts."""
         snap = self.registry.snapshot()
         own, children = snap.supervisor, snap.session_processes
         figures = await self.registry.message_figures()
         return {
             "workerId": self.settings.worker_id,
             "status": self.status,
-            "timestamp": iso(time.time()),
+            "timestamp": iso(snap.at),
+            "metrics": {
+                "sessionCount": snap.total,
+                "connectedSessions": snap.active,
+                # Percent of the CPUs and memory the worker may use (see supervisor/sessions/snapshot.py).
+                "cpuUsage": snap.cpu_usage,
+                "memoryUsage": snap.memory_usage,
+                "uptime": snap.uptime,
+            },
             "sessions": {
                 "total": snap.total,
                 "max": snap.max_sessions,

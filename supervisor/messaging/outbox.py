@@ -24,6 +24,7 @@ import msgspec
 from common.tasks import cancel_and_wait
 from supervisor.database.store import IdempotencyRow, MessageRow, OutboxRow, Store
 from supervisor.messaging.status import BEYOND_SENT, MessageStatus
+from supervisor.timefmt import iso
 from transport import wire
 from transport.channel import PeerGone, RemoteError, RequestTimeout
 
@@ -82,7 +83,7 @@ class Settled:
 
 def _send_answer(message_id: str, status: str, timestamp: float | None, error: str | None) -> SendAnswer:
     """What a send answers for a message in ``status``: 202 while pending, else 200."""
-    data: dict[str, Any] = {"messageId": message_id, "status": status, "timestamp": timestamp}
+    data: dict[str, Any] = {"messageId": message_id, "status": status, "timestamp": iso(timestamp)}
     if error:
         data["error"] = error
     return SendAnswer(202 if status == MessageStatus.PENDING else 200, data)
@@ -221,7 +222,10 @@ class Outbox:
         if previous.fingerprint != fingerprint:
             raise IdempotencyConflict("this Idempotency-Key was used with a different request")
         if previous.response is not None and previous.http_status is not None:
-            return SendAnswer(previous.http_status, previous.response)
+            stored = previous.response
+            if isinstance(stored.get("timestamp"), int | float):  # saved by a version that answered epoch seconds
+                stored = {**stored, "timestamp": iso(stored["timestamp"])}
+            return SendAnswer(previous.http_status, stored)
         # The first call is still waiting: answer with the message's state now.
         return await self._answer(previous.session_id, previous.message_id)
 

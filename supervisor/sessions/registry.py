@@ -67,6 +67,7 @@ class SessionRegistry:
         storage: SessionStorage | None = None,
     ) -> None:
         self.settings = settings
+        self.started_at = time.time()  # the worker's start: uptime and startTime count from here
         # Leases, backups and media in object storage; None: no storage hooks (unit tests).
         self.storage = storage
         if storage is not None:
@@ -485,7 +486,14 @@ class SessionRegistry:
     def snapshot(self) -> WorkerSnapshot:
         """Sessions by status and the processes' resource use, now (for /health, /metrics, heartbeats)."""
         figures = (session_figures(s) for s in self)
-        return take_snapshot(figures, self.resources.supervisor, max_sessions=self.settings.max_sessions)
+        return take_snapshot(
+            figures,
+            self.resources.supervisor,
+            max_sessions=self.settings.max_sessions,
+            capacity=self.resources.capacity,
+            started_at=self.started_at,
+            at=time.time(),
+        )
 
     def _history_removed(self, session_id: str, count: int) -> None:
         session = self.sessions.get(session_id)

@@ -2,6 +2,14 @@
 
 ``GET /health``, ``GET /metrics`` (JSON and Prometheus) and the backend heartbeat
 all report from it, so the three cannot disagree on how they count.
+
+The seed's ``cpuUsage`` and ``memoryUsage`` are the worker's whole share of what it
+may use: the supervisor and every session process together, in percent of the
+CPUs and memory of its container (cgroup limits) or else of the machine
+(supervisor/supervision/capacity.py). A backend placing sessions reads how full
+this worker is, not how busy its neighbours are. Memory sums each process's
+resident memory (RSS), so pages shared between processes count once per process:
+the figure errs high, the safe side for placement.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from dataclasses import dataclass
 
 from supervisor.sessions.session import Session
 from supervisor.sessions.status import SessionStatus
+from supervisor.supervision.capacity import Capacity
 from supervisor.supervision.sampler import ProcStats
 
 
@@ -46,6 +55,21 @@ class WorkerSnapshot:
     supervisor: ProcStats | None  # the supervisor process (None before the first sample)
     session_processes: ProcessTotals
     sessions: tuple[SessionFigures, ...]
+    started_at: float  # epoch seconds the worker started
+    at: float  # epoch seconds of this snapshot
+    capacity: Capacity | None  # what the worker may use (None before the first sample)
+    cpu_usage: float | None  # percent of capacity.cpus used by the supervisor and its sessions, 2 places
+    memory_usage: float | None  # percent of capacity.memory they hold resident, 2 places
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the worker started."""
+        return round(self.at - self.started_at, 3)
+
+    @property
+    def memory_total_mb(self) -> int | None:
+        """The memory the worker may use, in MB (the seed's ``memoryTotal``)."""
+        return None if self.capacity is None else self.capacity.memory // 2**20
 
     @property
     def active(self) -> int:
@@ -68,13 +92,29 @@ def session_figures(session: Session) -> SessionFigures:
     )
 
 
+def _percent(used: float, of: float) -> float:
+    return round(min(100.0, max(0.0, used / of * 100)), 2) if of > 0 else 0.0
+
+
 def take_snapshot(
-    sessions: Iterable[SessionFigures], supervisor: ProcStats | None, *, max_sessions: int
+    sessions: Iterable[SessionFigures],
+    supervisor: ProcStats | None,
+    *,
+    max_sessions: int,
+    capacity: Capacity | None,
+    started_at: float,
+    at: float,
 ) -> WorkerSnapshot:
-    """The snapshot of the sessions' figures and the supervisor's own."""
+    """The snapshot of the sessions' figures and the supervisor's own, at ``at``."""
     figures = tuple(sessions)
     counts = Counter(f.status for f in figures)
     children = [f.stats for f in figures if f.stats is not None]
+    measured = [*children, *([supervisor] if supervisor is not None else [])]
+    cpu_usage = memory_usage = None
+    if capacity is not None:
+        # psutil's process CPU percent is of one CPU: the worker's share is the sum over the CPUs it may use.
+        cpu_usage = _percent(sum(p.cpu_percent for p in measured) / 100, capacity.cpus)
+        memory_usage = _percent(sum(p.rss for p in measured), capacity.memory)
     return WorkerSnapshot(
         total=len(figures),
         max_sessions=max_sessions,
@@ -87,4 +127,9 @@ def take_snapshot(
             uss=sum(c.uss for c in children),
         ),
         sessions=figures,
+        started_at=started_at,
+        at=at,
+        capacity=capacity,
+        cpu_usage=cpu_usage,
+        memory_usage=memory_usage,
     )

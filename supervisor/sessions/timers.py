@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from supervisor.sessions.session import Session
+from supervisor.supervision.capacity import Capacity, read_capacity
 from supervisor.supervision.sampler import ProcessSampler, ProcStats
 
 log = logging.getLogger("supervisor.sessions")
@@ -29,6 +30,7 @@ class ResourceSampler:
         self.memory_limit = memory_limit  # bytes of resident memory a session process may hold; 0: any
         self.sampler = ProcessSampler()
         self.supervisor: ProcStats | None = None  # the supervisor's own figures, at the last sample
+        self.capacity: Capacity | None = None  # what the worker may use, at the last sample (limits can change)
         self._log_extra = {"workerId": worker_id}
 
     async def run(self, sessions: Callable[[], Iterable[Session]]) -> None:
@@ -39,6 +41,7 @@ class ResourceSampler:
             own = os.getpid()
             try:
                 stats = await asyncio.to_thread(self.sampler.sample, [own, *pids])
+                self.capacity = await asyncio.to_thread(read_capacity)
             except Exception:
                 log.exception("process sampling failed", extra=self._log_extra)
                 stats = {}

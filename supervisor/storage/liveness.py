@@ -42,6 +42,7 @@ from typing import Any
 
 from common.tasks import cancel_and_wait
 from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageError, StorageUnavailable
+from supervisor.timefmt import iso
 
 log = logging.getLogger("supervisor.storage")
 
@@ -249,4 +250,4 @@ class WorkerLiveness:
 
     def health(self) -> dict[str, Any]:
         """The liveness part of /health's ``storage``."""
-        return {"aliveUntil": self.alive_until or None, "lapsed": self._lapsed}
+        return {"aliveUntil": iso(self.alive_until or None), "lapsed": self._lapsed}

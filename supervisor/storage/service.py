@@ -39,6 +39,7 @@ from supervisor.storage.objects import ObjectStore, PreconditionFailed, StorageE
 from supervisor.storage.removals import PendingRemovals
 from supervisor.storage.s3 import MinioObjectStore
 from supervisor.storage.versions import SeenVersions
+from supervisor.timefmt import iso
 
 log = logging.getLogger("supervisor.storage")
 
@@ -263,10 +264,11 @@ class SessionStorage:
         """The ``storage`` part of /health."""
         return {
             "type": self.objects.kind,
-            "minioConnected": self.connected if self.objects.kind == "minio" else None,
+            # The seed's boolean: false also when no MinIO is configured (``type`` says which store it is).
+            "minioConnected": self.objects.kind == "minio" and self.connected,
             "connected": self.connected,
             "pendingBackups": self.backups.pending,
-            "lastBackupAt": self.backups.last_backup_at,
+            "lastBackupAt": iso(self.backups.last_backup_at),
             "backupsDone": self.backups.backups_done,
             "leasesHeld": len(self.leases.held),
             "leasesUnverified": len(self.leases.unverified),
