@@ -11,7 +11,7 @@ PHONE = "6281888000"
 
 
 async def test_metrics_show_each_event_consumers_oldest_undelivered_event(tmp_path: Path) -> None:
-    async with running_worker(tmp_path) as w:
+    async with running_worker(tmp_path, WEBHOOK_ALLOW_PRIVATE="true") as w:  # a dead receiver on loopback
         await w.create_linked("lag", PHONE)
         dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: nothing is ever delivered
         status, body = await w.api("PUT", "/session/lag/webhook", json={"url": dead})
