@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,13 @@ from transport.identity import routing_identity  # noqa: E402
 MiB = 2**20
 GO_LIBRARY_SUFFIX = ".so"  # neonize-<os>-<arch>.so, in the neonize package directory
 VARIANTS = ("exec", "zygote", "zygote-noproto")
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def smaps_breakdown(pid: int) -> dict[str, float]:
@@ -104,7 +112,12 @@ async def idle_uss(
 
         router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=on_event, heartbeat_interval=1.0)
         endpoint = router.bind()
-        options = {"retry_initial": 30.0} if engine == "neonize" else {"hub": f"ipc://{tmp}/no-hub.sock"}
+        # neonize dials a proxy on a closed loopback port: nothing leaves this machine, not even a DNS query.
+        options = (
+            {"retry_initial": 30.0, "proxy": f"socks5://127.0.0.1:{_closed_port()}"}
+            if engine == "neonize"
+            else {"hub": f"ipc://{tmp}/no-hub.sock"}
+        )
         env = {**os.environ, **START_ENV, **extra_env, "WA_SESSION_OPTIONS": json.dumps(options)}
         zygote = None
         if variant.startswith("zygote"):

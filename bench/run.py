@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import durability  # noqa: E402
-from harness import TOKEN, Worker, running_worker  # noqa: E402
+from harness import TOKEN, Worker, running_worker, unreachable_proxy  # noqa: E402
 from load_client import LoadClient  # noqa: E402
 
 from session_proc.engines import START_ENV  # noqa: E402
@@ -211,7 +211,12 @@ async def session_spawn(spawner: str, runs: int, engine: str = "sim") -> dict[st
 
         router = RouterChannel(f"ipc://{tmp}/sup.sock", on_event=on_event, heartbeat_interval=1.0)
         endpoint = router.bind()
-        options = {"retry_initial": 30.0} if engine == "neonize" else {"hub": f"ipc://{tmp}/no-hub.sock"}
+        # neonize dials a proxy on a closed loopback port: nothing leaves this machine, not even a DNS query.
+        options = (
+            {"retry_initial": 30.0, "proxy": unreachable_proxy()}
+            if engine == "neonize"
+            else {"hub": f"ipc://{tmp}/no-hub.sock"}
+        )
         env = {**os.environ, **START_ENV, "WA_SESSION_OPTIONS": json.dumps(options)}
         zygote = None
         if spawner.startswith("zygote"):

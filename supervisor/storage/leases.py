@@ -287,16 +287,16 @@ class LeaseManager:
             if etag is None:
                 return False
             try:
-                self.held[session_id] = await self.objects.put(
-                    self.bucket,
-                    lease_key(session_id),
-                    self._body(session_id),
-                    content_type="application/json",
-                    if_match=etag,
-                )
+                await self._extend(session_id, etag)
             except PreconditionFailed:
                 return False  # changed under us: the renewal loop finds out by whom and stops the session
             return True
+
+    async def _extend(self, session_id: str, etag: str) -> None:
+        """Rewrite our lease with a later expiry, only if it is still the one we wrote (``etag``)."""
+        self.held[session_id] = await self.objects.put(
+            self.bucket, lease_key(session_id), self._body(session_id), content_type="application/json", if_match=etag
+        )
 
     # -- renewal ------------------------------------------------------------------------
     def start(self) -> None:
@@ -330,13 +330,7 @@ class LeaseManager:
             try:
                 if etag is not None:
                     try:
-                        self.held[session_id] = await self.objects.put(
-                            self.bucket,
-                            lease_key(session_id),
-                            self._body(session_id),
-                            content_type="application/json",
-                            if_match=etag,
-                        )
+                        await self._extend(session_id, etag)
                         return
                     except PreconditionFailed:
                         pass  # changed under us: find out by whom
