@@ -374,10 +374,11 @@ async def test_health_and_metrics_show_real_figures(tmp_path: Path) -> None:
     async with running_worker(tmp_path / "w") as w:
         await w.create_linked("m1", "628555000")
         await w.wait_session("m1", lambda s: s["memory"]["rss"] is not None)
-        async with aiohttp.ClientSession() as anon:  # /health needs no token
+        async with aiohttp.ClientSession() as anon:  # /health needs no token (it then shows the seed's fields)
             async with anon.get(f"{w.url}/health") as resp:
                 assert resp.status == 200
-                health = await resp.json()
+        status, health = await w.api("GET", "/health")  # with the token: the details too
+        assert status == 200
         for key in ("status", "workerId", "uptime", "sessions", "resources", "storage", "database"):
             assert key in health
         assert health["status"] == "healthy" and health["workerId"] == "test-worker"
@@ -426,6 +427,18 @@ async def test_health_and_metrics_carry_the_seed_shapes(tmp_path: Path) -> None:
         assert abs(resources["memoryUsage"] - rss / read_capacity().memory * 100) <= 0.01
         # Without MinIO: not connected to it; the database answers.
         assert health["storage"]["minioConnected"] is False and health["storage"]["dbConnected"] is True
+        assert "path" in health["storage"] and "pid" in resources["supervisor"]  # details need credentials
+
+        # A probe without credentials (or with wrong ones) reads the seed's fields and nothing that maps the
+        # machine: no paths, pids, URLs or settings.
+        for headers in ({}, {"X-Worker-Token": "wrong"}):
+            async with aiohttp.ClientSession() as anonymous, anonymous.get(f"{w.url}/health", headers=headers) as resp:
+                assert resp.status == 200
+                public = await resp.json()
+            assert set(public) == {"status", "workerId", "uptime", "timestamp", "sessions", "resources", "storage"}
+            assert public["sessions"] == {"total": 1, "connected": 1, "disconnected": 0}
+            assert set(public["resources"]) == {"cpuUsage", "memoryUsage", "memoryTotal"}
+            assert public["storage"] == {"minioConnected": False, "dbConnected": True}
 
         _, metrics = await w.api("GET", "/metrics")
         worker = metrics["worker"]

@@ -126,11 +126,15 @@ async def _activity(w: Worker, sid: str, phone: str) -> None:
 
 async def test_registers_once_the_backend_is_up_and_heartbeats_with_metrics(tmp_path: Path) -> None:
     backend = FakeBackend()
-    env = {"BACKEND_URL": backend.url, "HEARTBEAT_INTERVAL": "200", "WORKER_ENDPOINT": "http://w1:8001"}
+    # The backend's address carries a credential of its own: /health shows the URL with it masked.
+    url = backend.url.replace("http://", "http://gateway:gw-password@")
+    env = {"BACKEND_URL": url, "HEARTBEAT_INTERVAL": "200", "WORKER_ENDPOINT": "http://w1:8001"}
     async with running_worker(tmp_path / "w", **env) as w:
         # The backend is down: the worker serves anyway.
         status, _ = await w.api("POST", "/session/create", json={"sessionId": "early"})
         assert status == 200
+        _, health = await w.api("GET", "/health")
+        assert health["backend"]["url"] == url.replace("gw-password", "***")
         await backend.start()
         try:
             await wait_for(lambda: _truthy(backend.registrations), timeout=40, what="registration")

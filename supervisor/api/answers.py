@@ -293,13 +293,21 @@ class WebhookInfo(Answer):
 
 # -- /health ------------------------------------------------------------------------------------------
 
+
+class SeedSessions(Answer):
+    """The seed's session counts, shown to anyone who asks /health."""
+
+    total: int
+    connected: int
+    disconnected: int
+
+
 HealthSessions = create_model(
     "HealthSessions",
-    __base__=Answer,
-    total=(int, ...),
+    __base__=SeedSessions,
     max=(int, ...),
     active=(int, ...),
-    **{status.value: (int, ...) for status in Status},  # type: ignore[call-overload]
+    **{s.value: (int, ...) for s in Status if s.value not in SeedSessions.model_fields},  # type: ignore[call-overload]
 )
 
 
@@ -328,8 +336,8 @@ class SystemFigures(Answer):
     memory: SystemMemory
 
 
-class Resources(Answer):
-    """The seed's three figures (the worker's share of what it may use), then each process's own."""
+class SeedResources(Answer):
+    """The seed's three figures: the worker's share of what it may use."""
 
     cpuUsage: Annotated[
         float | None,
@@ -348,6 +356,11 @@ class Resources(Answer):
     memoryTotal: Annotated[
         int | None, Field(description="MB the worker may use: its container's memory limit, else the machine's RAM")
     ]
+
+
+class Resources(SeedResources):
+    """The seed's three figures, then each process's own."""
+
     supervisor: SupervisorFigures
     sessions: SessionProcessFigures
     system: SystemFigures
@@ -380,11 +393,17 @@ class StorageHealth(Answer):
     encrypted: bool | None = None
 
 
-class HealthStorage(StorageHealth):
-    """/health's ``storage``: the seed's two booleans are always there."""
+class SeedStorage(Answer):
+    """The seed's two storage booleans, shown to anyone who asks /health."""
 
     minioConnected: Annotated[bool, Field(description="false also when no MinIO is configured")]
     dbConnected: Annotated[bool, Field(description="the database answers")]
+
+
+class HealthStorage(StorageHealth, SeedStorage):
+    """/health's ``storage`` for a caller with credentials: the seed's two booleans and the details."""
+
+    minioConnected: Annotated[bool, Field(description="false also when no MinIO is configured")]
 
 
 class DatabaseHealth(Answer):
@@ -401,19 +420,31 @@ class BackendHealth(Answer):
     error: str | None = None
 
 
-class Health(Answer):
-    """GET /health (not wrapped in an envelope: probes read it as it is)."""
+class PublicHealth(Answer):
+    """GET /health without credentials: the seed's fields only (no paths, pids, URLs or settings)."""
 
     status: Literal["healthy", "degraded", "unhealthy", "draining"]
     workerId: str
     uptime: Annotated[float, Field(description="seconds since the worker started")]
     timestamp: IsoTime
+    sessions: SeedSessions
+    resources: SeedResources
+    storage: SeedStorage
+
+
+class Health(PublicHealth):
+    """GET /health with the worker token or a JWT: the seed's fields, then the details an operator reads."""
+
     engine: str
     sessions: HealthSessions  # type: ignore[valid-type]
     resources: Resources
     storage: HealthStorage
     database: DatabaseHealth
     backend: BackendHealth
+
+
+# Not wrapped in an envelope: probes read it as it is.
+HealthAnswer = Health | PublicHealth
 
 
 # -- /metrics -----------------------------------------------------------------------------------------

@@ -86,51 +86,72 @@ def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
-def token_middleware(token: str, jwt_rules: JwtRules | None = None) -> object:
-    """Middleware requiring the worker token (header or bearer) or, with ``jwt_rules``, a valid JWT."""
-    expected = token.encode()
-    token_client = _client_of_token(expected)
+class Credentials:
+    """The worker token and, with ``jwt_rules``, valid JWTs: who may call the API."""
 
-    def unauthorized(message: str, code: ErrorCode = ErrorCode.UNAUTHORIZED) -> web.Response:
-        return error_response(401, code, message, {"WWW-Authenticate": 'Bearer realm="wa-worker"'})
+    def __init__(self, token: str, jwt_rules: JwtRules | None = None) -> None:
+        self._expected = token.encode()
+        self._token_client = _client_of_token(self._expected)
+        self._jwt_rules = jwt_rules
 
-    @web.middleware
-    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_open(request.path):
-            return await handler(request)
+    def check(self, request: web.Request) -> str | web.Response:
+        """The caller's name (for rate limits and logs), or the error answer its credentials earn."""
         given = request.headers.get("X-Worker-Token")
         if given is not None:
             given_bytes = _utf8(given)
             if given_bytes is None:
-                return unauthorized("X-Worker-Token must be UTF-8 text")
-            if not hmac.compare_digest(given_bytes, expected):
+                return _unauthorized("X-Worker-Token must be UTF-8 text")
+            if not hmac.compare_digest(given_bytes, self._expected):
                 return error_response(403, ErrorCode.FORBIDDEN, "the worker token is wrong")
-            request[CLIENT] = token_client
-            return await handler(request)
+            return self._token_client
         authorization = request.headers.get("Authorization")
         if authorization is None:
-            return unauthorized("send the worker token in X-Worker-Token or a JWT as Authorization: Bearer")
+            return _unauthorized("send the worker token in X-Worker-Token or a JWT as Authorization: Bearer")
         if _utf8(authorization) is None:
-            return unauthorized("Authorization must be UTF-8 text")
+            return _unauthorized("Authorization must be UTF-8 text")
         scheme, _, credential = authorization.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
-            return unauthorized("Authorization must be 'Bearer <token>'")
-        if hmac.compare_digest(credential.encode(), expected):
-            request[CLIENT] = token_client
-            return await handler(request)
-        if jwt_rules is None:
+            return _unauthorized("Authorization must be 'Bearer <token>'")
+        if hmac.compare_digest(credential.encode(), self._expected):
+            return self._token_client
+        if self._jwt_rules is None:
             return error_response(
                 403, ErrorCode.FORBIDDEN, "the bearer token is wrong (JWTs are not enabled: no JWT_SECRET)"
             )
         try:
-            claims = verify_jwt(credential, jwt_rules)
+            claims = verify_jwt(credential, self._jwt_rules)
         except jwt.ExpiredSignatureError:
-            return unauthorized("the JWT has expired", ErrorCode.TOKEN_EXPIRED)
+            return _unauthorized("the JWT has expired", ErrorCode.TOKEN_EXPIRED)
         except jwt.InvalidTokenError as exc:
-            return unauthorized(f"the JWT is not valid: {exc}", ErrorCode.INVALID_TOKEN)
+            return _unauthorized(f"the JWT is not valid: {exc}", ErrorCode.INVALID_TOKEN)
         subject = claims.get("sub")
-        request[CLIENT] = f"jwt:{subject}" if isinstance(subject, str) and subject else "jwt"
-        return await handler(request)
+        return f"jwt:{subject}" if isinstance(subject, str) and subject else "jwt"
 
-    return check_token
+    def authenticated(self, request: web.Request) -> bool:
+        """Whether ``request`` carries valid credentials (for an open path that shows more to callers who do)."""
+        return isinstance(self.check(request), str)
+
+    def middleware(self) -> object:
+        """Middleware requiring valid credentials on every path but the open ones."""
+
+        @web.middleware
+        async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if is_open(request.path):
+                return await handler(request)
+            checked = self.check(request)
+            if isinstance(checked, web.Response):
+                return checked
+            request[CLIENT] = checked
+            return await handler(request)
+
+        return check_token
+
+
+def _unauthorized(message: str, code: ErrorCode = ErrorCode.UNAUTHORIZED) -> web.Response:
+    return error_response(401, code, message, {"WWW-Authenticate": 'Bearer realm="wa-worker"'})
+
+
+def token_middleware(token: str, jwt_rules: JwtRules | None = None) -> object:
+    """Middleware requiring the worker token (header or bearer) or, with ``jwt_rules``, a valid JWT."""
+    return Credentials(token, jwt_rules).middleware()

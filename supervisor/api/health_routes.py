@@ -21,8 +21,9 @@ import psutil
 from aiohttp import web
 
 from supervisor.api import answers
-from supervisor.api.keys import REGISTRY, SETTINGS, STORAGE, WORKER
+from supervisor.api.keys import CREDENTIALS, REGISTRY, SETTINGS, STORAGE, WORKER
 from supervisor.api.operations import json_reply, operation
+from supervisor.sessions.proxy import masked
 from supervisor.timefmt import iso
 
 routes = web.RouteTableDef()
@@ -96,7 +97,7 @@ async def _backend(app: web.Application, url: str | None) -> dict[str, Any]:
         except (OSError, TimeoutError, ValueError) as exc:
             probe.reachable, probe.error = False, type(exc).__name__
         probe.checked_at = time.monotonic()
-    answer: dict[str, Any] = {"url": url, "status": "reachable" if probe.reachable else "unreachable"}
+    answer: dict[str, Any] = {"url": masked(url), "status": "reachable" if probe.reachable else "unreachable"}
     if probe.error:
         answer["error"] = probe.error
     return answer
@@ -108,11 +109,11 @@ async def _backend(app: web.Application, url: str | None) -> dict[str, Any]:
     "/health",
     id="health",
     tag="operations",
-    summary="Worker health (no credentials needed)",
+    summary="Worker health (no credentials needed: without them, the seed's fields only)",
     open=True,
     ok={
-        200: json_reply(answers.Health, "healthy or degraded", enveloped=False),
-        503: json_reply(answers.Health, "unhealthy (database or storage unusable) or draining", enveloped=False),
+        200: json_reply(answers.HealthAnswer, "healthy or degraded", enveloped=False),
+        503: json_reply(answers.HealthAnswer, "unhealthy (database or storage unusable) or draining", enveloped=False),
     },
 )
 async def health(request: web.Request) -> web.Response:
@@ -134,6 +135,30 @@ async def health(request: web.Request) -> web.Response:
         status = "degraded"
     else:
         status = "healthy"
+    code = 503 if status in ("draining", "unhealthy") else 200
+    by_status = snap.counts()
+    credentials = request.app.get(CREDENTIALS)
+    if credentials is None or not credentials.authenticated(request):
+        # A probe needs no more; paths, pids, URLs and settings are for callers with credentials.
+        public = {
+            "status": status,
+            "workerId": settings.worker_id,
+            "uptime": snap.uptime,
+            "timestamp": iso(snap.at),
+            "sessions": {"total": snap.total, **{k: by_status[k] for k in ("connected", "disconnected")}},
+            "resources": {
+                "cpuUsage": snap.cpu_usage,
+                "memoryUsage": snap.memory_usage,
+                "memoryTotal": snap.memory_total_mb,
+            },
+            "storage": {
+                "minioConnected": bool(
+                    (request.app[STORAGE].health() if STORAGE in request.app else {}).get("minioConnected", False)
+                ),
+                "dbConnected": database["status"] == "ok",
+            },
+        }
+        return web.json_response(public, status=code)
     body = {
         "status": status,
         "workerId": settings.worker_id,
@@ -144,7 +169,7 @@ async def health(request: web.Request) -> web.Response:
             "total": snap.total,
             "max": snap.max_sessions,
             "active": snap.active,
-            **snap.counts(),
+            **by_status,
         },
         "resources": {
             # The seed's figures: the worker's share of what it may use (see supervisor/sessions/snapshot.py).
@@ -175,4 +200,4 @@ async def health(request: web.Request) -> web.Response:
         "database": {"type": "sqlite", "path": str(settings.database_path), **database},
         "backend": backend,
     }
-    return web.json_response(body, status=503 if status in ("draining", "unhealthy") else 200)
+    return web.json_response(body, status=code)

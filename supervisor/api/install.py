@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from supervisor.api import docs, health_routes, metrics, openapi, session_routes
-from supervisor.api.auth import JwtRules, token_middleware
+from supervisor.api.auth import Credentials, JwtRules
 from supervisor.api.errors import error_middleware
+from supervisor.api.keys import CREDENTIALS
 from supervisor.api.ratelimit import RateLimiter, RateLimits
 from supervisor.config import Settings
 
@@ -25,13 +26,15 @@ def install_api(app: web.Application, settings: Settings, token: str) -> None:
             session_ops_burst=settings.rate_limit_session_ops_burst,
         )
     )
+    credentials = Credentials(token, jwt_rules(settings))
+    app[CREDENTIALS] = credentials
     app[metrics.STATS] = metrics.RequestStats()
     app[health_routes.BACKEND] = health_routes.BackendProbe()
     app.middlewares.extend(
         [
             metrics.metrics_middleware,
             error_middleware,
-            token_middleware(token, jwt_rules(settings)),  # type: ignore[list-item]
+            credentials.middleware(),  # type: ignore[list-item]
             limiter.middleware(),  # type: ignore[list-item]
         ]
     )

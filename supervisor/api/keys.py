@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from supervisor.api.auth import Credentials
 from supervisor.config import Settings
 from supervisor.events.backend import BackendLink
 from supervisor.events.log import EventLog
@@ -23,6 +24,8 @@ class WorkerInfo:
 
 
 SETTINGS = web.AppKey("settings", Settings)
+# Who may call the API (the worker token, JWTs): open paths ask it whether to show more.
+CREDENTIALS = web.AppKey("credentials", Credentials)
 REGISTRY = web.AppKey("registry", SessionRegistry)
 WORKER = web.AppKey("worker", WorkerInfo)
 STORAGE = web.AppKey("storage", SessionStorage)  # object storage: leases, backups, media
