@@ -154,8 +154,8 @@ async def test_idempotency_key_replays_the_first_answer_across_restarts(tmp_path
         await w.create_linked("idem2", "6281555001")
         status, other = await _send(w, "idem2", {"to": "6280888", "text": "once"}, headers=headers)
         assert status == 200 and other["data"]["messageId"] != first["data"]["messageId"]
-    async with running_worker(storage, START_STAGGER="3") as w2:
-        # idem2 starts 3 s after idem: a known key is answered before its session process even runs.
+    async with running_worker(storage, START_STAGGER="6") as w2:
+        # idem2 starts 6 s after idem: a known key is answered before its session process even runs.
         assert (await w2.session("idem2"))["pid"] is None
         status, replay = await _send(w2, "idem2", {"to": "6280888", "text": "once"}, headers=headers)
         assert (status, replay) == (200, other)
