@@ -62,6 +62,9 @@ class Settings:
     # restarted like a crash, before one leaking session gets the whole pod OOM-killed; 0: no limit.
     # Resident, not virtual: Go reserves large address ranges it never touches (RLIMIT_AS would kill it).
     session_memory_limit_mb: float = 512.0
+    # Less free space than this on STORAGE_DIR's disk shows as a warning (/health degraded, lowSpace in
+    # /health and the heartbeat, wa_worker_disk_free_bytes) before writes are refused with 507.
+    disk_free_warn_mb: float = 256.0
     # How session processes start: exec (a new interpreter each) or zygote (forked from a pre-warmed process).
     spawner: str = "zygote"
     shutdown_timeout: float = 15.0
@@ -353,6 +356,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         message_ttl=_float(env, "MESSAGE_TTL", 3600.0, minimum=1.0),
         sample_interval=_float(env, "SAMPLE_INTERVAL", 5.0, minimum=0.1),
         session_memory_limit_mb=_float(env, "SESSION_MEMORY_LIMIT_MB", 512.0),
+        disk_free_warn_mb=_float(env, "DISK_FREE_WARN_MB", 256.0),
         spawner=spawner,
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", 15.0, minimum=0.1),
         restart_policy=policy,

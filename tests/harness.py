@@ -106,12 +106,14 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.http: aiohttp.ClientSession | None = None
         self.log_path = storage / "worker.log"
+        # What runs the worker; a test may wrap it (e.g. in a mount namespace with a small disk).
+        self.command = [sys.executable, "-m", "supervisor.cli", "serve"]
 
     async def start(self) -> None:
         self.storage.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.cli", "serve"],
+            self.command,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -89,8 +89,11 @@ def decode(data: bytes) -> Frame:
 
 
 def _why_invalid(data: bytes) -> str:
-    """Why a decodable frame does not have the frame layout (the slow path, for garbage only)."""
-    raw = _any_decoder.decode(data)
+    """Why a frame does not have the frame layout (the slow path, for garbage only)."""
+    try:
+        raw = _any_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # a valid first value with bytes after it, for one
+        return f"undecodable frame: {exc}"
     if not isinstance(raw, dict):
         return f"frame is a {type(raw).__name__}, not a map"
     if raw.get("v") != PROTOCOL_VERSION:

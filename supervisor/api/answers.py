@@ -389,6 +389,9 @@ class StorageHealth(Answer):
     leasesHeld: int | None = None
     leasesUnverified: int | None = None
     pendingRemovals: int | None = None
+    lowSpace: Annotated[
+        bool | None, Field(description="less free space than DISK_FREE_WARN_MB: writes will soon answer 507")
+    ] = None
     liveness: Liveness | None = None
     encrypted: bool | None = None
 

@@ -54,4 +54,5 @@ class ErrorCode(StrEnum):
     CAPACITY = "CAPACITY"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
+    STORAGE_FULL = "STORAGE_FULL"  # the worker's disk refused a write; retry once space is freed
     INTERNAL = "INTERNAL"

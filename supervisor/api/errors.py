@@ -7,8 +7,10 @@ reaches a client (it goes to the log, once, with the request's context).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -100,6 +102,32 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # Allow (on 405) tells the client what would work; other headers of the exception are aiohttp's.
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, exc.reason, headers)
-    except Exception:
+    except Exception as exc:
+        if disk_full(exc):
+            # An answer, not a crash: nothing was accepted, and the same call works once space is freed.
+            log.error("disk full: %s %s refused", request.method, request.path)
+            return error_response(
+                507,
+                ErrorCode.STORAGE_FULL,
+                "the worker's disk is full: nothing was accepted; retry once space is freed",
+                {"Retry-After": str(DISK_FULL_RETRY_AFTER)},
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, ErrorCode.INTERNAL, "internal error; see the worker's log")
+
+
+# Seconds a client is told to wait after a write the full disk refused.
+DISK_FULL_RETRY_AFTER = 30
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is the disk refusing a write: ENOSPC/EDQUOT, or SQLite's FULL."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False

@@ -131,7 +131,7 @@ async def health(request: web.Request) -> web.Response:
         status = "draining"
     elif database["status"] != "ok" or storage["status"] != "ok":
         status = "unhealthy"
-    elif backend["status"] == "unreachable":
+    elif backend["status"] == "unreachable" or (snap.disk is not None and snap.disk.low):
         status = "degraded"
     else:
         status = "healthy"
@@ -196,6 +196,7 @@ async def health(request: web.Request) -> web.Response:
             "minioConnected": False,
             **(request.app[STORAGE].health() if STORAGE in request.app else {}),
             "dbConnected": database["status"] == "ok",
+            "lowSpace": snap.disk.low if snap.disk is not None else None,
         },
         "database": {"type": "sqlite", "path": str(settings.database_path), **database},
         "backend": backend,

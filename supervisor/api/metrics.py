@@ -145,6 +145,16 @@ class SessionCollector(Collector):
         for direction, status, count in self.messages.by_status:
             messages.add_metric([direction, status], count)
         yield from (cpu, rss, uss, restarts, up, connected, by_status, messages)
+        disk = self.snapshot.disk
+        if disk is not None:
+            yield GaugeMetricFamily(
+                "wa_worker_disk_free_bytes",
+                "Free space on STORAGE_DIR's disk (writes fail with 507 at none)",
+                value=disk.free,
+            )
+            yield GaugeMetricFamily(
+                "wa_worker_disk_low", "1 while free space is under DISK_FREE_WARN_MB", value=1 if disk.low else 0
+            )
 
 
 class EventCollector(Collector):

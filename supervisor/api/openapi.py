@@ -37,6 +37,7 @@ ERRORS = {
     429: "rate limited; see Retry-After",
     502: "the session's process could not carry it out",
     503: "worker at MAX_SESSIONS, shutting down or its storage unavailable; see Retry-After",
+    507: "the worker's disk is full (STORAGE_FULL): nothing was accepted; see Retry-After",
 }
 ALLOW = {"Allow": {"description": "the methods this path answers", "schema": {"type": "string"}}}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
@@ -181,7 +182,7 @@ def document() -> dict[str, Any]:
     responses = {}
     for status, text in ERRORS.items():
         response: Schema = {"description": text, "content": {"application/json": {"schema": error_schema}}}
-        if status in (429, 503):
+        if status in (429, 503, 507):
             response["headers"] = RETRY_AFTER
         if status == 405:
             response["headers"] = ALLOW

@@ -92,7 +92,14 @@ def operation(
         summary=summary,
         tag=tag,
         replies=replies,
-        errors=tuple(sorted(set(errors) | (set() if open_ else set(AUTH_ERRORS)))),
+        errors=tuple(
+            sorted(
+                set(errors)
+                | (set() if open_ else set(AUTH_ERRORS))
+                # Whatever writes can meet a full disk: answered 507, never a 500.
+                | ({DISK_FULL} if method.upper() in WRITES else set())
+            )
+        ),
         **declared,
     )
     OPERATIONS.append(op)
@@ -102,6 +109,11 @@ def operation(
         return handler
 
     return register
+
+
+# Methods that write (history, outbox, sessions, webhooks, staged uploads) and the status of a full disk.
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DISK_FULL = 507
 
 
 def session_operation(routes: web.RouteTableDef, method: str, path: str, **declared: Any) -> Callable[[H], H]:

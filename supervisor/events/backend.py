@@ -222,4 +222,8 @@ class BackendLink:
                 },
             },
             "messages": {"sent": figures.sent, "received": figures.received, "failed": figures.failed},
+            # STORAGE_DIR's disk: lowSpace warns before writes are refused (507 STORAGE_FULL).
+            "disk": None
+            if snap.disk is None
+            else {"freeBytes": snap.disk.free, "totalBytes": snap.disk.total, "lowSpace": snap.disk.low},
         }

@@ -86,6 +86,8 @@ class SessionRegistry:
             settings.sample_interval,
             worker_id=settings.worker_id,
             memory_limit=int(settings.session_memory_limit_mb * 1024 * 1024),
+            storage_dir=settings.storage_dir,
+            disk_warn_bytes=int(settings.disk_free_warn_mb * 1024 * 1024),
         )
         self.events = SessionEvents(store, worker_id=settings.worker_id)
         self.incoming = IncomingMessages(
@@ -304,7 +306,13 @@ class SessionRegistry:
             proxy=None if proxy is None else await asyncio.to_thread(self.proxies.seal, proxy, session_id),
         )
         await self._before_start(session_id, takeover=takeover)
-        await self.store.add_session(row)
+        try:
+            await self.store.add_session(row)
+        except BaseException:
+            # Nothing half-made: a create the database refused (a full disk) holds no lease either.
+            if self.storage is not None:
+                await self.storage.abandon(session_id)
+            raise
         session = self._add(row, proxy=proxy)
         session.child.start()
         log.info("session created (proxy: %s)", masked(proxy) or "none", extra=self.extra(session_id))
@@ -493,6 +501,7 @@ class SessionRegistry:
             capacity=self.resources.capacity,
             started_at=self.started_at,
             at=time.time(),
+            disk=self.resources.disk,
         )
 
     def _history_removed(self, session_id: str, count: int) -> None:

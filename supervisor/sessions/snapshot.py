@@ -46,6 +46,15 @@ class SessionFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class DiskSpace:
+    """The disk STORAGE_DIR is on, at the last sample."""
+
+    free: int  # bytes
+    total: int  # bytes
+    low: bool  # less free than DISK_FREE_WARN_MB: writes will soon be refused
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSnapshot:
     """The worker at one moment."""
 
@@ -60,6 +69,7 @@ class WorkerSnapshot:
     capacity: Capacity | None  # what the worker may use (None before the first sample)
     cpu_usage: float | None  # percent of capacity.cpus used by the supervisor and its sessions, 2 places
     memory_usage: float | None  # percent of capacity.memory they hold resident, 2 places
+    disk: DiskSpace | None = None  # STORAGE_DIR's disk (None before the first sample)
 
     @property
     def uptime(self) -> float:
@@ -104,6 +114,7 @@ def take_snapshot(
     capacity: Capacity | None,
     started_at: float,
     at: float,
+    disk: DiskSpace | None = None,
 ) -> WorkerSnapshot:
     """The snapshot of the sessions' figures and the supervisor's own, at ``at``."""
     figures = tuple(sessions)
@@ -132,4 +143,5 @@ def take_snapshot(
         capacity=capacity,
         cpu_usage=cpu_usage,
         memory_usage=memory_usage,
+        disk=disk,
     )

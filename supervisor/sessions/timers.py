@@ -6,8 +6,12 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import psutil
 
 from supervisor.sessions.session import Session
+from supervisor.sessions.snapshot import DiskSpace
 from supervisor.supervision.capacity import Capacity, read_capacity
 from supervisor.supervision.sampler import ProcessSampler, ProcStats
 
@@ -25,13 +29,30 @@ async def check_heartbeats(sessions: Callable[[], Iterable[Session]], interval: 
 class ResourceSampler:
     """psutil figures of the supervisor and every session process, refreshed every ``interval`` seconds."""
 
-    def __init__(self, interval: float, *, worker_id: str, memory_limit: int = 0) -> None:
+    def __init__(
+        self,
+        interval: float,
+        *,
+        worker_id: str,
+        memory_limit: int = 0,
+        storage_dir: Path | None = None,
+        disk_warn_bytes: int = 0,
+    ) -> None:
         self.interval = interval
+        self.storage_dir = storage_dir  # whose disk is sampled (None: not sampled)
+        self.disk_warn_bytes = disk_warn_bytes
+        self.disk: DiskSpace | None = None
         self.memory_limit = memory_limit  # bytes of resident memory a session process may hold; 0: any
         self.sampler = ProcessSampler()
         self.supervisor: ProcStats | None = None  # the supervisor's own figures, at the last sample
         self.capacity: Capacity | None = None  # what the worker may use, at the last sample (limits can change)
         self._log_extra = {"workerId": worker_id}
+
+    def _disk(self) -> DiskSpace | None:
+        if self.storage_dir is None:
+            return None
+        usage = psutil.disk_usage(str(self.storage_dir))
+        return DiskSpace(free=usage.free, total=usage.total, low=usage.free < self.disk_warn_bytes)
 
     async def run(self, sessions: Callable[[], Iterable[Session]]) -> None:
         """Sample until cancelled; each session's ``stats`` holds its process's figures (None without one)."""
@@ -42,6 +63,7 @@ class ResourceSampler:
             try:
                 stats = await asyncio.to_thread(self.sampler.sample, [own, *pids])
                 self.capacity = await asyncio.to_thread(read_capacity)
+                self.disk = await asyncio.to_thread(self._disk)
             except Exception:
                 log.exception("process sampling failed", extra=self._log_extra)
                 stats = {}

@@ -399,6 +399,13 @@ class SessionStorage:
                 async with asyncio.timeout(15):
                     await asyncio.shield(task)
 
+    async def abandon(self, session_id: str) -> None:
+        """A create that took the session's lease failed before the session existed: give the lease back."""
+        try:
+            await self.leases.release(session_id)
+        except StorageError as exc:
+            log.info("lease of a failed create not released (it expires by itself): %s", exc, extra=_extra(session_id))
+
     async def forget(self, session_id: str) -> None:
         """The session is deleted: remove its backups, lease and media from the store.
 
