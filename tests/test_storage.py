@@ -248,6 +248,19 @@ async def _scheduler(s3: S3Server, root: Path, key: str | None) -> BackupSchedul
     )
 
 
+def _other_worker(backups: BackupScheduler, root: Path, seen: SeenVersions | None = None) -> BackupScheduler:
+    """Worker w2 with its own directory under ``root`` and the same key, on ``backups``' bucket."""
+    return BackupScheduler(
+        backups.objects,
+        BackupCipher(KEY),
+        bucket=backups.bucket,
+        sessions_dir=root / "sessions",
+        worker_id="w2",
+        settings=BackupSettings(),
+        seen=seen,
+    )
+
+
 def _device_db(path: Path, secret: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path / "sim-device.db")
@@ -282,14 +295,7 @@ async def test_encrypted_backup_restores_elsewhere_and_is_not_sqlite_in_the_buck
         # Neither the SQLite header nor the tar's file names are visible: the archive is sealed.
         assert b"SQLite format 3" not in raw and b"sim-device.db" not in raw and b"second" not in raw
     # Another worker (own directory, same key) restores the latest.
-    other = BackupScheduler(
-        backups.objects,
-        BackupCipher(KEY),
-        bucket=backups.bucket,
-        sessions_dir=tmp_path / "b" / "sessions",
-        worker_id="w2",
-        settings=BackupSettings(),
-    )
+    other = _other_worker(backups, tmp_path / "b")
     assert await other.restore("s1")
     db = sqlite3.connect(tmp_path / "b" / "sessions" / "s1" / "sim-device.db")
     assert db.execute("SELECT secret FROM device").fetchone() == ("second",)
@@ -329,14 +335,7 @@ async def test_auth_state_written_by_the_engine_is_backed_up_once_per_change(
         assert await backups.backup_changed(["s1"]) == 0
     finally:
         db.close()
-    other = BackupScheduler(
-        backups.objects,
-        BackupCipher(KEY),
-        bucket=backups.bucket,
-        sessions_dir=tmp_path / "b" / "sessions",
-        worker_id="w2",
-        settings=BackupSettings(),
-    )
+    other = _other_worker(backups, tmp_path / "b")
     assert await other.restore("s1")
     assert await other.backup_changed(["s1"]) == 0  # restored is what the store holds
     restored = sqlite3.connect(tmp_path / "b" / "sessions" / "s1" / "sim-device.db")
@@ -395,14 +394,7 @@ async def test_tampered_backup_is_refused_and_nothing_is_written(s3: S3Server, t
     tampered[len(tampered) // 2] ^= 0x40
     await backups.objects.put(backups.bucket, manifest["object"], bytes(tampered))
     target = tmp_path / "b" / "sessions"
-    restorer = BackupScheduler(
-        backups.objects,
-        BackupCipher(KEY),
-        bucket=backups.bucket,
-        sessions_dir=target,
-        worker_id="w2",
-        settings=BackupSettings(),
-    )
+    restorer = _other_worker(backups, tmp_path / "b")
     with pytest.raises(BackupRefused, match="checksum"):
         await restorer.restore("s1")
     # An attacker who also fixes the manifest's checksum still fails authentication.
@@ -434,15 +426,7 @@ async def test_a_restore_never_goes_back_to_an_older_version_than_this_worker_ha
     seen_file = tmp_path / "b" / "backup-versions.json"
 
     def restorer() -> BackupScheduler:
-        return BackupScheduler(
-            backups.objects,
-            BackupCipher(KEY),
-            bucket=backups.bucket,
-            sessions_dir=tmp_path / "b" / "sessions",
-            worker_id="w2",
-            settings=BackupSettings(),
-            seen=SeenVersions(seen_file),
-        )
+        return _other_worker(backups, tmp_path / "b", SeenVersions(seen_file))
 
     assert await restorer().restore("s1")  # the newest: remembered on disk
     # Whoever can write the bucket points the manifest back at the older version (a valid backup).
