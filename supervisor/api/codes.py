@@ -44,6 +44,8 @@ class ErrorCode(StrEnum):
     SESSION_NOT_READY = "SESSION_NOT_READY"
     ALREADY_LINKED = "ALREADY_LINKED"
     NOT_SUPPORTED = "NOT_SUPPORTED"
+    ENGINE_ERROR = "ENGINE_ERROR"  # WhatsApp (or the engine) refused or failed an account operation
+    ENGINE_TIMEOUT = "ENGINE_TIMEOUT"  # the session's process did not answer in time
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
     SESSION_LEASED = "SESSION_LEASED"

@@ -25,6 +25,9 @@ H = TypeVar("H", bound=Callable[..., Any])
 
 # Statuses every operation behind credentials may answer.
 AUTH_ERRORS = (401, 403)
+# Statuses of an account operation carried out by the session's process (``SessionRegistry.ask``): not
+# connected (409), refused by WhatsApp or the engine (502), no answer in time (504).
+ACCOUNT_ERRORS = (409, 502, 504)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.closing import Closing
 from common.message_id import new_message_id
@@ -44,7 +44,7 @@ from supervisor.supervision.procs import ChildProcess
 from supervisor.supervision.session_child import ChildConfig, SessionChild
 from supervisor.supervision.states import ProcState
 from transport import wire
-from transport.channel import Body, ChannelError, RemoteError, RouterChannel
+from transport.channel import Body, ChannelError, RemoteError, RequestTimeout, RouterChannel
 
 log = logging.getLogger("supervisor.sessions")
 
@@ -52,6 +52,9 @@ log = logging.getLogger("supervisor.sessions")
 _DOWN = (ProcState.EXITED, ProcState.STOPPED, ProcState.FATAL)
 # Seconds a client is told to wait before sending again to a session that is starting or reconnecting.
 START_RETRY_AFTER = 2.0
+# Seconds an account operation (read receipts, presence, contacts, groups...) may take in the session process.
+ASK_TIMEOUT = 15.0
+R = TypeVar("R", bound=wire.Reply)
 
 
 class SessionRegistry:
@@ -475,6 +478,44 @@ class SessionRegistry:
                 # A replay of an earlier answer: this upload's copy of the media is not needed.
                 await asyncio.to_thread(Path(payload["media_path"]).unlink, True)
             return answer
+
+    async def ask(
+        self,
+        session_id: str,
+        request: wire.ChildRequest[R],
+        *,
+        passthrough: frozenset[str] = frozenset(),
+        timeout: float = ASK_TIMEOUT,
+    ) -> R:
+        """Carry out an account operation in the session's process (connected) and return its reply.
+
+        The engine's error codes in ``passthrough`` reach the client as they are (each must be an
+        ``ErrorCode`` with its HTTP status); any other engine error is ``ENGINE_ERROR``, a process that
+        does not answer in ``timeout`` is ``ENGINE_TIMEOUT``, and one that went away meanwhile is
+        ``SESSION_NOT_CONNECTED`` with a Retry-After.
+        """
+        self._check_open()
+        session = self.get(session_id)
+        identity = self._connected_identity(session_id)
+        if identity is None:
+            raise SessionError("SESSION_NOT_CONNECTED", f"session {session_id!r} is {session.status}, not connected")
+        try:
+            return await wire.ask_child(self.router, identity, request, timeout=timeout)
+        except RemoteError as exc:
+            code = exc.code if exc.code in passthrough else "ENGINE_ERROR"
+            if code == "ENGINE_ERROR":
+                log.warning(
+                    "%s failed in the engine: %s %s", request.OP, exc.code, exc.message, extra=self.extra(session_id)
+                )
+            raise SessionError(code, exc.message) from None
+        except RequestTimeout:
+            log.warning("%s: no answer in %.0fs", request.OP, timeout, extra=self.extra(session_id))
+            raise SessionError("ENGINE_TIMEOUT", f"the session did not answer in {timeout:g}s") from None
+        except ChannelError as exc:
+            # The process restarted or crashed meanwhile (a Go panic ends it): the client may try again.
+            raise SessionError(
+                "SESSION_NOT_CONNECTED", f"the session's process went away: {exc}", retry_after=START_RETRY_AFTER
+            ) from None
 
     def _connected_identity(self, session_id: str) -> bytes | None:
         """The routing identity of the session's process while it is connected and ready, else None."""
