@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from supervisor.messaging.pacing import (
@@ -55,7 +56,7 @@ def test_default_paces_cold_chats_only() -> None:
 def test_cold_gaps_are_at_least_the_gap_and_never_machine_regular() -> None:
     policy = PacingPolicy(cold_gap=2.0, jitter=0.5)
     slots, _ = burst(policy, [COLD] * 20)
-    gaps = [b.at - a.at for a, b in zip(slots, slots[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(slots)]
     assert all(2.0 <= g <= 3.0 for g in gaps)
     assert len({round(g, 9) for g in gaps}) == len(gaps)  # no two equal
     assert [s.at for s in slots] == sorted(s.at for s in slots)  # in order
@@ -75,7 +76,7 @@ def test_a_reply_overtakes_queued_outreach() -> None:
 def test_the_gap_spaces_every_send_of_a_lane() -> None:
     policy = PacingPolicy(gap=1.0, cold_gap=0.0, jitter=0.2)
     slots, _ = burst(policy, [WARM] * 4)
-    gaps = [b.at - a.at for a, b in zip(slots, slots[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(slots)]
     assert all(1.0 <= g <= 1.2 for g in gaps)
     assert all(s.reason == Wait.GAP for s in slots[1:])
 
