@@ -271,6 +271,8 @@ def worker_env(spawner: str) -> dict[str, str]:
         "START_STAGGER": "0.2",
         "RATE_LIMIT_SEND_PER_SESSION": "0",
         "RATE_LIMIT_SESSION_OPS": "0",
+        # Throughput figures: every message goes out as soon as it can (pacing's own cost: pacing_cost()).
+        "PACING_COLD_GAP": "0",
         "MAX_SESSIONS": "200",
         "LOG_LEVEL": "warning",
         "SPAWNER": spawner,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from supervisor.messaging.pacing import PacingPolicy
 from supervisor.supervision.policy import RestartPolicy
 
 ENGINES = ("neonize", "sim")
@@ -57,6 +58,9 @@ class Settings:
     send_timeout: float = 10.0
     send_attempt_timeout: float = 15.0  # one try of one message in a session process
     message_ttl: float = 3600.0  # an accepted message not sent by then becomes failed
+    # The worker-wide pace of each session's sends (supervisor/messaging/pacing.py); a session's own
+    # settings override it. By default only first messages to new chats are spaced.
+    pacing: PacingPolicy = field(default_factory=PacingPolicy)
     sample_interval: float = 5.0  # psutil sampling period
     # A session process whose resident memory passes this many MB is killed ("memory limit") and
     # restarted like a crash, before one leaking session gets the whole pod OOM-killed; 0: no limit.
@@ -354,6 +358,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         send_timeout=_float(env, "SEND_TIMEOUT", 10.0, minimum=0.1),
         send_attempt_timeout=_float(env, "SEND_ATTEMPT_TIMEOUT", 15.0, minimum=0.1),
         message_ttl=_float(env, "MESSAGE_TTL", 3600.0, minimum=1.0),
+        pacing=PacingPolicy(
+            gap=_float(env, "PACING_GAP", 0.0, maximum=3600.0),
+            cold_gap=_float(env, "PACING_COLD_GAP", 3.0, maximum=3600.0),
+            jitter=_float(env, "PACING_JITTER", 0.5, maximum=10.0),
+            daily_cap=_int(env, "PACING_DAILY_CAP", 0),
+            warmup_days=_float(env, "PACING_WARMUP_DAYS", 0.0, maximum=365.0),
+        ),
         sample_interval=_float(env, "SAMPLE_INTERVAL", 5.0, minimum=0.1),
         session_memory_limit_mb=_float(env, "SESSION_MEMORY_LIMIT_MB", 512.0),
         disk_free_warn_mb=_float(env, "DISK_FREE_WARN_MB", 256.0),

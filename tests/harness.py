@@ -100,6 +100,8 @@ class Worker:
             "START_STAGGER": "0.05",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "info",
+            # Sends to new chats go out at once unless a test is about pacing (tests/test_pacing_worker.py).
+            "PACING_COLD_GAP": "0",
             **(env_overrides or {}),
         }
         self.hub_url = f"http://127.0.0.1:{self.env['SIM_PORT']}"

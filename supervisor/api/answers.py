@@ -185,8 +185,11 @@ class SendResult(Answer):
     """POST /session/{id}/send."""
 
     messageId: str
-    status: Literal["pending", "sent", "failed", "unknown"]
-    timestamp: Annotated[IsoTime | None, Field(description="when it was sent (null while pending)")]
+    status: Literal["queued", "pending", "sent", "failed", "unknown"]
+    timestamp: Annotated[IsoTime | None, Field(description="when it was sent (null while queued or pending)")]
+    scheduledAt: Annotated[
+        IsoTime | None, Field(description="queued: when its paced slot comes (it is sent then, in order)")
+    ] = None
     error: Annotated[str | None, Field(description="why it failed")] = None
     mediaUrl: Annotated[str | None, Field(description="a media send's stored file")] = None
 
@@ -232,6 +235,36 @@ class Pagination(Answer):
     total: int
     limit: int
     offset: int
+
+
+class OutboxEntry(Answer):
+    """A message waiting in a session's outbox."""
+
+    messageId: str
+    to: str
+    type: str
+    acceptedAt: IsoTime
+    scheduledAt: Annotated[IsoTime, Field(description="when it goes out (its paced slot, or its next attempt)")]
+    reason: Annotated[
+        Literal["gap", "cold_chat", "daily_cap", "chat_order", "retry", "not_connected", "due", "sending"],
+        Field(description="why it waits: a pacing rule, a retry after a failed attempt, the session's state"),
+    ]
+    attempts: int
+    expiresAt: Annotated[IsoTime, Field(description='failed with error "ttl" if not sent by then')]
+
+
+class OutboxPage(Answer):
+    """GET /session/{id}/outbox."""
+
+    messages: list[OutboxEntry]
+
+
+class Cancelled(Answer):
+    """DELETE /session/{id}/outbox/{messageId}."""
+
+    messageId: str
+    status: Literal["failed"]
+    error: Literal["cancelled"]
 
 
 class MessagesPage(Answer):

@@ -477,6 +477,12 @@ class PathId(Query):
     id: SessionId
 
 
+class PathMessage(PathId):
+    """The ``{id}`` and ``{messageId}`` of /session/{id}/.../{messageId} paths."""
+
+    messageId: Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class SendHeaders(Query):
     """Headers of POST /session/{id}/send."""
 

@@ -47,6 +47,8 @@ class ErrorCode(StrEnum):
     ENGINE_ERROR = "ENGINE_ERROR"  # WhatsApp (or the engine) refused or failed an account operation
     ENGINE_TIMEOUT = "ENGINE_TIMEOUT"  # the session's process did not answer in time
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    UNKNOWN_MESSAGE = "UNKNOWN_MESSAGE"
+    MESSAGE_SENDING = "MESSAGE_SENDING"  # on its way to WhatsApp right now: too late to cancel
     WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
     SESSION_LEASED = "SESSION_LEASED"
     BACKUP_REFUSED = "BACKUP_REFUSED"

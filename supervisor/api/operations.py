@@ -122,4 +122,6 @@ DISK_FULL = 507
 def session_operation(routes: web.RouteTableDef, method: str, path: str, **declared: Any) -> Callable[[H], H]:
     """An operation on one session: its id in the path (400 when malformed, 404 when unknown)."""
     errors = (400, 404, *declared.pop("errors", ()))
-    return operation(routes, method, path, path_params=PathId, errors=errors, **declared)
+    # A path with more parameters than the id declares them all (a subclass of PathId).
+    path_params = declared.pop("path_params", PathId)
+    return operation(routes, method, path, path_params=path_params, errors=errors, **declared)

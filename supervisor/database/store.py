@@ -130,6 +130,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX messages_by_timestamp ON messages (timestamp);
     """,
+    # 7: paced sends (supervisor/messaging/pacing.py): a waiting message's slot, its lane, why it waits
+    # for it and whether it opens a cold chat, so a restarted worker keeps the pace and the order.
+    """
+    ALTER TABLE outbox ADD COLUMN scheduled_at REAL;
+    ALTER TABLE outbox ADD COLUMN lane TEXT;
+    ALTER TABLE outbox ADD COLUMN wait TEXT;
+    ALTER TABLE outbox ADD COLUMN cold INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # A receipt may overtake the send's own confirmation: "sent" never demotes what is beyond it.
@@ -185,6 +193,11 @@ class OutboxRow:
     next_attempt_at: float
     expires_at: float
     created_at: float
+    # Its pacing slot (None: not paced), lane, why it waits for it, and whether it opens a cold chat.
+    scheduled_at: float | None = None
+    lane: str | None = None
+    wait: str | None = None
+    cold: bool = False
 
 
 @dataclass(slots=True)
@@ -534,7 +547,7 @@ class Store:
             c.execute(_INSERT_MESSAGE, values)
             c.execute(
                 "INSERT INTO outbox (session_id, message_id, payload, attempts, next_attempt_at, expires_at,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_at, scheduled_at, lane, wait, cold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     outbox.session_id,
                     outbox.message_id,
@@ -543,6 +556,10 @@ class Store:
                     outbox.next_attempt_at,
                     outbox.expires_at,
                     outbox.created_at,
+                    outbox.scheduled_at,
+                    outbox.lane,
+                    outbox.wait,
+                    int(outbox.cold),
                 ),
             )
 
@@ -551,13 +568,38 @@ class Store:
 
     async def outbox(self, session_id: str | None = None) -> list[OutboxRow]:
         """Messages waiting to be sent (of one session, or all), oldest first."""
-        sql = "SELECT session_id, message_id, payload, attempts, next_attempt_at, expires_at, created_at FROM outbox"
+        sql = (
+            "SELECT session_id, message_id, payload, attempts, next_attempt_at, expires_at, created_at,"
+            " scheduled_at, lane, wait, cold FROM outbox"
+        )
         args: tuple[Any, ...] = ()
         if session_id is not None:
             sql += " WHERE session_id = ?"
             args = (session_id,)
         rows = await self._read(sql + " ORDER BY created_at, message_id", args)
-        return [OutboxRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+        return [
+            OutboxRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10])) for r in rows
+        ]
+
+    async def chat_seen(self, session_id: str, chat: str) -> tuple[bool, float | None]:
+        """Whether the chat has any message in history (either way, waiting ones included), and when
+        it last wrote to us (pacing's cold chats and replies)."""
+        rows = await self._read(
+            "SELECT COUNT(*), MAX(CASE WHEN direction = 'in' THEN timestamp END) FROM"
+            " (SELECT direction, timestamp FROM messages WHERE session_id = ? AND chat = ? LIMIT 1000)",
+            (session_id, chat),
+        )
+        count, last_inbound = rows[0]
+        return bool(count), last_inbound
+
+    async def sent_since(self, since: float) -> dict[str, int]:
+        """Outgoing messages sent (or beyond) since ``since``, per session (pacing's daily cap at start)."""
+        rows = await self._read(
+            "SELECT session_id, COUNT(*) FROM messages WHERE timestamp >= ? AND direction = 'out'"
+            " AND status NOT IN ('pending', 'queued', 'failed') GROUP BY session_id",
+            (since,),
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
 
     async def outbox_retry_at(self, session_id: str, message_id: str, attempts: int, at: float) -> None:
         """Count a failed attempt and set when to try again."""

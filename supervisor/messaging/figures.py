@@ -74,7 +74,7 @@ class MessageTally:
                 received += count
             elif status == MessageStatus.FAILED:
                 failed += count
-            elif status in (MessageStatus.PENDING, MessageStatus.UNKNOWN):
+            elif status in (MessageStatus.QUEUED, MessageStatus.PENDING, MessageStatus.UNKNOWN):
                 pending += count
             else:  # sent, delivered, read: the network took it
                 sent += count

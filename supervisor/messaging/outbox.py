@@ -23,6 +23,7 @@ import msgspec
 
 from common.tasks import cancel_and_wait
 from supervisor.database.store import IdempotencyRow, MessageRow, OutboxRow, Store
+from supervisor.messaging.pacer import Pacer
 from supervisor.messaging.status import BEYOND_SENT, MessageStatus
 from supervisor.timefmt import iso
 from transport import wire
@@ -45,6 +46,12 @@ PERMANENT_ERRORS = frozenset(
 )
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+# Statuses of a message not sent yet: a send answers 202 for them, with no timestamp.
+WAITING = (MessageStatus.QUEUED, MessageStatus.PENDING)
+# The error of a message failed because it was not sent within MESSAGE_TTL.
+TTL_ERROR = "ttl"
+# The error of a queued message cancelled by DELETE /session/{id}/outbox/{messageId}.
+CANCELLED_ERROR = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,7 @@ def _send_answer(message_id: str, status: str, timestamp: float | None, error: s
     data: dict[str, Any] = {"messageId": message_id, "status": status, "timestamp": iso(timestamp)}
     if error:
         data["error"] = error
-    return SendAnswer(202 if status == MessageStatus.PENDING else 200, data)
+    return SendAnswer(202 if status in WAITING else 200, data)
 
 
 class IdempotencyConflict(Exception):
@@ -101,12 +108,19 @@ class Outbox:
     """Delivery of accepted outgoing messages, at least once, under one id each."""
 
     def __init__(
-        self, store: Store, router: wire.ChildRequester, target: TargetLookup, settings: OutboxSettings
+        self,
+        store: Store,
+        router: wire.ChildRequester,
+        target: TargetLookup,
+        settings: OutboxSettings,
+        pacer: Pacer | None = None,
     ) -> None:
         self.store = store
         self.router = router
         self.target = target
         self.settings = settings
+        self.pacer = pacer
+        self._wakes: dict[str, asyncio.TimerHandle] = {}  # session -> the flush at its next paced slot
         # The outbox table, mirrored: every change to it goes through this class, after its commit,
         # so delivery never has to read the table back (only start() loads it).
         self._queues: dict[str, dict[str, OutboxRow]] = {}  # session -> message id -> row, oldest first
@@ -129,6 +143,8 @@ class Outbox:
         rows = await self.store.outbox()
         for row in rows:
             self._queues.setdefault(row.session_id, {})[row.message_id] = row
+        if self.pacer is not None:
+            await self.pacer.restore(rows)
         if self.settings.staging_dir is not None:
             # Before the API serves: no upload can be arriving in the directory meanwhile.
             wanted = {str(row.payload["media_path"]) for row in rows if row.payload.get("media_path")}
@@ -140,6 +156,8 @@ class Outbox:
     async def close(self) -> None:
         if self._settling:  # confirmed sends: let their settlements commit
             await asyncio.wait(list(self._settling), timeout=5)
+        for wake in self._wakes.values():
+            wake.cancel()
         await cancel_and_wait(self._sweeper, *self._flushing.values())
 
     @property
@@ -187,15 +205,26 @@ class Outbox:
             previous = await self.replay(session_id, idempotency_key, fingerprint)
             if previous is not None:
                 return previous
+        slot = None
+        if self.pacer is not None:
+            waiting = self._queues.get(session_id, {}).values()
+            slot = await self.pacer.place(session_id, payload.to, payload.type, waiting)
         now = time.time()
+        paced = slot is not None and slot.reason is not None
+        if paced:
+            message.status = MessageStatus.QUEUED
         outbox = OutboxRow(
             session_id=session_id,
             message_id=message_id,
             payload=msgspec.to_builtins(payload),  # the outbox table holds it as JSON
             attempts=0,
-            next_attempt_at=now,
+            next_attempt_at=slot.at if slot is not None else now,
             expires_at=now + self.settings.message_ttl,
             created_at=now,
+            scheduled_at=slot.at if slot is not None else None,
+            lane=slot.lane if slot is not None else None,
+            wait=slot.reason if slot is not None else None,
+            cold=slot is not None and slot.cold,
         )
         idem = (
             IdempotencyRow(session_id, idempotency_key, fingerprint, message_id, None, None, now)
@@ -204,6 +233,21 @@ class Outbox:
         )
         await self.store.accept_outgoing(message, outbox, idem)
         self._queues.setdefault(session_id, {})[message_id] = outbox
+        if paced:
+            # Accepted and waiting for its slot: answered now, sent when its time comes.
+            self._wake(session_id, outbox.next_attempt_at)
+            answer = SendAnswer(
+                202,
+                {
+                    "messageId": message_id,
+                    "status": MessageStatus.QUEUED,
+                    "timestamp": None,
+                    "scheduledAt": iso(outbox.next_attempt_at),
+                },
+            )
+            if idempotency_key is not None:
+                await self.store.save_idempotent_answer(session_id, idempotency_key, answer.http_status, answer.data)
+            return answer
         settled = self._future(session_id, message_id)
         self._spawn_flush(session_id)
         try:
@@ -237,7 +281,7 @@ class Outbox:
             status = MessageStatus.SENT
         if row is None:
             return _send_answer(message_id, status, None, None)
-        return _send_answer(message_id, status, row.timestamp if status != MessageStatus.PENDING else None, row.error)
+        return _send_answer(message_id, status, row.timestamp if status not in WAITING else None, row.error)
 
     def _future(self, session_id: str, message_id: str) -> asyncio.Future[Settled]:
         key = (session_id, message_id)
@@ -279,12 +323,55 @@ class Outbox:
                     if row.message_id in queue:  # not settled meanwhile (sweep, deletion)
                         await self._attempt(row)
                 if session_id not in self._again:
+                    self._wake_next(session_id)
                     return
         except Exception:
             log.exception("outbox flush failed", extra={"sessionId": session_id})
         finally:
             if self._flushing.get(session_id) is asyncio.current_task():
                 del self._flushing[session_id]
+
+    def _wake(self, session_id: str, at: float) -> None:
+        """Flush the session's outbox at ``at`` (a paced slot), unless a flush is due earlier."""
+        current = self._wakes.get(session_id)
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, at - time.time())
+        if current is not None and not current.cancelled() and current.when() <= when:
+            return
+        if current is not None:
+            current.cancel()
+        self._wakes[session_id] = loop.call_at(when, self._woken, session_id)
+
+    def _woken(self, session_id: str) -> None:
+        self._wakes.pop(session_id, None)
+        self._spawn_flush(session_id)
+
+    def _wake_next(self, session_id: str) -> None:
+        """After a flush: wake at the session's next paced slot (retries are the sweep's)."""
+        now = time.time()
+        slots = [
+            r.next_attempt_at
+            for r in self._queues.get(session_id, {}).values()
+            if r.scheduled_at is not None and r.next_attempt_at > now and r.attempts == 0
+        ]
+        if slots:
+            self._wake(session_id, min(slots))
+
+    def waiting_in(self, session_id: str) -> list[OutboxRow]:
+        """The session's messages waiting to be sent, in the order they were accepted."""
+        return list(self._queues.get(session_id, {}).values())
+
+    def sending(self, session_id: str, message_id: str) -> bool:
+        """Whether the message is on its way to the session's process right now."""
+        return (session_id, message_id) in self._inflight
+
+    async def cancel(self, session_id: str, message_id: str) -> bool:
+        """Cancel a waiting message (failed with error ``cancelled``); False: it is being sent now."""
+        row = self._queues.get(session_id, {}).get(message_id)
+        if row is None or (session_id, message_id) in self._inflight:
+            return False
+        await self._finish(row, MessageStatus.FAILED, error=CANCELLED_ERROR)
+        return True
 
     async def _attempt(self, row: OutboxRow) -> None:
         session_id, message_id = row.session_id, row.message_id
@@ -401,7 +488,7 @@ class Outbox:
                     if (row.session_id, row.message_id) in self._inflight:
                         continue  # its outcome is being decided (or committed) right now
                     if row.expires_at <= now:
-                        await self._finish(row, MessageStatus.FAILED, error="not sent within the message TTL")
+                        await self._finish(row, MessageStatus.FAILED, error=TTL_ERROR)
                     elif row.next_attempt_at <= now and self.target(row.session_id) is not None:
                         due.add(row.session_id)
                 for session_id in due:
@@ -413,6 +500,11 @@ class Outbox:
     def forget_session(self, session_id: str) -> None:
         """A deleted session: nobody waits for its messages any more."""
         self._queues.pop(session_id, None)
+        wake = self._wakes.pop(session_id, None)
+        if wake is not None:
+            wake.cancel()
+        if self.pacer is not None:
+            self.pacer.forget(session_id)
         for key in [k for k in self._settled if k[0] == session_id]:
             self._settle(*key, Settled(MessageStatus.FAILED, None, "the session was deleted"))
 

@@ -23,11 +23,13 @@ from common.closing import Closing
 from common.message_id import new_message_id
 from common.tasks import BackgroundTasks, cancel_and_wait
 from supervisor.config import Settings
-from supervisor.database.store import ConsumerLag, SessionRow, Store
+from supervisor.database.store import ConsumerLag, OutboxRow, SessionRow, Store
 from supervisor.messaging.figures import MessageFigures
 from supervisor.messaging.history import message_view, outgoing_row
 from supervisor.messaging.inflight import InFlight
 from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
+from supervisor.messaging.pacer import Pacer
+from supervisor.messaging.pacing import PacingPolicy
 from supervisor.messaging.retention import HistoryRetention
 from supervisor.sessions import status as st
 from supervisor.sessions.child_events import ChildListener
@@ -43,6 +45,7 @@ from supervisor.supervision.policy import ProcRecord
 from supervisor.supervision.procs import ChildProcess
 from supervisor.supervision.session_child import ChildConfig, SessionChild
 from supervisor.supervision.states import ProcState
+from supervisor.timefmt import iso
 from transport import wire
 from transport.channel import Body, ChannelError, RemoteError, RequestTimeout, RouterChannel
 
@@ -108,6 +111,7 @@ class SessionRegistry:
                 message_ttl=settings.message_ttl,
                 staging_dir=settings.storage_dir / "outgoing",
             ),
+            Pacer(store, self.pacing_policy, self._linked_at),
         )
         self._tasks = BackgroundTasks()
         # Stored sessions waiting for their staggered start after a worker start.
@@ -517,6 +521,15 @@ class SessionRegistry:
                 "SESSION_NOT_CONNECTED", f"the session's process went away: {exc}", retry_after=START_RETRY_AFTER
             ) from None
 
+    def pacing_policy(self, session_id: str) -> PacingPolicy:
+        """The pace of the session's sends: the worker's defaults (PACING_*)."""
+        return self.settings.pacing
+
+    def _linked_at(self, session_id: str) -> float | None:
+        # Warm-up counts from the session's creation: a session is linked to its number right after.
+        session = self.sessions.get(session_id)
+        return session.created_at if session is not None else None
+
     def _connected_identity(self, session_id: str) -> bytes | None:
         """The routing identity of the session's process while it is connected and ready, else None."""
         session = self.sessions.get(session_id)
@@ -566,6 +579,33 @@ class SessionRegistry:
     async def ping_database(self) -> None:
         """Raise when the database cannot answer a read."""
         await self.store.ping()
+
+    def outbox_view(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's waiting messages, in the order they go out, with when and why each waits."""
+        self.get(session_id)
+        now = time.time()
+        connected = self._connected_identity(session_id) is not None
+        rows = sorted(self.outbox.waiting_in(session_id), key=lambda r: (r.next_attempt_at, r.created_at))
+        return [
+            {
+                "messageId": row.message_id,
+                "to": str(row.payload.get("to", "")),
+                "type": str(row.payload.get("type", "text")),
+                "acceptedAt": iso(row.created_at),
+                "scheduledAt": iso(max(row.next_attempt_at, row.created_at)),
+                "reason": _waits_for(row, now, connected, self.outbox.sending(session_id, row.message_id)),
+                "attempts": row.attempts,
+                "expiresAt": iso(row.expires_at),
+            }
+            for row in rows
+        ]
+
+    async def cancel_queued(self, session_id: str, message_id: str) -> bool | None:
+        """Cancel a waiting message: True; False: it is being sent right now; None: nothing waits by that id."""
+        self.get(session_id)
+        if not any(r.message_id == message_id for r in self.outbox.waiting_in(session_id)):
+            return None
+        return await self.outbox.cancel(session_id, message_id)
 
     async def history(
         self,
@@ -728,3 +768,12 @@ class SessionRegistry:
 
         if session.id in self.sessions:
             self._tasks.spawn(write())
+
+
+def _waits_for(row: OutboxRow, now: float, connected: bool, sending: bool) -> str:
+    """Why a waiting message has not gone out yet (GET /session/{id}/outbox)."""
+    if sending:
+        return "sending"
+    if row.next_attempt_at > now:
+        return "retry" if row.attempts else (row.wait or "gap")
+    return "due" if connected else "not_connected"

@@ -1,0 +1,52 @@
+"""Routes about a session's outbox: what waits to be sent (paced or not yet confirmed), and cancelling it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from supervisor.api import answers, bodies
+from supervisor.api import validation as v
+from supervisor.api.codes import ErrorCode
+from supervisor.api.errors import ApiError, ok
+from supervisor.api.keys import REGISTRY
+from supervisor.api.operations import json_reply, session_operation
+
+routes = web.RouteTableDef()
+
+
+@session_operation(
+    routes,
+    "GET",
+    "/session/{id}/outbox",
+    id="listOutbox",
+    tag="messages",
+    summary="Messages accepted and not sent yet, in the order they go out, with when and why they wait",
+    ok=json_reply(answers.OutboxPage),
+)
+async def list_outbox(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    registry = request.app[REGISTRY]
+    return ok({"messages": registry.outbox_view(session_id)})
+
+
+@session_operation(
+    routes,
+    "DELETE",
+    "/session/{id}/outbox/{messageId}",
+    id="cancelQueued",
+    tag="messages",
+    summary="Cancel a message that waits in the outbox (it fails with error 'cancelled' and is never sent)",
+    path_params=bodies.PathMessage,
+    ok=json_reply(answers.Cancelled),
+    errors=(409,),
+)
+async def cancel_queued(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    message_id = request.match_info["messageId"]
+    registry = request.app[REGISTRY]
+    cancelled = await registry.cancel_queued(session_id, message_id)
+    if cancelled is None:
+        raise ApiError(404, ErrorCode.UNKNOWN_MESSAGE, f"no message {message_id!r} waits in this session's outbox")
+    if not cancelled:
+        raise ApiError(409, ErrorCode.MESSAGE_SENDING, f"message {message_id!r} is being sent right now")
+    return ok({"messageId": message_id, "status": "failed", "error": "cancelled"})

@@ -1,0 +1,169 @@
+"""Paced sending through real processes on the simulated network: bursts are accepted at once and
+leave at their slots, in order, once each, across a SIGKILL; replies overtake outreach; a queued
+message can be cancelled; the daily cap and the TTL hold."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import Worker, running_worker, wait_for
+
+SESSION_PHONE = "6281777000"
+
+
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def _phone(n: int) -> str:
+    return f"628133{n:04d}"
+
+
+async def _send(w: Worker, sid: str, to: str, text: str) -> dict[str, Any]:
+    status, resp = await w.api("POST", f"/session/{sid}/send", json={"to": to, "text": text})
+    assert status in (200, 202), resp
+    data = dict(resp["data"])
+    assert (status == 202) == (data["status"] in ("queued", "pending")), resp
+    return data
+
+
+async def _arrival(w: Worker, phone: str, message_id: str) -> float | None:
+    """When the hub took the message for ``phone`` (its clock, epoch seconds), or None."""
+    _, body = await w.hub("GET", f"/phones/{phone}/messages")
+    for m in body["messages"]:
+        if m["id"] == message_id:
+            assert m["deliveries"] == 1, m  # never twice
+            return float(m["timestamp"])
+    return None
+
+
+async def _arrivals(w: Worker, sent: list[tuple[str, dict[str, Any]]]) -> list[float]:
+    async def all_there() -> list[float] | None:
+        times = [await _arrival(w, phone, data["messageId"]) for phone, data in sent]
+        return None if any(t is None for t in times) else [t for t in times if t is not None]
+
+    return await wait_for(all_there, timeout=60, what="every paced message delivered")
+
+
+async def _outbox(w: Worker, sid: str) -> list[dict[str, Any]]:
+    status, body = await w.api("GET", f"/session/{sid}/outbox")
+    assert status == 200, body
+    return list(body["data"]["messages"])
+
+
+async def test_a_burst_to_new_chats_is_accepted_at_once_and_leaves_spaced_with_jitter_in_order(
+    tmp_path: Path,
+) -> None:
+    gap = 0.25
+    async with running_worker(tmp_path / "w", PACING_COLD_GAP=str(gap), PACING_JITTER="0.5") as w:
+        await w.create_linked("burst", SESSION_PHONE)
+        sent = [(_phone(n), await _send(w, "burst", _phone(n), f"hello {n}")) for n in range(20)]
+        assert sent[0][1]["status"] == "sent"  # the first cold chat waits for nobody
+        assert all(d["status"] == "queued" and d["timestamp"] is None for _, d in sent[1:])
+        queued = await _outbox(w, "burst")
+        assert [e["messageId"] for e in queued] == [d["messageId"] for _, d in sent[1 : len(queued) + 1]]
+        assert {e["reason"] for e in queued} <= {"cold_chat", "sending"}
+
+        slots = [_epoch(d["scheduledAt"]) for _, d in sent[1:]]
+        gaps = [b - a for a, b in itertools.pairwise(slots)]
+        assert all(g >= gap - 0.002 for g in gaps), gaps  # ISO times carry milliseconds
+        assert len({round(g, 3) for g in gaps}) > len(gaps) // 2  # jittered: not machine-regular
+        arrivals = await _arrivals(w, sent)
+        assert arrivals == sorted(arrivals)  # in the order they were accepted
+        for slot, arrived in zip(slots, arrivals[1:], strict=True):
+            assert arrived >= slot - 0.002  # none before its slot
+        assert await _outbox(w, "burst") == []
+
+
+async def test_a_reply_to_a_chat_that_wrote_overtakes_queued_outreach(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w", PACING_COLD_GAP="1.5") as w:
+        await w.create_linked("reply", SESSION_PHONE)
+        customer = "6281444000"
+        status, _ = await w.hub("POST", f"/phones/{customer}/messages", json={"to": SESSION_PHONE, "text": "hi?"})
+        assert status == 200
+
+        async def received() -> bool:
+            _, page = await w.api("GET", "/session/reply/messages?direction=in")
+            return bool(page["data"]["messages"])
+
+        await wait_for(received, what="the customer's message in history")
+        outreach = [await _send(w, "reply", _phone(n), f"offer {n}") for n in range(5)]
+        assert [d["status"] for d in outreach[1:]] == ["queued"] * 4
+        answer = await _send(w, "reply", customer, "here to help")
+        assert answer["status"] == "sent" and answer.get("scheduledAt") is None
+        # Sent while the outreach still waits for its slots.
+        waiting = {e["messageId"] for e in await _outbox(w, "reply")}
+        assert outreach[-1]["messageId"] in waiting
+        assert await _arrival(w, customer, answer["messageId"]) is not None
+
+
+async def test_a_killed_worker_loses_no_queued_message_and_sends_none_twice(tmp_path: Path) -> None:
+    storage = tmp_path / "w"
+    env = {"PACING_COLD_GAP": "0.6"}
+    w = Worker(storage, env)
+    await w.start()
+    try:
+        await w.create_linked("kill", SESSION_PHONE)
+        sent = [(_phone(n), await _send(w, "kill", _phone(n), f"n{n}")) for n in range(8)]
+
+        async def some_out() -> bool:
+            return await _arrival(w, sent[2][0], sent[2][1]["messageId"]) is not None
+
+        await wait_for(some_out, timeout=30, what="the first three out")
+        await w.stop(signal.SIGKILL)
+    finally:
+        await w.stop()
+    async with running_worker(storage, **env) as w2:
+        arrivals = await _arrivals(w2, sent)  # each exactly once (checked in _arrival)
+        assert arrivals == sorted(arrivals)
+        _, page = await w2.api("GET", "/session/kill/messages?limit=50")
+        assert {m["status"] for m in page["data"]["messages"]} <= {"sent", "delivered", "read"}
+
+
+async def test_a_cancelled_message_never_reaches_the_phone(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w", PACING_COLD_GAP="0.8") as w:
+        await w.create_linked("cancel", SESSION_PHONE)
+        sent = [(_phone(n), await _send(w, "cancel", _phone(n), f"c{n}")) for n in range(4)]
+        victim_phone, victim = sent[2]
+        status, body = await w.api("DELETE", f"/session/cancel/outbox/{victim['messageId']}")
+        assert status == 200 and body["data"] == {
+            "messageId": victim["messageId"],
+            "status": "failed",
+            "error": "cancelled",
+        }
+        status, body = await w.api("DELETE", f"/session/cancel/outbox/{victim['messageId']}")
+        assert status == 404 and body["code"] == "UNKNOWN_MESSAGE"
+        # The last one's slot comes after the cancelled one's: once it arrived, the cancelled one would have.
+        await _arrivals(w, [sent[0], sent[1], sent[3]])
+        assert await _arrival(w, victim_phone, victim["messageId"]) is None
+        _, page = await w.api("GET", "/session/cancel/messages?limit=10")
+        row = next(m for m in page["data"]["messages"] if m["id"] == victim["messageId"])
+        assert (row["status"], row["error"]) == ("failed", "cancelled")
+        status, body = await w.api("DELETE", f"/session/cancel/outbox/{sent[0][1]['messageId']}")
+        assert status == 404  # already sent: nothing waits by that id
+
+
+async def test_the_daily_cap_queues_outreach_for_the_next_day_and_the_ttl_still_fails_it(tmp_path: Path) -> None:
+    env = {"PACING_COLD_GAP": "0", "PACING_DAILY_CAP": "2", "MESSAGE_TTL": "3"}
+    async with running_worker(tmp_path / "w", **env) as w:
+        await w.create_linked("cap", SESSION_PHONE)
+        sent = [await _send(w, "cap", _phone(n), f"d{n}") for n in range(3)]
+        assert [d["status"] for d in sent] == ["sent", "sent", "queued"]
+        now = datetime.now(UTC)
+        tomorrow = datetime(now.year, now.month, now.day, tzinfo=UTC).timestamp() + 86400
+        assert _epoch(sent[2]["scheduledAt"]) >= tomorrow
+        [entry] = await _outbox(w, "cap")
+        assert entry["reason"] == "daily_cap"
+
+        async def failed() -> dict[str, Any] | None:
+            _, page = await w.api("GET", "/session/cap/messages?limit=10")
+            row = next(m for m in page["data"]["messages"] if m["id"] == sent[2]["messageId"])
+            return row if row["status"] == "failed" else None
+
+        row = await wait_for(failed, timeout=20, what="the capped message past its TTL")
+        assert row["error"] == "ttl"
+        assert await _outbox(w, "cap") == []
