@@ -163,6 +163,7 @@ def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route (built once: the declarations do not change while running)."""
     # The route modules record their operations when imported.
     from supervisor.api import (  # noqa: F401
+        account_routes,
         docs,
         event_routes,
         health_routes,
@@ -198,7 +199,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"WorkerToken": []}, {"BearerJWT": []}],
-        "tags": [{"name": n} for n in ("sessions", "messages", "events", "operations", "docs")],
+        "tags": [{"name": n} for n in ("sessions", "messages", "account", "events", "operations", "docs")],
         "paths": paths,
         "components": {
             "schemas": defs,

@@ -23,6 +23,7 @@ from common.closing import Closing
 from common.message_id import new_message_id
 from common.tasks import BackgroundTasks, cancel_and_wait
 from supervisor.config import Settings
+from supervisor.database.account_store import AccountStore
 from supervisor.database.store import ConsumerLag, SessionRow, Store
 from supervisor.messaging.figures import MessageFigures
 from supervisor.messaging.history import message_view, outgoing_row
@@ -30,6 +31,7 @@ from supervisor.messaging.inflight import InFlight
 from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
 from supervisor.messaging.retention import HistoryRetention
 from supervisor.sessions import status as st
+from supervisor.sessions.account import AccountOperations
 from supervisor.sessions.child_events import ChildListener
 from supervisor.sessions.emitter import SessionEvents
 from supervisor.sessions.incoming import IncomingMessages
@@ -97,6 +99,7 @@ class SessionRegistry:
             store, storage, worker_id=settings.worker_id, sessions_dir=settings.storage_dir.resolve() / "sessions"
         )
         self.children = ChildListener(self)
+        self.account = AccountOperations(self, AccountStore(store))  # read, presence, settings, chats, calls
         self.proxies = ProxySeal(settings.encryption_key)
         self.outbox = Outbox(
             store,
