@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -165,7 +166,7 @@ async def test_an_engine_that_does_not_answer_is_a_504(tmp_path: Path) -> None:
     env = {"WA_TEST_FAULTS": "hang=1", "SESSION_HEARTBEAT_INTERVAL": "6", "SESSION_HEARTBEAT_LIVENESS": "10"}
     async with running_worker(tmp_path / "w", **env) as w:
         await w.create_linked("hung", ACCOUNT)
-        time.sleep(1.5)
+        await asyncio.sleep(1.5)
         started = time.monotonic()
         status, body = await w.api("POST", "/session/hung/presence", json={"state": "available"})
         assert status == 504 and body["code"] == "ENGINE_TIMEOUT", body
