@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_neonize_engine as nz  # noqa: F401  (imports neonize's protobuf modules without Go)
+import test_neonize_engine as nz
 from neonize.proto.Neonize_pb2 import JID, BasicCallMeta, MessageSource, Node
 from neonize.proto.Neonize_pb2 import CallOffer as CallOfferEv
 from neonize.proto.Neonize_pb2 import ChatPresence as ChatPresenceEv
@@ -38,9 +38,7 @@ def test_chat_presence_events_become_chat_states() -> None:
     assert account.chat_presence(recording) == (PEER, PEER, "recording")
     assert account.chat_presence(paused) == (PEER, PEER, "paused")
     # In a group: the group is the chat; a LID sender is named by its phone number.
-    lid = MessageSource(
-        Chat=_jid(GROUP), Sender=JID(User="99887766", Server="lid"), SenderAlt=_jid(PEER), IsGroup=True
-    )
+    lid = MessageSource(Chat=_jid(GROUP), Sender=JID(User="99887766", Server="lid"), SenderAlt=_jid(PEER), IsGroup=True)
     assert account.chat_presence(ChatPresenceEv(MessageSource=lid, State=ChatPresenceEv.PAUSED)) == (
         GROUP,
         PEER,
@@ -103,27 +101,14 @@ class _Client:
         return record
 
 
-class _Sink(nz._Sink):
-    def __init__(self, reject: bool = False) -> None:
-        super().__init__()
-        self.reject = reject
-
-    def on_chat_presence(self, chat: str, sender: str, state: str) -> None:
-        self.events.append(("chat_presence", (chat, sender, state)))
-
-    def on_presence(self, jid: str, online: bool, last_seen: float | None) -> None:
-        self.events.append(("presence", (jid, online, last_seen)))
-
-    async def on_call(self, call: IncomingCall) -> bool:
-        self.events.append(("call", call.id))
-        return self.reject
-
-    async def on_call_rejected(self, call_id: str, sender: str) -> None:
-        self.events.append(("call_rejected", (call_id, sender)))
+def _sink(reject: bool = False) -> nz._Sink:
+    sink = nz._Sink()
+    sink.reject_calls = reject
+    return sink
 
 
-async def _engine(tmp_path: Path, sink: _Sink) -> tuple[NeonizeEngine, _Client]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
+async def _engine(tmp_path: Path, sink: nz._Sink) -> tuple[NeonizeEngine, _Client]:
+    await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
     engine = NeonizeEngine(EngineContext(session_id="s1", session_dir=tmp_path, sink=sink))
     client = _Client()
     journal = await asyncio.to_thread(SendJournal.open, tmp_path)
@@ -133,8 +118,11 @@ async def _engine(tmp_path: Path, sink: _Sink) -> tuple[NeonizeEngine, _Client]:
 
 
 async def test_nothing_is_called_before_connected_or_after_stop(tmp_path: Path) -> None:
-    engine, client = await _engine(tmp_path, _Sink())
-    for attempt in (engine.mark_read(PEER, [ReadMessage(id="A", sender=PEER)]), engine.send_presence("available", None)):
+    engine, client = await _engine(tmp_path, _sink())
+    for attempt in (
+        engine.mark_read(PEER, [ReadMessage(id="A", sender=PEER)]),
+        engine.send_presence("available", None),
+    ):
         with pytest.raises(EngineError) as info:
             await attempt
         assert info.value.code == "NOT_CONNECTED"
@@ -146,7 +134,7 @@ async def test_nothing_is_called_before_connected_or_after_stop(tmp_path: Path) 
 
 
 async def test_read_receipts_go_per_sender_with_keywords(tmp_path: Path) -> None:
-    engine, client = await _engine(tmp_path, _Sink())
+    engine, client = await _engine(tmp_path, _sink())
     engine._connected = True
     other = "628444555@s.whatsapp.net"
     messages = [ReadMessage(id="A", sender=PEER), ReadMessage(id="B", sender=other), ReadMessage(id="C", sender=PEER)]
@@ -163,7 +151,7 @@ async def test_read_receipts_go_per_sender_with_keywords(tmp_path: Path) -> None
 
 
 async def test_presence_calls_take_enums(tmp_path: Path) -> None:
-    engine, client = await _engine(tmp_path, _Sink())
+    engine, client = await _engine(tmp_path, _sink())
     engine._connected = True
     await engine.send_presence("available", None)
     await engine.send_presence("recording", PEER)
@@ -177,7 +165,7 @@ async def test_presence_calls_take_enums(tmp_path: Path) -> None:
 
 
 async def test_a_call_is_committed_then_rejected_when_asked(tmp_path: Path) -> None:
-    sink = _Sink(reject=True)
+    sink = _sink(reject=True)
     engine, client = await _engine(tmp_path, sink)
     engine._connected = True
     # whatsmeow calls back on its own thread and waits for the callback.
@@ -186,7 +174,7 @@ async def test_a_call_is_committed_then_rejected_when_asked(tmp_path: Path) -> N
     rejects = [args for name, args, _ in client.calls if name == "reject_call"]
     assert len(rejects) == 1 and incoming.jid_str(rejects[0][0]) == PEER and rejects[0][1] == "CALL1"
 
-    kept = _Sink(reject=False)
+    kept = _sink()
     engine2, client2 = await _engine(tmp_path / "2", kept)
     engine2._connected = True
     await asyncio.to_thread(engine2._cb_call_offer, client2, _offer("audio"))
@@ -194,7 +182,7 @@ async def test_a_call_is_committed_then_rejected_when_asked(tmp_path: Path) -> N
 
 
 async def test_presence_events_reach_the_sink(tmp_path: Path) -> None:
-    sink = _Sink()
+    sink = _sink()
     engine, client = await _engine(tmp_path, sink)
     source = MessageSource(Chat=_jid(PEER), Sender=_jid(PEER))
     engine._cb_chat_presence(client, ChatPresenceEv(MessageSource=source, State=ChatPresenceEv.COMPOSING))

@@ -28,7 +28,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from session_proc.engine import EngineContext, EngineError, IncomingMessage, OutgoingMessage
+from session_proc.engine import EngineContext, EngineError, IncomingCall, IncomingMessage, OutgoingMessage
 from session_proc.sim.device_store import DeviceStore
 from session_proc.sim.engine import SimEngine
 from transport.protocol import REQ, Frame, decode, encode
@@ -181,6 +181,22 @@ class RecordingSink:
             raise RuntimeError("the supervisor could not commit the message")
         if self.block_messages:
             await asyncio.Event().wait()
+
+    # presence and calls
+    reject_calls = False  # what the supervisor answers to a call (rejectCalls)
+
+    def on_chat_presence(self, chat: str, sender: str, state: str) -> None:
+        self._record("chat_presence", chat, sender, state)
+
+    def on_presence(self, jid: str, online: bool, last_seen: float | None) -> None:
+        self._record("presence", jid, online, last_seen)
+
+    async def on_call(self, call: IncomingCall) -> bool:
+        self._record("call", call)
+        return self.reject_calls
+
+    async def on_call_rejected(self, call_id: str, sender: str) -> None:
+        self._record("call_rejected", call_id, sender)
 
 
 @dataclass

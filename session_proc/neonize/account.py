@@ -53,7 +53,7 @@ def chat_presence(event: ChatPresenceEv) -> tuple[str, str, str] | None:
 
 def presence(event: PresenceEv) -> tuple[str, bool, float | None]:
     """``(jid, online, last_seen)`` of a Presence event (last_seen in epoch seconds, when told)."""
-    return jid_str(getattr(event, "From")), not event.Unavailable, _seconds(event.LastSeen)
+    return jid_str(event.From), not event.Unavailable, _seconds(event.LastSeen)
 
 
 def call_offer(event: CallOfferEv) -> tuple[IncomingCall, Any] | None:

@@ -167,11 +167,15 @@ class HubAccount:
     def phone_presence(self, phone: str, to: str, state: str) -> int:
         """The phone shows ``state`` to the account ``to``: its online devices hear it. Returns how many."""
         targets = self._hub.linked(to)
+        body: dict[str, Any]
         if state in CHAT_STATES:
             op, body = ops.CHAT_PRESENCE, {"from": phone, "state": state}
         elif state in ACCOUNT_STATES:
             online = state == "available"
-            op, body = ops.PRESENCE_UPDATE, {"from": phone, "online": online, "lastSeen": None if online else time.time()}
+            op, body = (
+                ops.PRESENCE_UPDATE,
+                {"from": phone, "online": online, "lastSeen": None if online else time.time()},
+            )
         else:
             raise _refused(400, ops.ERR_BAD_REQUEST, f"state must be one of {', '.join(ACCOUNT_STATES + CHAT_STATES)}")
         return sum(self._hub.push_now(device_id, op, body) for device_id in targets)

@@ -88,7 +88,9 @@ class AccountOperations:
         """Commit ``call.received`` (once per call id) and say whether to reject the call."""
         event = {"callId": call.id, "from": call.sender, "video": call.video, "at": iso(call.timestamp or None)}
         if await self.store.add_call(session_id, call.id, call.sender, call.video, event):
-            log.info("call %s received (%s)", call.id, "video" if call.video else "voice", extra=self._extra(session_id))
+            log.info(
+                "call %s received (%s)", call.id, "video" if call.video else "voice", extra=self._extra(session_id)
+            )
         settings = SessionSettings.from_stored(await self.store.settings(session_id))
         return wire.CallDecision(reject=settings.reject_calls)
 
