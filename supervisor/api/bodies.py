@@ -413,8 +413,8 @@ class SendMediaRequest(Body):
         return out
 
 
-class MessagesQuery(Query):
-    """GET /session/{id}/messages."""
+class PageQuery(Query):
+    """A page of a list: how many, from where."""
 
     limit: Annotated[
         int, Field(ge=1, le=MAX_PAGE), Invalid(ErrorCode.INVALID_QUERY, f"must be an integer from 1 to {MAX_PAGE}")
@@ -422,6 +422,11 @@ class MessagesQuery(Query):
     offset: Annotated[
         int, Field(ge=0, le=10**9), Invalid(ErrorCode.INVALID_QUERY, "must be an integer from 0 to 1000000000")
     ] = 0
+
+
+class MessagesQuery(PageQuery):
+    """GET /session/{id}/messages."""
+
     contact: Annotated[PhoneTarget | None, Field(description="only the chat with this JID or number")] = None
     direction: Annotated[Literal["in", "out"] | None, Invalid(ErrorCode.INVALID_QUERY, "must be 'in' or 'out'")] = None
     since: TimeBound | None = None
@@ -513,6 +518,16 @@ class ReadRequest(Body):
 class PresenceRequest(Body):
     """POST /session/{id}/presence."""
 
+    # A chat state needs its chat: the account's states, or a chat given.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"state": {"enum": list(ACCOUNT_STATES)}}},
+                _one_of_required("chat")["anyOf"][0],
+            ]
+        }
+    )
+
     state: Annotated[
         Literal["available", "unavailable", "typing", "recording", "paused"],
         Field(description="available/unavailable: the account; typing, recording, paused: in chat"),
@@ -530,7 +545,7 @@ class PresenceRequest(Body):
 class SettingsRequest(Body):
     """PUT /session/{id}/settings: the settings to change (those left out keep their values)."""
 
-    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+    model_config = ConfigDict(json_schema_extra=_one_of_required("rejectCalls"))
 
     rejectCalls: Annotated[
         bool | None,
@@ -549,12 +564,5 @@ class SettingsRequest(Body):
         return self
 
 
-class ChatsQuery(Query):
+class ChatsQuery(PageQuery):
     """GET /session/{id}/chats."""
-
-    limit: Annotated[
-        int, Field(ge=1, le=MAX_PAGE), Invalid(ErrorCode.INVALID_QUERY, f"must be an integer from 1 to {MAX_PAGE}")
-    ] = 50
-    offset: Annotated[
-        int, Field(ge=0, le=10**9), Invalid(ErrorCode.INVALID_QUERY, "must be an integer from 0 to 1000000000")
-    ] = 0
