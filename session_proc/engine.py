@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # The messages an engine sends and receives are bodies of the wire contract: declared there, once.
-from transport.wire import IncomingMessage, OutgoingMessage, SendResult
+from transport.wire import IncomingCall, IncomingMessage, OutgoingMessage, ReadMessage, SendResult
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -23,8 +23,10 @@ __all__ = [
     "EngineContext",
     "EngineError",
     "EngineSink",
+    "IncomingCall",
     "IncomingMessage",
     "OutgoingMessage",
+    "ReadMessage",
     "SendResult",
 ]
 
@@ -76,6 +78,20 @@ class EngineSink(Protocol):
     async def on_message(self, message: IncomingMessage) -> None:
         """A received message; returns once the supervisor has committed it, raises if not."""
 
+    # -- presence and calls --
+    def on_chat_presence(self, chat: str, sender: str, state: str) -> None:
+        """``sender`` shows ``state`` (typing, recording, paused) in ``chat``; nothing is committed."""
+
+    def on_presence(self, jid: str, online: bool, last_seen: float | None) -> None:
+        """``jid`` went online or offline (``last_seen`` epoch seconds, when known); nothing is committed."""
+
+    async def on_call(self, call: IncomingCall) -> bool:
+        """A call offer; returns once the supervisor committed it, with whether to reject it (raises if not
+        committed: the engine must then leave the call unacknowledged)."""
+
+    async def on_call_rejected(self, call_id: str, sender: str) -> None:
+        """The engine rejected a call; returns once the supervisor committed it."""
+
 
 class Engine(abc.ABC):
     """One linked WhatsApp device."""
@@ -104,3 +120,12 @@ class Engine(abc.ABC):
     async def pair_code(self, phone: str) -> str:
         """Ask for a pairing code for ``phone`` instead of a QR scan."""
         raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot pair by code")
+
+    # -- read receipts and presence --
+    async def mark_read(self, chat: str, messages: list[ReadMessage]) -> None:
+        """Send read receipts for received ``messages`` of ``chat`` to their senders."""
+        raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot send read receipts")
+
+    async def send_presence(self, state: str, chat: str | None) -> None:
+        """Show the account available/unavailable, or a chat state (typing, recording, paused) in ``chat``."""
+        raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot send presence")

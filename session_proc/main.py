@@ -160,6 +160,12 @@ class SessionProcess:
                     return wire.Done()
                 case wire.PairCode(phone=phone):
                     return wire.PairCodeReply(code=await engine.pair_code(phone))
+                case wire.MarkRead(chat=chat, messages=messages):
+                    await engine.mark_read(chat, messages)
+                    return wire.Done()
+                case wire.SendPresence(state=state, chat=chat):
+                    await engine.send_presence(state, chat)
+                    return wire.Done()
         except EngineError as exc:
             raise RemoteError(exc.code, exc.message) from None
         raise RemoteError(wire.PROTOCOL_ERROR, f"request {op!r} has no handler")  # a ToChild op left out above
@@ -196,6 +202,19 @@ class SessionProcess:
 
     async def on_message(self, message: IncomingMessage) -> None:
         await wire.ask_supervisor(self.channel, message, timeout=COMMIT_TIMEOUT)
+
+    def on_chat_presence(self, chat: str, sender: str, state: str) -> None:
+        self._emit(wire.ChatPresence(chat=chat, sender=sender, state=state))
+
+    def on_presence(self, jid: str, online: bool, last_seen: float | None) -> None:
+        self._emit(wire.PresenceUpdate(jid=jid, online=online, last_seen=last_seen))
+
+    async def on_call(self, call: wire.IncomingCall) -> bool:
+        decision = await wire.ask_supervisor(self.channel, call, timeout=COMMIT_TIMEOUT)
+        return decision.reject
+
+    async def on_call_rejected(self, call_id: str, sender: str) -> None:
+        await wire.ask_supervisor(self.channel, wire.CallRejected(id=call_id, sender=sender), timeout=COMMIT_TIMEOUT)
 
 
 async def _amain(args: argparse.Namespace) -> int:

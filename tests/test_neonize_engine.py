@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from harness import pid_alive, running_worker, unreachable_proxy, wait_for
 
-from session_proc.engine import EngineContext, EngineError, IncomingMessage, OutgoingMessage
+from session_proc.engine import EngineContext, EngineError, IncomingCall, IncomingMessage, OutgoingMessage
 from session_proc.neonize.journal import SendJournal
 from transport import wire
 from transport.channel import RemoteError, RouterChannel
@@ -334,6 +334,22 @@ class _Sink:
 
     async def on_message(self, message: IncomingMessage) -> None:
         self.messages.append(message)
+
+    # presence and calls (tests/test_neonize_account.py)
+    reject_calls = False
+
+    def on_chat_presence(self, chat: str, sender: str, state: str) -> None:
+        self.events.append(("chat_presence", (chat, sender, state)))
+
+    def on_presence(self, jid: str, online: bool, last_seen: float | None) -> None:
+        self.events.append(("presence", (jid, online, last_seen)))
+
+    async def on_call(self, call: IncomingCall) -> bool:
+        self.events.append(("call", call.id))
+        return self.reject_calls
+
+    async def on_call_rejected(self, call_id: str, sender: str) -> None:
+        self.events.append(("call_rejected", (call_id, sender)))
 
 
 class _FakeClient:

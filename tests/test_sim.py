@@ -28,7 +28,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from session_proc.engine import EngineContext, EngineError, IncomingMessage, OutgoingMessage
+from session_proc.engine import EngineContext, EngineError, IncomingCall, IncomingMessage, OutgoingMessage
 from session_proc.sim.device_store import DeviceStore
 from session_proc.sim.engine import SimEngine
 from transport.protocol import REQ, Frame, decode, encode
@@ -181,6 +181,26 @@ class RecordingSink:
             raise RuntimeError("the supervisor could not commit the message")
         if self.block_messages:
             await asyncio.Event().wait()
+
+    # presence and calls
+    reject_calls = False  # what the supervisor answers to a call (rejectCalls)
+    refuse_calls = 0  # on_call raises this many times (the supervisor failed to commit)
+
+    def on_chat_presence(self, chat: str, sender: str, state: str) -> None:
+        self._record("chat_presence", chat, sender, state)
+
+    def on_presence(self, jid: str, online: bool, last_seen: float | None) -> None:
+        self._record("presence", jid, online, last_seen)
+
+    async def on_call(self, call: IncomingCall) -> bool:
+        self._record("call", call)
+        if self.refuse_calls > 0:
+            self.refuse_calls -= 1
+            raise RuntimeError("the supervisor could not commit the call")
+        return self.reject_calls
+
+    async def on_call_rejected(self, call_id: str, sender: str) -> None:
+        self._record("call_rejected", call_id, sender)
 
 
 @dataclass
@@ -564,6 +584,29 @@ async def test_message_refused_by_the_sink_is_redelivered_on_reconnect(engines: 
 
     async def acked() -> bool:
         return bool((await api.device("628808"))["pending"] == 0)
+
+    await wait_until(acked)
+
+
+async def test_a_call_not_taken_over_is_offered_again_then_rejected(engines: Engines, api: HubApi) -> None:
+    _, sink = await link(engines, api, "628818")
+    sink.refuse_calls = 1
+    sink.reject_calls = True
+    _, call = await api.post("/phones/628819/call", {"to": "628818", "video": True})
+    first = (await sink.next("call"))[0]
+    assert (first.id, first.sender, first.video) == (call["id"], "628819@s.whatsapp.net", True)
+    _, calls = await api.get("/phones/628819/calls")
+    assert calls["calls"][0]["status"] == "ringing"  # not rejected: the supervisor never committed it
+
+    await api.post("/faults", {"dropConnections": True})
+    await sink.next("connected")
+    assert (await sink.next("call"))[0].id == call["id"]
+    assert await sink.next("call_rejected") == (call["id"], "628819@s.whatsapp.net")
+    _, calls = await api.get("/phones/628819/calls")
+    assert calls["calls"][0]["status"] == "rejected"
+
+    async def acked() -> bool:
+        return bool((await api.device("628818"))["pending"] == 0)
 
     await wait_until(acked)
 

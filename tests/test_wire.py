@@ -27,6 +27,11 @@ def test_every_operation_has_exactly_one_body() -> None:
         wire.PairCode(phone="628111"),
         wire.Stop(),
         wire.Logout(),
+        wire.MarkRead(
+            chat="628222@s.whatsapp.net", messages=[wire.ReadMessage(id="A", sender="628222@s.whatsapp.net")]
+        ),
+        wire.SendPresence(state="typing", chat="628222@s.whatsapp.net"),
+        wire.SendPresence(state="available"),
     ],
 )
 def test_requests_to_the_child_survive_the_frame_round_trip(body: wire.ChildRequest[Any]) -> None:
@@ -45,12 +50,29 @@ def test_requests_to_the_child_survive_the_frame_round_trip(body: wire.ChildRequ
         wire.LoggedOut(reason="unlinked"),
         wire.Receipt(id="3EB0AA", status="read", chat="628222@s.whatsapp.net", timestamp=2.0),
         wire.Creds(at=3.0),
+        wire.ChatPresence(chat="628222@s.whatsapp.net", sender="628222@s.whatsapp.net", state="recording"),
+        wire.PresenceUpdate(jid="628222@s.whatsapp.net", online=False, last_seen=4.0),
+        wire.PresenceUpdate(jid="628222@s.whatsapp.net", online=True),
     ],
 )
 def test_events_survive_the_frame_round_trip(event: wire.Event) -> None:
     frame = decode(encode(Frame(kind=EVENT, op=event.OP, body=event)))
     assert isinstance(frame.body, dict)
     assert wire.decode_event(frame.op, frame.body) == event
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        wire.IncomingCall(id="C1", sender="628222@s.whatsapp.net", video=True, timestamp=5.0),
+        wire.CallRejected(id="C1", sender="628222@s.whatsapp.net"),
+    ],
+)
+def test_call_requests_survive_the_frame_round_trip(body: wire.SupervisorRequest[Any]) -> None:
+    frame = decode(encode(Frame(kind=REQ, op=body.OP, body=body, id=1)))
+    assert isinstance(frame.body, dict)
+    assert wire.decode_supervisor_request(frame.op, frame.body) == body
+    assert msgspec.convert(msgspec.to_builtins(wire.CallDecision(reject=True)), wire.CallDecision).reject is True
 
 
 def test_event_keys_are_camel_case_and_messages_keep_theirs() -> None:

@@ -50,6 +50,9 @@ class ToChild(StrEnum):
     LOGOUT = "logout"
     PAIR_CODE = "pair_code"
     STOP = "stop"
+    # read receipts and presence (session_proc/engine.py: Engine.mark_read, Engine.send_presence)
+    MARK_READ = "mark_read"
+    SEND_PRESENCE = "send_presence"
 
 
 class ToSupervisor(StrEnum):
@@ -57,6 +60,9 @@ class ToSupervisor(StrEnum):
 
     MESSAGE = "message"
     FATAL = "fatal"
+    # calls: committed before the engine acknowledges them, like messages
+    CALL = "call"
+    CALL_REJECTED = "call_rejected"
 
 
 class ChildEvent(StrEnum):
@@ -69,6 +75,9 @@ class ChildEvent(StrEnum):
     LOGGED_OUT = "logged_out"
     RECEIPT = "receipt"
     CREDS = "creds"
+    # presence: ephemeral, unanswered
+    CHAT_PRESENCE = "chat_presence"
+    PRESENCE = "presence"
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
@@ -169,6 +178,41 @@ class Stop(ChildRequest[Done]):
     REPLY = Done
 
 
+# -- read receipts, presence and calls (supervisor → session process) ---------------------
+
+# What POST /session/{id}/presence may show: the account's own presence, or a chat state.
+PRESENCE_STATES = ("available", "unavailable")
+CHAT_STATES = ("typing", "recording", "paused")
+
+
+class ReadMessage(_Body):
+    """One received message to mark read: its id and who sent it (needed in groups)."""
+
+    id: str
+    sender: str
+
+
+class MarkRead(ChildRequest[Done]):
+    """Send read receipts for received ``messages`` of ``chat`` to their senders."""
+
+    OP = ToChild.MARK_READ
+    REPLY = Done
+
+    chat: str
+    messages: list[ReadMessage]
+
+
+class SendPresence(ChildRequest[Done]):
+    """Show the account ``available``/``unavailable``, or a chat state (``typing``, ``recording``,
+    ``paused``) in ``chat``."""
+
+    OP = ToChild.SEND_PRESENCE
+    REPLY = Done
+
+    state: str
+    chat: str | None = None
+
+
 # -- session process → supervisor ----------------------------------------------------
 
 
@@ -211,6 +255,34 @@ class Fatal(SupervisorRequest[Done]):
 
     code: str
     error: str
+
+
+class CallDecision(Reply):
+    """The supervisor's answer to an incoming call, once committed: whether to reject it (rejectCalls)."""
+
+    reject: bool
+
+
+class IncomingCall(SupervisorRequest[CallDecision]):
+    """A call offer; answered once ``call.received`` is committed, and only then acknowledged."""
+
+    OP = ToSupervisor.CALL
+    REPLY = CallDecision
+
+    id: str
+    sender: str
+    video: bool
+    timestamp: float
+
+
+class CallRejected(SupervisorRequest[Done]):
+    """The engine rejected call ``id`` (rejectCalls); answered once ``call.rejected`` is committed."""
+
+    OP = ToSupervisor.CALL_REJECTED
+    REPLY = Done
+
+    id: str
+    sender: str
 
 
 # -- session process events ----------------------------------------------------------
@@ -279,13 +351,39 @@ class Creds(Event):
     at: float
 
 
+class ChatPresence(Event):
+    """``sender`` shows ``state`` (typing, recording, paused) in ``chat``."""
+
+    OP = ChildEvent.CHAT_PRESENCE
+
+    chat: str
+    sender: str
+    state: str
+
+
+class PresenceUpdate(Event):
+    """``jid`` went online or offline; ``last_seen`` in epoch seconds when WhatsApp tells it."""
+
+    OP = ChildEvent.PRESENCE
+
+    jid: str
+    online: bool
+    last_seen: float | None = None
+
+
 def _by_op(*kinds: type[B]) -> dict[str, type[B]]:
     return {str(kind.OP): kind for kind in kinds}  # type: ignore[attr-defined]
 
 
-CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(OutgoingMessage, Logout, PairCode, Stop)
-SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(IncomingMessage, Fatal)
-EVENTS: dict[str, type[Event]] = _by_op(Ready, Qr, Connected, Disconnected, LoggedOut, Receipt, Creds)
+CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(
+    OutgoingMessage, Logout, PairCode, Stop, MarkRead, SendPresence
+)
+SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(
+    IncomingMessage, Fatal, IncomingCall, CallRejected
+)
+EVENTS: dict[str, type[Event]] = _by_op(
+    Ready, Qr, Connected, Disconnected, LoggedOut, Receipt, Creds, ChatPresence, PresenceUpdate
+)
 
 
 # -- decoding ------------------------------------------------------------------------

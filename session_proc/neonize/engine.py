@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.neonize import loader, send_errors
+from session_proc.neonize.account_engine import NeonizeAccount
 from session_proc.neonize.journal import FAILED, SENDING, SENT, UNKNOWN, SendJournal
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class _Bounded(OrderedDict[K, V]):
             self.popitem(last=False)
 
 
-class NeonizeEngine(Engine):
+class NeonizeEngine(NeonizeAccount, Engine):
     """One WhatsApp linked device driven by neonize; auth state in ``<session_dir>/neonize.db``."""
 
     name = "neonize"
@@ -115,6 +116,8 @@ class NeonizeEngine(Engine):
         self._recent: _Bounded[str, QuotedRef] = _Bounded(RECENT_MESSAGES)
         self._wa_by_worker: _Bounded[str, str] = _Bounded(5000)
         self._worker_by_wa: _Bounded[str, str] = _Bounded(5000)
+        self._account: ModuleType | None = None  # session_proc.neonize.account (imports neonize)
+        self._subscribed: set[str] = set()  # contacts whose presence this process asked for
 
     @property
     def db_path(self) -> Path:
@@ -130,12 +133,13 @@ class NeonizeEngine(Engine):
         self._nz = await asyncio.to_thread(loader.load)
         from neonize.utils.enum import MediaType
 
-        from session_proc.neonize import incoming, outgoing  # these import neonize: only after load()
+        from session_proc.neonize import account, incoming, outgoing  # these import neonize: only after load()
 
         self.ctx.session_dir.mkdir(parents=True, exist_ok=True)
         journal = await asyncio.to_thread(SendJournal.open, self.ctx.session_dir)
         client = self._nz.NewClient(str(self.db_path), uuid=self.ctx.session_id)
         self._subscribe(client)
+        self._account = account
         await self.attach(client, journal=journal, incoming=incoming, outgoing=outgoing, media_types=MediaType)
         self._runner = threading.Thread(target=self._run, name=f"neonize-{self.ctx.session_id}", daemon=True)
         self._runner.start()
@@ -170,6 +174,9 @@ class NeonizeEngine(Engine):
             ev.PairStatusEv: self._cb_pair_status,
             ev.MessageEv: self._cb_message,
             ev.ReceiptEv: self._cb_receipt,
+            ev.ChatPresenceEv: self._cb_chat_presence,
+            ev.PresenceEv: self._cb_presence,
+            ev.CallOfferEv: self._cb_call_offer,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(handler)

@@ -28,6 +28,7 @@ from common.tasks import cancel_and_wait
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.sim import ops
+from session_proc.sim.account import SimAccount
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
 
@@ -84,7 +85,7 @@ class _Link:
         return self.chan
 
 
-class SimEngine(Engine):
+class SimEngine(SimAccount, Engine):
     """A linked device on the simulated network; ``ctx.options["hub"]`` is the hub's ZeroMQ endpoint.
 
     Other options: ``heartbeat_interval`` (seconds, default 1.0), ``request_timeout``
@@ -200,6 +201,12 @@ class SimEngine(Engine):
             id=str(reply.get("id") or message.id),
             timestamp=float(timestamp) if isinstance(timestamp, int | float) else 0.0,
         )
+
+    def _online_channel(self) -> DealerChannel:
+        link = self._link
+        if link is None or not link.online or link.lost.is_set():
+            raise EngineError("NOT_CONNECTED", "the session is not connected to WhatsApp")
+        return link.channel
 
     async def pair_code(self, phone: str) -> str:
         """Ask the hub for an ``ABCD-EFGH`` code that ``POST /phones/{phone}/pair`` accepts."""
@@ -415,6 +422,8 @@ class SimEngine(Engine):
                     self._on_linked(link, body)
                 elif op == ops.MESSAGE:
                     await self._on_message(link, body)
+                elif op in ops.ACCOUNT_EVENTS:
+                    await self._on_account_event(link.channel, op, body)
                 else:
                     log.warning("session %s: unknown event %r from the hub", self.ctx.session_id, op)
             except Exception:

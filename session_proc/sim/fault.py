@@ -35,7 +35,15 @@ import logging
 import os
 import time
 
-from session_proc.engine import EngineContext, EngineError, EngineSink, IncomingMessage, OutgoingMessage, SendResult
+from session_proc.engine import (
+    EngineContext,
+    EngineError,
+    EngineSink,
+    IncomingCall,
+    IncomingMessage,
+    OutgoingMessage,
+    SendResult,
+)
 from session_proc.engines import FAULTS_ENV, faults_enabled
 from session_proc.sim.engine import SimEngine
 
@@ -87,6 +95,18 @@ class _Sink:
 
     async def on_message(self, message: IncomingMessage) -> None:
         await self.inner.on_message(message)
+
+    def on_chat_presence(self, chat: str, sender: str, state: str) -> None:
+        self.inner.on_chat_presence(chat, sender, state)
+
+    def on_presence(self, jid: str, online: bool, last_seen: float | None) -> None:
+        self.inner.on_presence(jid, online, last_seen)
+
+    async def on_call(self, call: IncomingCall) -> bool:
+        return await self.inner.on_call(call)
+
+    async def on_call_rejected(self, call_id: str, sender: str) -> None:
+        await self.inner.on_call_rejected(call_id, sender)
 
 
 def _block_forever() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
-from session_proc.sim import ops
+from session_proc.sim import hub_account, ops
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
 from transport.channel import PeerGone, RemoteError, RouterChannel
 
@@ -218,6 +218,7 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.faults = Faults()
+        self.account = hub_account.HubAccount(self, store.path)  # read receipts, presence, calls
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> str:
@@ -232,6 +233,7 @@ class Hub:
             self._drop(conn, "hub stopping")
         await cancel_and_wait(self._watcher, *self._tasks)
         await self._router.close()
+        self.account.close()
 
     async def _watch_liveness(self) -> None:
         interval = self._router.heartbeat_interval
@@ -261,6 +263,8 @@ class Hub:
             if op == ops.BYE:
                 self._drop(conn, "closed by the engine")
                 return {}
+            if op in hub_account.REQUESTS:
+                return self.account.on_request(conn, op, body)
             raise HubError(400, "UNKNOWN_OP", f"the hub has no op {op!r}")
         except HubError as exc:
             raise RemoteError(exc.code, exc.message) from None
@@ -273,6 +277,8 @@ class Hub:
             msg_id = body.get("id")
             if conn.device_id is not None and isinstance(msg_id, str):
                 self._store.ack(conn.device_id, msg_id)
+        elif op == ops.CALL_ACK:
+            self.account.ack_call(conn, body)
         else:
             log.warning("connection %s sent an unknown event %r", conn.name, op)
 
@@ -438,6 +444,7 @@ class Hub:
             deliveries=1,
             extra=message_extra(body, media),
         )
+        self.account.record_sent(entry)
         incoming = self._incoming_body(entry, media)
         pushed = False
         for target in targets:
@@ -476,6 +483,34 @@ class Hub:
                 self._drop(conn, "unlinked from the phone", notify=(ops.LOGGED_OUT, {"reason": "unlinked"}))
             log.info("phone %s unlinked device %s", phone, device.device_id)
         return len(devices)
+
+    # -- for hub_account -----------------------------------------------------------
+    def device_of(self, conn: Connection) -> Device:
+        """The device linked on ``conn``, or HubError 409."""
+        device = self._store.device(conn.device_id) if conn.device_id else None
+        if device is None:
+            raise HubError(409, "NOT_LINKED", "this connection has no linked device: scan a QR first")
+        return device
+
+    def linked(self, phone: str) -> list[str]:
+        """The ids of the devices linked to ``phone``, or HubError 404."""
+        check_phone(phone, "to")
+        devices = self._store.devices(phone)
+        if not devices:
+            raise HubError(404, "NOT_LINKED", f"no device is linked to {phone}")
+        return [d.device_id for d in devices]
+
+    def push_now(self, device_id: str, op: str, body: dict[str, Any]) -> bool:
+        """Push an ephemeral event to a device if it is online (nothing is kept). True if pushed."""
+        conn = self._by_device.get(device_id)
+        if conn is None:
+            return False
+        self._send(conn, op, body)
+        return True
+
+    def queue_for(self, device_id: str, kind: str, msg_id: str, body: dict[str, Any]) -> bool:
+        """Keep something for a device until it acknowledges it; pushed now if it is online."""
+        return self._queue(device_id, kind, msg_id, body)
 
     # -- faults and debug ------------------------------------------------------
     def set_faults(

@@ -43,6 +43,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+read_body = _body  # for the routes of other modules (hub_account_http)
+
+
 def _hub(request: web.Request) -> Hub:
     return request.app[HUB_KEY]
 
@@ -142,4 +145,7 @@ def create_app(hub: Hub) -> web.Application:
     app.router.add_post("/faults", set_faults)
     app.router.add_get("/faults", get_faults)
     app.router.add_get("/devices", devices)
+    from session_proc.sim import hub_account_http  # imports this module
+
+    hub_account_http.add_routes(app)
     return app

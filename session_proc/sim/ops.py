@@ -60,3 +60,16 @@ EXTRA_FIELDS: dict[str, tuple[type, ...]] = {
     "quotedId": (str,),
     "mentions": (list,),
 }
+
+# -- read receipts, presence and calls (session_proc/sim/account.py, hub_account.py) ---------
+# engine → hub requests
+READ = "read"  # {chat: phone, ids: [...]} → {read: n}: read receipts to the phone that sent them
+PRESENCE = "presence"  # {state, to?: phone} → {}: available/unavailable, or typing/recording/paused in a chat
+REJECT_CALL = "reject_call"  # {id} → {}: decline a ringing call
+# engine → hub events
+CALL_ACK = "call_ack"  # {id}: the call was taken over by the worker; stop redelivering it
+# hub → engine events (presence is not kept for an offline device; calls wait for their ack)
+CHAT_PRESENCE = "chat_presence"  # {from, state}
+PRESENCE_UPDATE = "presence_update"  # {from, online, lastSeen}
+CALL = "call"  # {id, from, video, timestamp}
+ACCOUNT_EVENTS = frozenset({CHAT_PRESENCE, PRESENCE_UPDATE, CALL})

@@ -547,3 +547,46 @@ class Metrics(Answer):
     database: DatabaseFigures
     storage: StorageHealth | None
     timestamp: IsoTime
+
+
+# -- read receipts, presence, settings, chats (supervisor/api/account_routes.py) -------------------
+
+
+class ReadResult(Answer):
+    """POST /session/{id}/read."""
+
+    chat: str
+    read: Annotated[list[str], Field(description="ids whose read receipts were sent")]
+    unknown: Annotated[
+        list[str], Field(description="ids that are not received messages of this chat: nothing was sent for them")
+    ]
+
+
+class PresenceResult(Answer):
+    """POST /session/{id}/presence."""
+
+    state: str
+    chat: str | None
+
+
+class SessionSettingsView(Answer):
+    """GET and PUT /session/{id}/settings."""
+
+    sessionId: str
+    rejectCalls: Annotated[bool, Field(description="the session declines incoming calls itself")]
+
+
+class Chat(Answer):
+    """One chat of the history."""
+
+    jid: str
+    lastMessage: Annotated[Message | None, Field(description="the newest message (null once purged)")]
+    unread: Annotated[int, Field(description="received messages after our last read receipt or message in it")]
+    lastActivity: IsoTime
+
+
+class ChatsPage(Answer):
+    """GET /session/{id}/chats."""
+
+    chats: list[Chat]
+    pagination: Pagination

@@ -413,8 +413,8 @@ class SendMediaRequest(Body):
         return out
 
 
-class MessagesQuery(Query):
-    """GET /session/{id}/messages."""
+class PageQuery(Query):
+    """A page of a list: how many, from where."""
 
     limit: Annotated[
         int, Field(ge=1, le=MAX_PAGE), Invalid(ErrorCode.INVALID_QUERY, f"must be an integer from 1 to {MAX_PAGE}")
@@ -422,6 +422,11 @@ class MessagesQuery(Query):
     offset: Annotated[
         int, Field(ge=0, le=10**9), Invalid(ErrorCode.INVALID_QUERY, "must be an integer from 0 to 1000000000")
     ] = 0
+
+
+class MessagesQuery(PageQuery):
+    """GET /session/{id}/messages."""
+
     contact: Annotated[PhoneTarget | None, Field(description="only the chat with this JID or number")] = None
     direction: Annotated[Literal["in", "out"] | None, Invalid(ErrorCode.INVALID_QUERY, "must be 'in' or 'out'")] = None
     since: TimeBound | None = None
@@ -493,3 +498,77 @@ class StreamHeaders(Query):
     """Headers of GET /events/stream."""
 
     lastEventId: Annotated[EventSeq | None, Field(alias="Last-Event-ID")] = None
+
+
+# -- read receipts, presence, settings, chats (supervisor/api/account_routes.py) -------------------
+MAX_READ_IDS = 100
+ACCOUNT_STATES = ("available", "unavailable")
+CHAT_STATES = ("typing", "recording", "paused")
+
+
+class ReadRequest(Body):
+    """POST /session/{id}/read."""
+
+    chat: Annotated[PhoneTarget, Field(description="the chat the messages were received in")]
+    messageIds: Annotated[
+        list[MessageId],
+        Field(
+            min_length=1,
+            max_length=MAX_READ_IDS,
+            description="received messages of that chat; an id that is not one is answered in unknown, not sent",
+        ),
+        Invalid(ErrorCode.INVALID_FIELD, f"must be a list of 1 to {MAX_READ_IDS} message ids"),
+    ]
+
+
+class PresenceRequest(Body):
+    """POST /session/{id}/presence."""
+
+    # A chat state needs its chat: the account's states, or a chat given.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"state": {"enum": list(ACCOUNT_STATES)}}},
+                _one_of_required("chat")["anyOf"][0],
+            ]
+        }
+    )
+
+    state: Annotated[
+        Literal["available", "unavailable", "typing", "recording", "paused"],
+        Field(description="available/unavailable: the account; typing, recording, paused: in chat"),
+        Invalid(ErrorCode.INVALID_FIELD, f"must be one of {', '.join(ACCOUNT_STATES + CHAT_STATES)}"),
+    ]
+    chat: Annotated[PhoneTarget | None, Field(description="required for typing, recording and paused")] = None
+
+    @model_validator(mode="after")
+    def _chat_for_chat_states(self) -> PresenceRequest:
+        if self.state in CHAT_STATES and self.chat is None:
+            raise PydanticCustomError(ErrorCode.INVALID_FIELD, f"chat is required for state {self.state}")
+        return self
+
+
+class SettingsRequest(Body):
+    """PUT /session/{id}/settings: the settings to change (those left out keep their values)."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_required("rejectCalls"))
+
+    rejectCalls: Annotated[
+        bool | None,
+        Field(description="the session declines every incoming call itself (call.rejected follows call.received)"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be true or false"),
+    ] = None
+
+    def changes(self) -> dict[str, Any]:
+        """The settings given (API names)."""
+        return self.model_dump(exclude_none=True)
+
+    @model_validator(mode="after")
+    def _something(self) -> SettingsRequest:
+        if not self.changes():
+            raise PydanticCustomError(ErrorCode.INVALID_FIELD, "give at least one setting, e.g. rejectCalls")
+        return self
+
+
+class ChatsQuery(PageQuery):
+    """GET /session/{id}/chats."""

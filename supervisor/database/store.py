@@ -138,6 +138,56 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN wait TEXT;
     ALTER TABLE outbox ADD COLUMN cold INTEGER NOT NULL DEFAULT 0;
     """,
+    # 8: per-session settings (PUT /session/{id}/settings), calls, and the chat list (GET
+    # /session/{id}/chats) kept by triggers, so a page of chats never scans the history
+    # (supervisor/database/account_store.py).
+    """
+    CREATE TABLE session_settings (
+        session_id TEXT PRIMARY KEY,
+        data       TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE calls (
+        session_id  TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        sender      TEXT NOT NULL,
+        video       INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        rejected_at REAL,
+        PRIMARY KEY (session_id, id)
+    );
+    CREATE TABLE chats (
+        session_id    TEXT NOT NULL,
+        chat          TEXT NOT NULL,
+        last_activity REAL NOT NULL,
+        last_out      REAL NOT NULL DEFAULT 0,
+        read_up_to    REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (session_id, chat)
+    );
+    CREATE INDEX chats_by_activity ON chats (session_id, last_activity DESC);
+    INSERT INTO chats (session_id, chat, last_activity, last_out)
+        SELECT session_id, chat, MAX(timestamp), COALESCE(MAX(CASE WHEN direction = 'out' THEN timestamp END), 0)
+        FROM messages GROUP BY session_id, chat;
+    CREATE TRIGGER chats_on_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO chats (session_id, chat, last_activity, last_out)
+        VALUES (new.session_id, new.chat, new.timestamp, CASE WHEN new.direction = 'out' THEN new.timestamp ELSE 0 END)
+        ON CONFLICT (session_id, chat) DO UPDATE SET
+            last_activity = MAX(last_activity, excluded.last_activity), last_out = MAX(last_out, excluded.last_out);
+    END;
+    CREATE TRIGGER chats_on_time AFTER UPDATE OF timestamp ON messages BEGIN
+        UPDATE chats SET last_activity = MAX(last_activity, new.timestamp),
+            last_out = CASE WHEN new.direction = 'out' THEN MAX(last_out, new.timestamp) ELSE last_out END
+        WHERE session_id = new.session_id AND chat = new.chat;
+    END;
+    CREATE TRIGGER chats_on_delete AFTER DELETE ON messages
+    WHEN NOT EXISTS (SELECT 1 FROM messages WHERE session_id = old.session_id AND chat = old.chat) BEGIN
+        DELETE FROM chats WHERE session_id = old.session_id AND chat = old.chat;
+    END;
+    CREATE TRIGGER account_on_session_delete AFTER DELETE ON sessions BEGIN
+        DELETE FROM session_settings WHERE session_id = old.id;
+        DELETE FROM calls WHERE session_id = old.id;
+    END;
+    """,
 )
 
 # A receipt may overtake the send's own confirmation: "sent" never demotes what is beyond it.

@@ -75,6 +75,8 @@ class ChildListener:
         match event:
             case wire.Receipt(id=message_id, status=status):
                 await registry.store.apply_receipt(session.id, message_id, status)
+            case wire.ChatPresence() | wire.PresenceUpdate():
+                await registry.account.on_presence(session.id, event)
             case wire.Creds():
                 log.info("credentials changed", extra=registry.extra(session.id))
                 if registry.storage is not None:
@@ -100,4 +102,8 @@ class ChildListener:
                 await self.registry.incoming.receive(session, request)
             case wire.Fatal(code=code, error=error):
                 self.registry.apply_status(session, st.ChildFailed(now, code=code, error=error))
+            case wire.IncomingCall():
+                return await self.registry.account.on_call(session.id, request)
+            case wire.CallRejected():
+                await self.registry.account.on_call_rejected(session.id, request)
         return wire.Done()

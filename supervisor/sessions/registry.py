@@ -23,6 +23,7 @@ from common.closing import Closing
 from common.message_id import new_message_id
 from common.tasks import BackgroundTasks, cancel_and_wait
 from supervisor.config import Settings
+from supervisor.database.account_store import AccountStore
 from supervisor.database.store import ConsumerLag, OutboxRow, SessionRow, Store
 from supervisor.messaging.figures import MessageFigures
 from supervisor.messaging.history import message_view, outgoing_row
@@ -32,6 +33,7 @@ from supervisor.messaging.pacer import Pacer
 from supervisor.messaging.pacing import PacingPolicy
 from supervisor.messaging.retention import HistoryRetention
 from supervisor.sessions import status as st
+from supervisor.sessions.account import AccountOperations
 from supervisor.sessions.child_events import ChildListener
 from supervisor.sessions.emitter import SessionEvents
 from supervisor.sessions.incoming import IncomingMessages
@@ -100,6 +102,7 @@ class SessionRegistry:
             store, storage, worker_id=settings.worker_id, sessions_dir=settings.storage_dir.resolve() / "sessions"
         )
         self.children = ChildListener(self)
+        self.account = AccountOperations(self, AccountStore(store))  # read, presence, settings, chats, calls
         self.proxies = ProxySeal(settings.encryption_key)
         self.outbox = Outbox(
             store,

@@ -1,0 +1,112 @@
+"""The sim engine's account operations: read receipts, presence, and calls (rejected when asked to).
+
+A mixin of :class:`session_proc.sim.engine.SimEngine`: requests go to the hub over the engine's
+current link; presence events from the hub are reported and forgotten; a call is handed to the
+supervisor (committed there), rejected at the hub when the supervisor says so, and only then
+acknowledged to the hub, which redelivers an unacknowledged call on the next connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from session_proc.engine import EngineError, IncomingCall, ReadMessage
+from session_proc.sim import ops
+from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
+
+if TYPE_CHECKING:
+    from session_proc.engine import EngineContext
+
+log = logging.getLogger("sim.engine")
+
+USER_SERVER = "s.whatsapp.net"
+
+
+def _phone(address: str) -> str | None:
+    user, _, server = address.partition("@")
+    user = user.split(":", 1)[0]
+    return user if server in ("", USER_SERVER) and user.isascii() and user.isdigit() else None
+
+
+class SimAccount:
+    """Read receipts, presence and calls on the simulated network."""
+
+    ctx: EngineContext
+    _request_timeout: float
+
+    def _online_channel(self) -> DealerChannel:
+        """The link's channel while the device is online; EngineError NOT_CONNECTED otherwise."""
+        raise NotImplementedError
+
+    async def _ask_hub(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        channel = self._online_channel()
+        try:
+            return await channel.request(op, body, timeout=self._request_timeout)
+        except RemoteError as exc:
+            raise EngineError(exc.code, exc.message) from None
+        except RequestTimeout:
+            raise EngineError("ENGINE_TIMEOUT", "WhatsApp did not answer in time") from None
+        except ChannelError as exc:
+            raise EngineError("NOT_CONNECTED", f"the connection to WhatsApp was lost: {exc}") from None
+
+    async def mark_read(self, chat: str, messages: list[ReadMessage]) -> None:
+        """Read receipts for ``messages`` of the 1:1 ``chat`` (the sim has no groups)."""
+        phone = _phone(chat)
+        if phone is None:
+            raise EngineError("INVALID_RECIPIENT", f"{chat!r} is not a user JID like 628123@s.whatsapp.net")
+        await self._ask_hub(ops.READ, {"chat": phone, "ids": [m.id for m in messages]})
+
+    async def send_presence(self, state: str, chat: str | None) -> None:
+        """The account's presence, or a chat state shown to ``chat``."""
+        body: dict[str, Any] = {"state": state}
+        if chat is not None:
+            phone = _phone(chat)
+            if phone is None:
+                raise EngineError("INVALID_RECIPIENT", f"{chat!r} is not a user JID like 628123@s.whatsapp.net")
+            body["to"] = phone
+        await self._ask_hub(ops.PRESENCE, body)
+
+    async def _on_account_event(self, channel: DealerChannel, op: str, body: dict[str, Any]) -> None:
+        """A presence or call event from the hub."""
+        sender = body.get("from")
+        if not isinstance(sender, str) or _phone(sender) is None:
+            log.warning("session %s: %s event without a sender dropped", self.ctx.session_id, op)
+            return
+        sender_jid = f"{sender}@{USER_SERVER}"
+        if op == ops.CHAT_PRESENCE:
+            state = body.get("state")
+            if isinstance(state, str):
+                self.ctx.sink.on_chat_presence(sender_jid, sender_jid, state)
+        elif op == ops.PRESENCE_UPDATE:
+            last_seen = body.get("lastSeen")
+            self.ctx.sink.on_presence(
+                sender_jid, bool(body.get("online")), float(last_seen) if isinstance(last_seen, int | float) else None
+            )
+        elif op == ops.CALL:
+            await self._on_call(channel, sender_jid, body)
+
+    async def _on_call(self, channel: DealerChannel, sender: str, body: dict[str, Any]) -> None:
+        call_id, timestamp = body.get("id"), body.get("timestamp")
+        if not isinstance(call_id, str) or not call_id:
+            return
+        call = IncomingCall(
+            id=call_id,
+            sender=sender,
+            video=body.get("video") is True,
+            timestamp=float(timestamp) if isinstance(timestamp, int | float) else 0.0,
+        )
+        try:
+            reject = await self.ctx.sink.on_call(call)
+            if reject:
+                await channel.request(ops.REJECT_CALL, {"id": call_id}, timeout=self._request_timeout)
+                await self.ctx.sink.on_call_rejected(call_id, sender)
+        except Exception as exc:
+            # Not acknowledged: the hub offers the call again on the next connection, and both
+            # the commit and the rejection are idempotent.
+            log.warning("session %s: call %s not taken over: %s", self.ctx.session_id, call_id, exc)
+            return
+        try:
+            channel.emit(ops.CALL_ACK, {"id": call_id})
+        except PeerGone:
+            log.info("session %s: ack of call %s not sent; it will be offered again", self.ctx.session_id, call_id)
