@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # The messages an engine sends and receives are bodies of the wire contract: declared there, once.
-from transport.wire import IncomingMessage, OutgoingMessage, SendResult
+from transport.wire import IncomingMessage, OutgoingMessage, PollVote, SendResult
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -25,10 +25,11 @@ __all__ = [
     "EngineSink",
     "IncomingMessage",
     "OutgoingMessage",
+    "PollVote",
     "SendResult",
 ]
 
-MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction")
+MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction", "sticker", "poll")
 
 
 class EngineError(Exception):
@@ -75,6 +76,9 @@ class EngineSink(Protocol):
 
     async def on_message(self, message: IncomingMessage) -> None:
         """A received message; returns once the supervisor has committed it, raises if not."""
+
+    async def on_poll_vote(self, vote: PollVote) -> None:
+        """A vote on a poll (option hashes as received); returns once committed, raises if not."""
 
 
 class Engine(abc.ABC):

@@ -169,6 +169,7 @@ def document() -> dict[str, Any]:
         media_routes,
         message_routes,
         metrics,
+        poll_routes,
         session_routes,
     )
 
