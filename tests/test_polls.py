@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from harness import Worker, running_worker, wait_for
+from test_messaging import _form, _inbox  # a multipart send form; what a phone received
 
 PHONE = "6281777000"
 ALICE, BOB = "6280101", "6280202"
@@ -33,19 +33,6 @@ async def _events(w: Worker, name: str) -> list[dict[str, Any]]:
     status, body = await w.api("GET", "/events?limit=1000")
     assert status == 200, body
     return [e["data"] for e in body["data"]["events"] if e["event"] == name]
-
-
-async def _inbox(w: Worker, phone: str) -> dict[str, dict[str, Any]]:
-    _, body = await w.hub("GET", f"/phones/{phone}/messages")
-    return {m["id"]: m for m in body["messages"]}
-
-
-def _form(fields: dict[str, str], data: bytes, filename: str, content_type: str) -> aiohttp.FormData:
-    form = aiohttp.FormData()
-    for key, value in fields.items():
-        form.add_field(key, value)
-    form.add_field("file", data, filename=filename, content_type=content_type)
-    return form
 
 
 async def test_poll_votes_are_tallied_and_reported(tmp_path: Path) -> None:
