@@ -3,13 +3,20 @@ redeliveries once, and every vote that cannot be counted reported as poll.vote_f
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
 
 from supervisor.database.store import MessageRow, OutboxRow, Store
 from supervisor.messaging import polls
 from supervisor.messaging.history import message_view, outgoing_row
+from supervisor.sessions.poll_votes import PollVotes
+from supervisor.sessions.session import Session
+from transport import wire
 
 POLL = {"name": "Colour?", "options": ["Red", "Green", "Blue"], "multiple": True}
 ANA, BUDI, CITRA = (f"62800{n}@s.whatsapp.net" for n in (1, 2, 3))
@@ -118,5 +125,28 @@ async def test_a_deleted_session_or_purged_poll_takes_its_votes_along(tmp_path: 
         assert await store.apply_poll_vote("s1", "poll-1", "v1", ANA, _h("Red"), 10.0) == "counted"
         await store.delete_session("s1")
         assert await store.poll_votes("s1", "poll-1") == []
+    finally:
+        await store.close()
+
+
+async def test_an_undecryptable_vote_becomes_an_event_and_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await _poll_store(tmp_path / "w.db")
+    try:
+        receiver = PollVotes(store, worker_id="w1")
+        session = cast(Session, SimpleNamespace(id="s1"))
+        vote = wire.PollVote(id="v1", poll_id="poll-1", chat=ANA, voter=ANA, timestamp=5.0, error="undecryptable")
+        with caplog.at_level(logging.WARNING, logger="supervisor.sessions"):
+            await receiver.receive(session, vote)
+            await receiver.receive(session, wire.PollVote(id="v2", poll_id="gone", chat=ANA, voter=ANA, timestamp=6.0))
+        assert [(d["pollId"], d["reason"]) for _, d in await _events(store)] == [
+            ("poll-1", "undecryptable"),
+            ("gone", "unknown_poll"),
+        ]
+        lines = [r for r in caplog.records if "poll" in r.getMessage()]
+        assert len(lines) == 2 and all(getattr(r, "sessionId", None) == "s1" for r in lines)
+        assert await receiver.results("s1", "gone") is None
+        assert (await receiver.results("s1", "poll-1") or {})["voters"] == []
     finally:
         await store.close()

@@ -20,13 +20,11 @@ class PollVotes:
     def __init__(self, store: Store, *, worker_id: str) -> None:
         self.store = store
         self._log_extra = {"workerId": worker_id}
-        self.failed = 0  # votes that arrived but could not be counted (each also a poll.vote_failed event)
 
     async def receive(self, session: Session, vote: wire.PollVote) -> None:
         """Commit one vote (or, when it cannot be read or mapped, its poll.vote_failed event)."""
         extra = {"sessionId": session.id, "pollId": vote.poll_id, **self._log_extra}
         if vote.error is not None:
-            self.failed += 1
             # The engine could not decrypt it: there is nothing to map, but the vote is not silently lost.
             await self.store.add_event(
                 session.id, "poll.vote_failed", polls.failed_event(vote.poll_id, vote.voter, vote.error, vote.timestamp)
@@ -37,7 +35,6 @@ class PollVotes:
             session.id, vote.poll_id, vote.id, vote.voter, vote.option_hashes, vote.timestamp
         )
         if outcome in (polls.UNKNOWN_POLL, polls.UNKNOWN_OPTION):
-            self.failed += 1
             log.warning("vote %s on poll %s not counted: %s", vote.id, vote.poll_id, outcome, extra=extra)
         else:
             log.info("vote %s on poll %s: %s", vote.id, vote.poll_id, outcome, extra=extra)
