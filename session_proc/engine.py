@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # The messages an engine sends and receives are bodies of the wire contract: declared there, once.
-from transport.wire import IncomingCall, IncomingMessage, OutgoingMessage, ReadMessage, SendResult
+from transport.wire import IncomingCall, IncomingMessage, OutgoingMessage, PollVote, ReadMessage, SendResult
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -26,11 +26,12 @@ __all__ = [
     "IncomingCall",
     "IncomingMessage",
     "OutgoingMessage",
+    "PollVote",
     "ReadMessage",
     "SendResult",
 ]
 
-MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction")
+MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction", "sticker", "poll")
 
 
 class EngineError(Exception):
@@ -91,6 +92,9 @@ class EngineSink(Protocol):
 
     async def on_call_rejected(self, call_id: str, sender: str) -> None:
         """The engine rejected a call; returns once the supervisor committed it."""
+
+    async def on_poll_vote(self, vote: PollVote) -> None:
+        """A vote on a poll (option hashes as received); returns once committed, raises if not."""
 
 
 class Engine(abc.ABC):

@@ -216,6 +216,9 @@ class SessionProcess:
     async def on_call_rejected(self, call_id: str, sender: str) -> None:
         await wire.ask_supervisor(self.channel, wire.CallRejected(id=call_id, sender=sender), timeout=COMMIT_TIMEOUT)
 
+    async def on_poll_vote(self, vote: wire.PollVote) -> None:
+        await wire.ask_supervisor(self.channel, vote, timeout=COMMIT_TIMEOUT)
+
 
 async def _amain(args: argparse.Namespace) -> int:
     proc = SessionProcess(args)

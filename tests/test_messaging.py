@@ -128,7 +128,7 @@ async def test_message_types_reach_the_phone(tmp_path: Path) -> None:
             ({"type": "location", "latitude": 91, "longitude": 0}, "INVALID_FIELD"),
             ({"type": "contact", "contact": {"name": "x"}}, "INVALID_TARGET"),
             ({"type": "reaction", "emoji": "x"}, "INVALID_FIELD"),
-            ({"type": "sticker"}, "INVALID_TYPE"),
+            ({"type": "gif"}, "INVALID_TYPE"),
             ({"type": "text", "text": ""}, "INVALID_FIELD"),
             ({"type": "text", "text": "x", "mentions": "all"}, "INVALID_FIELD"),
         ]
@@ -137,6 +137,8 @@ async def test_message_types_reach_the_phone(tmp_path: Path) -> None:
             assert status == 400 and resp["code"] == code, (bad, resp)
         status, resp = await _send(w, "types", {"to": to, "type": "image"})
         assert status == 415
+        status, resp = await _send(w, "types", {"to": to, "type": "sticker"})  # media: multipart only
+        assert status == 415 and resp["code"] == "UNSUPPORTED_MEDIA_TYPE"
 
 
 async def test_idempotency_key_replays_the_first_answer_across_restarts(tmp_path: Path) -> None:
@@ -412,7 +414,7 @@ async def test_media_round_trip_and_refusals(tmp_path: Path) -> None:
         )
         assert status == 415 and resp["code"] == "MEDIA_TYPE_MISMATCH"
         status, resp = await w.api(
-            "POST", "/session/media/send", data=_form({"to": "6280444", "type": "sticker"}, image, "x.png", "image/png")
+            "POST", "/session/media/send", data=_form({"to": "6280444", "type": "gif"}, image, "x.png", "image/png")
         )
         assert status == 400 and resp["code"] == "INVALID_TYPE"
         import aiohttp

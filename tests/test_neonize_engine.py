@@ -273,7 +273,7 @@ def test_media_messages_carry_the_upload(kind: str) -> None:
     if kind == "document":
         assert (part.fileName, part.title) == ("data.csv", "data.csv")
     if kind == "audio":
-        assert part.PTT  # ogg/opus is a voice note
+        assert not part.PTT  # a voice note only when asked for (voice: true): tests/test_neonize_polls.py
 
 
 def test_location_contact_and_reaction_build() -> None:
@@ -300,7 +300,8 @@ def test_invalid_messages_are_refused_with_permanent_codes() -> None:
         (OutgoingMessage(id="x", to=PEER, type="contact"), "INVALID_MESSAGE"),
         (OutgoingMessage(id="x", to=PEER, type="reaction", text="👍"), "INVALID_MESSAGE"),
         (OutgoingMessage(id="x", to=PEER, type="image"), "MEDIA_MISSING"),
-        (OutgoingMessage(id="x", to=PEER, type="sticker"), "UNSUPPORTED_TYPE"),
+        (OutgoingMessage(id="x", to=PEER, type="sticker"), "MEDIA_MISSING"),
+        (OutgoingMessage(id="x", to=PEER, type="poll"), "UNSUPPORTED_TYPE"),  # no builder: neonize makes polls
     ]
     for out, code in cases:
         with pytest.raises(EngineError) as info:
@@ -313,6 +314,7 @@ class _Sink:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
         self.messages: list[IncomingMessage] = []
+        self.votes: list[wire.PollVote] = []
 
     def on_qr(self, code: str, expires_at: float) -> None:
         self.events.append(("qr", (code, expires_at)))
@@ -350,6 +352,9 @@ class _Sink:
 
     async def on_call_rejected(self, call_id: str, sender: str) -> None:
         self.events.append(("call_rejected", (call_id, sender)))
+
+    async def on_poll_vote(self, vote: wire.PollVote) -> None:
+        self.votes.append(vote)
 
 
 class _FakeClient:

@@ -235,6 +235,9 @@ def test_containerfile_builds_a_non_root_image_with_health_and_volumes(container
     # supervisord from Debian, pinned; the worker from a wheel under the lock file; nothing from pip's supervisor.
     runs = " ".join(ins["value"] for ins in stage if ins["instruction"] == "RUN")
     assert re.search(r"apt-get install .*supervisor=4\.2\.5", runs)
+    # ffmpeg for voice notes the neonize engine converts to Opus (make run installs it: scripts/system-deps).
+    assert re.search(r"apt-get install .*ffmpeg=", runs)
+    assert "missing+=(ffmpeg)" in (ROOT / "scripts" / "system-deps").read_text()
     assert "--constraint /tmp/requirements.lock /tmp/wheels/*.whl" in runs
     assert "pip install supervisor" not in runs
     # The Kubernetes pod runs as the image's user.

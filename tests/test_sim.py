@@ -28,10 +28,11 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from session_proc.engine import EngineContext, EngineError, IncomingCall, IncomingMessage, OutgoingMessage
+from session_proc.engine import EngineContext, EngineError, IncomingCall, IncomingMessage, OutgoingMessage, PollVote
 from session_proc.sim.device_store import DeviceStore
 from session_proc.sim.engine import SimEngine
 from transport.protocol import REQ, Frame, decode, encode
+from transport.wire import PollSpec
 
 HEARTBEAT = 0.2  # hub and engines beat fast so that a dead peer is noticed within a second
 WAIT = 10.0  # upper bound of every wait; a healthy run needs a fraction of it
@@ -201,6 +202,12 @@ class RecordingSink:
 
     async def on_call_rejected(self, call_id: str, sender: str) -> None:
         self._record("call_rejected", call_id, sender)
+
+    async def on_poll_vote(self, vote: PollVote) -> None:
+        self._record("poll_vote", vote)
+        if self.refuse_messages > 0:
+            self.refuse_messages -= 1
+            raise RuntimeError("the supervisor could not commit the vote")
 
 
 @dataclass
@@ -607,6 +614,35 @@ async def test_a_call_not_taken_over_is_offered_again_then_rejected(engines: Eng
 
     async def acked() -> bool:
         return bool((await api.device("628818"))["pending"] == 0)
+
+    await wait_until(acked)
+
+
+# -- polls -----------------------------------------------------------------------------
+async def test_a_vote_reaches_the_engine_as_option_hashes_and_is_redelivered_until_taken(
+    engines: Engines, api: HubApi
+) -> None:
+    import hashlib
+
+    engine, sink = await link(engines, api, "628860")
+    poll = PollSpec(name="Colour?", options=["Red", "Blue"], multiple=False)
+    await engine.send(OutgoingMessage(id="poll-1", to="628861@s.whatsapp.net", type="poll", poll=poll))
+    _, inbox = await api.get("/phones/628861/messages")
+    assert inbox["messages"][0]["poll"] == {"name": "Colour?", "options": ["Red", "Blue"], "multiple": False}
+
+    sink.refuse_messages = 1  # the supervisor failed to commit it: not acked, so delivered again
+    status, body = await api.post("/phones/628861/polls/poll-1/vote", {"options": ["Blue"]})
+    assert status == 200, body
+    (first,) = await sink.next("poll_vote")
+    await api.post("/faults", {"dropConnections": True})
+    await sink.next("connected")
+    (vote,) = await sink.next("poll_vote")
+    assert vote == first and (vote.id, vote.poll_id, vote.voter) == (body["id"], "poll-1", "628861@s.whatsapp.net")
+    assert vote.option_hashes == [hashlib.sha256(b"Blue").hexdigest()]  # never the names
+    assert "message" not in sink.kinds()
+
+    async def acked() -> bool:
+        return bool((await api.device("628860"))["pending"] == 0)
 
     await wait_until(acked)
 

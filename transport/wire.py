@@ -63,6 +63,7 @@ class ToSupervisor(StrEnum):
     # calls: committed before the engine acknowledges them, like messages
     CALL = "call"
     CALL_REJECTED = "call_rejected"
+    POLL_VOTE = "poll_vote"
 
 
 class ChildEvent(StrEnum):
@@ -125,6 +126,37 @@ class Event(_Body, rename="camel"):
     OP: ClassVar[ChildEvent]
 
 
+# -- polls, stickers, view-once, voice notes -------------------------------------------
+
+
+class PollSpec(_Body):
+    """A poll's question and options; ``multiple``: voters may choose several (else one)."""
+
+    name: str
+    options: list[str]
+    multiple: bool
+
+
+class PollVote(SupervisorRequest[Done]):
+    """A vote on a poll, answered once the supervisor committed it (then acknowledged to the network).
+
+    Options travel as WhatsApp sends them, hex SHA-256 digests of the option texts: the supervisor maps
+    them to names from the poll in its history. ``error`` says why a vote could not be read
+    ("undecryptable"): reported, never dropped.
+    """
+
+    OP = ToSupervisor.POLL_VOTE
+    REPLY = Done
+
+    id: str  # the vote's own message id
+    poll_id: str  # the poll's id (the worker's, for polls this session sent)
+    chat: str
+    voter: str
+    timestamp: float
+    option_hashes: list[str] = []  # an empty vote retracts the voter's earlier one
+    error: str | None = None
+
+
 # -- supervisor → session process --------------------------------------------------
 
 
@@ -153,6 +185,9 @@ class OutgoingMessage(ChildRequest[SendResult]):
     address: str | None = None  # location address
     vcard: str | None = None  # type "contact"
     reaction_to: str | None = None  # type "reaction": the message reacted to; the emoji is `text` ("" removes it)
+    poll: PollSpec | None = None  # type "poll"
+    view_once: bool = False  # image or video shown once
+    voice: bool = False  # audio as a voice note (push-to-talk)
 
 
 class Logout(ChildRequest[Done]):
@@ -245,6 +280,9 @@ class IncomingMessage(SupervisorRequest[Done]):
     vcard: str | None = None
     reaction_to: str | None = None
     mentions: list[str] = []
+    poll: PollSpec | None = None
+    view_once: bool = False
+    voice: bool = False
 
 
 class Fatal(SupervisorRequest[Done]):
@@ -379,7 +417,7 @@ CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(
     OutgoingMessage, Logout, PairCode, Stop, MarkRead, SendPresence
 )
 SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(
-    IncomingMessage, Fatal, IncomingCall, CallRejected
+    IncomingMessage, Fatal, IncomingCall, CallRejected, PollVote
 )
 EVENTS: dict[str, type[Event]] = _by_op(
     Ready, Qr, Connected, Disconnected, LoggedOut, Receipt, Creds, ChatPresence, PresenceUpdate

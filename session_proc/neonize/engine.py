@@ -36,7 +36,7 @@ from session_proc.neonize.account_engine import NeonizeAccount
 from session_proc.neonize.journal import FAILED, SENDING, SENT, UNKNOWN, SendJournal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
     from session_proc.neonize.incoming import MappedMessage
     from session_proc.neonize.outgoing import QuotedRef
@@ -63,7 +63,13 @@ DELIVER_RETRY = 0.5  # first pause between two commit attempts, seconds; doubles
 # would acknowledge it, so WhatsApp delivers it again to the next incarnation (EX_TEMPFAIL).
 EXIT_UNACKNOWLEDGED = 75
 RECENT_MESSAGES = 2000  # messages kept for quoting in replies and targeting reactions
-_MEDIA_KINDS = {"image": "MediaImage", "video": "MediaVideo", "audio": "MediaAudio", "document": "MediaDocument"}
+_MEDIA_KINDS = {
+    "image": "MediaImage",
+    "video": "MediaVideo",
+    "audio": "MediaAudio",
+    "document": "MediaDocument",
+    "sticker": "MediaImage",  # whatsmeow uploads stickers as images
+}
 
 
 class _Bounded(OrderedDict[K, V]):
@@ -279,7 +285,9 @@ class NeonizeEngine(NeonizeAccount, Engine):
         except ValueError as exc:
             raise EngineError("INVALID_RECIPIENT", str(exc)) from None
         upload = self._upload(message) if message.type in self._outgoing.MEDIA_TYPES else None
-        built = self._outgoing.build_message(message, upload=upload, quoted=quoted, target=target)
+        built = self._outgoing.build_message(
+            message, upload=upload, quoted=quoted, target=target, poll_builder=self._build_poll
+        )
         journal.begin(message.id)
         try:
             response = self._client.send_message(to, built)
@@ -301,13 +309,25 @@ class NeonizeEngine(NeonizeAccount, Engine):
         if not message.media_path:
             raise EngineError("MEDIA_MISSING", f"a {message.type} message needs media_path")
         try:
-            data = Path(message.media_path).read_bytes()  # bytes, never a path: neonize would fetch URLs
+            if message.voice:
+                from session_proc.neonize.voice_notes import as_opus
+
+                data = as_opus(Path(message.media_path), message.mimetype)
+            else:
+                data = Path(message.media_path).read_bytes()  # bytes, never a path: neonize would fetch URLs
         except OSError as exc:
             raise EngineError("MEDIA_MISSING", f"cannot read the media file: {exc.strerror}") from None
         try:
             return self._client.upload(data, self._media_types[_MEDIA_KINDS[message.type]])
         except Exception as exc:
             raise EngineError("UPLOAD_FAILED", f"media upload failed: {exc}") from None
+
+    def _build_poll(self, name: str, options: list[str], multiple: bool) -> Any:
+        """neonize's poll builder: it adds the secret the votes are encrypted with (kept by whatsmeow)."""
+        from neonize.utils.enum import VoteType
+
+        kind = VoteType.MULTIPLE if multiple else VoteType.SINGLE
+        return self._client.build_poll_vote_creation(name, options, kind)
 
     async def logout(self) -> None:
         client = self._client
@@ -428,6 +448,8 @@ class NeonizeEngine(NeonizeAccount, Engine):
 
     def _cb_message(self, _client: Any, event: Any) -> None:
         assert self._incoming is not None and self._loop is not None
+        if self._cb_poll_vote(event):
+            return
         try:
             mapped = self._incoming.map_message(event, me=self._me)
         except Exception:
@@ -446,6 +468,23 @@ class NeonizeEngine(NeonizeAccount, Engine):
             logging.shutdown()
             os._exit(EXIT_UNACKNOWLEDGED)
 
+    def _cb_poll_vote(self, event: Any) -> bool:
+        """A vote on a poll: decrypted to option digests and committed like a message; False: no vote."""
+        from session_proc.neonize import polls
+
+        ref = polls.vote_ref(event)
+        if ref is None:
+            return False
+        assert self._journal is not None
+        # The API names polls by the worker's ids; the journal keeps the mapping for a week.
+        poll_id = self._worker_by_wa.get(ref.poll_wa_id) or self._journal.worker_id(ref.poll_wa_id) or ref.poll_wa_id
+        vote = polls.read_vote(event, ref, self._client.decrypt_poll_vote, poll_id=poll_id)
+        if not self._hand_over(vote.id, lambda: self.ctx.sink.on_poll_vote(vote), time.monotonic() + self.deliver_wait):
+            log.error("vote %s not committed: exiting unacknowledged, WhatsApp delivers it again", vote.id)
+            logging.shutdown()
+            os._exit(EXIT_UNACKNOWLEDGED)
+        return True
+
     def _commit(self, mapped: MappedMessage) -> bool:
         """On whatsmeow's thread: hand one message to the supervisor, retrying until it is committed
         or ``deliver_wait`` has passed; False if it was not committed."""
@@ -456,10 +495,16 @@ class NeonizeEngine(NeonizeAccount, Engine):
         except Exception:
             log.exception("message %s could not be prepared for the supervisor", mapped.message.id)
             return False
+        return self._hand_over(message.id, lambda: self.ctx.sink.on_message(message), deadline)
+
+    def _hand_over(self, item_id: str, commit: Callable[[], Coroutine[Any, Any, None]], deadline: float) -> bool:
+        """On whatsmeow's thread: run ``commit`` on the loop until it succeeds or ``deadline`` (monotonic)
+        has passed; False if it never did."""
+        assert self._loop is not None
         pause = DELIVER_RETRY
         while True:
             try:
-                future = asyncio.run_coroutine_threadsafe(self.ctx.sink.on_message(message), self._loop)
+                future = asyncio.run_coroutine_threadsafe(commit(), self._loop)
             except RuntimeError:  # the loop is closed: the process is ending
                 return False
             try:
@@ -469,7 +514,7 @@ class NeonizeEngine(NeonizeAccount, Engine):
                 future.cancel()
                 return False
             except Exception as exc:
-                log.warning("message %s not committed yet: %s", message.id, exc)
+                log.warning("message %s not committed yet: %s", item_id, exc)
             if time.monotonic() + pause >= deadline:
                 return False
             time.sleep(pause)

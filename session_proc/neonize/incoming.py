@@ -17,6 +17,7 @@ from neonize.proto.Neonize_pb2 import Receipt as ReceiptEv
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, Message
 
 from session_proc.engine import IncomingMessage
+from transport.wire import PollSpec
 
 # Envelopes that only wrap the real content (disappearing, view-once, captioned documents).
 _WRAPPERS = (
@@ -29,7 +30,7 @@ _WRAPPERS = (
 # Media fields of a Message and the API type each becomes.
 MEDIA_FIELDS = {
     "imageMessage": "image",
-    "stickerMessage": "image",
+    "stickerMessage": "sticker",
     "documentMessage": "document",
     "audioMessage": "audio",
     "videoMessage": "video",
@@ -154,6 +155,9 @@ def map_message(event: MessageEv, *, me: str | None = None) -> MappedMessage | N
         msg.name = content.contactMessage.displayName or None
         msg.vcard = content.contactMessage.vcard or None
         context = content.contactMessage.contextInfo
+    elif (poll := poll_spec(content)) is not None:
+        msg.type, msg.poll = "poll", poll
+        context = getattr(content, _poll_field(content) or POLL_FIELDS[0]).contextInfo
     elif content.HasField("reactionMessage"):
         msg.type = "reaction"
         msg.text = content.reactionMessage.text  # "" means the reaction was removed
@@ -163,7 +167,39 @@ def map_message(event: MessageEv, *, me: str | None = None) -> MappedMessage | N
     if context is not None:
         msg.reply_to = context.stanzaID or None
         msg.mentions = list(context.mentionedJID)
+    msg.view_once, msg.voice = _view_once(event.Message, content), content.audioMessage.PTT
     return MappedMessage(message=msg, content=content, media=media)
+
+
+# -- polls, stickers, view-once, voice notes ---------------------------------------------------------
+# WhatsApp has sent polls under three fields over the years; neonize's builder picks one.
+POLL_FIELDS = ("pollCreationMessage", "pollCreationMessageV2", "pollCreationMessageV3")
+_VIEW_ONCE_WRAPPERS = ("viewOnceMessage", "viewOnceMessageV2", "viewOnceMessageV2Extension")
+
+
+def _poll_field(message: Message) -> str | None:
+    return next((f for f in POLL_FIELDS if message.HasField(f)), None)  # type: ignore[arg-type]
+
+
+def poll_spec(content: Message) -> PollSpec | None:
+    """A poll's question and options; None when ``content`` is no poll."""
+    field = _poll_field(content)
+    if field is None:
+        return None
+    poll = getattr(content, field)
+    # selectableOptionsCount 0 means any number; 1 is a single-choice poll.
+    return PollSpec(
+        name=poll.name, options=[o.optionName for o in poll.options], multiple=poll.selectableOptionsCount != 1
+    )
+
+
+def _view_once(message: Message, content: Message) -> bool:
+    # Phones wrap a view-once photo (viewOnceMessageV2); neonize's builders set the part's own flag.
+    wrapped = any(message.HasField(w) for w in _VIEW_ONCE_WRAPPERS)  # type: ignore[arg-type]
+    return wrapped or content.imageMessage.viewOnce or content.videoMessage.viewOnce
+
+
+phone_jid = _phone_jid  # public: votes name their voters the same way (polls.py)
 
 
 def _media_field(content: Message) -> str | None:

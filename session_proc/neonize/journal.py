@@ -104,6 +104,12 @@ class SendJournal:
             ).fetchall()
         return [(str(a), str(b)) for a, b in rows]
 
+    def worker_id(self, wa_id: str) -> str | None:
+        """The worker's id of the message WhatsApp knows as ``wa_id`` (a poll a vote names), if sent from here."""
+        with self._lock:
+            row = self._db.execute("SELECT id FROM sends WHERE wa_id = ? LIMIT 1", (wa_id,)).fetchone()
+        return str(row[0]) if row else None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from neonize.proto.Neonize_pb2 import UploadResponse
 from neonize.proto.waCommon.WACommon_pb2 import MessageKey
@@ -25,19 +26,25 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
     LocationMessage,
     Message,
     ReactionMessage,
+    StickerMessage,
     VideoMessage,
 )
 
 from session_proc.engine import EngineError, OutgoingMessage
 
-MEDIA_TYPES = ("image", "document", "audio", "video")
-SEND_TYPES = ("text", "location", "contact", "reaction", *MEDIA_TYPES)
+if TYPE_CHECKING:
+    from session_proc.neonize.polls import PollBuilder
+
+MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
+SEND_TYPES = ("text", "location", "contact", "reaction", "poll", *MEDIA_TYPES)
 DEFAULT_MIMETYPES = {
     "image": "image/jpeg",
     "document": "application/octet-stream",
     "audio": "audio/ogg; codecs=opus",
     "video": "video/mp4",
+    "sticker": "image/webp",
 }
+VOICE_MIMETYPE = "audio/ogg; codecs=opus"  # what a voice note is (the engine converts other audio first)
 
 
 @dataclass(slots=True)
@@ -57,12 +64,14 @@ def build_message(
     quoted: QuotedRef | None = None,
     target: QuotedRef | None = None,
     now: float | None = None,
+    poll_builder: PollBuilder | None = None,
 ) -> Message:
     """The Message to send for ``out``.
 
     ``upload`` is the uploaded media of image/document/audio/video; ``quoted``
     the message replied to (``out.reply_to``); ``target`` the message reacted to
-    (``out.reaction_to``). Raises EngineError(INVALID_MESSAGE / UNSUPPORTED_TYPE)
+    (``out.reaction_to``); ``poll_builder`` neonize's poll builder (a Go call, so handed in).
+    Raises EngineError(INVALID_MESSAGE / UNSUPPORTED_TYPE)
     for a message that cannot be built.
     """
     now = time.time() if now is None else now
@@ -103,6 +112,10 @@ def build_message(
         if out.to.endswith("@g.us") and not target.from_me:
             key.participant = target.sender  # in groups the key names the author
         return Message(reactionMessage=ReactionMessage(key=key, text=out.text or "", senderTimestampMS=int(now * 1000)))
+    if kind == "poll" and poll_builder is not None:
+        from session_proc.neonize.polls import build_poll
+
+        return build_poll(out, poll_builder, _context(out, quoted))
     raise EngineError("UNSUPPORTED_TYPE", f"cannot send messages of type {kind!r}; known: {', '.join(SEND_TYPES)}")
 
 
@@ -133,13 +146,18 @@ def _media(out: OutgoingMessage, upload: UploadResponse, context: ContextInfo | 
     }
     if context is not None:
         common["contextInfo"] = context
+    # As neonize's builders do it: the part's own viewOnce flag; a voice note is Opus sent push-to-talk.
+    once = {"viewOnce": True} if out.view_once else {}
     if out.type == "image":
-        return Message(imageMessage=ImageMessage(caption=out.caption, **common))
+        return Message(imageMessage=ImageMessage(caption=out.caption, **once, **common))
     if out.type == "video":
-        return Message(videoMessage=VideoMessage(caption=out.caption, **common))
+        return Message(videoMessage=VideoMessage(caption=out.caption, **once, **common))
     if out.type == "audio":
-        # Opus in Ogg is what phones record: shown as a voice note (push-to-talk).
-        return Message(audioMessage=AudioMessage(PTT=mimetype.startswith("audio/ogg"), **common))
+        if out.voice:
+            common["mimetype"] = VOICE_MIMETYPE
+        return Message(audioMessage=AudioMessage(PTT=out.voice, **common))
+    if out.type == "sticker":
+        return Message(stickerMessage=StickerMessage(**common))
     name = out.filename or "file"
     return Message(documentMessage=DocumentMessage(fileName=name, title=name, caption=out.caption, **common))
 

@@ -27,7 +27,7 @@ import zmq
 from common.tasks import cancel_and_wait
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
 from session_proc.media_files import MEDIA_DIR, write_media
-from session_proc.sim import ops
+from session_proc.sim import ops, poll_votes
 from session_proc.sim.account import SimAccount
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
@@ -168,6 +168,9 @@ class SimEngine(SimAccount, Engine):
             "reactionTo": message.reaction_to,
             "quotedId": message.reply_to,
             "mentions": message.mentions or None,
+            "poll": poll_votes.outgoing_poll(message.poll),
+            "viewOnce": message.view_once or None,
+            "voice": message.voice or None,
         }
         if message.type in ops.MEDIA_TYPES:
             if not message.media_path:
@@ -451,17 +454,23 @@ class SimEngine(SimAccount, Engine):
         self._call(self.ctx.sink.on_connected, creds.phone, creds.push_name)
 
     async def _on_message(self, link: _Link, body: dict[str, Any]) -> None:
-        message = await self._incoming(body)
+        if body.get("type") == ops.POLL_VOTE_TYPE:
+            voter = jid(str(body.get("from", "")))
+            vote = poll_votes.poll_vote(body, voter=voter, chat=voter)
+            msg_id, committed = vote.id, self.ctx.sink.on_poll_vote(vote)
+        else:
+            message = await self._incoming(body)
+            msg_id, committed = message.id, self.ctx.sink.on_message(message)
         try:
-            await self.ctx.sink.on_message(message)
+            await committed
         except Exception:
             # Not acked: the hub redelivers it on the next connection.
-            log.exception("session %s: message %s was not taken over", self.ctx.session_id, message.id)
+            log.exception("session %s: message %s was not taken over", self.ctx.session_id, msg_id)
             return
         try:
-            link.channel.emit(ops.ACK, {"id": message.id})
+            link.channel.emit(ops.ACK, {"id": msg_id})
         except PeerGone:
-            log.info("session %s: ack of %s not sent; it will be redelivered", self.ctx.session_id, message.id)
+            log.info("session %s: ack of %s not sent; it will be redelivered", self.ctx.session_id, msg_id)
 
     async def _incoming(self, body: dict[str, Any]) -> IncomingMessage:
         msg_id = str(body["id"])
@@ -511,6 +520,9 @@ class SimEngine(SimAccount, Engine):
             vcard=_opt(body, "vcard", str),
             reaction_to=_opt(body, "reactionTo", str),
             mentions=[m for m in body.get("mentions") or [] if isinstance(m, str)],
+            poll=poll_votes.poll_spec(body.get("poll")),
+            view_once=body.get("viewOnce") is True,
+            voice=body.get("voice") is True,
         )
 
     def _on_receipt(self, body: dict[str, Any]) -> None:

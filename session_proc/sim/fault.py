@@ -42,6 +42,7 @@ from session_proc.engine import (
     IncomingCall,
     IncomingMessage,
     OutgoingMessage,
+    PollVote,
     SendResult,
 )
 from session_proc.engines import FAULTS_ENV, faults_enabled
@@ -107,6 +108,9 @@ class _Sink:
 
     async def on_call_rejected(self, call_id: str, sender: str) -> None:
         await self.inner.on_call_rejected(call_id, sender)
+
+    async def on_poll_vote(self, vote: PollVote) -> None:
+        await self.inner.on_poll_vote(vote)
 
 
 def _block_forever() -> None:

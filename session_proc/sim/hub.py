@@ -31,7 +31,7 @@ from typing import Any
 
 from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
-from session_proc.sim import hub_account, ops
+from session_proc.sim import hub_account, hub_polls, ops
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
 from transport.channel import PeerGone, RemoteError, RouterChannel
 
@@ -168,9 +168,9 @@ def message_extra(body: dict[str, Any], media: bytes | None = None) -> dict[str,
         value = body.get(key)
         if value is None:
             continue
-        if not isinstance(value, types) or isinstance(value, bool):
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise HubError(400, "BAD_REQUEST", f"{key} has the wrong type")
-        extra[key] = value
+        extra[key] = hub_polls.check_poll(value) if key == "poll" else value
     if media is not None:
         extra["mediaSha256"] = hashlib.sha256(media).hexdigest()
     return extra
@@ -451,6 +451,20 @@ class Hub:
             pushed |= self._queue(target.device_id, ops.MESSAGE, entry.id, incoming)
         log.info("phone %s sent %s to %s (%s)", phone, entry.id, to, "pushed" if pushed else "queued")
         return {"id": entry.id, "queued": not pushed}
+
+    def phone_vote(self, phone: str, message_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The phone votes on a poll it received: the poll's sender devices get the vote as option hashes."""
+        check_phone(phone)
+        entries = self._store.inbox(phone, [message_id])
+        vote = hub_polls.vote_body(entries[0] if entries else None, body, vote_id=new_message_id(), at=time.time())
+        targets = self._store.devices(vote["to"])
+        if not targets:
+            raise HubError(404, "NOT_LINKED", f"no device is linked to {vote['to']}, who sent the poll")
+        pushed = False
+        for target in targets:
+            pushed |= self._queue(target.device_id, ops.MESSAGE, vote["id"], vote)
+        log.info("phone %s voted on poll %s (%s)", phone, message_id, "pushed" if pushed else "queued")
+        return {"id": vote["id"], "queued": not pushed}
 
     def phone_messages(self, phone: str) -> list[dict[str, Any]]:
         """What the phone received, oldest first, one entry per message id."""

@@ -79,6 +79,13 @@ async def list_messages(request: web.Request) -> web.Response:
     return web.json_response({"messages": _hub(request).phone_messages(request.match_info["phone"])})
 
 
+async def vote(request: web.Request) -> web.Response:
+    """``POST /phones/{phone}/polls/{messageId}/vote {options}``: vote on a received poll ([] retracts)."""
+    body = await _body(request)
+    hub = _hub(request)
+    return web.json_response(hub.phone_vote(request.match_info["phone"], request.match_info["messageId"], body))
+
+
 async def read(request: web.Request) -> web.Response:
     """``POST /phones/{phone}/read {ids}``."""
     body = await _body(request)
@@ -141,6 +148,7 @@ def create_app(hub: Hub) -> web.Application:
     app.router.add_post("/phones/{phone}/messages", send_message)
     app.router.add_get("/phones/{phone}/messages", list_messages)
     app.router.add_post("/phones/{phone}/read", read)
+    app.router.add_post("/phones/{phone}/polls/{messageId}/vote", vote)
     app.router.add_post("/phones/{phone}/unlink", unlink)
     app.router.add_post("/faults", set_faults)
     app.router.add_get("/faults", get_faults)

@@ -45,11 +45,16 @@ ERR_SEND_REFUSED = "SEND_REFUSED"
 ERR_BAD_REQUEST = "BAD_REQUEST"
 ERR_ALREADY_LINKED = "ALREADY_LINKED"
 
-MEDIA_TYPES = frozenset({"image", "document", "audio", "video"})
+MEDIA_TYPES = frozenset({"image", "document", "audio", "video", "sticker"})
+# A vote travels as a MESSAGE (acked like one, redelivered until then) of this type, like WhatsApp's
+# pollUpdateMessage: {id, from, to, type: "poll_vote", pollId, selectedHashes: [hex SHA-256 of option names],
+# timestamp}; an empty list retracts the phone's vote.
+POLL_VOTE_TYPE = "poll_vote"
 
 # Optional message fields carried as they are, by the send and message ops and in inboxes:
 # location (latitude, longitude, name, address), contact (name, vcard), reaction (reactionTo, emoji in text),
-# reply (quotedId), mentions (list of JIDs). The hub checks their types, never their meaning.
+# reply (quotedId), mentions (list of JIDs). The hub checks their types, never their meaning (but a
+# poll's shape: session_proc/sim/hub_polls.py).
 EXTRA_FIELDS: dict[str, tuple[type, ...]] = {
     "latitude": (int, float),
     "longitude": (int, float),
@@ -59,6 +64,10 @@ EXTRA_FIELDS: dict[str, tuple[type, ...]] = {
     "reactionTo": (str,),
     "quotedId": (str,),
     "mentions": (list,),
+    # polls, stickers, view-once, voice notes: poll {name, options, multiple}; the flags only when true
+    "poll": (dict,),
+    "viewOnce": (bool,),
+    "voice": (bool,),
 }
 
 # -- read receipts, presence and calls (session_proc/sim/account.py, hub_account.py) ---------

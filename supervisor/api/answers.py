@@ -194,6 +194,14 @@ class SendResult(Answer):
     mediaUrl: Annotated[str | None, Field(description="a media send's stored file")] = None
 
 
+class PollSpec(Answer):
+    """A poll as sent: its question, options and whether several may be chosen."""
+
+    name: str
+    options: list[str]
+    multiple: bool
+
+
 class Message(Answer):
     """One message of the history (also the data of message events)."""
 
@@ -229,6 +237,30 @@ class Message(Answer):
             " (never downloaded), or the download failed"
         ),
     ] = None
+    # polls, stickers, view-once, voice notes
+    poll: Annotated[PollSpec | None, Field(description="type poll: its question and options")] = None
+    viewOnce: Annotated[bool | None, Field(description="an image or video shown once (only when true)")] = None
+    voice: Annotated[bool | None, Field(description="an audio sent as a voice note (only when true)")] = None
+
+
+class PollOption(Answer):
+    """One option of a poll and who chose it (each voter's latest vote)."""
+
+    name: str
+    votes: int
+    voters: Annotated[list[str], Field(description="JIDs of the voters whose latest vote chose it")]
+
+
+class PollResults(Answer):
+    """GET /session/{id}/polls/{messageId}: the tally, each voter's latest vote counted."""
+
+    messageId: str
+    name: str
+    multiple: bool
+    options: list[PollOption]
+    voters: Annotated[
+        list[str], Field(description="JIDs of everyone whose latest vote chose an option (a retraction leaves)")
+    ]
 
 
 class Pagination(Answer):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Json, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Json, model_validator
 from pydantic_core import PydanticCustomError
 
 from supervisor.api.codes import ErrorCode
@@ -47,8 +47,12 @@ MAX_MENTIONS = 256
 MAX_SEQ = 2**63 - 1  # event ids are SQLite INTEGERs: a larger number cannot even be bound to a query
 MAX_PAGE = 500
 MAX_EVENTS_PAGE = 1000
-JSON_TYPES = ("text", "location", "contact", "reaction")
-MEDIA_TYPES = ("image", "document", "audio", "video")
+JSON_TYPES = ("text", "location", "contact", "reaction", "poll")
+MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
+VIEW_ONCE_TYPES = ("image", "video")  # what WhatsApp shows once
+POLL_MAX_NAME = 255  # WhatsApp's limits on a poll's question and each option
+POLL_MAX_OPTION = 100
+POLL_MIN_OPTIONS, POLL_MAX_OPTIONS = 2, 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,16 +368,61 @@ class ReactionMessage(MessageBase):
         return {**super().wire(), "reaction_to": self.messageId, "text": self.emoji}
 
 
+class Poll(Body):
+    """A poll's question and options; votes name options by the SHA-256 of their text, so options differ."""
+
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=POLL_MAX_NAME, pattern=r"\S", description="the question"),
+        Invalid(ErrorCode.INVALID_POLL_NAME, f"must be a non-blank string of at most {POLL_MAX_NAME} characters"),
+    ]
+    options: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=POLL_MAX_OPTION, pattern=r"\S")]],
+        Field(min_length=POLL_MIN_OPTIONS, max_length=POLL_MAX_OPTIONS, description="distinct option texts"),
+        Invalid(
+            ErrorCode.INVALID_POLL_OPTIONS,
+            f"must be a list of {POLL_MIN_OPTIONS} to {POLL_MAX_OPTIONS} non-blank strings"
+            f" of at most {POLL_MAX_OPTION} characters",
+        ),
+    ]
+    multiple: Annotated[
+        bool,
+        Field(description="voters may choose several options (false: one)"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be true or false"),
+    ] = False
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Poll:
+        if len(set(self.options)) != len(self.options):
+            raise PydanticCustomError(ErrorCode.POLL_OPTIONS_NOT_DISTINCT, "poll options must all differ")
+        return self
+
+
+class PollMessage(MessageBase):
+    """A poll; its votes arrive as poll.vote events and are tallied by GET /session/{id}/polls/{messageId}."""
+
+    type: Literal["poll"]
+    poll: Annotated[Poll, Invalid(ErrorCode.INVALID_POLL, "must be an object {name, options, multiple?}")]
+
+    def kind(self) -> str:
+        return "poll"
+
+    def wire(self) -> dict[str, Any]:
+        spec = {"name": self.poll.name, "options": list(self.poll.options), "multiple": self.poll.multiple}
+        return {**super().wire(), "poll": spec}
+
+
 # The JSON send body, by its "type" (absent means text).
 SEND_BODIES: dict[str, type[MessageBase]] = {
     "text": TextMessage,
     "location": LocationMessage,
     "contact": ContactMessage,
     "reaction": ReactionMessage,
+    "poll": PollMessage,
 }
 SendRequest = Annotated[
-    TextMessage | LocationMessage | ContactMessage | ReactionMessage,
-    Field(description="media (image, document, audio, video) is sent as multipart/form-data"),
+    TextMessage | LocationMessage | ContactMessage | ReactionMessage | PollMessage,
+    Field(description="media (image, document, audio, video, sticker) is sent as multipart/form-data"),
 ]
 
 
@@ -383,13 +432,28 @@ def _file_part(schema: dict[str, Any]) -> None:
     schema["required"] = ["file", *schema.get("required", [])]
 
 
+def _form_flag(value: Any) -> Any:
+    # A form field is text: "true"/"false" (any case), or "1"/"0", as HTML forms and curl -F send them.
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0", ""):
+            return False
+    return value
+
+
+FormFlag = Annotated[bool, BeforeValidator(_form_flag), Invalid(ErrorCode.INVALID_FIELD, "must be true or false")]
+
+
 class SendMediaRequest(Body):
     """POST /session/{id}/send as multipart/form-data: a media file and its fields."""
 
     model_config = ConfigDict(json_schema_extra=_file_part)
 
     type: Annotated[
-        Literal["image", "document", "audio", "video"],
+        Literal["image", "document", "audio", "video", "sticker"],
+        Field(description="a sticker must be WebP (else 415 UNSUPPORTED_MEDIA_TYPE)"),
         Invalid(ErrorCode.INVALID_TYPE, f"must be one of {', '.join(MEDIA_TYPES)} in a multipart send"),
     ]
     to: PhoneTarget
@@ -401,6 +465,24 @@ class SendMediaRequest(Body):
     ] = None
     caption: Text | None = None
     filename: Text | None = None
+    viewOnce: Annotated[
+        FormFlag,
+        Field(description="image or video only: the recipient can open it once (else 400 VIEW_ONCE_NOT_ALLOWED)"),
+    ] = False
+    voice: Annotated[
+        FormFlag,
+        Field(description="audio only: a voice note, push-to-talk (else 400 VOICE_NOT_ALLOWED)"),
+    ] = False
+
+    @model_validator(mode="after")
+    def _flags_fit(self) -> SendMediaRequest:
+        if self.viewOnce and self.type not in VIEW_ONCE_TYPES:
+            raise PydanticCustomError(
+                ErrorCode.VIEW_ONCE_NOT_ALLOWED, f"viewOnce is for {' and '.join(VIEW_ONCE_TYPES)}, not {self.type}"
+            )
+        if self.voice and self.type != "audio":
+            raise PydanticCustomError(ErrorCode.VOICE_NOT_ALLOWED, f"voice is for audio, not {self.type}")
+        return self
 
     def wire(self) -> dict[str, Any]:
         """The engine's message fields (the upload adds the file's)."""
@@ -410,6 +492,11 @@ class SendMediaRequest(Body):
         if self.mentions is not None:
             out["mentions"] = self.mentions
         out["caption"], out["filename"] = self.caption, self.filename
+        # Only when set: history and the idempotency fingerprint of other media stay as they were.
+        if self.viewOnce:
+            out["view_once"] = True
+        if self.voice:
+            out["voice"] = True
         return out
 
 
@@ -486,6 +573,12 @@ class PathMessage(PathId):
     """The ``{id}`` and ``{messageId}`` of /session/{id}/.../{messageId} paths."""
 
     messageId: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class PollPath(PathId):
+    """The path of GET /session/{id}/polls/{messageId}."""
+
+    messageId: Annotated[MessageId, Field(description="the poll's message id (as the send answered it)")]
 
 
 class SendHeaders(Query):

@@ -29,6 +29,14 @@ class ErrorCode(StrEnum):
     MEDIA_TYPE_MISMATCH = "MEDIA_TYPE_MISMATCH"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    # polls, stickers, view-once and voice notes
+    INVALID_POLL = "INVALID_POLL"  # the poll field is missing or not an object
+    INVALID_POLL_NAME = "INVALID_POLL_NAME"
+    INVALID_POLL_OPTIONS = "INVALID_POLL_OPTIONS"  # not 2-12 non-blank strings of at most 100 characters
+    POLL_OPTIONS_NOT_DISTINCT = "POLL_OPTIONS_NOT_DISTINCT"  # votes name options by a hash of their text
+    VIEW_ONCE_NOT_ALLOWED = "VIEW_ONCE_NOT_ALLOWED"  # viewOnce on another type than image or video
+    VOICE_NOT_ALLOWED = "VOICE_NOT_ALLOWED"  # voice on another type than audio
+    POLL_NOT_FOUND = "POLL_NOT_FOUND"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     HTTP_ERROR = "HTTP_ERROR"

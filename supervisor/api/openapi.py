@@ -172,6 +172,7 @@ def document() -> dict[str, Any]:
         message_routes,
         metrics,
         outbox_routes,
+        poll_routes,
         session_routes,
     )
 

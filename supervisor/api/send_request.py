@@ -20,11 +20,22 @@ def parse_json_message(body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(
             415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"send {kind} messages as multipart/form-data with a file part"
         )
+    _refuse_media_flags(body)
     model = bodies.SEND_BODIES.get(kind) if isinstance(kind, str) else None
     if model is None:
         kinds = ", ".join(bodies.JSON_TYPES + bodies.MEDIA_TYPES)
         raise ApiError(400, ErrorCode.INVALID_TYPE, f"type must be one of {kinds}; got {kind!r}")
     return v.parse(model, body).wire()
+
+
+def _refuse_media_flags(body: dict[str, Any]) -> None:
+    # Ignoring them would send an ordinary message where the client asked for one shown once.
+    if body.get("viewOnce") not in (None, False):
+        raise ApiError(
+            400, ErrorCode.VIEW_ONCE_NOT_ALLOWED, "viewOnce is for image and video, sent as multipart/form-data"
+        )
+    if body.get("voice") not in (None, False):
+        raise ApiError(400, ErrorCode.VOICE_NOT_ALLOWED, "voice is for audio, sent as multipart/form-data")
 
 
 def parse_media_fields(fields: dict[str, str]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ MAX_PARTS = 32
 FILE_PARTS = ("file", "media")
 # What a declared type's bytes must sniff as; a document may be anything.
 TYPE_FAMILIES = {"image": "image/", "audio": "audio/", "video": "video/"}
+STICKER_MIMETYPE = "image/webp"
 
 
 @dataclass(slots=True)
@@ -136,6 +137,9 @@ def _mimetype(path: Path, filename: str | None, declared: str | None) -> str:
 
 def check_type(upload: Upload, kind: str) -> None:
     """Refuse (415) bytes that do not look like the declared message type."""
+    if kind == "sticker":
+        _check_sticker(upload)
+        return
     family = TYPE_FAMILIES.get(kind)
     if family is None:
         return
@@ -146,3 +150,15 @@ def check_type(upload: Upload, kind: str) -> None:
             ErrorCode.MEDIA_TYPE_MISMATCH,
             f"the file is {sniffed or 'of an unknown type'}, not {family.rstrip('/')}",
         )
+
+
+def _check_sticker(upload: Upload) -> None:
+    # WhatsApp stickers are WebP; the bytes decide, whatever the part's Content-Type or file name says.
+    sniffed: Any = filetype.guess_mime(str(upload.path))
+    if sniffed != STICKER_MIMETYPE:
+        raise ApiError(
+            415,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"a sticker must be WebP; the file is {sniffed or 'of an unknown type'}",
+        )
+    upload.mimetype = STICKER_MIMETYPE

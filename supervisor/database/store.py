@@ -23,6 +23,7 @@ import aiosqlite
 
 from common.closing import Closing
 from supervisor.database.sqlite_writer import GroupCommitWriter
+from supervisor.messaging import polls
 from supervisor.messaging.figures import HOUR, MINUTE, MessageTally
 from supervisor.messaging.status import BEYOND_SENT, PROGRESS, MessageStatus, moves_forward
 
@@ -187,6 +188,18 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM session_settings WHERE session_id = old.id;
         DELETE FROM calls WHERE session_id = old.id;
     END;
+    """,
+    # 9: each voter's latest vote on a poll (the poll itself is a message, its options in extra).
+    """
+    CREATE TABLE poll_votes (
+        session_id TEXT NOT NULL,
+        poll_id    TEXT NOT NULL,
+        voter      TEXT NOT NULL,
+        vote_id    TEXT NOT NULL,
+        options    TEXT NOT NULL,
+        at         REAL NOT NULL,
+        PRIMARY KEY (session_id, poll_id, voter)
+    );
     """,
 )
 
@@ -467,6 +480,7 @@ class Store:
                 ("messages", "session_id"),
                 ("outbox", "session_id"),
                 ("idempotency", "session_id"),
+                ("poll_votes", "session_id"),
             ):
                 c.execute(f"DELETE FROM {table} WHERE {column} = ?", (session_id,))
             self._add_event(c, session_id, "session.deleted", {})
@@ -766,6 +780,54 @@ class Store:
         self.tally.added(message.direction, message.status, message.timestamp)
         return True
 
+    # -- poll votes ------------------------------------------------------------------
+    async def apply_poll_vote(
+        self, session_id: str, poll_id: str, vote_id: str, voter: str, hashes: list[str], at: float
+    ) -> str:
+        """Commit a vote as the voter's latest (mapped to option names) with its poll.vote event.
+
+        Returns "counted", "duplicate" (this vote was counted already), "older" (a later vote of the same
+        voter stands), or why it could not be counted (polls.UNKNOWN_POLL / UNKNOWN_OPTION): then a
+        poll.vote_failed event is committed instead, so nobody's vote disappears unseen.
+        """
+
+        def write(c: sqlite3.Connection) -> str:
+            row = c.execute(
+                "SELECT extra FROM messages WHERE session_id = ? AND id = ? AND type = 'poll'", (session_id, poll_id)
+            ).fetchone()
+            poll = (json.loads(row[0]) if row and row[0] else {}).get("poll")
+            names = polls.option_names(poll, hashes) if isinstance(poll, dict) else None
+            if names is None:
+                reason = polls.UNKNOWN_POLL if not isinstance(poll, dict) else polls.UNKNOWN_OPTION
+                self._add_event(c, session_id, "poll.vote_failed", polls.failed_event(poll_id, voter, reason, at))
+                return reason
+            before = c.execute(
+                "SELECT vote_id, at FROM poll_votes WHERE session_id = ? AND poll_id = ? AND voter = ?",
+                (session_id, poll_id, voter),
+            ).fetchone()
+            if before is not None and before[0] == vote_id:
+                return "duplicate"  # redelivered after a crash: committed once
+            if before is not None and before[1] > at:
+                return "older"
+            c.execute(
+                "INSERT OR REPLACE INTO poll_votes (session_id, poll_id, voter, vote_id, options, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, poll_id, voter, vote_id, json.dumps(names), at),
+            )
+            vote = polls.Vote(vote_id, voter, names, at)
+            self._add_event(c, session_id, "poll.vote", polls.vote_event(poll_id, vote))
+            return "counted"
+
+        return await self._write(write)
+
+    async def poll_votes(self, session_id: str, poll_id: str) -> list[polls.Vote]:
+        """Each voter's latest vote on a poll."""
+        rows = await self._read(
+            "SELECT vote_id, voter, options, at FROM poll_votes WHERE session_id = ? AND poll_id = ?",
+            (session_id, poll_id),
+        )
+        return [polls.Vote(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
     async def message(self, session_id: str, message_id: str) -> MessageRow | None:
         row = _first(
             await self._read(
@@ -834,6 +896,8 @@ class Store:
                 (before, batch),
             ).fetchall()
             c.executemany("DELETE FROM messages WHERE session_id = ? AND id = ?", [(r[0], r[1]) for r in rows])
+            # A purged poll's votes go with it (a later vote on it is reported as unknown_poll).
+            c.executemany("DELETE FROM poll_votes WHERE session_id = ? AND poll_id = ?", [(r[0], r[1]) for r in rows])
             return rows
 
         purged = [_message(r) for r in await self._write(write)]

@@ -23,11 +23,18 @@ _EXTRA_KEYS = (
     "reply_to",
     "mentions",
     "media_error",
+    # polls, stickers, view-once, voice notes: poll {name, options, multiple}; the flags only when set
+    "poll",
+    "view_once",
+    "voice",
 )
 
 
 def _message_extra(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: fields[k] for k in _EXTRA_KEYS if fields.get(k) not in (None, [], "")}
+    kept = {k: fields[k] for k in _EXTRA_KEYS if fields.get(k) not in (None, [], "") and fields.get(k) is not False}
+    if isinstance(kept.get("poll"), msgspec.Struct):
+        kept["poll"] = msgspec.to_builtins(kept["poll"])
+    return kept
 
 
 def outgoing_row(session_id: str, payload: dict[str, Any], *, sender: str | None) -> MessageRow:

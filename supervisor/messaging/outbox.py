@@ -41,6 +41,8 @@ PERMANENT_ERRORS = frozenset(
         "UNSUPPORTED_TYPE",
         "INVALID_MESSAGE",
         "NOT_SUPPORTED",
+        "FFMPEG_MISSING",  # a voice note that needs converting, on a machine without ffmpeg
+        "MEDIA_CONVERSION_FAILED",
         wire.PROTOCOL_ERROR,
     }
 )

@@ -100,6 +100,8 @@ class ChildListener:
         match request:
             case wire.IncomingMessage():
                 await self.registry.incoming.receive(session, request)
+            case wire.PollVote():
+                await self.registry.poll_votes.receive(session, request)
             case wire.Fatal(code=code, error=error):
                 self.registry.apply_status(session, st.ChildFailed(now, code=code, error=error))
             case wire.IncomingCall():

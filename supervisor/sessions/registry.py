@@ -37,6 +37,7 @@ from supervisor.sessions.account import AccountOperations
 from supervisor.sessions.child_events import ChildListener
 from supervisor.sessions.emitter import SessionEvents
 from supervisor.sessions.incoming import IncomingMessages
+from supervisor.sessions.poll_votes import PollVotes
 from supervisor.sessions.proxy import ProxySeal, ProxyUnreadable, masked
 from supervisor.sessions.session import Session, SessionError
 from supervisor.sessions.snapshot import WorkerSnapshot, session_figures, take_snapshot
@@ -101,6 +102,7 @@ class SessionRegistry:
         self.incoming = IncomingMessages(
             store, storage, worker_id=settings.worker_id, sessions_dir=settings.storage_dir.resolve() / "sessions"
         )
+        self.poll_votes = PollVotes(store, worker_id=settings.worker_id)
         self.children = ChildListener(self)
         self.account = AccountOperations(self, AccountStore(store))  # read, presence, settings, chats, calls
         self.proxies = ProxySeal(settings.encryption_key)
@@ -631,6 +633,10 @@ class SessionRegistry:
             view["mediaUrl"] = await self.media_url(row.media_ref)
             views.append(view)
         return views, total
+
+    async def poll_results(self, session_id: str, poll_id: str) -> dict[str, Any] | None:
+        """A poll's tally from history (each voter's latest vote); None for no such poll."""
+        return await self.poll_votes.results(session_id, poll_id)
 
     async def sent_media_url(self, session_id: str, message_id: str) -> str | None:
         """A fresh URL for the media of a message this worker accepted (None without stored media)."""
