@@ -32,6 +32,7 @@ from typing import Any
 from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
 from session_proc.sim import ops
+from session_proc.sim.hub_phones import PhoneRegistry
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
 from transport.channel import PeerGone, RemoteError, RouterChannel
 
@@ -199,6 +200,7 @@ class Hub:
         pair_code_ttl: float = PAIR_CODE_TTL,
     ) -> None:
         self._store = store
+        self.phones = PhoneRegistry(store.db, self._linked_push_name)
         self._qr_ttl = qr_ttl
         self._qr_max = qr_max  # QR codes per login attempt; 0: rotate until scanned
         self._pair_code_ttl = pair_code_ttl
@@ -438,6 +440,7 @@ class Hub:
             deliveries=1,
             extra=message_extra(body, media),
         )
+        self.phones.seen(phone)  # a number that sends is on WhatsApp
         incoming = self._incoming_body(entry, media)
         pushed = False
         for target in targets:
@@ -552,6 +555,7 @@ class Hub:
             linked_at=time.time(),
         )
         self._store.add_device(device)
+        self.phones.seen(phone, push_name)  # a number that scanned or paired is on WhatsApp
         self._send(
             conn,
             ops.LINKED,
@@ -560,6 +564,10 @@ class Hub:
         self._bind_device(conn, device)
         log.info("session %s linked to %s as device %s", conn.session_id, phone, device.device_id)
         return {"linked": True, "sessionId": conn.session_id, "deviceId": device.device_id}
+
+    def _linked_push_name(self, phone: str) -> tuple[bool, str | None]:
+        devices = self._store.devices(phone)
+        return bool(devices), next((d.push_name for d in reversed(devices) if d.push_name), None)
 
     @staticmethod
     def _incoming_body(entry: InboxEntry, media: bytes | None) -> dict[str, Any]:

@@ -142,4 +142,8 @@ def create_app(hub: Hub) -> web.Application:
     app.router.add_post("/faults", set_faults)
     app.router.add_get("/faults", get_faults)
     app.router.add_get("/devices", devices)
+    # Feature routes live in their own modules, which read this module's helpers: imported here.
+    from session_proc.sim.hub_phones_http import add_phone_routes
+
+    add_phone_routes(app)
     return app
