@@ -50,6 +50,12 @@ class ToChild(StrEnum):
     LOGOUT = "logout"
     PAIR_CODE = "pair_code"
     STOP = "stop"
+    # contacts, blocking, disappearing messages (account operations)
+    CHECK_PHONES = "check_phones"
+    CONTACT_INFO = "contact_info"
+    SET_BLOCKED = "set_blocked"
+    BLOCKLIST = "blocklist"
+    SET_DISAPPEARING = "set_disappearing"
 
 
 class ToSupervisor(StrEnum):
@@ -169,6 +175,87 @@ class Stop(ChildRequest[Done]):
     REPLY = Done
 
 
+# -- contacts, blocking, disappearing messages (account operations) ------------------
+
+
+class PhoneCheck(_Body):
+    """Whether one number is on WhatsApp; ``jid`` is its user JID when it is."""
+
+    phone: str
+    exists: bool
+    jid: str | None = None
+
+
+class PhoneChecks(Reply):
+    """One check per number asked, in the order asked."""
+
+    results: list[PhoneCheck]
+
+
+class CheckPhones(ChildRequest[PhoneChecks]):
+    """Which of these numbers (digits) are on WhatsApp."""
+
+    OP = ToChild.CHECK_PHONES
+    REPLY = PhoneChecks
+
+    phones: list[str]
+
+
+class ContactCard(Reply):
+    """What a contact shows of itself; None where it shows nothing (or hides it)."""
+
+    jid: str
+    push_name: str | None = None
+    about: str | None = None
+    picture_url: str | None = None
+
+
+class ContactInfo(ChildRequest[ContactCard]):
+    """A contact's profile (user JID); the engine answers NOT_ON_WHATSAPP for a number that is not."""
+
+    OP = ToChild.CONTACT_INFO
+    REPLY = ContactCard
+
+    jid: str
+
+
+class SetBlocked(ChildRequest[Done]):
+    """Block (``blocked``) or unblock a user JID."""
+
+    OP = ToChild.SET_BLOCKED
+    REPLY = Done
+
+    jid: str
+    blocked: bool
+
+
+class Blocked(Reply):
+    """The account's blocklist: user JIDs."""
+
+    jids: list[str]
+
+
+class Blocklist(ChildRequest[Blocked]):
+    """The account's blocklist."""
+
+    OP = ToChild.BLOCKLIST
+    REPLY = Blocked
+
+
+# The disappearing-messages timers WhatsApp offers, in seconds: off, 24 hours, 7 days, 90 days.
+DISAPPEARING_TIMERS = (0, 86400, 604800, 7776000)
+
+
+class SetDisappearing(ChildRequest[Done]):
+    """Set a chat's disappearing-messages timer: 0 (off), 86400, 604800 or 7776000 seconds."""
+
+    OP = ToChild.SET_DISAPPEARING
+    REPLY = Done
+
+    chat: str
+    seconds: int
+
+
 # -- session process → supervisor ----------------------------------------------------
 
 
@@ -283,7 +370,13 @@ def _by_op(*kinds: type[B]) -> dict[str, type[B]]:
     return {str(kind.OP): kind for kind in kinds}  # type: ignore[attr-defined]
 
 
-CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(OutgoingMessage, Logout, PairCode, Stop)
+CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(
+    OutgoingMessage,
+    Logout,
+    PairCode,
+    Stop,
+    *(CheckPhones, ContactInfo, SetBlocked, Blocklist, SetDisappearing),  # contacts, blocking, disappearing
+)
 SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(IncomingMessage, Fatal)
 EVENTS: dict[str, type[Event]] = _by_op(Ready, Qr, Connected, Disconnected, LoggedOut, Receipt, Creds)
 

@@ -1,8 +1,9 @@
-"""The phone registry's HTTP routes: a number joins WhatsApp, changes its profile, is looked up.
+"""The phone registry's HTTP routes: a number joins WhatsApp, changes its profile, is looked up;
+and what the network keeps about a number's chats (blocklist, disappearing timers).
 
-``POST /phones {phone, pushName?, about?}``, ``GET /phones``, ``GET /phones/{phone}/profile``
-and ``PUT /phones/{phone}/profile {pushName?, about?, pictureUrl?}``; registered by
-:func:`session_proc.sim.hub_http.create_app`.
+``POST /phones {phone, pushName?, about?}``, ``GET /phones``, ``GET /phones/{phone}/profile``,
+``PUT /phones/{phone}/profile {pushName?, about?, pictureUrl?}``, ``GET /phones/{phone}/blocklist``
+and ``GET /phones/{phone}/disappearing``; registered by :func:`session_proc.sim.hub_http.create_app`.
 """
 
 from __future__ import annotations
@@ -66,9 +67,23 @@ async def put_profile(request: web.Request) -> web.Response:
     return web.json_response(profile.to_json())
 
 
+async def blocklist(request: web.Request) -> web.Response:
+    """``GET /phones/{phone}/blocklist``: the numbers this number's linked account blocked."""
+    phone = check_phone(request.match_info["phone"])
+    return web.json_response({"blocked": request.app[HUB_KEY].contacts.blocklist(phone)})
+
+
+async def disappearing(request: web.Request) -> web.Response:
+    """``GET /phones/{phone}/disappearing``: the disappearing timers of this number's chats."""
+    phone = check_phone(request.match_info["phone"])
+    return web.json_response({"chats": request.app[HUB_KEY].contacts.timers(phone)})
+
+
 def add_phone_routes(app: web.Application) -> None:
     """Register the phone registry's routes on the hub's control app."""
     app.router.add_post("/phones", join)
     app.router.add_get("/phones", list_phones)
     app.router.add_get("/phones/{phone}/profile", get_profile)
     app.router.add_put("/phones/{phone}/profile", put_profile)
+    app.router.add_get("/phones/{phone}/blocklist", blocklist)
+    app.router.add_get("/phones/{phone}/disappearing", disappearing)

@@ -37,6 +37,7 @@ ERRORS = {
     429: "rate limited; see Retry-After",
     502: "the session's process could not carry it out",
     503: "worker at MAX_SESSIONS, shutting down or its storage unavailable; see Retry-After",
+    504: "the session's process did not answer in time (ENGINE_TIMEOUT)",
     507: "the worker's disk is full (STORAGE_FULL): nothing was accepted; see Retry-After",
 }
 ALLOW = {"Allow": {"description": "the methods this path answers", "schema": {"type": "string"}}}
@@ -163,6 +164,7 @@ def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route (built once: the declarations do not change while running)."""
     # The route modules record their operations when imported.
     from supervisor.api import (  # noqa: F401
+        contact_routes,
         docs,
         event_routes,
         health_routes,
@@ -198,7 +200,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"WorkerToken": []}, {"BearerJWT": []}],
-        "tags": [{"name": n} for n in ("sessions", "messages", "events", "operations", "docs")],
+        "tags": [{"name": n} for n in ("sessions", "messages", "contacts", "events", "operations", "docs")],
         "paths": paths,
         "components": {
             "schemas": defs,

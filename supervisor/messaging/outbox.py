@@ -40,6 +40,7 @@ PERMANENT_ERRORS = frozenset(
         "UNSUPPORTED_TYPE",
         "INVALID_MESSAGE",
         "NOT_SUPPORTED",
+        "RECIPIENT_BLOCKED",  # the account blocked the recipient: unblock it first
         wire.PROTOCOL_ERROR,
     }
 )
