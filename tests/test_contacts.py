@@ -6,7 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import pytest
 from harness import Worker, running_worker, wait_for
+
+from transport import wire
+from transport.protocol import REQ, Frame, decode, encode
 
 ME = "6281700000"  # the number the session is linked to (it scanned the QR)
 ANA = "6281700001"  # joins WhatsApp with a profile
@@ -16,6 +21,34 @@ NOBODY = "6281700009"  # not on WhatsApp
 
 def jid(phone: str) -> str:
     return f"{phone}@s.whatsapp.net"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "reply"),
+    [
+        (
+            wire.CheckPhones(phones=[ANA, NOBODY]),
+            wire.PhoneChecks(
+                results=[
+                    wire.PhoneCheck(phone=ANA, exists=True, jid=jid(ANA)),
+                    wire.PhoneCheck(phone=NOBODY, exists=False),
+                ]
+            ),
+        ),
+        (wire.ContactInfo(jid=jid(ANA)), wire.ContactCard(jid=jid(ANA), push_name="Ana", about=None)),
+        (wire.SetBlocked(jid=jid(ANA), blocked=True), wire.Done()),
+        (wire.Blocklist(), wire.Blocked(jids=[jid(ANA)])),
+        (wire.SetDisappearing(chat=jid(ANA), seconds=604800), wire.Done()),
+    ],
+)
+def test_wire_round_trip(request_body: wire.ChildRequest[Any], reply: wire.Reply) -> None:
+    frame = decode(encode(Frame(kind=REQ, op=request_body.OP, body=request_body, id=1)))
+    assert isinstance(frame.body, dict)
+    assert wire.decode_child_request(frame.op, frame.body) == request_body
+    assert type(request_body).REPLY is type(reply)
+    assert wire.parse(type(reply), msgspec.to_builtins(reply), what="reply") == reply
+    with pytest.raises(wire.WireError):
+        wire.decode_child_request(frame.op, {**frame.body, "extra": 1})
 
 
 async def _ok(w: Worker, method: str, path: str, **kw: Any) -> Any:

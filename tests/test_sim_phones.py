@@ -60,3 +60,11 @@ async def test_bad_input_is_refused_with_a_code(hub_url: str, method: str, path:
     status, answer = await call(method, hub_url + path, body)
     assert status == 400
     assert answer["code"] in {"INVALID_PHONE", "BAD_REQUEST"}
+
+
+async def test_the_registry_survives_a_hub_restart(tmp_path: Path) -> None:
+    async with standalone_hub(tmp_path) as env:
+        status, joined = await call("POST", f"http://127.0.0.1:{env['SIM_PORT']}/phones", {"phone": "628333"})
+        assert status == 201
+    async with standalone_hub(tmp_path) as env:
+        assert await call("GET", f"http://127.0.0.1:{env['SIM_PORT']}/phones/628333/profile") == (200, joined)
