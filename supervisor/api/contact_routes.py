@@ -6,6 +6,8 @@ session must be connected (409 otherwise), the engine asks WhatsApp (or the simu
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from supervisor.api import answers, bodies
@@ -20,6 +22,7 @@ routes = web.RouteTableDef()
 # Engine codes the client sees as they are: a number that is not on WhatsApp is a 404.
 PASSTHROUGH = frozenset({"NOT_ON_WHATSAPP", "NOT_SUPPORTED"})
 _BODY_ERRORS = (413, 415)
+_CONTACT_ERRORS = (400, 404, 503, *ACCOUNT_ERRORS)  # a bad jid or id, an unknown session or number
 # "check" is the number check (POST /contacts/check), never a contact: GET there is a 405, not a lookup.
 _CONTACT_PATH = "/session/{id}/contacts/{jid:(?!check(?:/|$))[^/]+}"
 
@@ -56,7 +59,7 @@ async def check_phones(request: web.Request) -> web.Response:
     summary="A contact's profile: push name, about, picture URL (404 NOT_ON_WHATSAPP for other numbers)",
     path_params=bodies.ContactPath,
     ok=json_reply(answers.Contact),
-    errors=(400, 404, 503, *ACCOUNT_ERRORS),
+    errors=_CONTACT_ERRORS,
 )
 async def get_contact(request: web.Request) -> web.Response:
     session_id, jid = _contact(request)
@@ -64,40 +67,35 @@ async def get_contact(request: web.Request) -> web.Response:
     return ok({"jid": card.jid, "pushName": card.push_name, "about": card.about, "pictureUrl": card.picture_url})
 
 
-async def _set_blocked(request: web.Request, blocked: bool) -> web.Response:
-    session_id, jid = _contact(request)
-    await request.app[REGISTRY].ask(session_id, wire.SetBlocked(jid=jid, blocked=blocked), passthrough=PASSTHROUGH)
-    return ok({"jid": jid, "blocked": blocked})
+def _blocking(blocked: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def set_blocked(request: web.Request) -> web.Response:
+        session_id, jid = _contact(request)
+        await request.app[REGISTRY].ask(session_id, wire.SetBlocked(jid=jid, blocked=blocked), passthrough=PASSTHROUGH)
+        return ok({"jid": jid, "blocked": blocked})
+
+    return set_blocked
 
 
-@operation(
-    routes,
-    "PUT",
-    _CONTACT_PATH + "/block",
-    id="blockContact",
-    tag="contacts",
-    summary="Block a contact: its messages no longer reach the session, and the session cannot send to it",
-    path_params=bodies.ContactPath,
-    ok=json_reply(answers.BlockChange),
-    errors=(400, 404, 503, *ACCOUNT_ERRORS),
-)
-async def block_contact(request: web.Request) -> web.Response:
-    return await _set_blocked(request, True)
-
-
-@operation(
-    routes,
-    "DELETE",
-    _CONTACT_PATH + "/block",
-    id="unblockContact",
-    tag="contacts",
-    summary="Unblock a contact: its messages sent from now on arrive (those sent while blocked never do)",
-    path_params=bodies.ContactPath,
-    ok=json_reply(answers.BlockChange),
-    errors=(400, 404, 503, *ACCOUNT_ERRORS),
-)
-async def unblock_contact(request: web.Request) -> web.Response:
-    return await _set_blocked(request, False)
+for _method, _blocked, _id, _summary in (
+    ("PUT", True, "blockContact", "Block a contact: its messages stop reaching the session; sends to it fail"),
+    (
+        "DELETE",
+        False,
+        "unblockContact",
+        "Unblock a contact: what it sends from now on arrives (never what it sent meanwhile)",
+    ),
+):
+    operation(
+        routes,
+        _method,
+        _CONTACT_PATH + "/block",
+        id=_id,
+        tag="contacts",
+        summary=_summary,
+        path_params=bodies.ContactPath,
+        ok=json_reply(answers.BlockChange),
+        errors=_CONTACT_ERRORS,
+    )(_blocking(_blocked))
 
 
 @session_operation(
