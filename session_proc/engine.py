@@ -15,10 +15,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # The messages an engine sends and receives are bodies of the wire contract: declared there, once.
-from transport.wire import IncomingCall, IncomingMessage, OutgoingMessage, PollVote, ReadMessage, SendResult
+from transport.wire import (
+    ContactCard,
+    IncomingCall,
+    IncomingMessage,
+    OutgoingMessage,
+    PhoneCheck,
+    PollVote,
+    ReadMessage,
+    SendResult,
+)
 
 __all__ = [
     "MESSAGE_TYPES",
+    "ContactCard",
     "Engine",
     "EngineContext",
     "EngineError",
@@ -26,6 +36,7 @@ __all__ = [
     "IncomingCall",
     "IncomingMessage",
     "OutgoingMessage",
+    "PhoneCheck",
     "PollVote",
     "ReadMessage",
     "SendResult",
@@ -133,3 +144,24 @@ class Engine(abc.ABC):
     async def send_presence(self, state: str, chat: str | None) -> None:
         """Show the account available/unavailable, or a chat state (typing, recording, paused) in ``chat``."""
         raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot send presence")
+
+    # -- contacts, blocking, disappearing messages (account operations; connected only) --------------
+    async def check_phones(self, phones: list[str]) -> list[PhoneCheck]:
+        """Whether each number (digits) is on WhatsApp, in the order asked."""
+        raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot check numbers")
+
+    async def contact_info(self, jid: str) -> ContactCard:
+        """A user's profile; EngineError NOT_ON_WHATSAPP for a number that is not on WhatsApp."""
+        raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot look contacts up")
+
+    async def set_blocked(self, jid: str, blocked: bool) -> None:
+        """Block or unblock a user."""
+        raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot block")
+
+    async def blocklist(self) -> list[str]:
+        """The user JIDs the account blocked."""
+        raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot read the blocklist")
+
+    async def set_disappearing(self, chat: str, seconds: int) -> None:
+        """Set a chat's disappearing-messages timer (one of wire.DISAPPEARING_TIMERS)."""
+        raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot set disappearing messages")

@@ -166,6 +166,19 @@ class SessionProcess:
                 case wire.SendPresence(state=state, chat=chat):
                     await engine.send_presence(state, chat)
                     return wire.Done()
+                # contacts, blocking, disappearing messages
+                case wire.CheckPhones(phones=phones):
+                    return wire.PhoneChecks(results=await engine.check_phones(phones))
+                case wire.ContactInfo(jid=jid):
+                    return await engine.contact_info(jid)
+                case wire.SetBlocked(jid=jid, blocked=blocked):
+                    await engine.set_blocked(jid, blocked)
+                    return wire.Done()
+                case wire.Blocklist():
+                    return wire.Blocked(jids=await engine.blocklist())
+                case wire.SetDisappearing(chat=chat, seconds=seconds):
+                    await engine.set_disappearing(chat, seconds)
+                    return wire.Done()
         except EngineError as exc:
             raise RemoteError(exc.code, exc.message) from None
         raise RemoteError(wire.PROTOCOL_ERROR, f"request {op!r} has no handler")  # a ToChild op left out above

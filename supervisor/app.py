@@ -26,7 +26,15 @@ from aiohttp import web
 from common.closing import Closing
 from session_proc.engines import START_ENV
 from supervisor import drain, worker_token
-from supervisor.api import account_routes, event_routes, media_routes, message_routes, outbox_routes, poll_routes
+from supervisor.api import (
+    account_routes,
+    contact_routes,
+    event_routes,
+    media_routes,
+    message_routes,
+    outbox_routes,
+    poll_routes,
+)
 from supervisor.api.install import client_max_size, install_api
 from supervisor.api.keys import BACKEND_LINK, EVENTS, REGISTRY, SETTINGS, STORAGE, WEBHOOKS, WORKER, WorkerInfo
 from supervisor.config import Settings
@@ -365,6 +373,7 @@ def build_app(settings: Settings, token: str) -> web.Application:
     app.add_routes(media_routes.routes)
     app.add_routes(account_routes.routes)
     app.add_routes(poll_routes.routes)
+    app.add_routes(contact_routes.routes)
 
     async def on_shutdown(app: web.Application) -> None:
         # From the first SIGTERM on, refuse new work with 503 while children stop.

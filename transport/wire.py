@@ -53,6 +53,12 @@ class ToChild(StrEnum):
     # read receipts and presence (session_proc/engine.py: Engine.mark_read, Engine.send_presence)
     MARK_READ = "mark_read"
     SEND_PRESENCE = "send_presence"
+    # contacts, blocking, disappearing messages (account operations)
+    CHECK_PHONES = "check_phones"
+    CONTACT_INFO = "contact_info"
+    SET_BLOCKED = "set_blocked"
+    BLOCKLIST = "blocklist"
+    SET_DISAPPEARING = "set_disappearing"
 
 
 class ToSupervisor(StrEnum):
@@ -248,6 +254,87 @@ class SendPresence(ChildRequest[Done]):
     chat: str | None = None
 
 
+# -- contacts, blocking, disappearing messages (account operations) ------------------
+
+
+class PhoneCheck(_Body):
+    """Whether one number is on WhatsApp; ``jid`` is its user JID when it is."""
+
+    phone: str
+    exists: bool
+    jid: str | None = None
+
+
+class PhoneChecks(Reply):
+    """One check per number asked, in the order asked."""
+
+    results: list[PhoneCheck]
+
+
+class CheckPhones(ChildRequest[PhoneChecks]):
+    """Which of these numbers (digits) are on WhatsApp."""
+
+    OP = ToChild.CHECK_PHONES
+    REPLY = PhoneChecks
+
+    phones: list[str]
+
+
+class ContactCard(Reply):
+    """What a contact shows of itself; None where it shows nothing (or hides it)."""
+
+    jid: str
+    push_name: str | None = None
+    about: str | None = None
+    picture_url: str | None = None
+
+
+class ContactInfo(ChildRequest[ContactCard]):
+    """A contact's profile (user JID); the engine answers NOT_ON_WHATSAPP for a number that is not."""
+
+    OP = ToChild.CONTACT_INFO
+    REPLY = ContactCard
+
+    jid: str
+
+
+class SetBlocked(ChildRequest[Done]):
+    """Block (``blocked``) or unblock a user JID."""
+
+    OP = ToChild.SET_BLOCKED
+    REPLY = Done
+
+    jid: str
+    blocked: bool
+
+
+class Blocked(Reply):
+    """The account's blocklist: user JIDs."""
+
+    jids: list[str]
+
+
+class Blocklist(ChildRequest[Blocked]):
+    """The account's blocklist."""
+
+    OP = ToChild.BLOCKLIST
+    REPLY = Blocked
+
+
+# The disappearing-messages timers WhatsApp offers, in seconds: off, 24 hours, 7 days, 90 days.
+DISAPPEARING_TIMERS = (0, 86400, 604800, 7776000)
+
+
+class SetDisappearing(ChildRequest[Done]):
+    """Set a chat's disappearing-messages timer: 0 (off), 86400, 604800 or 7776000 seconds."""
+
+    OP = ToChild.SET_DISAPPEARING
+    REPLY = Done
+
+    chat: str
+    seconds: int
+
+
 # -- session process → supervisor ----------------------------------------------------
 
 
@@ -414,7 +501,12 @@ def _by_op(*kinds: type[B]) -> dict[str, type[B]]:
 
 
 CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(
-    OutgoingMessage, Logout, PairCode, Stop, MarkRead, SendPresence
+    OutgoingMessage,
+    Logout,
+    PairCode,
+    Stop,
+    *(MarkRead, SendPresence),  # read receipts, presence
+    *(CheckPhones, ContactInfo, SetBlocked, Blocklist, SetDisappearing),  # contacts, blocking, disappearing
 )
 SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(
     IncomingMessage, Fatal, IncomingCall, CallRejected, PollVote

@@ -29,7 +29,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
+from session_proc.engine import (
+    ContactCard,
+    Engine,
+    EngineContext,
+    EngineError,
+    IncomingMessage,
+    OutgoingMessage,
+    PhoneCheck,
+    SendResult,
+)
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.neonize import loader, send_errors
 from session_proc.neonize.account_engine import NeonizeAccount
@@ -104,6 +113,7 @@ class NeonizeEngine(NeonizeAccount, Engine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None  # neonize.client.NewClient; a reference must be kept or GC stops it
         self._nz: ModuleType | None = None  # neonize.client
+        self._gocode: Any = None  # neonize's Go library (ctypes), for the exports neonize wraps wrongly
         self._incoming: ModuleType | None = None
         self._outgoing: ModuleType | None = None
         self._media_types: Any = None  # neonize.utils.enum.MediaType
@@ -137,6 +147,7 @@ class NeonizeEngine(NeonizeAccount, Engine):
         self._qr_seen = asyncio.Event()
         # The import loads the Go runtime (~0.5 s): keep the loop beating meanwhile.
         self._nz = await asyncio.to_thread(loader.load)
+        self._gocode = self._nz.gocode
         from neonize.utils.enum import MediaType
 
         from session_proc.neonize import account, incoming, outgoing  # these import neonize: only after load()
@@ -366,6 +377,42 @@ class NeonizeEngine(NeonizeAccount, Engine):
         except Exception as exc:
             raise EngineError("PAIR_FAILED", f"WhatsApp refused the pairing code: {exc}") from None
         return code
+
+    # -- contacts, blocking, disappearing messages (session_proc/neonize/contacts.py) -------
+    def _online_client(self) -> Any:
+        """The client for an account operation: only while connected (Go panics before Connected or after stop())."""
+        if self._client is None or not self._connected or self._stopping.is_set():
+            raise EngineError("NOT_CONNECTED", "the session is not connected to WhatsApp")
+        return self._client
+
+    async def check_phones(self, phones: list[str]) -> list[PhoneCheck]:
+        from session_proc.neonize import contacts
+
+        checks: list[PhoneCheck] = await self._call_go(contacts.check, self._online_client(), phones)
+        return checks
+
+    async def contact_info(self, jid: str) -> ContactCard:
+        from session_proc.neonize import contacts
+
+        card: ContactCard = await self._call_go(contacts.lookup, self._online_client(), jid)
+        return card
+
+    async def set_blocked(self, jid: str, blocked: bool) -> None:
+        from session_proc.neonize import contacts
+
+        await self._call_go(contacts.set_blocked, self._online_client(), jid, blocked)
+
+    async def blocklist(self) -> list[str]:
+        from session_proc.neonize import contacts
+
+        jids: list[str] = await self._call_go(contacts.blocklist, self._online_client())
+        return jids
+
+    async def set_disappearing(self, chat: str, seconds: int) -> None:
+        from session_proc.neonize import contacts
+
+        client = self._online_client()
+        await self._call_go(contacts.set_disappearing, self._gocode, client.uuid, chat, seconds)
 
     async def _call_go(self, fn: Callable[..., Any], *args: Any) -> Any:
         self._go_calls += 1

@@ -25,7 +25,16 @@ from typing import Any, TypeVar
 import zmq
 
 from common.tasks import cancel_and_wait
-from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
+from session_proc.engine import (
+    ContactCard,
+    Engine,
+    EngineContext,
+    EngineError,
+    IncomingMessage,
+    OutgoingMessage,
+    PhoneCheck,
+    SendResult,
+)
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.sim import ops, poll_votes
 from session_proc.sim.account import SimAccount
@@ -227,6 +236,51 @@ class SimEngine(SimAccount, Engine):
         except ChannelError as exc:
             raise EngineError("NOT_CONNECTED", f"no answer from WhatsApp: {exc}") from None
         return str(reply.get("code", ""))
+
+    # -- contacts, blocking, disappearing messages ---------------------------------
+    async def account_request(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An account operation answered by the hub while linked and online; the hub's codes as EngineError."""
+        link = self._link
+        if link is None or not link.online or link.lost.is_set():
+            raise EngineError("NOT_CONNECTED", "the session is not connected to WhatsApp")
+        try:
+            return await link.channel.request(op, body, timeout=self._request_timeout)
+        except RemoteError as exc:
+            if exc.code == ops.ERR_NOT_CONNECTED:
+                link.lose("the hub forgot the connection")
+                raise EngineError("NOT_CONNECTED", "the connection to WhatsApp was lost") from None
+            raise EngineError(exc.code, exc.message) from None
+        except ChannelError as exc:
+            raise EngineError("NOT_CONNECTED", f"no answer from WhatsApp: {exc}") from None
+
+    async def check_phones(self, phones: list[str]) -> list[PhoneCheck]:
+        """Asks the hub's phone registry."""
+        reply = await self.account_request(ops.CHECK_PHONES, {"phones": phones})
+        found = {r["phone"]: bool(r["exists"]) for r in reply.get("results", [])}
+        return [PhoneCheck(phone=p, exists=found.get(p, False), jid=jid(p) if found.get(p) else None) for p in phones]
+
+    async def contact_info(self, address: str) -> ContactCard:
+        """The profile the hub's phone registry keeps for the number."""
+        reply = await self.account_request(ops.CONTACT_INFO, {"phone": _user(address)})
+        return ContactCard(
+            jid=jid(str(reply["phone"])),
+            push_name=_opt(reply, "pushName", str),
+            about=_opt(reply, "about", str),
+            picture_url=_opt(reply, "pictureUrl", str),
+        )
+
+    async def set_blocked(self, address: str, blocked: bool) -> None:
+        """The hub keeps the account's blocklist and applies it to messages both ways."""
+        await self.account_request(ops.SET_BLOCKED, {"phone": _user(address), "blocked": blocked})
+
+    async def blocklist(self) -> list[str]:
+        """The account's blocklist as the hub keeps it."""
+        reply = await self.account_request(ops.BLOCKLIST, {})
+        return [jid(p) for p in reply.get("phones", []) if isinstance(p, str)]
+
+    async def set_disappearing(self, chat: str, seconds: int) -> None:
+        """The hub keeps the chat's timer and stamps the chat's messages with it."""
+        await self.account_request(ops.SET_DISAPPEARING, {"phone": _user(chat), "seconds": seconds})
 
     async def logout(self) -> None:
         """Unlink the device at the hub, delete the credentials, report ``logged_out``."""
@@ -569,6 +623,14 @@ class SimEngine(SimAccount, Engine):
 async def _sleep_jittered(delay: float) -> None:
     # Jitter keeps fifty sessions dropped by one fault from hammering the hub in lockstep.
     await asyncio.sleep(delay * random.uniform(0.75, 1.25))
+
+
+def _user(address: str) -> str:
+    """The number of a user JID; EngineError for a group (the simulated network has none yet) or garbage."""
+    phone = phone_of(address)
+    if phone is None:
+        raise EngineError("NOT_SUPPORTED", f"{address!r} is not a user JID: the simulated network has no groups")
+    return phone
 
 
 def _read_media(path: Path) -> tuple[int, bytes | None]:

@@ -32,6 +32,9 @@ from typing import Any
 from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
 from session_proc.sim import hub_account, hub_polls, ops
+from session_proc.sim.hub_contacts import OPS as CONTACT_OPS
+from session_proc.sim.hub_contacts import ContactBook, ContactError
+from session_proc.sim.hub_phones import PhoneRegistry
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
 from transport.channel import PeerGone, RemoteError, RouterChannel
 
@@ -199,6 +202,8 @@ class Hub:
         pair_code_ttl: float = PAIR_CODE_TTL,
     ) -> None:
         self._store = store
+        self.phones = PhoneRegistry(store.db, self._linked_push_name)
+        self.contacts = ContactBook(store.db, self.phones)
         self._qr_ttl = qr_ttl
         self._qr_max = qr_max  # QR codes per login attempt; 0: rotate until scanned
         self._pair_code_ttl = pair_code_ttl
@@ -265,8 +270,10 @@ class Hub:
                 return {}
             if op in hub_account.REQUESTS:
                 return self.account.on_request(conn, op, body)
+            if op in CONTACT_OPS:
+                return self.contacts.answer(self._linked_device(conn).phone, op, body)
             raise HubError(400, "UNKNOWN_OP", f"the hub has no op {op!r}")
-        except HubError as exc:
+        except (HubError, ContactError) as exc:
             raise RemoteError(exc.code, exc.message) from None
 
     async def _on_event(self, identity: bytes, op: str, body: dict[str, Any]) -> None:
@@ -328,10 +335,14 @@ class Hub:
         log.info("session %s waiting for a QR scan on %s", session_id, conn.name)
         return {"status": ops.STATUS_QR, "heartbeat": heartbeat}
 
-    def _device_send(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+    def _linked_device(self, conn: Connection) -> Device:
         device = self._store.device(conn.device_id) if conn.device_id else None
         if device is None:
             raise HubError(409, "NOT_LINKED", "this connection has no linked device: scan a QR first")
+        return device
+
+    def _device_send(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+        device = self._linked_device(conn)
         remaining = self.faults.refusing_for
         if remaining > 0:
             raise HubError(503, ops.ERR_SEND_REFUSED, f"the server refuses sends for {remaining:.1f}s more")
@@ -344,7 +355,14 @@ class Hub:
         media_size = _opt_size(body, "mediaSize")
         if media_size is None and media is not None:
             media_size = len(media)
+        if self.contacts.blocks(device.phone, to):
+            raise HubError(409, ops.ERR_RECIPIENT_BLOCKED, f"{to} is blocked: unblock it to send")
         ts = time.time()
+        if self.contacts.blocks(to, device.phone):
+            # Blocked by the recipient: the server takes it and never delivers it (one tick).
+            log.info("device %s sent %s to %s, which blocked it: dropped", device.device_id, msg_id, to)
+            return {"id": msg_id, "timestamp": ts}
+        timer = self.contacts.timer(device.phone, to)
         entry = InboxEntry(
             id=msg_id,
             phone=to,
@@ -357,7 +375,7 @@ class Hub:
             mimetype=opt_str(body, "mimetype", max_len=255),
             timestamp=ts,
             deliveries=1,
-            extra=message_extra(body, media),
+            extra={**message_extra(body, media), **({"disappearing": timer} if timer else {})},
         )
         deliveries = self._store.record_delivery(entry)
         # Session to session: the recipient's linked devices receive it like any incoming message.
@@ -445,6 +463,11 @@ class Hub:
             extra=message_extra(body, media),
         )
         self.account.record_sent(entry)
+        self.phones.seen(phone)  # a number that sends is on WhatsApp
+        if self.contacts.blocks(to, phone):
+            # The account blocked this number: the server drops it; the sender never learns why.
+            log.info("phone %s sent %s to %s, which blocked it: dropped", phone, entry.id, to)
+            return {"id": entry.id, "queued": True}
         incoming = self._incoming_body(entry, media)
         pushed = False
         for target in targets:
@@ -601,6 +624,7 @@ class Hub:
             linked_at=time.time(),
         )
         self._store.add_device(device)
+        self.phones.seen(phone, push_name)  # a number that scanned or paired is on WhatsApp
         self._send(
             conn,
             ops.LINKED,
@@ -609,6 +633,10 @@ class Hub:
         self._bind_device(conn, device)
         log.info("session %s linked to %s as device %s", conn.session_id, phone, device.device_id)
         return {"linked": True, "sessionId": conn.session_id, "deviceId": device.device_id}
+
+    def _linked_push_name(self, phone: str) -> tuple[bool, str | None]:
+        devices = self._store.devices(phone)
+        return bool(devices), next((d.push_name for d in reversed(devices) if d.push_name), None)
 
     @staticmethod
     def _incoming_body(entry: InboxEntry, media: bytes | None) -> dict[str, Any]:

@@ -156,4 +156,9 @@ def create_app(hub: Hub) -> web.Application:
     from session_proc.sim import hub_account_http  # imports this module
 
     hub_account_http.add_routes(app)
+
+    # Feature routes live in their own modules, which read this module's helpers: imported here.
+    from session_proc.sim.hub_phones_http import add_phone_routes
+
+    add_phone_routes(app)
     return app

@@ -19,6 +19,13 @@ LOGOUT = "logout"
 # {} → {}: the engine is stopping; the hub closes the connection now, not after a heartbeat timeout
 BYE = "bye"
 
+# -- engine → hub requests: contacts, blocking, disappearing (session_proc/sim/hub_contacts.py) -----
+CHECK_PHONES = "check_phones"  # {phones: [digits]} → {results: [{phone, exists}]}
+CONTACT_INFO = "contact_info"  # {phone} → {phone, pushName, about, pictureUrl}, or ERR_NOT_ON_WHATSAPP
+SET_BLOCKED = "set_blocked"  # {phone, blocked} → {}
+BLOCKLIST = "blocklist"  # {} → {phones}
+SET_DISAPPEARING = "set_disappearing"  # {phone, seconds} → {}
+
 # -- engine → hub events -----------------------------------------------------
 ACK = "ack"  # {id}: the pushed message was taken over by the worker; stop redelivering it
 
@@ -44,6 +51,8 @@ ERR_NOT_CONNECTED = "NOT_CONNECTED"  # the hub does not know this connection: he
 ERR_SEND_REFUSED = "SEND_REFUSED"
 ERR_BAD_REQUEST = "BAD_REQUEST"
 ERR_ALREADY_LINKED = "ALREADY_LINKED"
+ERR_NOT_ON_WHATSAPP = "NOT_ON_WHATSAPP"  # a contact request about a number that is not on WhatsApp
+ERR_RECIPIENT_BLOCKED = "RECIPIENT_BLOCKED"  # a send to a number the account blocked: unblock first
 
 MEDIA_TYPES = frozenset({"image", "document", "audio", "video", "sticker"})
 # A vote travels as a MESSAGE (acked like one, redelivered until then) of this type, like WhatsApp's

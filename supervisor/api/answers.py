@@ -622,3 +622,45 @@ class ChatsPage(Answer):
 
     chats: list[Chat]
     pagination: Pagination
+
+
+# -- contacts, blocking, disappearing messages ------------------------------------------------------
+class PhoneCheck(Answer):
+    phone: Annotated[str, Field(description="the number asked, in digits")]
+    exists: Annotated[bool, Field(description="whether the number is on WhatsApp")]
+    jid: Annotated[str | None, Field(description="its user JID; null when it is not on WhatsApp")]
+
+
+class PhoneChecks(Answer):
+    """POST /session/{id}/contacts/check: one result per number, in the order asked."""
+
+    results: list[PhoneCheck]
+
+
+class Contact(Answer):
+    """GET /session/{id}/contacts/{jid}: what the contact shows of itself (null where it shows nothing)."""
+
+    jid: str
+    pushName: str | None
+    about: str | None
+    pictureUrl: Annotated[str | None, Field(description="the profile picture's URL; null when none or hidden")]
+
+
+class BlockChange(Answer):
+    """PUT and DELETE /session/{id}/contacts/{jid}/block."""
+
+    jid: str
+    blocked: bool
+
+
+class Blocklist(Answer):
+    """GET /session/{id}/blocklist."""
+
+    jids: list[str]
+
+
+class DisappearingTimer(Answer):
+    """PUT /session/{id}/chats/{jid}/disappearing."""
+
+    chat: str
+    seconds: Annotated[int, Field(description="the chat's timer: 0 (off), 86400, 604800 or 7776000")]

@@ -556,6 +556,55 @@ class MediaQuery(Query):
     signature: str
 
 
+# -- contacts, blocking, disappearing messages ----------------------------------------------------
+MAX_CHECK_PHONES = 50
+USER_TARGET_PATTERN = rf"^\s*[0-9]{{5,20}}@s\.whatsapp\.net\s*$|{PHONE_DIGITS_PATTERN}"
+UserTarget = Annotated[
+    str,
+    Field(
+        pattern=USER_TARGET_PATTERN,
+        examples=["628123456789@s.whatsapp.net"],
+        description="a user JID (628123456789@s.whatsapp.net) or a phone number in digits",
+    ),
+    AfterValidator(_as_jid),
+    Invalid(ErrorCode.INVALID_TARGET, "must be a user JID (628...@s.whatsapp.net) or digits"),
+]
+
+
+class CheckPhonesRequest(Body):
+    """POST /session/{id}/contacts/check."""
+
+    phones: Annotated[
+        list[PhoneDigits],
+        Field(min_length=1, max_length=MAX_CHECK_PHONES),
+        Invalid(ErrorCode.INVALID_FIELD, f"must be a list of 1 to {MAX_CHECK_PHONES} phone numbers"),
+    ]
+
+
+class DisappearingRequest(Body):
+    """PUT /session/{id}/chats/{jid}/disappearing."""
+
+    seconds: Annotated[
+        Literal[0, 86400, 604800, 7776000],
+        Field(description="0 turns it off; 86400 (24 hours), 604800 (7 days), 7776000 (90 days)"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be 0 (off), 86400 (24 hours), 604800 (7 days) or 7776000 (90 days)"),
+    ]
+
+
+class ContactPath(Query):
+    """The path of /session/{id}/contacts/{jid}..."""
+
+    id: SessionId
+    jid: UserTarget
+
+
+class ChatPath(Query):
+    """The path of /session/{id}/chats/{jid}..."""
+
+    id: SessionId
+    jid: PhoneTarget
+
+
 class MediaPath(Query):
     """The path of a stored media file."""
 

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     VOICE_NOT_ALLOWED = "VOICE_NOT_ALLOWED"  # voice on another type than audio
     POLL_NOT_FOUND = "POLL_NOT_FOUND"
     NOT_FOUND = "NOT_FOUND"
+    NOT_ON_WHATSAPP = "NOT_ON_WHATSAPP"  # a contact looked up, blocked or timed is not on WhatsApp
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     HTTP_ERROR = "HTTP_ERROR"
     # credentials and limits

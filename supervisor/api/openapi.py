@@ -165,6 +165,7 @@ def document() -> dict[str, Any]:
     # The route modules record their operations when imported.
     from supervisor.api import (  # noqa: F401
         account_routes,
+        contact_routes,
         docs,
         event_routes,
         health_routes,
@@ -202,7 +203,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"WorkerToken": []}, {"BearerJWT": []}],
-        "tags": [{"name": n} for n in ("sessions", "messages", "account", "events", "operations", "docs")],
+        "tags": [{"name": n} for n in ("sessions", "messages", "account", "contacts", "events", "operations", "docs")],
         "paths": paths,
         "components": {
             "schemas": defs,

@@ -43,6 +43,7 @@ PERMANENT_ERRORS = frozenset(
         "NOT_SUPPORTED",
         "FFMPEG_MISSING",  # a voice note that needs converting, on a machine without ffmpeg
         "MEDIA_CONVERSION_FAILED",
+        "RECIPIENT_BLOCKED",  # the account blocked the recipient: unblock it first
         wire.PROTOCOL_ERROR,
     }
 )
