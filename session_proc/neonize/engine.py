@@ -379,7 +379,7 @@ class NeonizeEngine(NeonizeAccount, Engine):
         return code
 
     # -- contacts, blocking, disappearing messages (session_proc/neonize/contacts.py) -------
-    def _online_client(self) -> Any:
+    def _live_client(self) -> Any:
         """The client for an account operation: only while connected (Go panics before Connected or after stop())."""
         if self._client is None or not self._connected or self._stopping.is_set():
             raise EngineError("NOT_CONNECTED", "the session is not connected to WhatsApp")
@@ -388,30 +388,30 @@ class NeonizeEngine(NeonizeAccount, Engine):
     async def check_phones(self, phones: list[str]) -> list[PhoneCheck]:
         from session_proc.neonize import contacts
 
-        checks: list[PhoneCheck] = await self._call_go(contacts.check, self._online_client(), phones)
+        checks: list[PhoneCheck] = await self._call_go(contacts.check, self._live_client(), phones)
         return checks
 
     async def contact_info(self, jid: str) -> ContactCard:
         from session_proc.neonize import contacts
 
-        card: ContactCard = await self._call_go(contacts.lookup, self._online_client(), jid)
+        card: ContactCard = await self._call_go(contacts.lookup, self._live_client(), jid)
         return card
 
     async def set_blocked(self, jid: str, blocked: bool) -> None:
         from session_proc.neonize import contacts
 
-        await self._call_go(contacts.set_blocked, self._online_client(), jid, blocked)
+        await self._call_go(contacts.set_blocked, self._live_client(), jid, blocked)
 
     async def blocklist(self) -> list[str]:
         from session_proc.neonize import contacts
 
-        jids: list[str] = await self._call_go(contacts.blocklist, self._online_client())
+        jids: list[str] = await self._call_go(contacts.blocklist, self._live_client())
         return jids
 
     async def set_disappearing(self, chat: str, seconds: int) -> None:
         from session_proc.neonize import contacts
 
-        client = self._online_client()
+        client = self._live_client()
         await self._call_go(contacts.set_disappearing, self._gocode, client.uuid, chat, seconds)
 
     async def _call_go(self, fn: Callable[..., Any], *args: Any) -> Any:
