@@ -26,7 +26,7 @@ from aiohttp import web
 from common.closing import Closing
 from session_proc.engines import START_ENV
 from supervisor import drain, worker_token
-from supervisor.api import event_routes, media_routes, message_routes
+from supervisor.api import change_routes, event_routes, media_routes, message_routes
 from supervisor.api.install import client_max_size, install_api
 from supervisor.api.keys import BACKEND_LINK, EVENTS, REGISTRY, SETTINGS, STORAGE, WEBHOOKS, WORKER, WorkerInfo
 from supervisor.config import Settings
@@ -360,6 +360,7 @@ def build_app(settings: Settings, token: str) -> web.Application:
     app[WORKER] = WorkerInfo(engine=settings.engine)
     install_api(app, settings, token)  # middlewares, session/health/metrics/docs routes
     app.add_routes(message_routes.routes)
+    app.add_routes(change_routes.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(media_routes.routes)
 

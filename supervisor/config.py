@@ -57,6 +57,8 @@ class Settings:
     send_timeout: float = 10.0
     send_attempt_timeout: float = 15.0  # one try of one message in a session process
     message_ttl: float = 3600.0  # an accepted message not sent by then becomes failed
+    # PATCH /messages/{id} refuses (EDIT_WINDOW_EXPIRED) an edit of a message older than this: WhatsApp's 15 minutes.
+    edit_window: float = 900.0
     sample_interval: float = 5.0  # psutil sampling period
     # A session process whose resident memory passes this many MB is killed ("memory limit") and
     # restarted like a crash, before one leaking session gets the whole pod OOM-killed; 0: no limit.
@@ -354,6 +356,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         send_timeout=_float(env, "SEND_TIMEOUT", 10.0, minimum=0.1),
         send_attempt_timeout=_float(env, "SEND_ATTEMPT_TIMEOUT", 15.0, minimum=0.1),
         message_ttl=_float(env, "MESSAGE_TTL", 3600.0, minimum=1.0),
+        edit_window=_float(env, "EDIT_WINDOW", 900.0),
         sample_interval=_float(env, "SAMPLE_INTERVAL", 5.0, minimum=0.1),
         session_memory_limit_mb=_float(env, "SESSION_MEMORY_LIMIT_MB", 512.0),
         disk_free_warn_mb=_float(env, "DISK_FREE_WARN_MB", 256.0),

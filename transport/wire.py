@@ -57,6 +57,7 @@ class ToSupervisor(StrEnum):
 
     MESSAGE = "message"
     FATAL = "fatal"
+    MESSAGE_CHANGE = "message_change"
 
 
 class ChildEvent(StrEnum):
@@ -144,6 +145,10 @@ class OutgoingMessage(ChildRequest[SendResult]):
     address: str | None = None  # location address
     vcard: str | None = None  # type "contact"
     reaction_to: str | None = None  # type "reaction": the message reacted to; the emoji is `text` ("" removes it)
+    # type "edit": the message whose text becomes `text` (or, for media, whose caption becomes `caption`;
+    # `mimetype` is then the original's). type "revoke": the message deleted for everyone.
+    edit_of: str | None = None
+    revoke_of: str | None = None
 
 
 class Logout(ChildRequest[Done]):
@@ -201,6 +206,22 @@ class IncomingMessage(SupervisorRequest[Done]):
     vcard: str | None = None
     reaction_to: str | None = None
     mentions: list[str] = []
+
+
+class MessageChange(SupervisorRequest[Done]):
+    """Someone edited (``kind`` "edit", new ``text``) or deleted for everyone (``kind`` "revoke") the message
+    ``target``; answered once the supervisor committed the change to history and its event."""
+
+    OP = ToSupervisor.MESSAGE_CHANGE
+    REPLY = Done
+
+    id: str  # the change's own message id on the network
+    chat: str
+    sender: str
+    target: str
+    kind: str  # "edit" | "revoke"
+    timestamp: float  # epoch seconds
+    text: str | None = None
 
 
 class Fatal(SupervisorRequest[Done]):
@@ -284,7 +305,7 @@ def _by_op(*kinds: type[B]) -> dict[str, type[B]]:
 
 
 CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(OutgoingMessage, Logout, PairCode, Stop)
-SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(IncomingMessage, Fatal)
+SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(IncomingMessage, Fatal, MessageChange)
 EVENTS: dict[str, type[Event]] = _by_op(Ready, Qr, Connected, Disconnected, LoggedOut, Receipt, Creds)
 
 

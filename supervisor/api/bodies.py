@@ -477,6 +477,19 @@ class PathId(Query):
     id: SessionId
 
 
+class MessagePath(Query):
+    """The ``{id}`` and ``{messageId}`` of /session/{id}/messages/{messageId}."""
+
+    id: SessionId
+    messageId: MessageId
+
+
+class EditMessageRequest(Body):
+    """PATCH /session/{id}/messages/{messageId}: the message's new text (its caption for media)."""
+
+    text: Text
+
+
 class SendHeaders(Query):
     """Headers of POST /session/{id}/send."""
 

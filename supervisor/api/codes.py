@@ -52,6 +52,12 @@ class ErrorCode(StrEnum):
     BACKUP_REFUSED = "BACKUP_REFUSED"
     PROXY_MISMATCH = "PROXY_MISMATCH"
     PROXY_UNREADABLE = "PROXY_UNREADABLE"
+    # edits and revokes of a message in history
+    UNKNOWN_MESSAGE = "UNKNOWN_MESSAGE"  # history holds no message with this id
+    NOT_OWN_MESSAGE = "NOT_OWN_MESSAGE"  # only the session's own messages can be edited or revoked
+    EDIT_WINDOW_EXPIRED = "EDIT_WINDOW_EXPIRED"  # WhatsApp accepts edits for 15 minutes (EDIT_WINDOW)
+    MESSAGE_NOT_EDITABLE = "MESSAGE_NOT_EDITABLE"  # not a text or a captioned media message, or not sent
+    MESSAGE_REVOKED = "MESSAGE_REVOKED"  # deleted for everyone already
     # the worker
     CAPACITY = "CAPACITY"
     SHUTTING_DOWN = "SHUTTING_DOWN"

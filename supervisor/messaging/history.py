@@ -75,7 +75,7 @@ def incoming_row(session_id: str, message: wire.IncomingMessage) -> MessageRow:
 
 def message_view(row: MessageRow) -> dict[str, Any]:
     """A message as history and events show it (mediaUrl is filled in where media is stored)."""
-    return {
+    view = {
         "id": row.id,
         "direction": row.direction,
         "chat": row.chat,
@@ -91,7 +91,12 @@ def message_view(row: MessageRow) -> dict[str, Any]:
         "status": row.status,
         "error": row.error,
         **{_camel(k): v for k, v in row.extra.items()},
+        "reactions": row.extra.get("reactions", []),
     }
+    for changed_at in ("editedAt", "revokedAt"):  # kept as epoch seconds in extra (database/message_changes.py)
+        if isinstance(view.get(changed_at), int | float):
+            view[changed_at] = iso(view[changed_at])
+    return view
 
 
 def _camel(name: str) -> str:

@@ -41,6 +41,10 @@ PERMANENT_ERRORS = frozenset(
         "INVALID_MESSAGE",
         "NOT_SUPPORTED",
         wire.PROTOCOL_ERROR,
+        # An edit or revoke the network refuses (messaging/changes.py checks these first).
+        "UNKNOWN_MESSAGE",
+        "NOT_OWN_MESSAGE",
+        "EDIT_WINDOW_EXPIRED",
     }
 )
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.
@@ -161,13 +165,35 @@ class Outbox:
         fingerprint: str = "",
     ) -> SendAnswer:
         """Accept a message durably, try to send it, and answer within the send timeout."""
+        return await self._keyed(message.session_id, message, payload, idempotency_key, fingerprint)
+
+    async def submit_change(
+        self,
+        session_id: str,
+        payload: wire.OutgoingMessage,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> SendAnswer:
+        """Accept a change of a message in history (an edit, a revoke) like a message: durably, under
+        its own id, retried until settled; it has no history row, its sending changes its target's."""
+        return await self._keyed(session_id, None, payload, idempotency_key, fingerprint)
+
+    async def _keyed(
+        self,
+        session_id: str,
+        message: MessageRow | None,
+        payload: wire.OutgoingMessage,
+        idempotency_key: str | None,
+        fingerprint: str,
+    ) -> SendAnswer:
         if idempotency_key is None:
-            return await self._submit(message, payload, None, fingerprint)
-        key = (message.session_id, idempotency_key)
+            return await self._submit(session_id, message, payload, None, fingerprint)
+        key = (session_id, idempotency_key)
         lock = self._keys.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                return await self._submit(message, payload, idempotency_key, fingerprint)
+                return await self._submit(session_id, message, payload, idempotency_key, fingerprint)
         finally:
             if not lock.locked() and self._keys.get(key) is lock:
                 del self._keys[key]
@@ -180,9 +206,14 @@ class Outbox:
         return None if previous is None else await self._replay(previous, fingerprint)
 
     async def _submit(
-        self, message: MessageRow, payload: wire.OutgoingMessage, idempotency_key: str | None, fingerprint: str
+        self,
+        session_id: str,
+        message: MessageRow | None,
+        payload: wire.OutgoingMessage,
+        idempotency_key: str | None,
+        fingerprint: str,
     ) -> SendAnswer:
-        session_id, message_id = message.session_id, message.id
+        message_id = payload.id
         if idempotency_key is not None:
             previous = await self.replay(session_id, idempotency_key, fingerprint)
             if previous is not None:

@@ -98,6 +98,8 @@ class ChildListener:
         match request:
             case wire.IncomingMessage():
                 await self.registry.incoming.receive(session, request)
+            case wire.MessageChange():
+                await self.registry.incoming.change(session, request)
             case wire.Fatal(code=code, error=error):
                 self.registry.apply_status(session, st.ChildFailed(now, code=code, error=error))
         return wire.Done()
