@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # The messages an engine sends and receives are bodies of the wire contract: declared there, once.
-from transport.wire import IncomingMessage, OutgoingMessage, SendResult
+from transport.wire import IncomingMessage, MessageChange, OutgoingMessage, SendResult
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -24,11 +24,12 @@ __all__ = [
     "EngineError",
     "EngineSink",
     "IncomingMessage",
+    "MessageChange",
     "OutgoingMessage",
     "SendResult",
 ]
 
-MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction")
+MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction", "edit", "revoke")
 
 
 class EngineError(Exception):
@@ -75,6 +76,10 @@ class EngineSink(Protocol):
 
     async def on_message(self, message: IncomingMessage) -> None:
         """A received message; returns once the supervisor has committed it, raises if not."""
+
+    async def on_message_change(self, change: MessageChange) -> None:
+        """Someone edited or deleted for everyone a message; returns once the supervisor has committed it,
+        raises if not (like ``on_message``: acknowledged to the network only then)."""
 
 
 class Engine(abc.ABC):

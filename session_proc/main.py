@@ -197,6 +197,9 @@ class SessionProcess:
     async def on_message(self, message: IncomingMessage) -> None:
         await wire.ask_supervisor(self.channel, message, timeout=COMMIT_TIMEOUT)
 
+    async def on_message_change(self, change: wire.MessageChange) -> None:
+        await wire.ask_supervisor(self.channel, change, timeout=COMMIT_TIMEOUT)
+
 
 async def _amain(args: argparse.Namespace) -> int:
     proc = SessionProcess(args)

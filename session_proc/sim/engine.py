@@ -25,7 +25,15 @@ from typing import Any, TypeVar
 import zmq
 
 from common.tasks import cancel_and_wait
-from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
+from session_proc.engine import (
+    Engine,
+    EngineContext,
+    EngineError,
+    IncomingMessage,
+    MessageChange,
+    OutgoingMessage,
+    SendResult,
+)
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.sim import ops
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
@@ -167,6 +175,8 @@ class SimEngine(Engine):
             "reactionTo": message.reaction_to,
             "quotedId": message.reply_to,
             "mentions": message.mentions or None,
+            "editOf": message.edit_of,
+            "revokeOf": message.revoke_of,
         }
         if message.type in ops.MEDIA_TYPES:
             if not message.media_path:
@@ -442,17 +452,22 @@ class SimEngine(Engine):
         self._call(self.ctx.sink.on_connected, creds.phone, creds.push_name)
 
     async def _on_message(self, link: _Link, body: dict[str, Any]) -> None:
-        message = await self._incoming(body)
+        change = _change(body)
+        message = await self._incoming(body) if change is None else None
+        msg_id = str(body["id"])
         try:
-            await self.ctx.sink.on_message(message)
+            if message is not None:
+                await self.ctx.sink.on_message(message)
+            elif change is not None:
+                await self.ctx.sink.on_message_change(change)
         except Exception:
             # Not acked: the hub redelivers it on the next connection.
-            log.exception("session %s: message %s was not taken over", self.ctx.session_id, message.id)
+            log.exception("session %s: message %s was not taken over", self.ctx.session_id, msg_id)
             return
         try:
-            link.channel.emit(ops.ACK, {"id": message.id})
+            link.channel.emit(ops.ACK, {"id": msg_id})
         except PeerGone:
-            log.info("session %s: ack of %s not sent; it will be redelivered", self.ctx.session_id, message.id)
+            log.info("session %s: ack of %s not sent; it will be redelivered", self.ctx.session_id, msg_id)
 
     async def _incoming(self, body: dict[str, Any]) -> IncomingMessage:
         msg_id = str(body["id"])
@@ -556,6 +571,25 @@ def _read_media(path: Path) -> tuple[int, bytes | None]:
     if size > MEDIA_INLINE_MAX:
         return size, None
     return size, path.read_bytes()
+
+
+def _change(body: dict[str, Any]) -> MessageChange | None:
+    """A pushed edit or revoke of an earlier message (session_proc/sim/hub_changes.py), else None."""
+    kind = body.get("type")
+    target = body.get("editOf") if kind == "edit" else body.get("revokeOf") if kind == "revoke" else None
+    if not isinstance(target, str):
+        return None
+    sender = jid(str(body.get("from", "")))
+    timestamp = body.get("timestamp")
+    return MessageChange(
+        id=str(body["id"]),
+        chat=sender,
+        sender=sender,
+        target=target,
+        kind=str(kind),
+        timestamp=float(timestamp) if isinstance(timestamp, int | float) else 0.0,
+        text=_opt(body, "text", str) if kind == "edit" else None,
+    )
 
 
 def _opt(body: dict[str, Any], key: str, kind: type[T]) -> T | None:

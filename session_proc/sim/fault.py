@@ -35,7 +35,15 @@ import logging
 import os
 import time
 
-from session_proc.engine import EngineContext, EngineError, EngineSink, IncomingMessage, OutgoingMessage, SendResult
+from session_proc.engine import (
+    EngineContext,
+    EngineError,
+    EngineSink,
+    IncomingMessage,
+    MessageChange,
+    OutgoingMessage,
+    SendResult,
+)
 from session_proc.engines import FAULTS_ENV, faults_enabled
 from session_proc.sim.engine import SimEngine
 
@@ -87,6 +95,9 @@ class _Sink:
 
     async def on_message(self, message: IncomingMessage) -> None:
         await self.inner.on_message(message)
+
+    async def on_message_change(self, change: MessageChange) -> None:
+        await self.inner.on_message_change(change)
 
 
 def _block_forever() -> None:

@@ -46,6 +46,9 @@ ERR_BAD_REQUEST = "BAD_REQUEST"
 ERR_ALREADY_LINKED = "ALREADY_LINKED"
 
 MEDIA_TYPES = frozenset({"image", "document", "audio", "video"})
+# A send (or message push) of type "edit" (new text in text) or "revoke" changes the message named by
+# editOf / revokeOf (session_proc/sim/hub_changes.py); an edit only within this many seconds of its sending.
+EDIT_WINDOW = 15 * 60.0
 
 # Optional message fields carried as they are, by the send and message ops and in inboxes:
 # location (latitude, longitude, name, address), contact (name, vcard), reaction (reactionTo, emoji in text),

@@ -163,6 +163,7 @@ def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route (built once: the declarations do not change while running)."""
     # The route modules record their operations when imported.
     from supervisor.api import (  # noqa: F401
+        change_routes,
         docs,
         event_routes,
         health_routes,

@@ -14,7 +14,6 @@ from supervisor.database.store import MessageRow
 from supervisor.messaging.status import MessageStatus
 from supervisor.sessions.session import SessionError
 
-EDIT_WINDOW = 15 * 60.0  # WhatsApp refuses an edit of a message older than this (seconds)
 # A message that never left (or may not have) has nothing on the network to change.
 _NOT_SENT = frozenset({MessageStatus.FAILED, MessageStatus.UNKNOWN})
 

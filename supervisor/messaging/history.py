@@ -90,6 +90,8 @@ def message_view(row: MessageRow) -> dict[str, Any]:
         "timestamp": iso(row.timestamp),
         "status": row.status,
         "error": row.error,
+        "editedAt": None,
+        "revoked": False,
         **{_camel(k): v for k, v in row.extra.items()},
         "reactions": row.extra.get("reactions", []),
     }
