@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from harness import pid_alive, running_worker, unreachable_proxy, wait_for
 
-from session_proc.engine import EngineContext, EngineError, IncomingMessage, OutgoingMessage
+from session_proc.engine import EngineContext, EngineError, IncomingMessage, MessageChange, OutgoingMessage
 from session_proc.neonize.journal import SendJournal
 from transport import wire
 from transport.channel import RemoteError, RouterChannel
@@ -313,6 +313,7 @@ class _Sink:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
         self.messages: list[IncomingMessage] = []
+        self.changes: list[MessageChange] = []
 
     def on_qr(self, code: str, expires_at: float) -> None:
         self.events.append(("qr", (code, expires_at)))
@@ -334,6 +335,9 @@ class _Sink:
 
     async def on_message(self, message: IncomingMessage) -> None:
         self.messages.append(message)
+
+    async def on_message_change(self, change: MessageChange) -> None:
+        self.changes.append(change)
 
 
 class _FakeClient:

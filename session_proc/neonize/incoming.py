@@ -93,7 +93,7 @@ def unwrap(message: Message) -> Message:
     return message
 
 
-def _phone_jid(jid: JID, alt: JID) -> str:
+def phone_jid(jid: JID, alt: JID) -> str:
     # Newer chats address people by LID (hidden ids); the phone-number JID rides along as *Alt.
     if jid.Server == "lid" and alt.User:
         return jid_str(alt)
@@ -107,8 +107,8 @@ def map_message(event: MessageEv, *, me: str | None = None) -> MappedMessage | N
     source = info.MessageSource
     content = unwrap(event.Message)
     from_me = source.IsFromMe
-    sender = _phone_jid(source.Sender, source.SenderAlt)
-    chat = _phone_jid(source.Chat, source.RecipientAlt if from_me else source.SenderAlt)
+    sender = phone_jid(source.Sender, source.SenderAlt)
+    chat = phone_jid(source.Chat, source.RecipientAlt if from_me else source.SenderAlt)
     if source.IsGroup or from_me:
         to = chat
     else:

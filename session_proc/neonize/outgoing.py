@@ -31,7 +31,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
 from session_proc.engine import EngineError, OutgoingMessage
 
 MEDIA_TYPES = ("image", "document", "audio", "video")
-SEND_TYPES = ("text", "location", "contact", "reaction", *MEDIA_TYPES)
+SEND_TYPES = ("text", "location", "contact", "reaction", *MEDIA_TYPES, "edit", "revoke")
 DEFAULT_MIMETYPES = {
     "image": "image/jpeg",
     "document": "application/octet-stream",
@@ -62,8 +62,9 @@ def build_message(
 
     ``upload`` is the uploaded media of image/document/audio/video; ``quoted``
     the message replied to (``out.reply_to``); ``target`` the message reacted to
-    (``out.reaction_to``). Raises EngineError(INVALID_MESSAGE / UNSUPPORTED_TYPE)
-    for a message that cannot be built.
+    (``out.reaction_to``), edited or revoked (``out.edit_of``, ``out.revoke_of``:
+    changes.py). Raises EngineError(INVALID_MESSAGE / UNSUPPORTED_TYPE) for a
+    message that cannot be built.
     """
     now = time.time() if now is None else now
     kind = out.type
@@ -103,6 +104,10 @@ def build_message(
         if out.to.endswith("@g.us") and not target.from_me:
             key.participant = target.sender  # in groups the key names the author
         return Message(reactionMessage=ReactionMessage(key=key, text=out.text or "", senderTimestampMS=int(now * 1000)))
+    if kind in ("edit", "revoke"):
+        from session_proc.neonize.changes import build_change  # it imports this module
+
+        return build_change(out, target)
     raise EngineError("UNSUPPORTED_TYPE", f"cannot send messages of type {kind!r}; known: {', '.join(SEND_TYPES)}")
 
 
