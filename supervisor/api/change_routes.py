@@ -56,7 +56,7 @@ async def _change(request: web.Request, text: str | None) -> web.Response:
     body=bodies.EditMessageRequest,
     headers=bodies.SendHeaders,
     ok=_replies("editedAt"),
-    errors=_ERRORS,
+    errors=(*_ERRORS, 413, 415),  # the JSON body: too large, or not JSON
 )
 async def edit_message(request: web.Request) -> web.Response:
     body = v.parse(bodies.EditMessageRequest, await v.json_body(request))
