@@ -29,18 +29,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from session_proc.engine import (
-    Engine,
-    EngineContext,
-    EngineError,
-    IncomingMessage,
-    MessageChange,
-    OutgoingMessage,
-    SendResult,
-)
+from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.neonize import loader, send_errors
 from session_proc.neonize.journal import FAILED, SENDING, SENT, UNKNOWN, SendJournal
+from transport.wire import MessageChange
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -25,19 +25,12 @@ from typing import Any, TypeVar
 import zmq
 
 from common.tasks import cancel_and_wait
-from session_proc.engine import (
-    Engine,
-    EngineContext,
-    EngineError,
-    IncomingMessage,
-    MessageChange,
-    OutgoingMessage,
-    SendResult,
-)
+from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.sim import ops
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
+from transport.wire import MessageChange
 
 T = TypeVar("T")
 log = logging.getLogger("sim.engine")

@@ -1,6 +1,6 @@
 """Edits and revokes of the session's own messages: what may be changed, and the outbox payload that does it.
 
-A change travels like a message (``Outbox.submit_change``): its own WhatsApp id, chosen once and reused
+A change travels like a message (``Outbox.submit`` without a history row): its own WhatsApp id, chosen once and reused
 on every retry, an ``Idempotency-Key``, nothing lost across crashes. It has no history row of its own;
 once the network took it, its target's row changes with its event (``database/message_changes.py``).
 """

@@ -158,42 +158,25 @@ class Outbox:
     # -- accepting ---------------------------------------------------------------------
     async def submit(
         self,
-        message: MessageRow,
-        payload: wire.OutgoingMessage,
-        *,
-        idempotency_key: str | None = None,
-        fingerprint: str = "",
-    ) -> SendAnswer:
-        """Accept a message durably, try to send it, and answer within the send timeout."""
-        return await self._keyed(message.session_id, message, payload, idempotency_key, fingerprint)
-
-    async def submit_change(
-        self,
         session_id: str,
         payload: wire.OutgoingMessage,
         *,
+        row: MessageRow | None,
         idempotency_key: str | None = None,
         fingerprint: str = "",
     ) -> SendAnswer:
-        """Accept a change of a message in history (an edit, a revoke) like a message: durably, under
-        its own id, retried until settled; it has no history row, its sending changes its target's."""
-        return await self._keyed(session_id, None, payload, idempotency_key, fingerprint)
+        """Accept a message durably, try to send it, and answer within the send timeout.
 
-    async def _keyed(
-        self,
-        session_id: str,
-        message: MessageRow | None,
-        payload: wire.OutgoingMessage,
-        idempotency_key: str | None,
-        fingerprint: str,
-    ) -> SendAnswer:
+        ``row`` is its history row; None for a change of a message in history (an edit, a revoke),
+        which has none of its own: once sent, it changes its target's (``Store.finish_outgoing``).
+        """
         if idempotency_key is None:
-            return await self._submit(session_id, message, payload, None, fingerprint)
+            return await self._submit(session_id, row, payload, None, fingerprint)
         key = (session_id, idempotency_key)
         lock = self._keys.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                return await self._submit(session_id, message, payload, idempotency_key, fingerprint)
+                return await self._submit(session_id, row, payload, idempotency_key, fingerprint)
         finally:
             if not lock.locked() and self._keys.get(key) is lock:
                 del self._keys[key]

@@ -461,7 +461,9 @@ class SessionRegistry:
             # Checked against the wire contract here, before it is stored: a key the session process would
             # refuse is a bug of ours, answered now instead of retried until the TTL.
             message = wire.parse(wire.OutgoingMessage, payload, what="message to send")
-            answer = await self.outbox.submit(row, message, idempotency_key=idempotency_key, fingerprint=fingerprint)
+            answer = await self.outbox.submit(
+                session_id, message, row=row, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
             if answer.data.get("messageId") == message_id:
                 session.messages_out += 1
                 session.message_count += 1
@@ -499,10 +501,9 @@ class SessionRegistry:
         with self.sends_in_flight.track():
             self._check_open()
             session = self.get(session_id)
-            if idempotency_key is not None:
-                replayed = await self.outbox.replay(session_id, idempotency_key, fingerprint)
-                if replayed is not None:
-                    return replayed
+            known = idempotency_key is not None and await self.outbox.replay(session_id, idempotency_key, fingerprint)
+            if known:  # answered as the first time, whatever the session or the message is now
+                return known
             target = await self.store.message(session_id, message_id)
             if text is None:
                 fields = changes.revoke_payload(target, message_id)
@@ -512,8 +513,8 @@ class SessionRegistry:
                 )
             self._check_sendable(session)
             payload = wire.parse(wire.OutgoingMessage, {**fields, "id": new_message_id()}, what="message change")
-            return await self.outbox.submit_change(
-                session_id, payload, idempotency_key=idempotency_key, fingerprint=fingerprint
+            return await self.outbox.submit(
+                session_id, payload, row=None, idempotency_key=idempotency_key, fingerprint=fingerprint
             )
 
     async def ask(
