@@ -166,11 +166,25 @@ async def test_the_phones_edit_revoke_and_reaction_arrive_as_events_and_change_h
         )
         await wait_for(functools.partial(reacted, []), what="the reaction removed")
 
+        # The session's own reaction to the phone's message is listed on it too, once sent.
+        await _sent(w, "ph", {"type": "reaction", "messageId": incoming, "emoji": "🔥"})
+        row = await history_message(w, "ph", incoming)
+        assert row is not None and row["reactions"] == [{"from": f"{PHONE}@s.whatsapp.net", "emoji": "🔥"}]
+        mine = [e for e in await _events(w, "ph", "message.reaction") if e["messageId"] == incoming]
+        assert mine == [
+            {
+                "messageId": incoming,
+                "chat": f"{FRIEND}@s.whatsapp.net",
+                "from": f"{PHONE}@s.whatsapp.net",
+                "emoji": "🔥",
+            }
+        ]
+
         status, body = await w.hub("POST", f"/phones/{FRIEND}/messages/{incoming}/revoke")
         assert status == 200, body
         assert (await _event(w, "ph", "message.revoked", incoming))["by"] == f"{FRIEND}@s.whatsapp.net"
         row = await history_message(w, "ph", incoming)
-        assert row is not None and (row["revoked"], row["text"]) == (True, None)
+        assert row is not None and (row["revoked"], row["text"], row["reactions"]) == (True, None, [])
 
         # The hub plays WhatsApp's rules: only the sender changes a message, only once revoked.
         status, body = await w.hub("POST", f"/phones/{FRIEND}/messages/{ours}/edit", json={"text": "x"})
