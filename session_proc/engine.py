@@ -19,6 +19,7 @@ from transport.wire import (
     ContactCard,
     IncomingCall,
     IncomingMessage,
+    MessageChange,
     OutgoingMessage,
     PhoneCheck,
     PollVote,
@@ -35,6 +36,7 @@ __all__ = [
     "EngineSink",
     "IncomingCall",
     "IncomingMessage",
+    "MessageChange",
     "OutgoingMessage",
     "PhoneCheck",
     "PollVote",
@@ -42,7 +44,20 @@ __all__ = [
     "SendResult",
 ]
 
-MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "location", "contact", "reaction", "sticker", "poll")
+MESSAGE_TYPES = (
+    "text",
+    "image",
+    "document",
+    "audio",
+    "video",
+    "location",
+    "contact",
+    "reaction",
+    "sticker",
+    "poll",
+    "edit",
+    "revoke",
+)
 
 
 class EngineError(Exception):
@@ -106,6 +121,10 @@ class EngineSink(Protocol):
 
     async def on_poll_vote(self, vote: PollVote) -> None:
         """A vote on a poll (option hashes as received); returns once committed, raises if not."""
+
+    async def on_message_change(self, change: MessageChange) -> None:
+        """Someone edited or deleted for everyone a message; returns once the supervisor has committed it,
+        raises if not (like ``on_message``: acknowledged to the network only then)."""
 
 
 class Engine(abc.ABC):

@@ -232,6 +232,9 @@ class SessionProcess:
     async def on_poll_vote(self, vote: wire.PollVote) -> None:
         await wire.ask_supervisor(self.channel, vote, timeout=COMMIT_TIMEOUT)
 
+    async def on_message_change(self, change: wire.MessageChange) -> None:
+        await wire.ask_supervisor(self.channel, change, timeout=COMMIT_TIMEOUT)
+
 
 async def _amain(args: argparse.Namespace) -> int:
     proc = SessionProcess(args)

@@ -28,6 +28,7 @@ from session_proc.engines import START_ENV
 from supervisor import drain, worker_token
 from supervisor.api import (
     account_routes,
+    change_routes,
     contact_routes,
     event_routes,
     media_routes,
@@ -369,6 +370,7 @@ def build_app(settings: Settings, token: str) -> web.Application:
     install_api(app, settings, token)  # middlewares, session/health/metrics/docs routes
     app.add_routes(message_routes.routes)
     app.add_routes(outbox_routes.routes)
+    app.add_routes(change_routes.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(media_routes.routes)
     app.add_routes(account_routes.routes)

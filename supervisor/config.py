@@ -61,6 +61,8 @@ class Settings:
     # The worker-wide pace of each session's sends (supervisor/messaging/pacing.py); a session's own
     # settings override it. By default only first messages to new chats are spaced.
     pacing: PacingPolicy = field(default_factory=PacingPolicy)
+    # PATCH /messages/{id} refuses (EDIT_WINDOW_EXPIRED) an edit of a message older than this: WhatsApp's 15 minutes.
+    edit_window: float = 900.0
     sample_interval: float = 5.0  # psutil sampling period
     # A session process whose resident memory passes this many MB is killed ("memory limit") and
     # restarted like a crash, before one leaking session gets the whole pod OOM-killed; 0: no limit.
@@ -365,6 +367,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             daily_cap=_int(env, "PACING_DAILY_CAP", 0),
             warmup_days=_float(env, "PACING_WARMUP_DAYS", 0.0, maximum=365.0),
         ),
+        edit_window=_float(env, "EDIT_WINDOW", 900.0),
         sample_interval=_float(env, "SAMPLE_INTERVAL", 5.0, minimum=0.1),
         session_memory_limit_mb=_float(env, "SESSION_MEMORY_LIMIT_MB", 512.0),
         disk_free_warn_mb=_float(env, "DISK_FREE_WARN_MB", 256.0),

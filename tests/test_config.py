@@ -92,3 +92,10 @@ def test_worker_refuses_to_start_with_one_clear_line(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["wa-worker: bad configuration: PORT='eighty' is not an integer"]
+
+
+def test_the_edit_window_is_whatsapps_fifteen_minutes_unless_set() -> None:
+    assert load({}).edit_window == 900.0
+    assert load({"EDIT_WINDOW": "60"}).edit_window == 60.0
+    with pytest.raises(ConfigError, match="EDIT_WINDOW"):
+        load({"EDIT_WINDOW": "-1"})

@@ -27,7 +27,14 @@ from typing import Any
 import pytest
 from harness import pid_alive, running_worker, unreachable_proxy, wait_for
 
-from session_proc.engine import EngineContext, EngineError, IncomingCall, IncomingMessage, OutgoingMessage
+from session_proc.engine import (
+    EngineContext,
+    EngineError,
+    IncomingCall,
+    IncomingMessage,
+    MessageChange,
+    OutgoingMessage,
+)
 from session_proc.neonize.journal import SendJournal
 from transport import wire
 from transport.channel import RemoteError, RouterChannel
@@ -315,6 +322,7 @@ class _Sink:
         self.events: list[tuple[str, Any]] = []
         self.messages: list[IncomingMessage] = []
         self.votes: list[wire.PollVote] = []
+        self.changes: list[MessageChange] = []
 
     def on_qr(self, code: str, expires_at: float) -> None:
         self.events.append(("qr", (code, expires_at)))
@@ -355,6 +363,9 @@ class _Sink:
 
     async def on_poll_vote(self, vote: wire.PollVote) -> None:
         self.votes.append(vote)
+
+    async def on_message_change(self, change: MessageChange) -> None:
+        self.changes.append(change)
 
 
 class _FakeClient:

@@ -142,7 +142,7 @@ def message(message_id: str, text: str = "hello") -> tuple[MessageRow, wire.Outg
 
 async def submit(outbox: Outbox, message_id: str, **kw: Any) -> SendAnswer:
     row, payload = message(message_id)
-    return await outbox.submit(row, payload, **kw)
+    return await outbox.submit(row.session_id, payload, row=row, **kw)
 
 
 async def status_of(store: Store, message_id: str) -> tuple[str, str | None, float]:

@@ -28,7 +28,15 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from session_proc.engine import EngineContext, EngineError, IncomingCall, IncomingMessage, OutgoingMessage, PollVote
+from session_proc.engine import (
+    EngineContext,
+    EngineError,
+    IncomingCall,
+    IncomingMessage,
+    MessageChange,
+    OutgoingMessage,
+    PollVote,
+)
 from session_proc.sim.device_store import DeviceStore
 from session_proc.sim.engine import SimEngine
 from transport.protocol import REQ, Frame, decode, encode
@@ -48,7 +56,7 @@ class HubProcess:
     data_dir: Path
 
 
-async def spawn_hub(data_dir: Path, zmq_endpoint: str = "tcp://127.0.0.1:0") -> HubProcess:
+async def spawn_hub(data_dir: Path, zmq_endpoint: str = "tcp://127.0.0.1:0", *extra: str) -> HubProcess:
     """Start a hub and wait for its ready line."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -66,6 +74,7 @@ async def spawn_hub(data_dir: Path, zmq_endpoint: str = "tcp://127.0.0.1:0") -> 
         "1",
         "--heartbeat",
         str(HEARTBEAT),
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         cwd=REPO,
     )
@@ -208,6 +217,9 @@ class RecordingSink:
         if self.refuse_messages > 0:
             self.refuse_messages -= 1
             raise RuntimeError("the supervisor could not commit the vote")
+
+    async def on_message_change(self, change: MessageChange) -> None:
+        self._record("change", change)
 
 
 @dataclass
@@ -781,3 +793,89 @@ async def test_http_validation(api: HubApi, engines: Engines) -> None:
     assert (status, body["code"]) == (404, "NOT_LINKED")
     status, body = await api.get("/nowhere")
     assert (status, body["code"]) == (404, "NOT_FOUND")
+
+
+# -- edits and revokes (session_proc/sim/hub_changes.py) --------------------------------------
+async def test_a_session_edits_and_revokes_only_its_own_messages_and_the_other_device_hears_of_it(
+    engines: Engines, api: HubApi
+) -> None:
+    alice, _ = await link(engines, api, "628711", "alice")
+    _, bob_sink = await link(engines, api, "628712", "bob")
+    await alice.send(text("3EB0E1E1E1E1E1E1E1E1E1", "628712", "hi bbo"))
+    await bob_sink.next("message")
+    await alice.send(
+        OutgoingMessage(
+            id="3EB0E2E2E2E2E2E2E2E2E2",
+            to="628712@s.whatsapp.net",
+            type="edit",
+            edit_of="3EB0E1E1E1E1E1E1E1E1E1",
+            text="hi bob",
+        )
+    )
+    [change] = await bob_sink.next("change")
+    assert (change.kind, change.target, change.text, change.sender) == (
+        "edit",
+        "3EB0E1E1E1E1E1E1E1E1E1",
+        "hi bob",
+        "628711@s.whatsapp.net",
+    )
+    [entry] = await api.inbox("628712")
+    assert (entry["text"], entry["edited"]) == ("hi bob", True)
+    # bob cannot edit or revoke what alice sent him; nobody can change a message the recipient never got.
+    bob = engines.made[1]
+    for to, code in (("628712", "NOT_OWN_MESSAGE"), ("628711", "UNKNOWN_MESSAGE")):
+        for kind, target_field in (("edit", "edit_of"), ("revoke", "revoke_of")):
+            with pytest.raises(EngineError) as err:
+                change_id = f"3EB0B0B{kind}{to}"
+                fields: dict[str, Any] = {target_field: "3EB0E1E1E1E1E1E1E1E1E1"}
+                await bob.send(OutgoingMessage(id=change_id, to=f"{to}@s.whatsapp.net", type=kind, text="x", **fields))
+            assert err.value.code == code
+    await alice.send(
+        OutgoingMessage(
+            id="3EB0E3E3E3E3E3E3E3E3E3", to="628712@s.whatsapp.net", type="revoke", revoke_of="3EB0E1E1E1E1E1E1E1E1E1"
+        )
+    )
+    [change] = await bob_sink.next("change")
+    assert (change.kind, change.target, change.text) == ("revoke", "3EB0E1E1E1E1E1E1E1E1E1", None)
+    [entry] = await api.inbox("628712")
+    assert (entry["text"], entry["revoked"]) == (None, True)
+    # A resent revoke (the outbox retries under the same id) is no error.
+    await alice.send(
+        OutgoingMessage(
+            id="3EB0E3E3E3E3E3E3E3E3E3", to="628712@s.whatsapp.net", type="revoke", revoke_of="3EB0E1E1E1E1E1E1E1E1E1"
+        )
+    )
+    # The phone cannot edit a message it received.
+    status, body = await api.post("/phones/628712/messages/3EB0E1E1E1E1E1E1E1E1E1/edit", {"text": "mine now"})
+    assert status == 409 and body["code"] == "NOT_OWN_MESSAGE"
+
+
+async def test_the_hub_refuses_edits_past_its_window(tmp_path: Path) -> None:
+    hub = await spawn_hub(tmp_path / "hub", "tcp://127.0.0.1:0", "--edit-window", "0")
+    made = Engines(hub=hub, root=tmp_path)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = HubApi(http, hub.http)
+            engine, sink = await link(made, api, "628721")
+            await engine.send(text("3EB0F1F1F1F1F1F1F1F1F1", "628722", "first"))
+            with pytest.raises(EngineError) as err:
+                await engine.send(
+                    OutgoingMessage(
+                        id="3EB0F2F2F2F2F2F2F2F2F2",
+                        to="628722@s.whatsapp.net",
+                        type="edit",
+                        edit_of="3EB0F1F1F1F1F1F1F1F1F1",
+                        text="second",
+                    )
+                )
+            assert err.value.code == "EDIT_WINDOW_EXPIRED"
+            status, sent = await api.post("/phones/628722/messages", {"to": "628721", "text": "from the phone"})
+            assert status == 200
+            await sink.next("message")
+            status, body = await api.post(f"/phones/628722/messages/{sent['id']}/edit", {"text": "edited"})
+            assert status == 409 and body["code"] == "EDIT_WINDOW_EXPIRED"
+            assert [m["text"] for m in await api.inbox("628722")] == ["first"]
+    finally:
+        for engine in made.made:
+            await asyncio.wait_for(engine.stop(), WAIT)
+        await stop_process(hub.proc)

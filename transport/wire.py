@@ -70,6 +70,7 @@ class ToSupervisor(StrEnum):
     CALL = "call"
     CALL_REJECTED = "call_rejected"
     POLL_VOTE = "poll_vote"
+    MESSAGE_CHANGE = "message_change"
 
 
 class ChildEvent(StrEnum):
@@ -194,6 +195,10 @@ class OutgoingMessage(ChildRequest[SendResult]):
     poll: PollSpec | None = None  # type "poll"
     view_once: bool = False  # image or video shown once
     voice: bool = False  # audio as a voice note (push-to-talk)
+    # type "edit": the message whose text becomes `text` (or, for media, whose caption becomes `caption`;
+    # `mimetype` is then the original's). type "revoke": the message deleted for everyone.
+    edit_of: str | None = None
+    revoke_of: str | None = None
 
 
 class Logout(ChildRequest[Done]):
@@ -372,6 +377,22 @@ class IncomingMessage(SupervisorRequest[Done]):
     voice: bool = False
 
 
+class MessageChange(SupervisorRequest[Done]):
+    """Someone edited (``kind`` "edit", new ``text``) or deleted for everyone (``kind`` "revoke") the message
+    ``target``; answered once the supervisor committed the change to history and its event."""
+
+    OP = ToSupervisor.MESSAGE_CHANGE
+    REPLY = Done
+
+    id: str  # the change's own message id on the network
+    chat: str
+    sender: str
+    target: str
+    kind: str  # "edit" | "revoke"
+    timestamp: float  # epoch seconds
+    text: str | None = None
+
+
 class Fatal(SupervisorRequest[Done]):
     """The process is about to exit with a crash: why, as a machine code and a message."""
 
@@ -509,7 +530,7 @@ CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(
     *(CheckPhones, ContactInfo, SetBlocked, Blocklist, SetDisappearing),  # contacts, blocking, disappearing
 )
 SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(
-    IncomingMessage, Fatal, IncomingCall, CallRejected, PollVote
+    IncomingMessage, Fatal, IncomingCall, CallRejected, PollVote, MessageChange
 )
 EVENTS: dict[str, type[Event]] = _by_op(
     Ready, Qr, Connected, Disconnected, LoggedOut, Receipt, Creds, ChatPresence, PresenceUpdate

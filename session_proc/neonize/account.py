@@ -16,8 +16,7 @@ from neonize.proto.Neonize_pb2 import Presence as PresenceEv
 from neonize.utils.enum import ChatPresence, ChatPresenceMedia, Presence, ReceiptType
 
 from session_proc.engine import IncomingCall
-from session_proc.neonize.incoming import _phone_jid as phone_jid
-from session_proc.neonize.incoming import jid_str
+from session_proc.neonize.incoming import jid_str, phone_jid
 
 # Read receipts as WhatsApp's blue ticks; PLAYED (a voice note listened to) is not what POST /read says.
 READ_RECEIPT = ReceiptType.READ

@@ -43,6 +43,7 @@ from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.neonize import loader, send_errors
 from session_proc.neonize.account_engine import NeonizeAccount
 from session_proc.neonize.journal import FAILED, SENDING, SENT, UNKNOWN, SendJournal
+from transport.wire import MessageChange
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -254,7 +255,8 @@ class NeonizeEngine(NeonizeAccount, Engine):
         if message.id in self._inflight:
             raise EngineError("SEND_IN_PROGRESS", f"message {message.id} is being sent")
         quoted = self._quoted(message.reply_to, message.to) if message.reply_to else None
-        target = self._quoted(message.reaction_to, message.to) if message.reaction_to else None
+        changed = message.reaction_to or message.edit_of or message.revoke_of  # by the worker's id
+        target = self._quoted(changed, message.to) if changed else None
         self._inflight.add(message.id)
         try:
             self._go_calls += 1
@@ -497,8 +499,12 @@ class NeonizeEngine(NeonizeAccount, Engine):
         assert self._incoming is not None and self._loop is not None
         if self._cb_poll_vote(event):
             return
+        from session_proc.neonize.changes import map_change  # imports neonize's builder: after load()
+
+        mapped: MappedMessage | MessageChange | None
         try:
-            mapped = self._incoming.map_message(event, me=self._me)
+            # An edit or a revoke is a protocol message, which map_message leaves out.
+            mapped = map_change(event) or self._incoming.map_message(event, me=self._me)
         except Exception:
             log.exception("an incoming message could not be read")
             return
@@ -509,7 +515,7 @@ class NeonizeEngine(NeonizeAccount, Engine):
         if not self._commit(mapped):
             log.error(
                 "message %s not committed within %.0fs: exiting unacknowledged, WhatsApp delivers it again",
-                mapped.message.id,
+                mapped.id if isinstance(mapped, MessageChange) else mapped.message.id,
                 self.deliver_wait,
             )
             logging.shutdown()
@@ -532,11 +538,16 @@ class NeonizeEngine(NeonizeAccount, Engine):
             os._exit(EXIT_UNACKNOWLEDGED)
         return True
 
-    def _commit(self, mapped: MappedMessage) -> bool:
-        """On whatsmeow's thread: hand one message to the supervisor, retrying until it is committed
-        or ``deliver_wait`` has passed; False if it was not committed."""
+    def _commit(self, mapped: MappedMessage | MessageChange) -> bool:
+        """On whatsmeow's thread: hand one message (or an edit or revoke) to the supervisor, retrying until
+        it is committed or ``deliver_wait`` has passed; False if it was not committed."""
         assert self._loop is not None
         deadline = time.monotonic() + self.deliver_wait
+        if isinstance(mapped, MessageChange):
+            # The API names our own messages by the worker's ids (our edit from another device).
+            mapped.target = self._worker_by_wa.get(mapped.target, mapped.target)
+            change = mapped
+            return self._hand_over(change.id, lambda: self.ctx.sink.on_message_change(change), deadline)
         try:
             message = asyncio.run_coroutine_threadsafe(self._prepare(mapped), self._loop).result(self.deliver_wait)
         except Exception:

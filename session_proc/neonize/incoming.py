@@ -94,7 +94,7 @@ def unwrap(message: Message) -> Message:
     return message
 
 
-def _phone_jid(jid: JID, alt: JID) -> str:
+def phone_jid(jid: JID, alt: JID) -> str:
     # Newer chats address people by LID (hidden ids); the phone-number JID rides along as *Alt.
     if jid.Server == "lid" and alt.User:
         return jid_str(alt)
@@ -108,8 +108,8 @@ def map_message(event: MessageEv, *, me: str | None = None) -> MappedMessage | N
     source = info.MessageSource
     content = unwrap(event.Message)
     from_me = source.IsFromMe
-    sender = _phone_jid(source.Sender, source.SenderAlt)
-    chat = _phone_jid(source.Chat, source.RecipientAlt if from_me else source.SenderAlt)
+    sender = phone_jid(source.Sender, source.SenderAlt)
+    chat = phone_jid(source.Chat, source.RecipientAlt if from_me else source.SenderAlt)
     if source.IsGroup or from_me:
         to = chat
     else:
@@ -197,9 +197,6 @@ def _view_once(message: Message, content: Message) -> bool:
     # Phones wrap a view-once photo (viewOnceMessageV2); neonize's builders set the part's own flag.
     wrapped = any(message.HasField(w) for w in _VIEW_ONCE_WRAPPERS)  # type: ignore[arg-type]
     return wrapped or content.imageMessage.viewOnce or content.videoMessage.viewOnce
-
-
-phone_jid = _phone_jid  # public: votes name their voters the same way (polls.py)
 
 
 def _media_field(content: Message) -> str | None:

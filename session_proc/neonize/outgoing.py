@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from session_proc.neonize.polls import PollBuilder
 
 MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
-SEND_TYPES = ("text", "location", "contact", "reaction", "poll", *MEDIA_TYPES)
+SEND_TYPES = ("text", "location", "contact", "reaction", "poll", *MEDIA_TYPES, "edit", "revoke")
 DEFAULT_MIMETYPES = {
     "image": "image/jpeg",
     "document": "application/octet-stream",
@@ -70,9 +70,9 @@ def build_message(
 
     ``upload`` is the uploaded media of image/document/audio/video; ``quoted``
     the message replied to (``out.reply_to``); ``target`` the message reacted to
-    (``out.reaction_to``); ``poll_builder`` neonize's poll builder (a Go call, so handed in).
-    Raises EngineError(INVALID_MESSAGE / UNSUPPORTED_TYPE)
-    for a message that cannot be built.
+    (``out.reaction_to``), edited or revoked (``out.edit_of``, ``out.revoke_of``:
+    changes.py); ``poll_builder`` neonize's poll builder (a Go call, so handed in).
+    Raises EngineError(INVALID_MESSAGE / UNSUPPORTED_TYPE) for a message that cannot be built.
     """
     now = time.time() if now is None else now
     kind = out.type
@@ -116,6 +116,10 @@ def build_message(
         from session_proc.neonize.polls import build_poll
 
         return build_poll(out, poll_builder, _context(out, quoted))
+    if kind in ("edit", "revoke"):
+        from session_proc.neonize.changes import build_change  # it imports this module
+
+        return build_change(out, target)
     raise EngineError("UNSUPPORTED_TYPE", f"cannot send messages of type {kind!r}; known: {', '.join(SEND_TYPES)}")
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from common import logfmt
 from common.tasks import cancel_and_wait
 from session_proc.proctitle import die_with_parent, set_title
+from session_proc.sim import ops
 from session_proc.sim.hub import HEARTBEAT_INTERVAL, QR_TTL, Hub
 from session_proc.sim.hub_http import create_app
 from session_proc.sim.hub_store import HubStore
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--heartbeat", type=float, default=HEARTBEAT_INTERVAL, help="seconds between heartbeats to engines"
+    )
+    parser.add_argument(
+        "--edit-window", type=float, default=ops.EDIT_WINDOW, help="seconds a message may be edited after it was sent"
     )
     args = parser.parse_args(argv)
     if args.qr_ttl <= 0 or args.heartbeat <= 0:
@@ -71,7 +75,14 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     store = HubStore(args.data_dir / "hub.db")
-    hub = Hub(store, zmq_endpoint=args.zmq, qr_ttl=args.qr_ttl, qr_max=args.qr_max, heartbeat_interval=args.heartbeat)
+    hub = Hub(
+        store,
+        zmq_endpoint=args.zmq,
+        qr_ttl=args.qr_ttl,
+        qr_max=args.qr_max,
+        heartbeat_interval=args.heartbeat,
+        edit_window=args.edit_window,
+    )
     runner = web.AppRunner(create_app(hub), access_log=None)
     watcher: asyncio.Task[None] | None = None
     try:

@@ -40,6 +40,7 @@ from session_proc.sim import ops, poll_votes
 from session_proc.sim.account import SimAccount
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
+from transport.wire import MessageChange
 
 T = TypeVar("T")
 log = logging.getLogger("sim.engine")
@@ -180,6 +181,8 @@ class SimEngine(SimAccount, Engine):
             "poll": poll_votes.outgoing_poll(message.poll),
             "viewOnce": message.view_once or None,
             "voice": message.voice or None,
+            "editOf": message.edit_of,
+            "revokeOf": message.revoke_of,
         }
         if message.type in ops.MEDIA_TYPES:
             if not message.media_path:
@@ -508,10 +511,13 @@ class SimEngine(SimAccount, Engine):
         self._call(self.ctx.sink.on_connected, creds.phone, creds.push_name)
 
     async def _on_message(self, link: _Link, body: dict[str, Any]) -> None:
+        change = _change(body)
         if body.get("type") == ops.POLL_VOTE_TYPE:
             voter = jid(str(body.get("from", "")))
             vote = poll_votes.poll_vote(body, voter=voter, chat=voter)
             msg_id, committed = vote.id, self.ctx.sink.on_poll_vote(vote)
+        elif change is not None:
+            msg_id, committed = change.id, self.ctx.sink.on_message_change(change)
         else:
             message = await self._incoming(body)
             msg_id, committed = message.id, self.ctx.sink.on_message(message)
@@ -639,6 +645,25 @@ def _read_media(path: Path) -> tuple[int, bytes | None]:
     if size > MEDIA_INLINE_MAX:
         return size, None
     return size, path.read_bytes()
+
+
+def _change(body: dict[str, Any]) -> MessageChange | None:
+    """A pushed edit or revoke of an earlier message (session_proc/sim/hub_changes.py), else None."""
+    kind = body.get("type")
+    target = body.get("editOf") if kind == "edit" else body.get("revokeOf") if kind == "revoke" else None
+    if not isinstance(target, str):
+        return None
+    sender = jid(str(body.get("from", "")))
+    timestamp = body.get("timestamp")
+    return MessageChange(
+        id=str(body["id"]),
+        chat=sender,
+        sender=sender,
+        target=target,
+        kind=str(kind),
+        timestamp=float(timestamp) if isinstance(timestamp, int | float) else 0.0,
+        text=_opt(body, "text", str) if kind == "edit" else None,
+    )
 
 
 def _opt(body: dict[str, Any], key: str, kind: type[T]) -> T | None:

@@ -41,6 +41,7 @@ from session_proc.engine import (
     EngineSink,
     IncomingCall,
     IncomingMessage,
+    MessageChange,
     OutgoingMessage,
     PollVote,
     SendResult,
@@ -111,6 +112,9 @@ class _Sink:
 
     async def on_poll_vote(self, vote: PollVote) -> None:
         await self.inner.on_poll_vote(vote)
+
+    async def on_message_change(self, change: MessageChange) -> None:
+        await self.inner.on_message_change(change)
 
 
 def _block_forever() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
-from session_proc.sim import hub_account, hub_polls, ops
+from session_proc.sim import hub_account, hub_changes, hub_polls, ops
 from session_proc.sim.hub_contacts import OPS as CONTACT_OPS
 from session_proc.sim.hub_contacts import ContactBook, ContactError
 from session_proc.sim.hub_phones import PhoneRegistry
@@ -200,10 +200,12 @@ class Hub:
         qr_max: int = 0,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         pair_code_ttl: float = PAIR_CODE_TTL,
+        edit_window: float = ops.EDIT_WINDOW,
     ) -> None:
         self._store = store
         self.phones = PhoneRegistry(store.db, self._linked_push_name)
         self.contacts = ContactBook(store.db, self.phones)
+        self._edit_window = edit_window
         self._qr_ttl = qr_ttl
         self._qr_max = qr_max  # QR codes per login attempt; 0: rotate until scanned
         self._pair_code_ttl = pair_code_ttl
@@ -349,6 +351,8 @@ class Hub:
         msg_id = req_str(body, "id", max_len=MAX_ID_LENGTH)
         to = check_phone(body.get("to"), "to")
         msg_type = opt_str(body, "type", max_len=32) or "text"
+        if msg_type in hub_changes.CHANGE_TYPES:
+            return self._device_change(device, msg_id, to, body)
         media = body.get("media")
         if media is not None and not isinstance(media, bytes):
             raise HubError(400, "BAD_REQUEST", "media must be bytes")
@@ -389,6 +393,26 @@ class Hub:
             device.device_id, ops.RECEIPT, msg_id, {"id": msg_id, "status": "delivered", "chat": to, "timestamp": ts}
         )
         log.info("device %s sent %s to %s (delivery %d)", device.device_id, msg_id, to, deliveries)
+        return {"id": msg_id, "timestamp": ts}
+
+    def _device_change(self, device: Device, msg_id: str, to: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A device edits or revokes a message it sent (hub_changes.py); the recipient's other linked
+        devices hear of it like a message."""
+        change = hub_changes.device_change(self._store, device.phone, body, window=self._edit_window)
+        ts = time.time()
+        push = {
+            "id": msg_id,
+            "from": device.phone,
+            "to": to,
+            "type": change.kind,
+            hub_changes.TARGET_KEYS[change.kind]: change.target,
+            "text": change.caption if change.caption is not None else change.text,
+            "timestamp": ts,
+        }
+        for target in self._store.devices(to):
+            if target.device_id != device.device_id:
+                self._queue(target.device_id, ops.MESSAGE, msg_id, push)
+        log.info("device %s: %s of %s sent to %s", device.device_id, change.kind, change.target, to)
         return {"id": msg_id, "timestamp": ts}
 
     def _pair_code(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
@@ -448,6 +472,9 @@ class Hub:
             except (binascii.Error, ValueError):
                 raise HubError(400, "BAD_REQUEST", "mediaBase64 is not valid base64") from None
         msg_type = opt_str(body, "type", max_len=32) or ("document" if media is not None else "text")
+        if msg_type == "reaction":
+            body = hub_changes.reaction_fields(body)
+            hub_changes.react_in_inbox(self._store, phone, body["reactionTo"], body["text"])
         entry = InboxEntry(
             id=new_message_id(),
             phone=to,
@@ -468,6 +495,7 @@ class Hub:
             # The account blocked this number: the server drops it; the sender never learns why.
             log.info("phone %s sent %s to %s, which blocked it: dropped", phone, entry.id, to)
             return {"id": entry.id, "queued": True}
+        self._store.remember_sent(phone, entry.id, to, entry.timestamp)
         incoming = self._incoming_body(entry, media)
         pushed = False
         for target in targets:
@@ -488,6 +516,17 @@ class Hub:
             pushed |= self._queue(target.device_id, ops.MESSAGE, vote["id"], vote)
         log.info("phone %s voted on poll %s (%s)", phone, message_id, "pushed" if pushed else "queued")
         return {"id": vote["id"], "queued": not pushed}
+
+    def phone_change(self, phone: str, msg_id: str, kind: str, text: str | None = None) -> dict[str, Any]:
+        """The phone edits (``kind`` "edit", new ``text``) or revokes a message it sent; the devices
+        linked to its recipient receive the change (hub_changes.py)."""
+        check_phone(phone)
+        to, push = hub_changes.phone_change(self._store, phone, msg_id, kind, text, window=self._edit_window)
+        pushed = False
+        for target in self._store.devices(to):
+            pushed |= self._queue(target.device_id, ops.MESSAGE, push["id"], push)
+        log.info("phone %s: %s of %s (%s)", phone, kind, msg_id, "pushed" if pushed else "queued")
+        return {"id": push["id"], "queued": not pushed}
 
     def phone_messages(self, phone: str) -> list[dict[str, Any]]:
         """What the phone received, oldest first, one entry per message id."""

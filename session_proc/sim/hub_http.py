@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from session_proc.sim import hub_changes_http
 from session_proc.sim.hub import Hub, HubError, opt_str, req_str
 
 HUB_KEY = web.AppKey("hub", Hub)
@@ -31,7 +32,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": exc.reason, "code": code}, status=exc.status)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object ({} without a body), or HubError 400."""
     if not request.can_read_body:
         return {}
     try:
@@ -43,16 +45,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-read_body = _body  # for the routes of other modules (hub_account_http)
-
-
 def _hub(request: web.Request) -> Hub:
     return request.app[HUB_KEY]
 
 
 async def scan(request: web.Request) -> web.Response:
     """``POST /phones/{phone}/scan {qr, pushName?}``."""
-    body = await _body(request)
+    body = await read_body(request)
     result = _hub(request).scan(
         request.match_info["phone"], req_str(body, "qr", max_len=4096), opt_str(body, "pushName", max_len=256)
     )
@@ -61,7 +60,7 @@ async def scan(request: web.Request) -> web.Response:
 
 async def pair(request: web.Request) -> web.Response:
     """``POST /phones/{phone}/pair {code, pushName?}``."""
-    body = await _body(request)
+    body = await read_body(request)
     result = _hub(request).pair(
         request.match_info["phone"], req_str(body, "code", max_len=64), opt_str(body, "pushName", max_len=256)
     )
@@ -70,7 +69,7 @@ async def pair(request: web.Request) -> web.Response:
 
 async def send_message(request: web.Request) -> web.Response:
     """``POST /phones/{phone}/messages {to, text, type?, caption?, mimetype?, mediaBase64?}``."""
-    body = await _body(request)
+    body = await read_body(request)
     return web.json_response(_hub(request).phone_send(request.match_info["phone"], body))
 
 
@@ -81,14 +80,14 @@ async def list_messages(request: web.Request) -> web.Response:
 
 async def vote(request: web.Request) -> web.Response:
     """``POST /phones/{phone}/polls/{messageId}/vote {options}``: vote on a received poll ([] retracts)."""
-    body = await _body(request)
+    body = await read_body(request)
     hub = _hub(request)
     return web.json_response(hub.phone_vote(request.match_info["phone"], request.match_info["messageId"], body))
 
 
 async def read(request: web.Request) -> web.Response:
     """``POST /phones/{phone}/read {ids}``."""
-    body = await _body(request)
+    body = await read_body(request)
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise HubError(400, "BAD_REQUEST", "ids must be a list of message ids")
@@ -118,7 +117,7 @@ def _opt_number(body: dict[str, Any], key: str, *, limit: float) -> float | None
 
 async def set_faults(request: web.Request) -> web.Response:
     """``POST /faults {dropConnections?, latencyMs?, refuseSendsSeconds?, clear?}``."""
-    body = await _body(request)
+    body = await read_body(request)
     latency = _opt_number(body, "latencyMs", limit=60_000)
     result = _hub(request).set_faults(
         clear=_opt_bool(body, "clear"),
@@ -161,4 +160,6 @@ def create_app(hub: Hub) -> web.Application:
     from session_proc.sim.hub_phones_http import add_phone_routes
 
     add_phone_routes(app)
+
+    hub_changes_http.add_routes(app)
     return app

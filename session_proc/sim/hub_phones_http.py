@@ -12,7 +12,7 @@ from aiohttp import web
 
 from session_proc.sim.hub import HubError, check_phone, opt_str
 from session_proc.sim.hub_http import HUB_KEY
-from session_proc.sim.hub_http import _body as json_body  # the hub's one JSON body reader
+from session_proc.sim.hub_http import read_body as json_body  # the hub's one JSON body reader
 from session_proc.sim.hub_phones import PhoneProfile, PhoneRegistry
 
 MAX_NAME = 256

@@ -53,6 +53,16 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE INDEX IF NOT EXISTS pending_device ON pending(device_id, seq);
 -- A resent message waits once; receipts (delivered, then read) may share an id.
 CREATE UNIQUE INDEX IF NOT EXISTS pending_message ON pending(device_id, msg_id) WHERE kind = 'message';
+
+-- What each phone sent (hub_changes.py): only its sender may edit or revoke a message.
+CREATE TABLE IF NOT EXISTS sent_by_phone (
+    phone     TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    to_phone  TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    revoked   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (phone, id)
+);
 """
 
 
@@ -88,6 +98,9 @@ class InboxEntry:
     def to_json(self) -> dict[str, Any]:
         """The entry as ``GET /phones/{phone}/messages`` shows it."""
         return {
+            "edited": False,
+            "revoked": False,
+            "reactions": [],
             **self.extra,
             "id": self.id,
             "from": self.from_phone,
@@ -227,6 +240,34 @@ class HubStore:
             sql += f" AND id IN ({','.join('?' * len(ids))})"
             args.extend(ids)
         return [_inbox_entry(row) for row in self._db.execute(sql + " ORDER BY seq", args)]
+
+    def update_inbox(
+        self, phone: str, msg_id: str, *, text: str | None, caption: str | None, extra: dict[str, Any]
+    ) -> None:
+        """Change a message in a phone's inbox (an edit, a revoke, a reaction: hub_changes.py)."""
+        self._db.execute(
+            "UPDATE inbox SET text = ?, caption = ?, extra = ? WHERE phone = ? AND id = ?",
+            (text, caption, json.dumps(extra) if extra else None, phone, msg_id),
+        )
+
+    # -- what phones sent (hub_changes.py) ---------------------------------------
+    def remember_sent(self, phone: str, msg_id: str, to: str, timestamp: float) -> None:
+        """Record a message a phone sent, so that it alone may edit or revoke it."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO sent_by_phone (phone, id, to_phone, timestamp) VALUES (?, ?, ?, ?)",
+            (phone, msg_id, to, timestamp),
+        )
+
+    def sent_by(self, phone: str, msg_id: str) -> tuple[str, float, bool] | None:
+        """``(recipient, sent at, revoked)`` of a message ``phone`` sent, or None."""
+        row = self._db.execute(
+            "SELECT to_phone, timestamp, revoked FROM sent_by_phone WHERE phone = ? AND id = ?", (phone, msg_id)
+        ).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]), bool(row[2]))
+
+    def mark_sent_revoked(self, phone: str, msg_id: str) -> None:
+        """A phone deleted a message it sent for everyone."""
+        self._db.execute("UPDATE sent_by_phone SET revoked = 1 WHERE phone = ? AND id = ?", (phone, msg_id))
 
     # -- pending pushes --------------------------------------------------------
     def add_pending(self, device_id: str, kind: str, msg_id: str, body: dict[str, Any]) -> Pending | None:

@@ -59,6 +59,9 @@ MEDIA_TYPES = frozenset({"image", "document", "audio", "video", "sticker"})
 # pollUpdateMessage: {id, from, to, type: "poll_vote", pollId, selectedHashes: [hex SHA-256 of option names],
 # timestamp}; an empty list retracts the phone's vote.
 POLL_VOTE_TYPE = "poll_vote"
+# A send (or message push) of type "edit" (new text in text) or "revoke" changes the message named by
+# editOf / revokeOf (session_proc/sim/hub_changes.py); an edit only within this many seconds of its sending.
+EDIT_WINDOW = 15 * 60.0
 
 # Optional message fields carried as they are, by the send and message ops and in inboxes:
 # location (latitude, longitude, name, address), contact (name, vcard), reaction (reactionTo, emoji in text),

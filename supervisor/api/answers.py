@@ -202,6 +202,28 @@ class PollSpec(Answer):
     multiple: bool
 
 
+class Reaction(Answer):
+    """One person's reaction to a message."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    sender: Annotated[str | None, Field(alias="from", description="the reactor's JID")]
+    emoji: str
+
+
+class MessageChanged(Answer):
+    """PATCH /session/{id}/messages/{messageId} and DELETE (revokedAt instead of editedAt)."""
+
+    messageId: Annotated[str, Field(description="the message edited or deleted")]
+    status: Annotated[
+        Literal["pending", "sent", "failed", "unknown"],
+        Field(description="of the change, sent through the outbox like a message"),
+    ]
+    editedAt: Annotated[IsoTime | None, Field(description="when the edit was sent (null while pending)")] = None
+    revokedAt: Annotated[IsoTime | None, Field(description="when the revoke was sent (null while pending)")] = None
+    error: Annotated[str | None, Field(description="why the change failed")] = None
+
+
 class Message(Answer):
     """One message of the history (also the data of message events)."""
 
@@ -237,6 +259,13 @@ class Message(Answer):
             " (never downloaded), or the download failed"
         ),
     ] = None
+    # edits, revokes and reactions (messaging/changes.py, database/message_changes.py)
+    editedAt: Annotated[IsoTime | None, Field(description="when its text (or caption) was last edited")] = None
+    revoked: Annotated[bool | None, Field(description="deleted for everyone: no text, caption or media")] = None
+    revokedAt: IsoTime | None = None
+    reactions: Annotated[
+        list[Reaction], Field(description="each reactor's latest reaction (an empty emoji removed it)")
+    ] = []
     # polls, stickers, view-once, voice notes
     poll: Annotated[PollSpec | None, Field(description="type poll: its question and options")] = None
     viewOnce: Annotated[bool | None, Field(description="an image or video shown once (only when true)")] = None

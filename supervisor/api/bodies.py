@@ -618,16 +618,23 @@ class PathId(Query):
     id: SessionId
 
 
-class PathMessage(PathId):
-    """The ``{id}`` and ``{messageId}`` of /session/{id}/.../{messageId} paths."""
-
-    messageId: Annotated[str, Field(min_length=1, max_length=128)]
-
-
 class PollPath(PathId):
     """The path of GET /session/{id}/polls/{messageId}."""
 
     messageId: Annotated[MessageId, Field(description="the poll's message id (as the send answered it)")]
+
+
+class MessagePath(Query):
+    """The ``{id}`` and ``{messageId}`` of /session/{id}/messages/{messageId}."""
+
+    id: SessionId
+    messageId: MessageId
+
+
+class EditMessageRequest(Body):
+    """PATCH /session/{id}/messages/{messageId}: the message's new text (its caption for media)."""
+
+    text: Text
 
 
 class SendHeaders(Query):

@@ -56,13 +56,18 @@ class ErrorCode(StrEnum):
     ENGINE_ERROR = "ENGINE_ERROR"  # WhatsApp (or the engine) refused or failed an account operation
     ENGINE_TIMEOUT = "ENGINE_TIMEOUT"  # the session's process did not answer in time
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
-    UNKNOWN_MESSAGE = "UNKNOWN_MESSAGE"
     MESSAGE_SENDING = "MESSAGE_SENDING"  # on its way to WhatsApp right now: too late to cancel
     WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
     SESSION_LEASED = "SESSION_LEASED"
     BACKUP_REFUSED = "BACKUP_REFUSED"
     PROXY_MISMATCH = "PROXY_MISMATCH"
     PROXY_UNREADABLE = "PROXY_UNREADABLE"
+    # edits and revokes of a message in history
+    UNKNOWN_MESSAGE = "UNKNOWN_MESSAGE"  # history holds no message with this id
+    NOT_OWN_MESSAGE = "NOT_OWN_MESSAGE"  # only the session's own messages can be edited or revoked
+    EDIT_WINDOW_EXPIRED = "EDIT_WINDOW_EXPIRED"  # WhatsApp accepts edits for 15 minutes (EDIT_WINDOW)
+    MESSAGE_NOT_EDITABLE = "MESSAGE_NOT_EDITABLE"  # not a text or a captioned media message, or not sent
+    MESSAGE_REVOKED = "MESSAGE_REVOKED"  # deleted for everyone already
     # the worker
     CAPACITY = "CAPACITY"
     SHUTTING_DOWN = "SHUTTING_DOWN"

@@ -34,6 +34,11 @@ SESSION_ERROR_STATUS = {
     ErrorCode.INVALID_PHONE: 400,
     ErrorCode.PROXY_MISMATCH: 409,
     ErrorCode.PROXY_UNREADABLE: 409,
+    ErrorCode.UNKNOWN_MESSAGE: 404,
+    ErrorCode.NOT_OWN_MESSAGE: 409,
+    ErrorCode.EDIT_WINDOW_EXPIRED: 409,
+    ErrorCode.MESSAGE_NOT_EDITABLE: 409,
+    ErrorCode.MESSAGE_REVOKED: 409,
     ErrorCode.CAPACITY: 503,
     ErrorCode.SHUTTING_DOWN: 503,
     # object storage (leases, backups)

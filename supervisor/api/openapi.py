@@ -165,6 +165,7 @@ def document() -> dict[str, Any]:
     # The route modules record their operations when imported.
     from supervisor.api import (  # noqa: F401
         account_routes,
+        change_routes,
         contact_routes,
         docs,
         event_routes,

@@ -36,7 +36,7 @@ async def list_outbox(request: web.Request) -> web.Response:
     id="cancelQueued",
     tag="messages",
     summary="Cancel a message that waits in the outbox (it fails with error 'cancelled' and is never sent)",
-    path_params=bodies.PathMessage,
+    path_params=bodies.MessagePath,
     ok=json_reply(answers.Cancelled),
     errors=(409,),
 )

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from common.closing import Closing
+from supervisor.database import message_changes
 from supervisor.database.sqlite_writer import GroupCommitWriter
 from supervisor.messaging import polls
 from supervisor.messaging.figures import HOUR, MINUTE, MessageTally
@@ -593,12 +594,15 @@ class Store:
 
     # -- outgoing messages ---------------------------------------------------------
     async def accept_outgoing(
-        self, message: MessageRow, outbox: OutboxRow, idempotency: IdempotencyRow | None = None
+        self, message: MessageRow | None, outbox: OutboxRow, idempotency: IdempotencyRow | None = None
     ) -> None:
-        """Record a message to send, its outbox entry and its idempotency key, all or nothing."""
+        """Record a message to send, its outbox entry and its idempotency key, all or nothing.
+
+        ``message`` None: the entry changes a message in history (an edit, a revoke) and has no row of its own.
+        """
         # Encoded here, on the event loop, so the writer's thread only writes.
         payload = json.dumps(outbox.payload)
-        values = _message_values(message)
+        values = _message_values(message) if message is not None else None
 
         def write(c: sqlite3.Connection) -> None:
             if idempotency is not None:
@@ -608,7 +612,8 @@ class Store:
                     " VALUES (?, ?, ?, ?, ?)",
                     (i.session_id, i.key, i.fingerprint, i.message_id, i.created_at),
                 )
-            c.execute(_INSERT_MESSAGE, values)
+            if values is not None:
+                c.execute(_INSERT_MESSAGE, values)
             c.execute(
                 "INSERT INTO outbox (session_id, message_id, payload, attempts, next_attempt_at, expires_at,"
                 " created_at, scheduled_at, lane, wait, cold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -628,7 +633,8 @@ class Store:
             )
 
         await self._write(write)
-        self.tally.added(message.direction, message.status, message.timestamp)
+        if message is not None:
+            self.tally.added(message.direction, message.status, message.timestamp)
 
     async def outbox(self, session_id: str | None = None) -> list[OutboxRow]:
         """Messages waiting to be sent (of one session, or all), oldest first."""
@@ -679,6 +685,8 @@ class Store:
     ) -> bool:
         """Settle an outgoing message (sent, failed, unknown): out of the outbox, into history, one event.
 
+        An edit, revoke or reaction that was sent changes its target message in the same transaction
+        (``message_changes.apply_sent``); an edit or revoke has no history row nor ``message.status`` of its own.
         Returns False when it was already settled (nothing changed).
         """
         sets = _KEEP_BEYOND_SENT + " error = ?, updated_at = ?"
@@ -691,10 +699,21 @@ class Store:
             data["error"] = error
 
         def write(c: sqlite3.Connection) -> tuple[str, str] | None:
-            cur = c.execute("DELETE FROM outbox WHERE session_id = ? AND message_id = ?", (session_id, message_id))
-            if cur.rowcount == 0:
-                return None
             key = (session_id, message_id)
+            waiting = c.execute("SELECT payload FROM outbox WHERE session_id = ? AND message_id = ?", key).fetchone()
+            if waiting is None:
+                return None
+            c.execute("DELETE FROM outbox WHERE session_id = ? AND message_id = ?", key)
+            payload = json.loads(waiting[0])
+            change = (
+                message_changes.apply_sent(c, session_id, payload, timestamp or time.time())
+                if status == MessageStatus.SENT
+                else None
+            )
+            if change is not None:
+                self._add_event(c, session_id, *change)
+            if message_changes.is_change(payload):
+                return ("", "")
             before = c.execute("SELECT status FROM messages WHERE session_id = ? AND id = ?", key).fetchone()
             c.execute(f"UPDATE messages SET {sets} WHERE session_id = ? AND id = ?", (*args, *key))
             after = c.execute("SELECT status FROM messages WHERE session_id = ? AND id = ?", key).fetchone()
@@ -766,13 +785,28 @@ class Store:
 
     # -- incoming messages and history ---------------------------------------------------
     async def add_incoming(self, message: MessageRow, event: dict[str, Any]) -> bool:
-        """Commit a received message and its event; False (and nothing written) for a duplicate id."""
+        """Commit a received message and its event; False (and nothing written) for a duplicate id.
+
+        A reaction is also recorded on the message it reacts to, with its ``message.reaction`` event.
+        """
         values = _message_values(message)
+        reacted = message.extra.get("reaction_to") if message.type == "reaction" else None
 
         def write(c: sqlite3.Connection) -> bool:
             if c.execute(_INSERT_MESSAGE_ONCE, values).rowcount == 0:
                 return False
             self._add_event(c, message.session_id, "message.received", event)
+            if reacted:
+                data = message_changes.apply_reaction(
+                    c,
+                    message.session_id,
+                    str(reacted),
+                    chat=message.chat,
+                    by=message.sender,
+                    emoji=message.text or "",
+                    at=message.timestamp,
+                )
+                self._add_event(c, message.session_id, "message.reaction", data)
             return True
 
         if not await self._write(write):
@@ -827,6 +861,26 @@ class Store:
             (session_id, poll_id),
         )
         return [polls.Vote(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    async def apply_message_change(
+        self, session_id: str, target: str, *, kind: str, chat: str, by: str, text: str | None, at: float
+    ) -> bool:
+        """Commit someone's edit or revoke of ``target`` with its event; False when refused (not ``by``'s
+        own message, or already revoked), and nothing is written."""
+
+        def write(c: sqlite3.Connection) -> bool:
+            if kind == "edit":
+                data = message_changes.apply_edit(c, session_id, target, chat=chat, by=by, text=text or "", at=at)
+                name = "message.edited"
+            else:
+                data = message_changes.apply_revoke(c, session_id, target, chat=chat, by=by, at=at)
+                name = "message.revoked"
+            if data is None:
+                return False
+            self._add_event(c, session_id, name, data)
+            return True
+
+        return await self._write(write)
 
     async def message(self, session_id: str, message_id: str) -> MessageRow | None:
         row = _first(

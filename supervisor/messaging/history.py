@@ -82,7 +82,7 @@ def incoming_row(session_id: str, message: wire.IncomingMessage) -> MessageRow:
 
 def message_view(row: MessageRow) -> dict[str, Any]:
     """A message as history and events show it (mediaUrl is filled in where media is stored)."""
-    return {
+    view = {
         "id": row.id,
         "direction": row.direction,
         "chat": row.chat,
@@ -97,8 +97,15 @@ def message_view(row: MessageRow) -> dict[str, Any]:
         "timestamp": iso(row.timestamp),
         "status": row.status,
         "error": row.error,
+        "editedAt": None,
+        "revoked": False,
         **{_camel(k): v for k, v in row.extra.items()},
+        "reactions": row.extra.get("reactions", []),
     }
+    for changed_at in ("editedAt", "revokedAt"):  # kept as epoch seconds in extra (database/message_changes.py)
+        if isinstance(view.get(changed_at), int | float):
+            view[changed_at] = iso(view[changed_at])
+    return view
 
 
 def _camel(name: str) -> str:

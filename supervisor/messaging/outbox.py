@@ -45,6 +45,10 @@ PERMANENT_ERRORS = frozenset(
         "MEDIA_CONVERSION_FAILED",
         "RECIPIENT_BLOCKED",  # the account blocked the recipient: unblock it first
         wire.PROTOCOL_ERROR,
+        # An edit or revoke the network refuses (messaging/changes.py checks these first).
+        "UNKNOWN_MESSAGE",
+        "NOT_OWN_MESSAGE",
+        "EDIT_WINDOW_EXPIRED",
     }
 )
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.
@@ -175,20 +179,25 @@ class Outbox:
     # -- accepting ---------------------------------------------------------------------
     async def submit(
         self,
-        message: MessageRow,
+        session_id: str,
         payload: wire.OutgoingMessage,
         *,
+        row: MessageRow | None,
         idempotency_key: str | None = None,
         fingerprint: str = "",
     ) -> SendAnswer:
-        """Accept a message durably, try to send it, and answer within the send timeout."""
+        """Accept a message durably, try to send it, and answer within the send timeout.
+
+        ``row`` is its history row; None for a change of a message in history (an edit, a revoke),
+        which has none of its own: once sent, it changes its target's (``Store.finish_outgoing``).
+        """
         if idempotency_key is None:
-            return await self._submit(message, payload, None, fingerprint)
-        key = (message.session_id, idempotency_key)
+            return await self._submit(session_id, row, payload, None, fingerprint)
+        key = (session_id, idempotency_key)
         lock = self._keys.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                return await self._submit(message, payload, idempotency_key, fingerprint)
+                return await self._submit(session_id, row, payload, idempotency_key, fingerprint)
         finally:
             if not lock.locked() and self._keys.get(key) is lock:
                 del self._keys[key]
@@ -201,9 +210,14 @@ class Outbox:
         return None if previous is None else await self._replay(previous, fingerprint)
 
     async def _submit(
-        self, message: MessageRow, payload: wire.OutgoingMessage, idempotency_key: str | None, fingerprint: str
+        self,
+        session_id: str,
+        message: MessageRow | None,
+        payload: wire.OutgoingMessage,
+        idempotency_key: str | None,
+        fingerprint: str,
     ) -> SendAnswer:
-        session_id, message_id = message.session_id, message.id
+        message_id = payload.id
         if idempotency_key is not None:
             previous = await self.replay(session_id, idempotency_key, fingerprint)
             if previous is not None:
@@ -213,15 +227,20 @@ class Outbox:
             waiting = self._queues.get(session_id, {}).values()
             slot = await self.pacer.place(session_id, payload.to, payload.type, waiting)
         now = time.time()
-        paced = slot is not None and slot.reason is not None
-        if paced:
+        due = slot.at if slot is not None else now
+        paced = slot is not None and slot.reason is not None and message is not None
+        if message is not None and paced:
             message.status = MessageStatus.QUEUED
+        changed = self._queues.get(session_id, {}).get(payload.edit_of or payload.revoke_of or "")
+        if changed is not None:
+            # An edit or revoke goes after the message it changes, which may still wait for its slot.
+            due = max(due, changed.next_attempt_at)
         outbox = OutboxRow(
             session_id=session_id,
             message_id=message_id,
             payload=msgspec.to_builtins(payload),  # the outbox table holds it as JSON
             attempts=0,
-            next_attempt_at=slot.at if slot is not None else now,
+            next_attempt_at=due,
             expires_at=now + self.settings.message_ttl,
             created_at=now,
             scheduled_at=slot.at if slot is not None else None,

@@ -102,6 +102,8 @@ class ChildListener:
                 await self.registry.incoming.receive(session, request)
             case wire.PollVote():
                 await self.registry.poll_votes.receive(session, request)
+            case wire.MessageChange():
+                await self.registry.incoming.change(session, request)
             case wire.Fatal(code=code, error=error):
                 self.registry.apply_status(session, st.ChildFailed(now, code=code, error=error))
             case wire.IncomingCall():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import stat
+import time
 from pathlib import Path
 
 from common.media_names import MEDIA_DIR
@@ -46,6 +47,23 @@ class IncomingMessages:
             log.info("message received: id %s type %s", row.id, row.type, extra=extra)
         else:
             log.info("duplicate message %s ignored", row.id, extra=extra)
+
+    async def change(self, session: Session, change: wire.MessageChange) -> None:
+        """Commit someone's edit or revoke of a message with its event, before the process acknowledges it."""
+        extra = {"sessionId": session.id, **self._log_extra}
+        if change.kind not in ("edit", "revoke"):
+            log.error("change %s of message %s has an unknown kind: ignored", change.id, change.target, extra=extra)
+            return
+        at = change.timestamp if change.timestamp > 0 else time.time()
+        applied = await self.store.apply_message_change(
+            session.id, change.target, kind=change.kind, chat=change.chat, by=change.sender, text=change.text, at=at
+        )
+        if applied:
+            log.info("message %s: %s by its sender", change.target, change.kind, extra=extra)
+        else:
+            log.warning(
+                "message %s: %s refused (not the sender's, or revoked)", change.target, change.kind, extra=extra
+            )
 
     def _own_file(self, session_id: str, named: str) -> bool:
         """Whether ``named`` is a regular file in the session's media folder, reached without a link."""

@@ -25,6 +25,7 @@ from common.tasks import BackgroundTasks, cancel_and_wait
 from supervisor.config import Settings
 from supervisor.database.account_store import AccountStore
 from supervisor.database.store import ConsumerLag, OutboxRow, SessionRow, Store
+from supervisor.messaging import changes
 from supervisor.messaging.figures import MessageFigures
 from supervisor.messaging.history import message_view, outgoing_row
 from supervisor.messaging.inflight import InFlight
@@ -459,17 +460,7 @@ class SessionRegistry:
                     if payload.get("media_path"):  # this upload's copy of the media is not needed
                         await asyncio.to_thread(Path(payload["media_path"]).unlink, True)
                     return replayed
-            if session.status != SessionStatus.CONNECTED or self._connected_identity(session_id) is None:
-                # Starting or reconnecting by itself: the client may try again shortly. Otherwise
-                # (QR shown, logged out, failed) it takes a person, and no Retry-After is promised.
-                coming = session.status in (SessionStatus.INITIALIZING, SessionStatus.DISCONNECTED) and (
-                    session.child.state not in _DOWN or session_id in self._queued
-                )
-                raise SessionError(
-                    "SESSION_NOT_CONNECTED",
-                    f"session {session_id!r} is {session.status}, not connected",
-                    retry_after=START_RETRY_AFTER if coming else None,
-                )
+            self._check_sendable(session)
             message_id = new_message_id()
             payload = {**payload, "id": message_id}
             sender = f"{session.phone}@s.whatsapp.net" if session.phone else None
@@ -479,7 +470,9 @@ class SessionRegistry:
             # Checked against the wire contract here, before it is stored: a key the session process would
             # refuse is a bug of ours, answered now instead of retried until the TTL.
             message = wire.parse(wire.OutgoingMessage, payload, what="message to send")
-            answer = await self.outbox.submit(row, message, idempotency_key=idempotency_key, fingerprint=fingerprint)
+            answer = await self.outbox.submit(
+                session_id, message, row=row, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
             if answer.data.get("messageId") == message_id:
                 session.messages_out += 1
                 session.message_count += 1
@@ -487,6 +480,51 @@ class SessionRegistry:
                 # A replay of an earlier answer: this upload's copy of the media is not needed.
                 await asyncio.to_thread(Path(payload["media_path"]).unlink, True)
             return answer
+
+    def _check_sendable(self, session: Session) -> None:
+        """SessionError unless the session is connected (sends are refused, not queued, while it is not)."""
+        session_id = session.id
+        if session.status != SessionStatus.CONNECTED or self._connected_identity(session_id) is None:
+            # Starting or reconnecting by itself: the client may try again shortly. Otherwise
+            # (QR shown, logged out, failed) it takes a person, and no Retry-After is promised.
+            coming = session.status in (SessionStatus.INITIALIZING, SessionStatus.DISCONNECTED) and (
+                session.child.state not in _DOWN or session_id in self._queued
+            )
+            raise SessionError(
+                "SESSION_NOT_CONNECTED",
+                f"session {session_id!r} is {session.status}, not connected",
+                retry_after=START_RETRY_AFTER if coming else None,
+            )
+
+    async def change_message(
+        self,
+        session_id: str,
+        message_id: str,
+        *,
+        text: str | None,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> SendAnswer:
+        """Edit our own message's text (``text``), or delete it for everyone (``text`` None), through the
+        outbox like a send (messaging/changes.py); SessionError when the message cannot be changed."""
+        with self.sends_in_flight.track():
+            self._check_open()
+            session = self.get(session_id)
+            known = idempotency_key is not None and await self.outbox.replay(session_id, idempotency_key, fingerprint)
+            if known:  # answered as the first time, whatever the session or the message is now
+                return known
+            target = await self.store.message(session_id, message_id)
+            if text is None:
+                fields = changes.revoke_payload(target, message_id)
+            else:
+                fields = changes.edit_payload(
+                    target, message_id, text, now=time.time(), window=self.settings.edit_window
+                )
+            self._check_sendable(session)
+            payload = wire.parse(wire.OutgoingMessage, {**fields, "id": new_message_id()}, what="message change")
+            return await self.outbox.submit(
+                session_id, payload, row=None, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
 
     async def ask(
         self,
