@@ -26,7 +26,7 @@ from aiohttp import web
 from common.closing import Closing
 from session_proc.engines import START_ENV
 from supervisor import drain, worker_token
-from supervisor.api import event_routes, media_routes, message_routes
+from supervisor.api import event_routes, group_routes, media_routes, message_routes
 from supervisor.api.install import client_max_size, install_api
 from supervisor.api.keys import BACKEND_LINK, EVENTS, REGISTRY, SETTINGS, STORAGE, WEBHOOKS, WORKER, WorkerInfo
 from supervisor.config import Settings
@@ -362,6 +362,7 @@ def build_app(settings: Settings, token: str) -> web.Application:
     app.add_routes(message_routes.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(media_routes.routes)
+    app.add_routes(group_routes.routes)
 
     async def on_shutdown(app: web.Application) -> None:
         # From the first SIGTERM on, refuse new work with 503 while children stop.

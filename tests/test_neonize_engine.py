@@ -326,7 +326,7 @@ class _Sink:
     def on_logged_out(self, reason: str) -> None:
         self.events.append(("logged_out", reason))
 
-    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float, *, by: str | None = None) -> None:
         self.events.append(("receipt", (message_id, status, chat, timestamp)))
 
     def on_credentials_changed(self) -> None:
@@ -334,6 +334,9 @@ class _Sink:
 
     async def on_message(self, message: IncomingMessage) -> None:
         self.messages.append(message)
+
+    async def on_group_event(self, event: wire.GroupEvent) -> None:
+        self.events.append(("group", event))
 
 
 class _FakeClient:

@@ -31,6 +31,7 @@ import zmq.asyncio
 from session_proc.engine import EngineContext, EngineError, IncomingMessage, OutgoingMessage
 from session_proc.sim.device_store import DeviceStore
 from session_proc.sim.engine import SimEngine
+from transport import wire
 from transport.protocol import REQ, Frame, decode, encode
 
 HEARTBEAT = 0.2  # hub and engines beat fast so that a dead peer is noticed within a second
@@ -168,11 +169,14 @@ class RecordingSink:
     def on_logged_out(self, reason: str) -> None:
         self._record("logged_out", reason)
 
-    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
-        self._record("receipt", message_id, status, chat, timestamp)
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float, *, by: str | None = None) -> None:
+        self._record("receipt", message_id, status, chat, timestamp, *([by] if by else []))
 
     def on_credentials_changed(self) -> None:
         self._record("credentials_changed")
+
+    async def on_group_event(self, event: wire.GroupEvent) -> None:
+        self._record("group", event)
 
     async def on_message(self, message: IncomingMessage) -> None:
         self._record("message", message)

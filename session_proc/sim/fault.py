@@ -38,6 +38,7 @@ import time
 from session_proc.engine import EngineContext, EngineError, EngineSink, IncomingMessage, OutgoingMessage, SendResult
 from session_proc.engines import FAULTS_ENV, faults_enabled
 from session_proc.sim.engine import SimEngine
+from transport import wire
 
 log = logging.getLogger("session_proc.fault")
 
@@ -79,14 +80,17 @@ class _Sink:
     def on_logged_out(self, reason: str) -> None:
         self.inner.on_logged_out(reason)
 
-    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
-        self.inner.on_receipt(message_id, status, chat, timestamp)
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float, *, by: str | None = None) -> None:
+        self.inner.on_receipt(message_id, status, chat, timestamp, by=by)
 
     def on_credentials_changed(self) -> None:
         self.inner.on_credentials_changed()
 
     async def on_message(self, message: IncomingMessage) -> None:
         await self.inner.on_message(message)
+
+    async def on_group_event(self, event: wire.GroupEvent) -> None:
+        await self.inner.on_group_event(event)
 
 
 def _block_forever() -> None:

@@ -32,6 +32,7 @@ from typing import Any
 from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
 from session_proc.sim import ops
+from session_proc.sim.group_jid import is_group
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
 from transport.channel import PeerGone, RemoteError, RouterChannel
 
@@ -218,6 +219,14 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.faults = Faults()
+        # Imported here: the group registry uses this module's errors and field checks.
+        from session_proc.sim.hub_groups import HubGroups
+
+        self.groups = HubGroups(
+            store.path,
+            queue=self._queue,
+            devices_of=lambda phone: [d.device_id for d in self._store.devices(phone)],
+        )
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> str:
@@ -232,6 +241,7 @@ class Hub:
             self._drop(conn, "hub stopping")
         await cancel_and_wait(self._watcher, *self._tasks)
         await self._router.close()
+        self.groups.close()
 
     async def _watch_liveness(self) -> None:
         interval = self._router.heartbeat_interval
@@ -258,6 +268,8 @@ class Hub:
                 return self._pair_code(conn, body)
             if op == ops.LOGOUT:
                 return self._logout(conn)
+            if op == ops.GROUP:
+                return self._group_request(conn, body)
             if op == ops.BYE:
                 self._drop(conn, "closed by the engine")
                 return {}
@@ -330,7 +342,9 @@ class Hub:
         if remaining > 0:
             raise HubError(503, ops.ERR_SEND_REFUSED, f"the server refuses sends for {remaining:.1f}s more")
         msg_id = req_str(body, "id", max_len=MAX_ID_LENGTH)
-        to = check_phone(body.get("to"), "to")
+        # A group message goes to every other member, each with its own receipt (issue 17).
+        group = body.get("to") if is_group(body.get("to")) else None
+        members = self.groups.recipients(device.phone, group) if group else [check_phone(body.get("to"), "to")]
         msg_type = opt_str(body, "type", max_len=32) or "text"
         media = body.get("media")
         if media is not None and not isinstance(media, bytes):
@@ -339,33 +353,42 @@ class Hub:
         if media_size is None and media is not None:
             media_size = len(media)
         ts = time.time()
-        entry = InboxEntry(
-            id=msg_id,
-            phone=to,
-            from_phone=device.phone,
-            from_device=device.device_id,
-            type=msg_type,
-            text=opt_str(body, "text"),
-            caption=opt_str(body, "caption"),
-            media_size=media_size,
-            mimetype=opt_str(body, "mimetype", max_len=255),
-            timestamp=ts,
-            deliveries=1,
-            extra=message_extra(body, media),
-        )
-        deliveries = self._store.record_delivery(entry)
-        # Session to session: the recipient's linked devices receive it like any incoming message.
-        incoming = self._incoming_body(entry, media)
-        for target in self._store.devices(to):
-            if target.device_id != device.device_id:
-                self._queue(target.device_id, ops.MESSAGE, msg_id, incoming)
-        # The recipient's phone is always online: delivered at once. The receipt is queued
-        # behind this reply on the connection, so the engine sees the send answered first.
-        self._queue(
-            device.device_id, ops.RECEIPT, msg_id, {"id": msg_id, "status": "delivered", "chat": to, "timestamp": ts}
-        )
-        log.info("device %s sent %s to %s (delivery %d)", device.device_id, msg_id, to, deliveries)
+        extra = message_extra(body, media) | ({"group": group} if group else {})
+        deliveries = 0
+        for to in members:
+            entry = InboxEntry(
+                id=msg_id,
+                phone=to,
+                from_phone=device.phone,
+                from_device=device.device_id,
+                type=msg_type,
+                text=opt_str(body, "text"),
+                caption=opt_str(body, "caption"),
+                media_size=media_size,
+                mimetype=opt_str(body, "mimetype", max_len=255),
+                timestamp=ts,
+                deliveries=1,
+                extra=extra,
+            )
+            deliveries = self._store.record_delivery(entry)
+            # Session to session: the recipient's linked devices receive it like any incoming message.
+            incoming = self._incoming_body(entry, media)
+            for target in self._store.devices(to):
+                if target.device_id != device.device_id:
+                    self._queue(target.device_id, ops.MESSAGE, msg_id, incoming)
+            # The recipient's phone is always online: delivered at once. The receipt is queued
+            # behind this reply on the connection, so the engine sees the send answered first.
+            receipt = {"id": msg_id, "status": "delivered", "chat": group or to, "timestamp": ts}
+            self._queue(device.device_id, ops.RECEIPT, msg_id, receipt | ({"by": to} if group else {}))
+        log.info("device %s sent %s to %s (delivery %d)", device.device_id, msg_id, group or members[0], deliveries)
         return {"id": msg_id, "timestamp": ts}
+
+    def _group_request(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+        """A linked device's group operation, carried out for its phone (issue 17)."""
+        device = self._store.device(conn.device_id) if conn.device_id else None
+        if device is None:
+            raise HubError(409, "NOT_LINKED", "this connection has no linked device: scan a QR first")
+        return self.groups.device_request(device.phone, body)
 
     def _pair_code(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
         phone = check_phone(body.get("phone"))
@@ -412,10 +435,24 @@ class Hub:
     def phone_send(self, phone: str, body: dict[str, Any]) -> dict[str, Any]:
         """The phone sends a message to the linked number ``body["to"]``."""
         check_phone(phone)
+        if is_group(body.get("to")):
+            return self._phone_group_send(phone, body)
         to = check_phone(body.get("to"), "to")
         targets = self._store.devices(to)
         if not targets:
             raise HubError(404, "NOT_LINKED", f"no device is linked to {to}")
+        entry, media = self._phone_entry(phone, to, body)
+        incoming = self._incoming_body(entry, media)
+        pushed = False
+        for target in targets:
+            pushed |= self._queue(target.device_id, ops.MESSAGE, entry.id, incoming)
+        log.info("phone %s sent %s to %s (%s)", phone, entry.id, to, "pushed" if pushed else "queued")
+        return {"id": entry.id, "queued": not pushed}
+
+    def _phone_entry(
+        self, phone: str, to: str, body: dict[str, Any], group: str | None = None, msg_id: str | None = None
+    ) -> tuple[InboxEntry, bytes | None]:
+        """A message the phone sends, as the recipient's inbox keeps it, and its media."""
         media_b64 = opt_str(body, "mediaBase64", max_len=1 << 27)
         media: bytes | None = None
         if media_b64 is not None:
@@ -425,7 +462,7 @@ class Hub:
                 raise HubError(400, "BAD_REQUEST", "mediaBase64 is not valid base64") from None
         msg_type = opt_str(body, "type", max_len=32) or ("document" if media is not None else "text")
         entry = InboxEntry(
-            id=new_message_id(),
+            id=msg_id or new_message_id(),
             phone=to,
             from_phone=phone,
             from_device=None,
@@ -436,14 +473,23 @@ class Hub:
             mimetype=opt_str(body, "mimetype", max_len=255),
             timestamp=time.time(),
             deliveries=1,
-            extra=message_extra(body, media),
+            extra=message_extra(body, media) | ({"group": group} if group else {}),
         )
-        incoming = self._incoming_body(entry, media)
+        return entry, media
+
+    def _phone_group_send(self, phone: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The phone writes in a group: every other member's inbox and linked devices get it (issue 17)."""
+        group = str(body["to"])
+        msg_id = new_message_id()
         pushed = False
-        for target in targets:
-            pushed |= self._queue(target.device_id, ops.MESSAGE, entry.id, incoming)
-        log.info("phone %s sent %s to %s (%s)", phone, entry.id, to, "pushed" if pushed else "queued")
-        return {"id": entry.id, "queued": not pushed}
+        for member in self.groups.recipients(phone, group):
+            entry, media = self._phone_entry(phone, member, body, group, msg_id)
+            self._store.record_delivery(entry)
+            incoming = self._incoming_body(entry, media)
+            for target in self._store.devices(member):
+                pushed |= self._queue(target.device_id, ops.MESSAGE, msg_id, incoming)
+        log.info("phone %s sent %s to group %s", phone, msg_id, group)
+        return {"id": msg_id, "queued": not pushed}
 
     def phone_messages(self, phone: str) -> list[dict[str, Any]]:
         """What the phone received, oldest first, one entry per message id."""

@@ -43,6 +43,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+read_body = _body  # for the route modules of features (hub_group_routes.py)
+
+
 def _hub(request: web.Request) -> Hub:
     return request.app[HUB_KEY]
 
@@ -142,4 +145,8 @@ def create_app(hub: Hub) -> web.Application:
     app.router.add_post("/faults", set_faults)
     app.router.add_get("/faults", get_faults)
     app.router.add_get("/devices", devices)
+    # Imported here: the group routes use this module's body reader and app key.
+    from session_proc.sim.hub_group_routes import add_group_routes
+
+    add_group_routes(app)
     return app

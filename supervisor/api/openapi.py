@@ -165,6 +165,7 @@ def document() -> dict[str, Any]:
     from supervisor.api import (  # noqa: F401
         docs,
         event_routes,
+        group_routes,
         health_routes,
         media_routes,
         message_routes,

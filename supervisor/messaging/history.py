@@ -23,6 +23,7 @@ _EXTRA_KEYS = (
     "reply_to",
     "mentions",
     "media_error",
+    "participant",  # issue 17: who in a group sent it
 )
 
 
