@@ -15,7 +15,10 @@ def jid(phone: str) -> str:
 
 
 async def _register(w: Worker, *phones: str, group_add: str = "everyone") -> None:
+    """The phones join WhatsApp, with this privacy for being added to groups."""
     for phone in phones:
+        status, body = await w.hub("POST", "/phones", json={"phone": phone})
+        assert status == 201, body
         status, body = await w.hub("PUT", f"/phones/{phone}/privacy", json={"groupAdd": group_add})
         assert status == 200, body
 

@@ -33,6 +33,7 @@ from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
 from session_proc.sim import ops
 from session_proc.sim.group_jid import is_group
+from session_proc.sim.hub_phones import PhoneRegistry
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
 from transport.channel import PeerGone, RemoteError, RouterChannel
 
@@ -200,6 +201,7 @@ class Hub:
         pair_code_ttl: float = PAIR_CODE_TTL,
     ) -> None:
         self._store = store
+        self.phones = PhoneRegistry(store.db, self._linked_push_name)
         self._qr_ttl = qr_ttl
         self._qr_max = qr_max  # QR codes per login attempt; 0: rotate until scanned
         self._pair_code_ttl = pair_code_ttl
@@ -223,9 +225,10 @@ class Hub:
         from session_proc.sim.hub_groups import HubGroups
 
         self.groups = HubGroups(
-            store.path,
+            store.db,
             queue=self._queue,
             devices_of=lambda phone: [d.device_id for d in self._store.devices(phone)],
+            exists=self.phones.exists,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -241,7 +244,6 @@ class Hub:
             self._drop(conn, "hub stopping")
         await cancel_and_wait(self._watcher, *self._tasks)
         await self._router.close()
-        self.groups.close()
 
     async def _watch_liveness(self) -> None:
         interval = self._router.heartbeat_interval
@@ -442,6 +444,7 @@ class Hub:
         if not targets:
             raise HubError(404, "NOT_LINKED", f"no device is linked to {to}")
         entry, media = self._phone_entry(phone, to, body)
+        self.phones.seen(phone)  # a number that sends is on WhatsApp
         incoming = self._incoming_body(entry, media)
         pushed = False
         for target in targets:
@@ -482,7 +485,9 @@ class Hub:
         group = str(body["to"])
         msg_id = new_message_id()
         pushed = False
-        for member in self.groups.recipients(phone, group):
+        members = self.groups.recipients(phone, group)
+        self.phones.seen(phone)
+        for member in members:
             entry, media = self._phone_entry(phone, member, body, group, msg_id)
             self._store.record_delivery(entry)
             incoming = self._incoming_body(entry, media)
@@ -598,6 +603,7 @@ class Hub:
             linked_at=time.time(),
         )
         self._store.add_device(device)
+        self.phones.seen(phone, push_name)  # a number that scanned or paired is on WhatsApp
         self._send(
             conn,
             ops.LINKED,
@@ -606,6 +612,10 @@ class Hub:
         self._bind_device(conn, device)
         log.info("session %s linked to %s as device %s", conn.session_id, phone, device.device_id)
         return {"linked": True, "sessionId": conn.session_id, "deviceId": device.device_id}
+
+    def _linked_push_name(self, phone: str) -> tuple[bool, str | None]:
+        devices = self._store.devices(phone)
+        return bool(devices), next((d.push_name for d in reversed(devices) if d.push_name), None)
 
     @staticmethod
     def _incoming_body(entry: InboxEntry, media: bytes | None) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from session_proc.sim.hub import Hub, HubError, check_phone, req_str
-from session_proc.sim.hub_http import HUB_KEY, read_body
+from session_proc.sim.hub_http import HUB_KEY
+from session_proc.sim.hub_http import _body as read_body  # the hub's one JSON body reader
 
 
 def _hub(request: web.Request) -> Hub:

@@ -19,7 +19,6 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from session_proc.sim import ops
@@ -91,11 +90,19 @@ class Group:
 class HubGroups:
     """The groups of the simulated network and the rules that keep them."""
 
-    def __init__(self, path: Path, *, queue: Queue, devices_of: Callable[[str], list[str]]) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        *,
+        queue: Queue,
+        devices_of: Callable[[str], list[str]],
+        exists: Callable[[str], bool],
+    ) -> None:
+        self._db = db  # the hub's own database (HubStore.db), which closes it
         self._db.executescript(_SCHEMA)
         self._queue = queue
         self._devices_of = devices_of  # phone -> ids of the devices linked to it
+        self.exists = exists  # whether a number is on WhatsApp: the hub's phone registry
         self._groups: dict[str, Group] = {}
         for (body,) in self._db.execute("SELECT body FROM groups"):
             group = Group(**json.loads(body))
@@ -103,23 +110,12 @@ class HubGroups:
         self._privacy: dict[str, str] = dict(self._db.execute("SELECT phone, group_add FROM group_privacy").fetchall())
         self._invites = {g.invite: g.jid for g in self._groups.values()}
 
-    def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
-
     # -- phones -------------------------------------------------------------------------
-    def exists(self, phone: str) -> bool:
-        """Whether a number is on the simulated network: linked, or known by what it did here.
-
-        A small stand-in for the hub's phone registry (``POST /phones``), which another change brings.
-        """
-        if self._devices_of(phone) or phone in self._privacy:
-            return True
-        return any(phone in g.members for g in self._groups.values())
-
     def set_privacy(self, phone: str, body: dict[str, Any]) -> dict[str, Any]:
         """``PUT /phones/{phone}/privacy {groupAdd}``: who may add this phone to a group directly."""
         check_phone(phone)
+        if not self.exists(phone):
+            raise HubError(404, "NOT_ON_WHATSAPP", f"{phone} is not on WhatsApp: POST /phones first")
         value = body.get("groupAdd")
         if value not in PRIVACY_VALUES:
             raise HubError(400, "BAD_REQUEST", f"groupAdd must be one of {', '.join(PRIVACY_VALUES)}")

@@ -43,9 +43,6 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-read_body = _body  # for the route modules of features (hub_group_routes.py)
-
-
 def _hub(request: web.Request) -> Hub:
     return request.app[HUB_KEY]
 
@@ -145,7 +142,11 @@ def create_app(hub: Hub) -> web.Application:
     app.router.add_post("/faults", set_faults)
     app.router.add_get("/faults", get_faults)
     app.router.add_get("/devices", devices)
-    # Imported here: the group routes use this module's body reader and app key.
+    # Feature routes live in their own modules, which read this module's helpers: imported here.
+    from session_proc.sim.hub_phones_http import add_phone_routes
+
+    add_phone_routes(app)
+
     from session_proc.sim.hub_group_routes import add_group_routes
 
     add_group_routes(app)

@@ -137,6 +137,11 @@ class HubStore:
             )
         }
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for feature tables kept beside these (e.g. :mod:`session_proc.sim.hub_phones`)."""
+        return self._db
+
     def close(self) -> None:
         """Close the database."""
         self._db.close()
