@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage, OutgoingMessage, SendResult
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.neonize import loader, send_errors
+from session_proc.neonize.group_calls import NeonizeGroups
 from session_proc.neonize.journal import FAILED, SENDING, SENT, UNKNOWN, SendJournal
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class _Bounded(OrderedDict[K, V]):
             self.popitem(last=False)
 
 
-class NeonizeEngine(Engine):
+class NeonizeEngine(NeonizeGroups, Engine):
     """One WhatsApp linked device driven by neonize; auth state in ``<session_dir>/neonize.db``."""
 
     name = "neonize"
@@ -170,6 +171,8 @@ class NeonizeEngine(Engine):
             ev.PairStatusEv: self._cb_pair_status,
             ev.MessageEv: self._cb_message,
             ev.ReceiptEv: self._cb_receipt,
+            ev.JoinedGroupEv: self._cb_joined_group,  # issue 17
+            ev.GroupInfoEv: self._cb_group_info,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(handler)
@@ -531,7 +534,8 @@ class NeonizeEngine(Engine):
 
     def _receipts(self, update: Any) -> None:
         for wa_id in update.ids:
-            self.ctx.sink.on_receipt(self._worker_by_wa.get(wa_id, wa_id), update.status, update.chat, update.timestamp)
+            worker_id = self._worker_by_wa.get(wa_id, wa_id)
+            self.ctx.sink.on_receipt(worker_id, update.status, update.chat, update.timestamp, by=update.by)
 
     async def _prepare(self, mapped: MappedMessage) -> IncomingMessage:
         """The message as the supervisor takes it: our ids for quoted messages, media on disk."""
