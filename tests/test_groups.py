@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from harness import Worker, history_message, running_worker, standalone_hub, wait_for
 
 A, B, C, D, E, F = (f"62817000{n:02d}" for n in range(1, 7))
@@ -97,6 +98,29 @@ async def test_a_session_creates_a_group_and_talks_in_it(tmp_path: Path) -> None
         assert received[0]["data"]["message"]["participant"] == jid(B)
         assert [m["id"] for m in await _inbox(w, C)].count(in_id) == 1  # C's phone got it too
         assert in_id not in [m["id"] for m in await _inbox(w, B)]  # never to its sender
+
+        # Bad input answers 400 with its code before any session process hears of it.
+        for method, path, body, code in (
+            ("POST", "/session/owner/groups", {"subject": "", "participants": [B]}, "INVALID_FIELD"),
+            ("POST", "/session/owner/groups", {"subject": "x", "participants": []}, "INVALID_FIELD"),
+            ("POST", "/session/owner/groups", {"subject": "x", "participants": [gjid]}, "INVALID_TARGET"),
+            ("GET", "/session/owner/groups/628123@s.whatsapp.net", None, "INVALID_TARGET"),
+            (
+                "POST",
+                f"/session/owner/groups/{gjid}/participants",
+                {"action": "kick", "participants": [B]},
+                "INVALID_FIELD",
+            ),
+            ("PATCH", f"/session/owner/groups/{gjid}", {}, "INVALID_FIELD"),
+            ("PATCH", f"/session/owner/groups/{gjid}", {"announce": "yes"}, "INVALID_FIELD"),
+            ("POST", "/session/owner/groups/join", {}, "INVALID_FIELD"),
+            ("POST", "/session/owner/groups/join", {"link": "https://example.com/x"}, "INVALID_FIELD"),
+            ("GET", "/session/owner/groups/invite-info", None, "INVALID_QUERY"),
+        ):
+            status, answer = await w.api(method, path, json=body)
+            assert (status, answer["code"]) == (400, code), (method, path, body, answer)
+        status, answer = await w.api("GET", "/session/nobody/groups")
+        assert status == 404 and answer["code"] == "SESSION_NOT_FOUND", answer
 
 
 async def _phone_group(w: Worker, owner: str, subject: str, members: list[str]) -> str:
@@ -211,6 +235,28 @@ async def test_invite_join_and_leave_between_two_sessions(tmp_path: Path) -> Non
         assert status == 200, body
         s2 = await _wait_events(w, "s2", 2)
         assert s2[1]["event"] == "group.updated" and s2[1]["data"]["changes"] == {"subject": "Club!", "locked": True}
+        assert s2[1]["data"]["by"] == jid(A)
+
+        # Locked and announce: WhatsApp's rules for a member who is not an admin.
+        status, body = await w.api("PATCH", f"/session/s1/groups/{gjid}", json={"announce": True})
+        assert status == 200, body
+        status, body = await w.api("PATCH", f"/session/s2/groups/{gjid}", json={"subject": "mine now"})
+        assert status == 409 and body["code"] == "NOT_ADMIN", body
+        status, body = await w.api("POST", "/session/s2/send", json={"to": gjid, "text": "may I?"})
+        assert status == 200 and body["data"]["status"] == "failed" and "admin" in body["data"]["error"], body
+
+        jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(64)
+        form = aiohttp.FormData()
+        form.add_field("file", jpeg, filename="p.jpg", content_type="image/jpeg")
+        status, body = await w.api("PUT", f"/session/s1/groups/{gjid}/picture", data=form)
+        assert status == 200 and body["data"] == {"group": gjid}, body
+        form = aiohttp.FormData()
+        form.add_field("file", b"GIF89a" + bytes(32), filename="p.gif", content_type="image/gif")
+        status, body = await w.api("PUT", f"/session/s1/groups/{gjid}/picture", data=form)
+        assert status == 415, body
+        s2 = await _wait_events(w, "s2", 4)
+        assert s2[2]["data"]["changes"] == {"announce": True}
+        assert set(s2[3]["data"]["changes"]) == {"picture"}
 
         status, body = await w.api("POST", f"/session/s1/groups/{gjid}/invite/revoke")
         assert status == 200 and body["data"]["code"] != code, body
@@ -219,9 +265,10 @@ async def test_invite_join_and_leave_between_two_sessions(tmp_path: Path) -> Non
 
         status, body = await w.api("POST", f"/session/s2/groups/{gjid}/leave")
         assert status == 200, body
-        s2 = await _wait_events(w, "s2", 3)
-        assert s2[2]["event"] == "group.left"
-        s1 = await _wait_events(w, "s1", 4)
-        assert _summary(s1)[3] == ("group.participants", "remove", [jid(B)])
+        s2 = await _wait_events(w, "s2", 5)
+        assert s2[4]["event"] == "group.left"
+        s1 = await _wait_events(w, "s1", 6)
+        assert [e["event"] for e in s1[2:5]] == ["group.updated"] * 3  # its own changes too
+        assert _summary(s1)[5] == ("group.participants", "remove", [jid(B)])
         status, body = await w.api("GET", "/session/s2/groups")
         assert status == 200 and body["data"]["groups"] == [], body

@@ -556,8 +556,13 @@ class GroupList(Answer):
 
 class ParticipantResult(Answer):
     jid: str
-    result: Literal["ok", "invite_required", "not_found", "not_admin", "already"]
-    code: Annotated[int, Field(description="WhatsApp's code: 200 ok, 401, 403 invite required, 404, 409 already")]
+    result: Annotated[
+        Literal["ok", "invite_required", "not_found", "not_admin", "already", "error"],
+        Field(description="error: a code WhatsApp gave that has no name here (see code); never a success"),
+    ]
+    code: Annotated[
+        int, Field(description="WhatsApp's code: 200 ok, 401 not_admin, 403 invite_required, 404 not_found, 409 already")
+    ]
 
 
 class ParticipantResults(Answer):

@@ -494,6 +494,7 @@ GROUP_JID_PATTERN = r"^[0-9]{5,20}(?:-[0-9]{5,20})?@g\.us$"
 MAX_GROUP_SUBJECT = 100  # WhatsApp's limit
 MAX_GROUP_DESCRIPTION = 2048
 MAX_GROUP_PARTICIPANTS = 1024  # WhatsApp's group size limit
+INVITE_CODE_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 GroupJid = Annotated[
     str,
@@ -512,7 +513,7 @@ Participants = Annotated[
 ]
 InviteCode = Annotated[
     str,
-    Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$", examples=["F4kS8dKZbGm2zP1vQx9aTe"]),
+    Field(min_length=1, max_length=256, pattern=INVITE_CODE_PATTERN, examples=["F4kS8dKZbGm2zP1vQx9aTe"]),
     Invalid(ErrorCode.INVALID_FIELD, "must be an invite code (letters, digits, _ and -)"),
 ]
 InviteLink = Annotated[
@@ -583,7 +584,11 @@ class GroupJoinRequest(Body):
 class InviteInfoQuery(Query):
     """GET /session/{id}/groups/invite-info?code=."""
 
-    code: InviteCode
+    code: Annotated[
+        str,
+        Field(min_length=1, max_length=256, pattern=INVITE_CODE_PATTERN),
+        Invalid(ErrorCode.INVALID_QUERY, "code must be an invite code (letters, digits, _ and -)"),
+    ]
 
 
 class GroupPictureForm(Body):

@@ -84,7 +84,7 @@ def _group_operation(method: str, path: str, **declared: Any) -> Any:
     summary="Create a group with this account as its owner; one result per participant asked for",
     body=bodies.GroupCreateRequest,
     ok=json_reply(answers.GroupCreated),
-    errors=(413, 415, 429, *GROUP_ERRORS),
+    errors=(413, 415, *GROUP_ERRORS),
 )
 async def create_group(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
@@ -104,7 +104,7 @@ async def create_group(request: web.Request) -> web.Response:
     tag="groups",
     summary="The groups this account is in",
     ok=json_reply(answers.GroupList),
-    errors=(429, *GROUP_ERRORS),
+    errors=GROUP_ERRORS,
 )
 async def list_groups(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
@@ -123,7 +123,7 @@ async def list_groups(request: web.Request) -> web.Response:
     summary="The group behind an invite code, without joining it",
     query=bodies.InviteInfoQuery,
     ok=json_reply(answers.Group),
-    errors=(429, *GROUP_ERRORS),
+    errors=GROUP_ERRORS,
 )
 async def invite_info(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
@@ -141,7 +141,7 @@ async def invite_info(request: web.Request) -> web.Response:
     summary="Join a group by its invite code or link",
     body=bodies.GroupJoinRequest,
     ok=json_reply(answers.GroupJoined),
-    errors=(413, 415, 429, *GROUP_ERRORS),
+    errors=(413, 415, *GROUP_ERRORS),
 )
 async def join_group(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
@@ -159,7 +159,7 @@ async def join_group(request: web.Request) -> web.Response:
     id="getGroup",
     summary="A group's subject, description, settings and participants",
     ok=json_reply(answers.Group),
-    errors=(429, *ACCOUNT_ERRORS),
+    errors=ACCOUNT_ERRORS,
 )
 async def get_group(request: web.Request) -> web.Response:
     session_id, jid = _group_path(request)
@@ -173,7 +173,7 @@ async def get_group(request: web.Request) -> web.Response:
     summary="Change a group's subject, description, announce or locked setting (admins, or anyone when unlocked)",
     body=bodies.GroupUpdateRequest,
     ok=json_reply(answers.GroupDone),
-    errors=(413, 415, 429, *ACCOUNT_ERRORS),
+    errors=(413, 415, *ACCOUNT_ERRORS),
 )
 async def update_group(request: web.Request) -> web.Response:
     session_id, jid = _group_path(request)
@@ -194,7 +194,7 @@ async def update_group(request: web.Request) -> web.Response:
     summary="Set a group's picture: a JPEG (multipart/form-data, part 'file')",
     form=bodies.GroupPictureForm,
     ok=json_reply(answers.GroupDone),
-    errors=(413, 415, 429, *ACCOUNT_ERRORS),
+    errors=(413, 415, *ACCOUNT_ERRORS),
 )
 async def set_picture(request: web.Request) -> web.Response:
     session_id, jid = _group_path(request)
@@ -217,7 +217,7 @@ async def set_picture(request: web.Request) -> web.Response:
     summary="Add, remove, promote or demote participants: one result per participant (admins only)",
     body=bodies.GroupParticipantsRequest,
     ok=json_reply(answers.ParticipantResults),
-    errors=(413, 415, 429, *ACCOUNT_ERRORS),
+    errors=(413, 415, *ACCOUNT_ERRORS),
 )
 async def participants(request: web.Request) -> web.Response:
     session_id, jid = _group_path(request)
@@ -239,7 +239,7 @@ async def _invite(request: web.Request, *, revoke: bool) -> web.Response:
     id="groupInvite",
     summary="The group's invite code and link (admins only)",
     ok=json_reply(answers.GroupInvite),
-    errors=(429, *ACCOUNT_ERRORS),
+    errors=ACCOUNT_ERRORS,
 )
 async def get_invite(request: web.Request) -> web.Response:
     return await _invite(request, revoke=False)
@@ -251,7 +251,7 @@ async def get_invite(request: web.Request) -> web.Response:
     id="revokeGroupInvite",
     summary="A new invite code; the old one stops working (admins only)",
     ok=json_reply(answers.GroupInvite),
-    errors=(429, *ACCOUNT_ERRORS),
+    errors=ACCOUNT_ERRORS,
 )
 async def revoke_invite(request: web.Request) -> web.Response:
     return await _invite(request, revoke=True)
@@ -263,7 +263,7 @@ async def revoke_invite(request: web.Request) -> web.Response:
     id="leaveGroup",
     summary="Leave a group",
     ok=json_reply(answers.GroupDone),
-    errors=(429, *ACCOUNT_ERRORS),
+    errors=ACCOUNT_ERRORS,
 )
 async def leave_group(request: web.Request) -> web.Response:
     session_id, jid = _group_path(request)

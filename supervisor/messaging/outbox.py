@@ -41,6 +41,9 @@ PERMANENT_ERRORS = frozenset(
         "INVALID_MESSAGE",
         "NOT_SUPPORTED",
         wire.PROTOCOL_ERROR,
+        # issue 17: a group that refuses this sender (an announce group, or one it is not in)
+        "NOT_ADMIN",
+        "GROUP_NOT_FOUND",
     }
 )
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.
