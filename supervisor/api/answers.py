@@ -561,7 +561,8 @@ class ParticipantResult(Answer):
         Field(description="error: a code WhatsApp gave that has no name here (see code); never a success"),
     ]
     code: Annotated[
-        int, Field(description="WhatsApp's code: 200 ok, 401 not_admin, 403 invite_required, 404 not_found, 409 already")
+        int,
+        Field(description="WhatsApp's code: 200 ok, 401 not_admin, 403 invite_required, 404 not_found, 409 already"),
     ]
 
 
