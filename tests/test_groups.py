@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 from harness import Worker, history_message, running_worker, standalone_hub, wait_for
+from test_backend import FakeBackend
 
 A, B, C, D, E, F = (f"62817000{n:02d}" for n in range(1, 7))
 
@@ -272,3 +273,33 @@ async def test_invite_join_and_leave_between_two_sessions(tmp_path: Path) -> Non
         assert _summary(s1)[5] == ("group.participants", "remove", [jid(B)])
         status, body = await w.api("GET", "/session/s2/groups")
         assert status == 200 and body["data"]["groups"] == [], body
+
+
+async def test_group_events_reach_a_backend_that_was_down_in_order(tmp_path: Path) -> None:
+    backend = FakeBackend()  # not started yet: the backend is down while the group changes
+    async with running_worker(tmp_path / "w", BACKEND_URL=backend.url) as w:
+        await w.create_linked("m", A)
+        await _register(w, B, C)
+        gjid = await _phone_group(w, B, "Night shift", [A])
+        await _change(w, B, gjid, "add", C)
+        await _change(w, B, gjid, "promote", A)
+        await _change(w, B, gjid, "remove", C)
+        produced = await _wait_events(w, "m", 4)
+        backend.fail_every = 3  # and once up, it stumbles
+        await backend.start()
+        try:
+
+            async def delivered() -> list[dict[str, Any]] | None:
+                got = [e for e in backend.unique_events() if e["event"].startswith("group.")]
+                return got if len(got) >= 4 else None
+
+            got = await wait_for(delivered, timeout=60, what="the group events at the backend")
+            assert [e["id"] for e in got] == [e["id"] for e in produced]
+            assert _summary(got) == [
+                ("group.joined", None, []),
+                ("group.participants", "add", [jid(C)]),
+                ("group.participants", "promote", [jid(A)]),
+                ("group.participants", "remove", [jid(C)]),
+            ]
+        finally:
+            await backend.stop()
