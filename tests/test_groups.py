@@ -88,6 +88,17 @@ async def test_a_session_creates_a_group_and_talks_in_it(tmp_path: Path) -> None
         receipts = await _wait_events(w, "owner", 2, "message.status")
         by = {e["data"].get("by") for e in receipts if e["data"]["messageId"] == msg_id}
         assert by >= {jid(B), jid(C)}, receipts
+        status, body = await w.hub("POST", f"/phones/{C}/read", json={"ids": [msg_id]})
+        assert status == 200 and body["read"] == 1, body
+
+        async def read_by_c() -> list[dict[str, Any]] | None:
+            found = [e for e in await _events(w, "owner", "message.status") if e["data"]["status"] == "read"]
+            return found or None
+
+        read = await wait_for(read_by_c, what="C's read receipt")
+        assert [(e["data"]["messageId"], e["data"]["by"]) for e in read] == [(msg_id, jid(C))]
+        row = await history_message(w, "owner", msg_id)
+        assert row is not None and row["status"] == "read" and row["chat"] == gjid
 
         # A phone writes in the group: history and message.received name the participant.
         status, body = await w.hub("POST", f"/phones/{B}/messages", json={"to": gjid, "text": "on it"})

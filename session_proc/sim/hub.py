@@ -509,8 +509,9 @@ class Hub:
         for entry in self._store.inbox(phone, ids):
             if entry.from_device is None or self._store.device(entry.from_device) is None:
                 continue  # sent by a device that is no longer linked: nobody to tell
-            body = {"id": entry.id, "status": "read", "chat": phone, "timestamp": ts}
-            self._queue(entry.from_device, ops.RECEIPT, entry.id, body)
+            group = entry.extra.get("group")  # a group message: the receipt names the group and its reader
+            body = {"id": entry.id, "status": "read", "chat": group or phone, "timestamp": ts}
+            self._queue(entry.from_device, ops.RECEIPT, entry.id, body | ({"by": phone} if group else {}))
             count += 1
         return count
 

@@ -88,8 +88,8 @@ def _group_operation(method: str, path: str, **declared: Any) -> Any:
 )
 async def create_group(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
+    request.app[REGISTRY].get(session_id)  # 404 before anything else
     body = await v.body(request, bodies.GroupCreateRequest)
-    request.app[REGISTRY].get(session_id)
     reply = await _ask(
         request, session_id, wire.GroupCreate(subject=body.subject, participants=_user_jids(body.participants))
     )
@@ -127,8 +127,8 @@ async def list_groups(request: web.Request) -> web.Response:
 )
 async def invite_info(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
-    code = v.query(request, bodies.InviteInfoQuery).code
     request.app[REGISTRY].get(session_id)
+    code = v.query(request, bodies.InviteInfoQuery).code
     return ok(group_view(await _ask(request, session_id, wire.GroupInviteInfo(code=code))))
 
 
@@ -145,11 +145,11 @@ async def invite_info(request: web.Request) -> web.Response:
 )
 async def join_group(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
+    request.app[REGISTRY].get(session_id)
     body = await v.body(request, bodies.GroupJoinRequest)
     code = body.code or (body.link or "").removeprefix(INVITE_LINK)
     if not code:
         raise ApiError(400, ErrorCode.INVALID_FIELD, "give the invite code or the link")
-    request.app[REGISTRY].get(session_id)
     return ok({"group": group_view(await _ask(request, session_id, wire.GroupJoin(code=code)))})
 
 
