@@ -199,6 +199,10 @@ async def test_engine_reports_a_partial_add_per_participant_and_refusals_as_code
         await engine.group_participants(request)
     assert refused.value.code == "NOT_ADMIN"
     assert group_calls.refusal("group not found").code == "GROUP_NOT_FOUND"
+    assert group_calls.refusal("you're not participating in that group").code == "GROUP_NOT_FOUND"
+    assert group_calls.refusal("you don't have the permission to get the group's invite link").code == "NOT_ADMIN"
+    assert group_calls.refusal("that group invite link is not valid", invite=True).code == "INVITE_INVALID"
+    assert group_calls.refusal("websocket closed").code == "GROUP_FAILED"  # the API shows ENGINE_ERROR 502
     assert group_calls.refusal("invite link has been revoked", invite=True).code == "INVITE_INVALID"
 
 

@@ -32,11 +32,12 @@ EXIT_UNACKNOWLEDGED = 75  # as for a message that could not be committed: WhatsA
 
 
 def refusal(error: str, *, invite: bool = False) -> EngineError:
-    """An EngineError with the API's code for whatsmeow's error text."""
+    """An EngineError with the API's code for whatsmeow's error text (its ErrInviteLinkInvalid/Revoked,
+    ErrGroupInviteLinkUnauthorized, ErrGroupNotFound, ErrNotInGroup, and IQ errors "...status 403: forbidden")."""
     text = error.lower()
-    if invite and any(s in text for s in ("invite", "revoked", "406", "410", "not-acceptable", "gone")):
+    if invite and any(s in text for s in ("invite link", "revoked", "not valid", "406", "410", "not-acceptable")):
         return EngineError("INVITE_INVALID", f"WhatsApp refused the invite: {error}")
-    if any(s in text for s in ("403", "401", "forbidden", "not-authorized", "not authorized")):
+    if any(s in text for s in ("403", "401", "forbidden", "not-authorized", "not authorized", "permission")):
         return EngineError("NOT_ADMIN", f"WhatsApp refused: {error}")
     if any(s in text for s in ("404", "not found", "item-not-found", "not participating")):
         return EngineError("GROUP_NOT_FOUND", f"WhatsApp knows no such group for this account: {error}")
