@@ -506,8 +506,18 @@ GroupSubject = Annotated[
     Field(min_length=1, max_length=MAX_GROUP_SUBJECT),
     Invalid(ErrorCode.INVALID_FIELD, f"must be a string of 1 to {MAX_GROUP_SUBJECT} characters"),
 ]
+PersonTarget = Annotated[
+    str,
+    Field(
+        pattern=rf"^\s*[0-9]{{5,20}}@s\.whatsapp\.net\s*$|{PHONE_DIGITS_PATTERN}",
+        examples=["628123456789"],
+        description="a person: a user JID (628123456789@s.whatsapp.net) or a phone number in digits",
+    ),
+    AfterValidator(_as_jid),
+    Invalid(ErrorCode.INVALID_TARGET, "must be a person: a user JID (628...@s.whatsapp.net) or digits"),
+]
 Participants = Annotated[
-    list[PhoneTarget],
+    list[PersonTarget],
     Field(min_length=1, max_length=MAX_GROUP_PARTICIPANTS, description="phone numbers or user JIDs"),
     Invalid(ErrorCode.INVALID_FIELD, f"must be a list of 1 to {MAX_GROUP_PARTICIPANTS} phone targets"),
 ]
@@ -591,7 +601,12 @@ class InviteInfoQuery(Query):
     ]
 
 
+def _jpeg_part(schema: dict[str, Any]) -> None:
+    _file_part(schema)
+    schema["properties"]["file"] |= {"contentMediaType": "image/jpeg", "description": "a JPEG of at most 5 MB"}
+
+
 class GroupPictureForm(Body):
     """PUT /session/{id}/groups/{groupJid}/picture as multipart/form-data: a JPEG in the ``file`` part."""
 
-    model_config = ConfigDict(json_schema_extra=_file_part)
+    model_config = ConfigDict(json_schema_extra=_jpeg_part)

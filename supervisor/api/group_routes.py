@@ -53,10 +53,7 @@ def _results(results: list[wire.ParticipantResult]) -> list[dict[str, Any]]:
 
 
 def _user_jids(participants: list[str]) -> list[str]:
-    for jid in participants:
-        if jid.endswith("@g.us"):
-            raise ApiError(400, ErrorCode.INVALID_TARGET, f"a participant must be a person, not the group {jid}")
-    return list(dict.fromkeys(participants))
+    return list(dict.fromkeys(participants))  # each once, in the order first asked
 
 
 def _group_path(request: web.Request) -> tuple[str, str]:
@@ -155,7 +152,7 @@ async def join_group(request: web.Request) -> web.Response:
 
 @_group_operation(
     "GET",
-    "/session/{id}/groups/{groupJid}",
+    "/session/{id}/groups/{groupJid:[^/@]+@[^/]+}",
     id="getGroup",
     summary="A group's subject, description, settings and participants",
     ok=json_reply(answers.Group),
@@ -168,7 +165,7 @@ async def get_group(request: web.Request) -> web.Response:
 
 @_group_operation(
     "PATCH",
-    "/session/{id}/groups/{groupJid}",
+    "/session/{id}/groups/{groupJid:[^/@]+@[^/]+}",
     id="updateGroup",
     summary="Change a group's subject, description, announce or locked setting (admins, or anyone when unlocked)",
     body=bodies.GroupUpdateRequest,
@@ -189,7 +186,7 @@ async def update_group(request: web.Request) -> web.Response:
 
 @_group_operation(
     "PUT",
-    "/session/{id}/groups/{groupJid}/picture",
+    "/session/{id}/groups/{groupJid:[^/@]+@[^/]+}/picture",
     id="setGroupPicture",
     summary="Set a group's picture: a JPEG (multipart/form-data, part 'file')",
     form=bodies.GroupPictureForm,
@@ -198,6 +195,12 @@ async def update_group(request: web.Request) -> web.Response:
 )
 async def set_picture(request: web.Request) -> web.Response:
     session_id, jid = _group_path(request)
+    session = request.app[REGISTRY].get(session_id)
+    if session.status != "connected":
+        # Refused before the upload is read: the client should not stream megabytes for nothing.
+        raise ApiError(
+            409, ErrorCode.SESSION_NOT_CONNECTED, f"session {session_id!r} is {session.status}, not connected"
+        )
     settings = request.app[SETTINGS]
     target = settings.storage_dir / "outgoing" / session_id / f"{secrets.token_hex(12)}.jpg"
     received = await upload.receive(request, target, max_bytes=MAX_PICTURE_BYTES)
@@ -212,7 +215,7 @@ async def set_picture(request: web.Request) -> web.Response:
 
 @_group_operation(
     "POST",
-    "/session/{id}/groups/{groupJid}/participants",
+    "/session/{id}/groups/{groupJid:[^/@]+@[^/]+}/participants",
     id="groupParticipants",
     summary="Add, remove, promote or demote participants: one result per participant (admins only)",
     body=bodies.GroupParticipantsRequest,
@@ -235,7 +238,7 @@ async def _invite(request: web.Request, *, revoke: bool) -> web.Response:
 
 @_group_operation(
     "GET",
-    "/session/{id}/groups/{groupJid}/invite",
+    "/session/{id}/groups/{groupJid:[^/@]+@[^/]+}/invite",
     id="groupInvite",
     summary="The group's invite code and link (admins only)",
     ok=json_reply(answers.GroupInvite),
@@ -247,7 +250,7 @@ async def get_invite(request: web.Request) -> web.Response:
 
 @_group_operation(
     "POST",
-    "/session/{id}/groups/{groupJid}/invite/revoke",
+    "/session/{id}/groups/{groupJid:[^/@]+@[^/]+}/invite/revoke",
     id="revokeGroupInvite",
     summary="A new invite code; the old one stops working (admins only)",
     ok=json_reply(answers.GroupInvite),
@@ -259,7 +262,7 @@ async def revoke_invite(request: web.Request) -> web.Response:
 
 @_group_operation(
     "POST",
-    "/session/{id}/groups/{groupJid}/leave",
+    "/session/{id}/groups/{groupJid:[^/@]+@[^/]+}/leave",
     id="leaveGroup",
     summary="Leave a group",
     ok=json_reply(answers.GroupDone),

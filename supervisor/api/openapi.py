@@ -37,6 +37,7 @@ ERRORS = {
     429: "rate limited; see Retry-After",
     502: "the session's process could not carry it out",
     503: "worker at MAX_SESSIONS, shutting down or its storage unavailable; see Retry-After",
+    504: "the session's process did not answer in time (ENGINE_TIMEOUT)",
     507: "the worker's disk is full (STORAGE_FULL): nothing was accepted; see Retry-After",
 }
 ALLOW = {"Allow": {"description": "the methods this path answers", "schema": {"type": "string"}}}
