@@ -450,8 +450,11 @@ async def test_send_errors(engines: Engines, api: HubApi) -> None:
 
     engine, _ = await link(engines, api, "628607")
     with pytest.raises(EngineError) as err:
-        await engine.send(OutgoingMessage(id="x1", to="1203630@g.us", text="group"))
+        await engine.send(OutgoingMessage(id="x1", to="status@broadcast", text="status"))
     assert err.value.code == "INVALID_RECIPIENT"
+    with pytest.raises(EngineError) as err:  # groups are sent to (issue 17), but only by their members
+        await engine.send(OutgoingMessage(id="x1", to="1203630@g.us", text="group"))
+    assert err.value.code == "GROUP_NOT_FOUND"
     with pytest.raises(EngineError) as err:
         await engine.send(OutgoingMessage(id="x2", to="628608@s.whatsapp.net", type="image", media_path="/nope"))
     assert err.value.code == "MEDIA_MISSING"
