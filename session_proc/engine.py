@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # The messages an engine sends and receives are bodies of the wire contract: declared there, once.
+from transport import wire
 from transport.wire import (
     ContactCard,
     IncomingCall,
@@ -96,8 +97,8 @@ class EngineSink(Protocol):
     def on_logged_out(self, reason: str) -> None:
         """The device was unlinked; its credentials are gone and a new QR is needed."""
 
-    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
-        """A sent message was ``delivered`` or ``read``."""
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float, *, by: str | None = None) -> None:
+        """A sent message was ``delivered`` or ``read`` (in a group: by the participant ``by``)."""
 
     def on_credentials_changed(self) -> None:
         """The auth state on disk changed (paired, keys rotated): time for a backup."""
@@ -125,6 +126,9 @@ class EngineSink(Protocol):
     async def on_message_change(self, change: MessageChange) -> None:
         """Someone edited or deleted for everyone a message; returns once the supervisor has committed it,
         raises if not (like ``on_message``: acknowledged to the network only then)."""
+
+    async def on_group_event(self, event: wire.GroupEvent) -> None:
+        """A change of a group; returns once the supervisor has committed its event, raises if not."""
 
 
 class Engine(abc.ABC):
@@ -184,3 +188,47 @@ class Engine(abc.ABC):
     async def set_disappearing(self, chat: str, seconds: int) -> None:
         """Set a chat's disappearing-messages timer (one of wire.DISAPPEARING_TIMERS)."""
         raise EngineError("NOT_SUPPORTED", f"the {self.name} engine cannot set disappearing messages")
+
+    # -- groups (issue 17): each engine that has groups overrides all of these ----------------
+    def _no_groups(self) -> EngineError:
+        return EngineError("NOT_SUPPORTED", f"the {self.name} engine has no groups")
+
+    async def group_create(self, request: wire.GroupCreate) -> wire.GroupCreateReply:
+        """Create a group; one result per participant asked for."""
+        raise self._no_groups()
+
+    async def group_list(self) -> wire.GroupListReply:
+        """The groups this account is in."""
+        raise self._no_groups()
+
+    async def group_info(self, jid: str) -> wire.GroupInfo:
+        """One group's subject, settings and participants."""
+        raise self._no_groups()
+
+    async def group_update(self, request: wire.GroupUpdate) -> None:
+        """Change a group's subject, description, announce or locked setting."""
+        raise self._no_groups()
+
+    async def group_picture(self, jid: str, jpeg: bytes) -> None:
+        """Set a group's picture."""
+        raise self._no_groups()
+
+    async def group_participants(self, request: wire.GroupParticipants) -> wire.ParticipantResults:
+        """Add, remove, promote or demote participants; one result each."""
+        raise self._no_groups()
+
+    async def group_invite(self, jid: str, *, revoke: bool) -> str:
+        """The group's invite code (a new one when ``revoke``)."""
+        raise self._no_groups()
+
+    async def group_invite_info(self, code: str) -> wire.GroupInfo:
+        """The group behind an invite code, without joining."""
+        raise self._no_groups()
+
+    async def group_join(self, code: str) -> wire.GroupInfo:
+        """Join the group behind an invite code."""
+        raise self._no_groups()
+
+    async def group_leave(self, jid: str) -> None:
+        """Leave a group."""
+        raise self._no_groups()

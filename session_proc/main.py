@@ -27,6 +27,7 @@ from typing import Any
 from common import logfmt
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage
 from session_proc.engines import engine_class
+from session_proc.group_requests import group_request
 from session_proc.proctitle import die_with_parent, set_title
 from transport import wire
 from transport.channel import Body, ChannelError, DealerChannel, PeerGone, RemoteError
@@ -179,6 +180,8 @@ class SessionProcess:
                 case wire.SetDisappearing(chat=chat, seconds=seconds):
                     await engine.set_disappearing(chat, seconds)
                     return wire.Done()
+                case _ if isinstance(request, wire.GROUP_REQUESTS):
+                    return await group_request(engine, request)
         except EngineError as exc:
             raise RemoteError(exc.code, exc.message) from None
         raise RemoteError(wire.PROTOCOL_ERROR, f"request {op!r} has no handler")  # a ToChild op left out above
@@ -207,8 +210,8 @@ class SessionProcess:
         self._emit(wire.LoggedOut(reason=reason))
         self.finish(EXIT_CLEAN, f"logged out: {reason}")
 
-    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
-        self._emit(wire.Receipt(id=message_id, status=status, chat=chat, timestamp=timestamp))
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float, *, by: str | None = None) -> None:
+        self._emit(wire.Receipt(id=message_id, status=status, chat=chat, timestamp=timestamp, by=by))
 
     def on_credentials_changed(self) -> None:
         self._emit(wire.Creds(at=time.time()))
@@ -234,6 +237,9 @@ class SessionProcess:
 
     async def on_message_change(self, change: wire.MessageChange) -> None:
         await wire.ask_supervisor(self.channel, change, timeout=COMMIT_TIMEOUT)
+
+    async def on_group_event(self, event: wire.GroupEvent) -> None:
+        await wire.ask_supervisor(self.channel, event, timeout=COMMIT_TIMEOUT)
 
 
 async def _amain(args: argparse.Namespace) -> int:

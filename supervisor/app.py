@@ -31,6 +31,7 @@ from supervisor.api import (
     change_routes,
     contact_routes,
     event_routes,
+    group_routes,
     media_routes,
     message_routes,
     outbox_routes,
@@ -376,6 +377,7 @@ def build_app(settings: Settings, token: str) -> web.Application:
     app.add_routes(account_routes.routes)
     app.add_routes(poll_routes.routes)
     app.add_routes(contact_routes.routes)
+    app.add_routes(group_routes.routes)
 
     async def on_shutdown(app: web.Application) -> None:
         # From the first SIGTERM on, refuse new work with 503 while children stop.

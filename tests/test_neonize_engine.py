@@ -336,7 +336,7 @@ class _Sink:
     def on_logged_out(self, reason: str) -> None:
         self.events.append(("logged_out", reason))
 
-    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float, *, by: str | None = None) -> None:
         self.events.append(("receipt", (message_id, status, chat, timestamp)))
 
     def on_credentials_changed(self) -> None:
@@ -366,6 +366,9 @@ class _Sink:
 
     async def on_message_change(self, change: MessageChange) -> None:
         self.changes.append(change)
+
+    async def on_group_event(self, event: wire.GroupEvent) -> None:
+        self.events.append(("group", event))
 
 
 class _FakeClient:

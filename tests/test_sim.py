@@ -39,6 +39,7 @@ from session_proc.engine import (
 )
 from session_proc.sim.device_store import DeviceStore
 from session_proc.sim.engine import SimEngine
+from transport import wire
 from transport.protocol import REQ, Frame, decode, encode
 from transport.wire import PollSpec
 
@@ -178,11 +179,14 @@ class RecordingSink:
     def on_logged_out(self, reason: str) -> None:
         self._record("logged_out", reason)
 
-    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
-        self._record("receipt", message_id, status, chat, timestamp)
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float, *, by: str | None = None) -> None:
+        self._record("receipt", message_id, status, chat, timestamp, *([by] if by else []))
 
     def on_credentials_changed(self) -> None:
         self._record("credentials_changed")
+
+    async def on_group_event(self, event: wire.GroupEvent) -> None:
+        self._record("group", event)
 
     async def on_message(self, message: IncomingMessage) -> None:
         self._record("message", message)
@@ -485,8 +489,11 @@ async def test_send_errors(engines: Engines, api: HubApi) -> None:
 
     engine, _ = await link(engines, api, "628607")
     with pytest.raises(EngineError) as err:
-        await engine.send(OutgoingMessage(id="x1", to="1203630@g.us", text="group"))
+        await engine.send(OutgoingMessage(id="x1", to="status@broadcast", text="status"))
     assert err.value.code == "INVALID_RECIPIENT"
+    with pytest.raises(EngineError) as err:  # groups are sent to (issue 17), but only by their members
+        await engine.send(OutgoingMessage(id="x1", to="1203630@g.us", text="group"))
+    assert err.value.code == "GROUP_NOT_FOUND"
     with pytest.raises(EngineError) as err:
         await engine.send(OutgoingMessage(id="x2", to="628608@s.whatsapp.net", type="image", media_path="/nope"))
     assert err.value.code == "MEDIA_MISSING"

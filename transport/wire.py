@@ -59,6 +59,17 @@ class ToChild(StrEnum):
     SET_BLOCKED = "set_blocked"
     BLOCKLIST = "blocklist"
     SET_DISAPPEARING = "set_disappearing"
+    # groups (issue 17)
+    GROUP_CREATE = "group_create"
+    GROUP_LIST = "group_list"
+    GROUP_INFO = "group_info"
+    GROUP_UPDATE = "group_update"
+    GROUP_PICTURE = "group_picture"
+    GROUP_PARTICIPANTS = "group_participants"
+    GROUP_INVITE = "group_invite"
+    GROUP_INVITE_INFO = "group_invite_info"
+    GROUP_JOIN = "group_join"
+    GROUP_LEAVE = "group_leave"
 
 
 class ToSupervisor(StrEnum):
@@ -71,6 +82,7 @@ class ToSupervisor(StrEnum):
     CALL_REJECTED = "call_rejected"
     POLL_VOTE = "poll_vote"
     MESSAGE_CHANGE = "message_change"
+    GROUP_EVENT = "group_event"
 
 
 class ChildEvent(StrEnum):
@@ -375,6 +387,7 @@ class IncomingMessage(SupervisorRequest[Done]):
     poll: PollSpec | None = None
     view_once: bool = False
     voice: bool = False
+    participant: str | None = None  # a group message: who in the group sent it (``chat`` is the group)
 
 
 class MessageChange(SupervisorRequest[Done]):
@@ -487,6 +500,7 @@ class Receipt(Event):
     status: str
     chat: str
     timestamp: float
+    by: str | None = None  # a group message: the participant whose receipt this is
 
 
 class Creds(Event):
@@ -517,6 +531,207 @@ class PresenceUpdate(Event):
     last_seen: float | None = None
 
 
+# -- groups (issue 17) -----------------------------------------------------------------
+# Group JIDs are ``<digits>@g.us``; participants are user JIDs (``628123@s.whatsapp.net``).
+
+
+class GroupMember(_Body):
+    """One participant of a group: ``admin`` is None, ``admin`` or ``superadmin`` (the creator)."""
+
+    jid: str
+    admin: str | None = None
+
+
+class GroupInfo(Reply):
+    """A group as the account sees it. ``created_at`` in epoch seconds (neonize: float32, about ±64 s)."""
+
+    jid: str
+    subject: str
+    description: str | None = None
+    owner: str | None = None
+    created_at: float | None = None
+    announce: bool = False  # only admins may send
+    locked: bool = False  # only admins may edit the subject, description and picture
+    participants: list[GroupMember] = []
+
+
+class GroupSummary(_Body):
+    """One line of the account's group list."""
+
+    jid: str
+    subject: str
+    size: int
+    is_admin: bool
+
+
+class GroupListReply(Reply):
+    """The groups this account is in."""
+
+    groups: list[GroupSummary]
+
+
+class ParticipantResult(_Body):
+    """What became of one participant of a change: ``ok``, ``invite_required``, ``not_found``, ``not_admin``
+    or ``already``, with WhatsApp's numeric code (200, 403, 404, 401, 409)."""
+
+    jid: str
+    result: str
+    code: int
+
+
+class ParticipantResults(Reply):
+    """One result per participant asked for, in the order asked: never a silent partial success."""
+
+    results: list[ParticipantResult]
+
+
+class GroupCreateReply(Reply):
+    """A created group and what became of each participant asked for."""
+
+    group: GroupInfo
+    results: list[ParticipantResult]
+
+
+class InviteReply(Reply):
+    """A group's invite code (the link is ``https://chat.whatsapp.com/<code>``)."""
+
+    code: str
+
+
+class GroupCreate(ChildRequest[GroupCreateReply]):
+    """Create a group with this account as its owner."""
+
+    OP = ToChild.GROUP_CREATE
+    REPLY = GroupCreateReply
+
+    subject: str
+    participants: list[str]
+
+
+class GroupList(ChildRequest[GroupListReply]):
+    """The groups this account is in."""
+
+    OP = ToChild.GROUP_LIST
+    REPLY = GroupListReply
+
+
+class GroupInfoRequest(ChildRequest[GroupInfo]):
+    """One group's subject, settings and participants."""
+
+    OP = ToChild.GROUP_INFO
+    REPLY = GroupInfo
+
+    jid: str
+
+
+class GroupUpdate(ChildRequest[Done]):
+    """Change a group's subject, description (``""`` removes it), announce or locked setting."""
+
+    OP = ToChild.GROUP_UPDATE
+    REPLY = Done
+
+    jid: str
+    subject: str | None = None
+    description: str | None = None
+    announce: bool | None = None
+    locked: bool | None = None
+
+
+class GroupPicture(ChildRequest[Done]):
+    """Set a group's picture from a JPEG file the supervisor staged."""
+
+    OP = ToChild.GROUP_PICTURE
+    REPLY = Done
+
+    jid: str
+    path: str
+
+
+class GroupParticipants(ChildRequest[ParticipantResults]):
+    """Add, remove, promote or demote participants; one result each."""
+
+    OP = ToChild.GROUP_PARTICIPANTS
+    REPLY = ParticipantResults
+
+    jid: str
+    action: str  # add | remove | promote | demote
+    participants: list[str]
+
+
+class GroupInvite(ChildRequest[InviteReply]):
+    """The group's invite code; a new one (the old one dies) when ``revoke``."""
+
+    OP = ToChild.GROUP_INVITE
+    REPLY = InviteReply
+
+    jid: str
+    revoke: bool = False
+
+
+class GroupInviteInfo(ChildRequest[GroupInfo]):
+    """The group behind an invite code, without joining it."""
+
+    OP = ToChild.GROUP_INVITE_INFO
+    REPLY = GroupInfo
+
+    code: str
+
+
+class GroupJoin(ChildRequest[GroupInfo]):
+    """Join the group behind an invite code."""
+
+    OP = ToChild.GROUP_JOIN
+    REPLY = GroupInfo
+
+    code: str
+
+
+class GroupLeave(ChildRequest[Done]):
+    """Leave a group."""
+
+    OP = ToChild.GROUP_LEAVE
+    REPLY = Done
+
+    jid: str
+
+
+class GroupEvent(SupervisorRequest[Done]):
+    """A change of a group the account is in; answered once committed to the event log, and only then
+    acknowledged to the network (like an incoming message).
+
+    ``kind``: ``joined`` (this account is in a group now), ``left`` (it is no longer),
+    ``participants`` (``action`` add/remove/promote/demote of ``participants``) or ``updated``
+    (``changes``: subject, description, announce, locked, picture). ``by`` is who did it, when known.
+    """
+
+    OP = ToSupervisor.GROUP_EVENT
+    REPLY = Done
+
+    id: str  # unique per change: lets a consumer drop a repeat delivered after a crash
+    kind: str
+    group: str
+    timestamp: float
+    by: str | None = None
+    subject: str | None = None
+    action: str | None = None
+    participants: list[str] = []
+    changes: dict[str, str | bool | None] = {}
+
+
+GROUP_REQUESTS: tuple[type[ChildRequest[Any]], ...] = (
+    GroupCreate,
+    GroupList,
+    GroupInfoRequest,
+    GroupUpdate,
+    GroupPicture,
+    GroupParticipants,
+    GroupInvite,
+    GroupInviteInfo,
+    GroupJoin,
+    GroupLeave,
+)
+
+
 def _by_op(*kinds: type[B]) -> dict[str, type[B]]:
     return {str(kind.OP): kind for kind in kinds}  # type: ignore[attr-defined]
 
@@ -528,9 +743,10 @@ CHILD_REQUESTS: dict[str, type[ChildRequest[Any]]] = _by_op(
     Stop,
     *(MarkRead, SendPresence),  # read receipts, presence
     *(CheckPhones, ContactInfo, SetBlocked, Blocklist, SetDisappearing),  # contacts, blocking, disappearing
+    *GROUP_REQUESTS,
 )
 SUPERVISOR_REQUESTS: dict[str, type[SupervisorRequest[Any]]] = _by_op(
-    IncomingMessage, Fatal, IncomingCall, CallRejected, PollVote, MessageChange
+    IncomingMessage, Fatal, IncomingCall, CallRejected, PollVote, MessageChange, GroupEvent
 )
 EVENTS: dict[str, type[Event]] = _by_op(
     Ready, Qr, Connected, Disconnected, LoggedOut, Receipt, Creds, ChatPresence, PresenceUpdate

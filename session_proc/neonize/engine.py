@@ -42,6 +42,7 @@ from session_proc.engine import (
 from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.neonize import loader, send_errors
 from session_proc.neonize.account_engine import NeonizeAccount
+from session_proc.neonize.group_calls import NeonizeGroups
 from session_proc.neonize.journal import FAILED, SENDING, SENT, UNKNOWN, SendJournal
 from transport.wire import MessageChange
 
@@ -96,7 +97,7 @@ class _Bounded(OrderedDict[K, V]):
             self.popitem(last=False)
 
 
-class NeonizeEngine(NeonizeAccount, Engine):
+class NeonizeEngine(NeonizeAccount, NeonizeGroups, Engine):
     """One WhatsApp linked device driven by neonize; auth state in ``<session_dir>/neonize.db``."""
 
     name = "neonize"
@@ -195,6 +196,8 @@ class NeonizeEngine(NeonizeAccount, Engine):
             ev.ChatPresenceEv: self._cb_chat_presence,
             ev.PresenceEv: self._cb_presence,
             ev.CallOfferEv: self._cb_call_offer,
+            ev.JoinedGroupEv: self._cb_joined_group,  # issue 17
+            ev.GroupInfoEv: self._cb_group_info,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(handler)
@@ -641,7 +644,8 @@ class NeonizeEngine(NeonizeAccount, Engine):
 
     def _receipts(self, update: Any) -> None:
         for wa_id in update.ids:
-            self.ctx.sink.on_receipt(self._worker_by_wa.get(wa_id, wa_id), update.status, update.chat, update.timestamp)
+            worker_id = self._worker_by_wa.get(wa_id, wa_id)
+            self.ctx.sink.on_receipt(worker_id, update.status, update.chat, update.timestamp, by=update.by)
 
     async def _prepare(self, mapped: MappedMessage) -> IncomingMessage:
         """The message as the supervisor takes it: our ids for quoted messages, media on disk."""

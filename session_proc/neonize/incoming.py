@@ -62,6 +62,7 @@ class ReceiptUpdate:
     status: str
     chat: str
     timestamp: float
+    by: str | None = None  # a group: the participant whose receipt it is
 
 
 def jid_str(jid: JID) -> str:
@@ -122,6 +123,7 @@ def map_message(event: MessageEv, *, me: str | None = None) -> MappedMessage | N
         type="text",
         timestamp=info.Timestamp / 1000.0,
         from_me=from_me,
+        participant=sender if source.IsGroup else None,  # issue 17: who in the group sent it
     )
     context: ContextInfo | None = None
     media: Message | None = None
@@ -216,6 +218,9 @@ def map_receipt(event: ReceiptEv) -> ReceiptUpdate | None:
         status=status,
         chat=jid_str(event.MessageSource.Chat),
         timestamp=float(event.Timestamp),
+        by=phone_jid(event.MessageSource.Sender, event.MessageSource.SenderAlt)
+        if event.MessageSource.IsGroup
+        else None,
     )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 import mimetypes
 import random
@@ -39,6 +40,8 @@ from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.sim import ops, poll_votes
 from session_proc.sim.account import SimAccount
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
+from session_proc.sim.group_jid import is_group
+from session_proc.sim.groups import SimGroups, group_event
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
 from transport.wire import MessageChange
 
@@ -95,7 +98,7 @@ class _Link:
         return self.chan
 
 
-class SimEngine(SimAccount, Engine):
+class SimEngine(SimAccount, SimGroups, Engine):
     """A linked device on the simulated network; ``ctx.options["hub"]`` is the hub's ZeroMQ endpoint.
 
     Other options: ``heartbeat_interval`` (seconds, default 1.0), ``request_timeout``
@@ -124,7 +127,7 @@ class SimEngine(SimAccount, Engine):
         # Receipts for a message whose send is still waiting for its answer are held back,
         # so the caller always learns "sent" before "delivered".
         self._sending: dict[str, int] = {}
-        self._held: dict[str, list[tuple[str, str, float]]] = {}
+        self._held: dict[str, list[tuple[str, str, float, str | None]]] = {}
 
     # -- what the session process sees ----------------------------------------
     @property
@@ -160,7 +163,7 @@ class SimEngine(SimAccount, Engine):
         link = self._link
         if link is None or not link.online or link.lost.is_set():
             raise EngineError("NOT_CONNECTED", "the session is not connected to WhatsApp")
-        to = phone_of(message.to)
+        to = message.to if is_group(message.to) else phone_of(message.to)
         if to is None:
             raise EngineError("INVALID_RECIPIENT", f"{message.to!r} is not a user JID like 628123@s.whatsapp.net")
         body: dict[str, Any] = {
@@ -314,6 +317,18 @@ class SimEngine(SimAccount, Engine):
             self._store.close()
             self._store = None
         self._done.set()
+
+    async def hub_request(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An account operation at the hub while online; the hub's refusal is an EngineError with its code."""
+        link = self._link
+        if link is None or not link.online or link.lost.is_set():
+            raise EngineError("NOT_CONNECTED", "the session is not connected to WhatsApp")
+        try:
+            return await link.channel.request(op, body, timeout=self._request_timeout)
+        except RemoteError as exc:
+            raise EngineError(exc.code, exc.message) from None
+        except ChannelError as exc:
+            raise EngineError("NOT_CONNECTED", f"no answer from WhatsApp: {exc}") from None
 
     # -- connection loop -------------------------------------------------------
     async def _run(self) -> None:
@@ -484,6 +499,8 @@ class SimEngine(SimAccount, Engine):
                     await self._on_message(link, body)
                 elif op in ops.ACCOUNT_EVENTS:
                     await self._on_account_event(link.channel, op, body)
+                elif op == ops.GROUP_EVENT:
+                    await self._on_group_event(link, body)
                 else:
                     log.warning("session %s: unknown event %r from the hub", self.ctx.session_id, op)
             except Exception:
@@ -532,9 +549,20 @@ class SimEngine(SimAccount, Engine):
         except PeerGone:
             log.info("session %s: ack of %s not sent; it will be redelivered", self.ctx.session_id, msg_id)
 
+    async def _on_group_event(self, link: _Link, body: dict[str, Any]) -> None:
+        event = group_event(body)
+        try:
+            await self.ctx.sink.on_group_event(event)
+        except Exception:
+            log.exception("session %s: group event %s was not taken over", self.ctx.session_id, event.id)
+            return  # not acked: the hub pushes it again on the next connection
+        with contextlib.suppress(PeerGone):
+            link.channel.emit(ops.ACK, {"id": event.id})
+
     async def _incoming(self, body: dict[str, Any]) -> IncomingMessage:
         msg_id = str(body["id"])
         sender = jid(str(body.get("from", "")))
+        group = _opt(body, "group", str)  # a group message: the chat is the group, the sender its participant
         mimetype = body.get("mimetype") if isinstance(body.get("mimetype"), str) else None
         media_path = media_error = None
         media_size = body.get("mediaSize")
@@ -561,9 +589,10 @@ class SimEngine(SimAccount, Engine):
         timestamp = body.get("timestamp")
         return IncomingMessage(
             id=msg_id,
-            chat=sender,
+            chat=group or sender,
             sender=sender,
-            to=jid(str(body.get("to", ""))),
+            to=group or jid(str(body.get("to", ""))),
+            participant=sender if group else None,
             type=str(body.get("type") or "text"),
             timestamp=float(timestamp) if isinstance(timestamp, int | float) else 0.0,
             text=body.get("text") if isinstance(body.get("text"), str) else None,
@@ -589,11 +618,17 @@ class SimEngine(SimAccount, Engine):
         msg_id, status, chat, ts = body.get("id"), body.get("status"), body.get("chat"), body.get("timestamp")
         if not (isinstance(msg_id, str) and isinstance(status, str) and isinstance(chat, str)):
             return
-        receipt = (status, jid(chat), float(ts) if isinstance(ts, int | float) else 0.0)
+        by = body.get("by")
+        receipt = (
+            status,
+            chat if "@" in chat else jid(chat),
+            float(ts) if isinstance(ts, int | float) else 0.0,
+            jid(by) if isinstance(by, str) else None,  # a group member's receipt
+        )
         if msg_id in self._sending:
             self._held.setdefault(msg_id, []).append(receipt)
         else:
-            self._call(self.ctx.sink.on_receipt, msg_id, *receipt)
+            self._call(self.ctx.sink.on_receipt, msg_id, *receipt[:3], by=receipt[3])
 
     def _send_finished(self, msg_id: str) -> None:
         left = self._sending.get(msg_id, 1) - 1
@@ -605,8 +640,8 @@ class SimEngine(SimAccount, Engine):
         if held:
             # call_soon: the sender gets its SendResult before it hears of the receipts.
             loop = asyncio.get_running_loop()
-            for status, chat, ts in held:
-                loop.call_soon(self._call, self.ctx.sink.on_receipt, msg_id, status, chat, ts)
+            for status, chat, ts, by in held:
+                loop.call_soon(functools.partial(self._call, self.ctx.sink.on_receipt, msg_id, status, chat, ts, by=by))
 
     # -- helpers ---------------------------------------------------------------
     def _open_store(self) -> DeviceStore:

@@ -48,6 +48,7 @@ from session_proc.engine import (
 )
 from session_proc.engines import FAULTS_ENV, faults_enabled
 from session_proc.sim.engine import SimEngine
+from transport import wire
 
 log = logging.getLogger("session_proc.fault")
 
@@ -89,8 +90,8 @@ class _Sink:
     def on_logged_out(self, reason: str) -> None:
         self.inner.on_logged_out(reason)
 
-    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float) -> None:
-        self.inner.on_receipt(message_id, status, chat, timestamp)
+    def on_receipt(self, message_id: str, status: str, chat: str, timestamp: float, *, by: str | None = None) -> None:
+        self.inner.on_receipt(message_id, status, chat, timestamp, by=by)
 
     def on_credentials_changed(self) -> None:
         self.inner.on_credentials_changed()
@@ -115,6 +116,9 @@ class _Sink:
 
     async def on_message_change(self, change: MessageChange) -> None:
         await self.inner.on_message_change(change)
+
+    async def on_group_event(self, event: wire.GroupEvent) -> None:
+        await self.inner.on_group_event(event)
 
 
 def _block_forever() -> None:

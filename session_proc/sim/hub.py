@@ -32,6 +32,7 @@ from typing import Any
 from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
 from session_proc.sim import hub_account, hub_changes, hub_polls, ops
+from session_proc.sim.group_jid import is_group
 from session_proc.sim.hub_contacts import OPS as CONTACT_OPS
 from session_proc.sim.hub_contacts import ContactBook, ContactError
 from session_proc.sim.hub_phones import PhoneRegistry
@@ -226,6 +227,15 @@ class Hub:
         self._watcher: asyncio.Task[None] | None = None
         self.faults = Faults()
         self.account = hub_account.HubAccount(self, store.path)  # read receipts, presence, calls
+        # Imported here: the group registry uses this module's errors and field checks.
+        from session_proc.sim.hub_groups import HubGroups
+
+        self.groups = HubGroups(
+            store.db,
+            queue=self._queue,
+            devices_of=lambda phone: [d.device_id for d in self._store.devices(phone)],
+            exists=self.phones.exists,
+        )
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> str:
@@ -267,6 +277,8 @@ class Hub:
                 return self._pair_code(conn, body)
             if op == ops.LOGOUT:
                 return self._logout(conn)
+            if op == ops.GROUP:
+                return self._group_request(conn, body)
             if op == ops.BYE:
                 self._drop(conn, "closed by the engine")
                 return {}
@@ -349,71 +361,82 @@ class Hub:
         if remaining > 0:
             raise HubError(503, ops.ERR_SEND_REFUSED, f"the server refuses sends for {remaining:.1f}s more")
         msg_id = req_str(body, "id", max_len=MAX_ID_LENGTH)
-        to = check_phone(body.get("to"), "to")
+        # A group message goes to every other member, each with its own receipt (issue 17).
+        group = str(body["to"]) if is_group(body.get("to")) else None
+        members = self.groups.recipients(device.phone, group) if group else [check_phone(body.get("to"), "to")]
         msg_type = opt_str(body, "type", max_len=32) or "text"
         if msg_type in hub_changes.CHANGE_TYPES:
-            return self._device_change(device, msg_id, to, body)
+            return self._device_change(device, msg_id, group or members[0], members, body)
         media = body.get("media")
         if media is not None and not isinstance(media, bytes):
             raise HubError(400, "BAD_REQUEST", "media must be bytes")
         media_size = _opt_size(body, "mediaSize")
         if media_size is None and media is not None:
             media_size = len(media)
-        if self.contacts.blocks(device.phone, to):
-            raise HubError(409, ops.ERR_RECIPIENT_BLOCKED, f"{to} is blocked: unblock it to send")
+        if group is None and self.contacts.blocks(device.phone, members[0]):
+            raise HubError(409, ops.ERR_RECIPIENT_BLOCKED, f"{members[0]} is blocked: unblock it to send")
         ts = time.time()
-        if self.contacts.blocks(to, device.phone):
-            # Blocked by the recipient: the server takes it and never delivers it (one tick).
-            log.info("device %s sent %s to %s, which blocked it: dropped", device.device_id, msg_id, to)
-            return {"id": msg_id, "timestamp": ts}
-        timer = self.contacts.timer(device.phone, to)
-        entry = InboxEntry(
-            id=msg_id,
-            phone=to,
-            from_phone=device.phone,
-            from_device=device.device_id,
-            type=msg_type,
-            text=opt_str(body, "text"),
-            caption=opt_str(body, "caption"),
-            media_size=media_size,
-            mimetype=opt_str(body, "mimetype", max_len=255),
-            timestamp=ts,
-            deliveries=1,
-            extra={**message_extra(body, media), **({"disappearing": timer} if timer else {})},
-        )
-        deliveries = self._store.record_delivery(entry)
-        # Session to session: the recipient's linked devices receive it like any incoming message.
-        incoming = self._incoming_body(entry, media)
-        for target in self._store.devices(to):
-            if target.device_id != device.device_id:
-                self._queue(target.device_id, ops.MESSAGE, msg_id, incoming)
-        # The recipient's phone is always online: delivered at once. The receipt is queued
-        # behind this reply on the connection, so the engine sees the send answered first.
-        self._queue(
-            device.device_id, ops.RECEIPT, msg_id, {"id": msg_id, "status": "delivered", "chat": to, "timestamp": ts}
-        )
-        log.info("device %s sent %s to %s (delivery %d)", device.device_id, msg_id, to, deliveries)
+        extra = message_extra(body, media) | ({"group": group} if group else {})
+        deliveries = 0
+        for to in members:
+            if group is None and self.contacts.blocks(to, device.phone):
+                # Blocked by the recipient: the server takes it and never delivers it (one tick).
+                log.info("device %s sent %s to %s, which blocked it: dropped", device.device_id, msg_id, to)
+                continue
+            timer = self.contacts.timer(device.phone, to) if group is None else None
+            entry = InboxEntry(
+                id=msg_id,
+                phone=to,
+                from_phone=device.phone,
+                from_device=device.device_id,
+                type=msg_type,
+                text=opt_str(body, "text"),
+                caption=opt_str(body, "caption"),
+                media_size=media_size,
+                mimetype=opt_str(body, "mimetype", max_len=255),
+                timestamp=ts,
+                deliveries=1,
+                extra=extra | ({"disappearing": timer} if timer else {}),
+            )
+            deliveries = self._store.record_delivery(entry)
+            # Session to session: the recipient's linked devices receive it like any incoming message.
+            incoming = self._incoming_body(entry, media)
+            for target in self._store.devices(to):
+                if target.device_id != device.device_id:
+                    self._queue(target.device_id, ops.MESSAGE, msg_id, incoming)
+            # The recipient's phone is always online: delivered at once. The receipt is queued
+            # behind this reply on the connection, so the engine sees the send answered first.
+            receipt = {"id": msg_id, "status": "delivered", "chat": group or to, "timestamp": ts}
+            self._queue(device.device_id, ops.RECEIPT, msg_id, receipt | ({"by": to} if group else {}))
+        log.info("device %s sent %s to %s (delivery %d)", device.device_id, msg_id, group or members[0], deliveries)
         return {"id": msg_id, "timestamp": ts}
 
-    def _device_change(self, device: Device, msg_id: str, to: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A device edits or revokes a message it sent (hub_changes.py); the recipient's other linked
-        devices hear of it like a message."""
+    def _device_change(
+        self, device: Device, msg_id: str, chat: str, members: list[str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A device edits or revokes a message it sent (hub_changes.py); the recipients' linked devices
+        (every member's, in a group) hear of it like a message."""
         change = hub_changes.device_change(self._store, device.phone, body, window=self._edit_window)
         ts = time.time()
         push = {
             "id": msg_id,
             "from": device.phone,
-            "to": to,
+            "to": chat,
             "type": change.kind,
             hub_changes.TARGET_KEYS[change.kind]: change.target,
             "text": change.caption if change.caption is not None else change.text,
             "timestamp": ts,
         }
-        for target in self._store.devices(to):
-            if target.device_id != device.device_id:
-                self._queue(target.device_id, ops.MESSAGE, msg_id, push)
-        log.info("device %s: %s of %s sent to %s", device.device_id, change.kind, change.target, to)
+        for member in members:
+            for target in self._store.devices(member):
+                if target.device_id != device.device_id:
+                    self._queue(target.device_id, ops.MESSAGE, msg_id, push)
+        log.info("device %s: %s of %s sent to %s", device.device_id, change.kind, change.target, chat)
         return {"id": msg_id, "timestamp": ts}
+
+    def _group_request(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+        """A linked device's group operation, carried out for its phone (issue 17)."""
+        return self.groups.device_request(self._linked_device(conn).phone, body)
 
     def _pair_code(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
         phone = check_phone(body.get("phone"))
@@ -458,37 +481,15 @@ class Hub:
         return self._link(entry.conn, phone, push_name)
 
     def phone_send(self, phone: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The phone sends a message to the linked number ``body["to"]``."""
+        """The phone sends a message to the linked number (or the group) ``body["to"]``."""
         check_phone(phone)
+        if is_group(body.get("to")):
+            return self._phone_group_send(phone, body)
         to = check_phone(body.get("to"), "to")
         targets = self._store.devices(to)
         if not targets:
             raise HubError(404, "NOT_LINKED", f"no device is linked to {to}")
-        media_b64 = opt_str(body, "mediaBase64", max_len=1 << 27)
-        media: bytes | None = None
-        if media_b64 is not None:
-            try:
-                media = base64.b64decode(media_b64, validate=True)
-            except (binascii.Error, ValueError):
-                raise HubError(400, "BAD_REQUEST", "mediaBase64 is not valid base64") from None
-        msg_type = opt_str(body, "type", max_len=32) or ("document" if media is not None else "text")
-        if msg_type == "reaction":
-            body = hub_changes.reaction_fields(body)
-            hub_changes.react_in_inbox(self._store, phone, body["reactionTo"], body["text"])
-        entry = InboxEntry(
-            id=new_message_id(),
-            phone=to,
-            from_phone=phone,
-            from_device=None,
-            type=msg_type,
-            text=opt_str(body, "text"),
-            caption=opt_str(body, "caption"),
-            media_size=len(media) if media is not None else None,
-            mimetype=opt_str(body, "mimetype", max_len=255),
-            timestamp=time.time(),
-            deliveries=1,
-            extra=message_extra(body, media),
-        )
+        entry, media = self._phone_entry(phone, to, body)
         self.account.record_sent(entry)
         self.phones.seen(phone)  # a number that sends is on WhatsApp
         if self.contacts.blocks(to, phone):
@@ -502,6 +503,53 @@ class Hub:
             pushed |= self._queue(target.device_id, ops.MESSAGE, entry.id, incoming)
         log.info("phone %s sent %s to %s (%s)", phone, entry.id, to, "pushed" if pushed else "queued")
         return {"id": entry.id, "queued": not pushed}
+
+    def _phone_entry(
+        self, phone: str, to: str, body: dict[str, Any], group: str | None = None, msg_id: str | None = None
+    ) -> tuple[InboxEntry, bytes | None]:
+        """A message the phone sends, as the recipient's inbox keeps it, and its media."""
+        media_b64 = opt_str(body, "mediaBase64", max_len=1 << 27)
+        media: bytes | None = None
+        if media_b64 is not None:
+            try:
+                media = base64.b64decode(media_b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise HubError(400, "BAD_REQUEST", "mediaBase64 is not valid base64") from None
+        msg_type = opt_str(body, "type", max_len=32) or ("document" if media is not None else "text")
+        if msg_type == "reaction":
+            body = hub_changes.reaction_fields(body)
+            hub_changes.react_in_inbox(self._store, phone, body["reactionTo"], body["text"])
+        entry = InboxEntry(
+            id=msg_id or new_message_id(),
+            phone=to,
+            from_phone=phone,
+            from_device=None,
+            type=msg_type,
+            text=opt_str(body, "text"),
+            caption=opt_str(body, "caption"),
+            media_size=len(media) if media is not None else None,
+            mimetype=opt_str(body, "mimetype", max_len=255),
+            timestamp=time.time(),
+            deliveries=1,
+            extra=message_extra(body, media) | ({"group": group} if group else {}),
+        )
+        return entry, media
+
+    def _phone_group_send(self, phone: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The phone writes in a group: every other member's inbox and linked devices get it (issue 17)."""
+        group = str(body["to"])
+        msg_id = new_message_id()
+        pushed = False
+        members = self.groups.recipients(phone, group)
+        self.phones.seen(phone)
+        for member in members:
+            entry, media = self._phone_entry(phone, member, body, group, msg_id)
+            self._store.record_delivery(entry)
+            incoming = self._incoming_body(entry, media)
+            for target in self._store.devices(member):
+                pushed |= self._queue(target.device_id, ops.MESSAGE, msg_id, incoming)
+        log.info("phone %s sent %s to group %s", phone, msg_id, group)
+        return {"id": msg_id, "queued": not pushed}
 
     def phone_vote(self, phone: str, message_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """The phone votes on a poll it received: the poll's sender devices get the vote as option hashes."""
@@ -541,8 +589,9 @@ class Hub:
         for entry in self._store.inbox(phone, ids):
             if entry.from_device is None or self._store.device(entry.from_device) is None:
                 continue  # sent by a device that is no longer linked: nobody to tell
-            body = {"id": entry.id, "status": "read", "chat": phone, "timestamp": ts}
-            self._queue(entry.from_device, ops.RECEIPT, entry.id, body)
+            group = entry.extra.get("group")  # a group message: the receipt names the group and its reader
+            body = {"id": entry.id, "status": "read", "chat": group or phone, "timestamp": ts}
+            self._queue(entry.from_device, ops.RECEIPT, entry.id, body | ({"by": phone} if group else {}))
             count += 1
         return count
 

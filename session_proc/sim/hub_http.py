@@ -162,4 +162,8 @@ def create_app(hub: Hub) -> web.Application:
     add_phone_routes(app)
 
     hub_changes_http.add_routes(app)
+
+    from session_proc.sim.hub_group_routes import add_group_routes
+
+    add_group_routes(app)
     return app

@@ -104,7 +104,7 @@ class InboxEntry:
             **self.extra,
             "id": self.id,
             "from": self.from_phone,
-            "to": self.phone,
+            "to": self.extra.get("group", self.phone),  # a group message shows the group it went to
             "type": self.type,
             "text": self.text,
             "caption": self.caption,
@@ -300,7 +300,8 @@ class HubStore:
     def ack(self, device_id: str, msg_id: str) -> bool:
         """The device took over a message: stop redelivering it. False if nothing waited."""
         cur = self._db.execute(
-            "DELETE FROM pending WHERE device_id = ? AND kind = 'message' AND msg_id = ?",
+            # Everything but receipts waits for its ack: messages, group events (issue 17).
+            "DELETE FROM pending WHERE device_id = ? AND kind != 'receipt' AND msg_id = ?",
             (device_id, msg_id),
         )
         return cur.rowcount > 0

@@ -16,6 +16,9 @@ SEND = "send"
 PAIR_CODE = "pair_code"
 # {} → {}: unlink this device from its account
 LOGOUT = "logout"
+# {call: create|list|info|update|participants|invite|invite_info|join|leave, ...} → the call's answer
+# (session_proc/sim/hub_groups.py): a group operation of the device's phone (issue 17)
+GROUP = "group"
 # {} → {}: the engine is stopping; the hub closes the connection now, not after a heartbeat timeout
 BYE = "bye"
 
@@ -36,6 +39,9 @@ MESSAGE = "message"  # {id, from, to, type, text, caption, mimetype, mediaSize, 
 RECEIPT = "receipt"  # {id, status: "delivered"|"read", chat, timestamp}
 REPLACED = "replaced"  # {}: another connection took over these credentials; do not reconnect
 LOGGED_OUT = "logged_out"  # {reason}: the device was unlinked; the credentials are void
+# {id, kind: joined|left|participants|updated, group, subject, by, action, participants, changes, timestamp}:
+# a change of a group the device's phone is in; waits, like a message, until acked
+GROUP_EVENT = "group_event"
 DISCONNECT = "disconnect"  # {reason}: the server closed the connection; reconnect with backoff
 # The reason of a DISCONNECT after the last QR went unscanned (like whatsmeow's QR channel timeout):
 # the engine gives up instead of reconnecting.

@@ -252,6 +252,9 @@ class Message(Answer):
     reactionTo: str | None = None
     replyTo: str | None = None
     mentions: list[str] | None = None
+    participant: Annotated[
+        str | None, Field(description="a group message: who in the group sent it (chat is the group)")
+    ] = None
     mediaError: Annotated[
         Literal["too_large", "download_failed"] | None,
         Field(
@@ -693,3 +696,82 @@ class DisappearingTimer(Answer):
 
     chat: str
     seconds: Annotated[int, Field(description="the chat's timer: 0 (off), 86400, 604800 or 7776000")]
+
+
+# -- groups (issue 17) ---------------------------------------------------------------------------
+class GroupParticipant(Answer):
+    jid: str
+    admin: Literal["admin", "superadmin"] | None
+
+
+class Group(Answer):
+    """GET /session/{id}/groups/{groupJid}; also a created or joined group."""
+
+    jid: Annotated[str, Field(examples=["120363025246125486@g.us"])]
+    subject: str
+    description: str | None
+    owner: str | None
+    createdAt: Annotated[
+        IsoTime | None,
+        Field(description="on real WhatsApp (neonize) precise to about ±64 s: it arrives as a float32"),
+    ]
+    announce: Annotated[bool, Field(description="only admins may send")]
+    locked: Annotated[bool, Field(description="only admins may change the subject, description and picture")]
+    participants: list[GroupParticipant]
+
+
+class GroupSummary(Answer):
+    jid: str
+    subject: str
+    size: int
+    isAdmin: bool
+
+
+class GroupList(Answer):
+    """GET /session/{id}/groups."""
+
+    groups: list[GroupSummary]
+
+
+class ParticipantResult(Answer):
+    jid: str
+    result: Annotated[
+        Literal["ok", "invite_required", "not_found", "not_admin", "already", "error"],
+        Field(description="error: a code WhatsApp gave that has no name here (see code); never a success"),
+    ]
+    code: Annotated[
+        int,
+        Field(description="WhatsApp's code: 200 ok, 401 not_admin, 403 invite_required, 404 not_found, 409 already"),
+    ]
+
+
+class ParticipantResults(Answer):
+    """POST /session/{id}/groups/{groupJid}/participants: one result per participant asked for, in order."""
+
+    results: list[ParticipantResult]
+
+
+class GroupCreated(Answer):
+    """POST /session/{id}/groups."""
+
+    group: Group
+    results: Annotated[list[ParticipantResult], Field(description="what became of each participant asked for")]
+
+
+class GroupJoined(Answer):
+    """POST /session/{id}/groups/join."""
+
+    group: Group
+
+
+class GroupInvite(Answer):
+    """GET /session/{id}/groups/{groupJid}/invite and POST .../invite/revoke."""
+
+    code: str
+    link: Annotated[str, Field(examples=["https://chat.whatsapp.com/F4kS8dKZbGm2zP1vQx9aTe"])]
+
+
+class GroupDone(Answer):
+    """A group change WhatsApp accepted."""
+
+    group: str

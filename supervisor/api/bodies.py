@@ -721,3 +721,126 @@ class SettingsRequest(Body):
 
 class ChatsQuery(PageQuery):
     """GET /session/{id}/chats."""
+
+
+# -- groups (issue 17) ---------------------------------------------------------------------------
+GROUP_JID_PATTERN = r"^[0-9]{5,20}(?:-[0-9]{5,20})?@g\.us$"
+MAX_GROUP_SUBJECT = 100  # WhatsApp's limit
+MAX_GROUP_DESCRIPTION = 2048
+MAX_GROUP_PARTICIPANTS = 1024  # WhatsApp's group size limit
+INVITE_CODE_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+GroupJid = Annotated[
+    str,
+    Field(pattern=GROUP_JID_PATTERN, examples=["120363025246125486@g.us"]),
+    Invalid(ErrorCode.INVALID_TARGET, "must be a group JID like 120363025246125486@g.us"),
+]
+GroupSubject = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_GROUP_SUBJECT),
+    Invalid(ErrorCode.INVALID_FIELD, f"must be a string of 1 to {MAX_GROUP_SUBJECT} characters"),
+]
+PersonTarget = Annotated[
+    str,
+    Field(
+        pattern=rf"^\s*[0-9]{{5,20}}@s\.whatsapp\.net\s*$|{PHONE_DIGITS_PATTERN}",
+        examples=["628123456789"],
+        description="a person: a user JID (628123456789@s.whatsapp.net) or a phone number in digits",
+    ),
+    AfterValidator(_as_jid),
+    Invalid(ErrorCode.INVALID_TARGET, "must be a person: a user JID (628...@s.whatsapp.net) or digits"),
+]
+Participants = Annotated[
+    list[PersonTarget],
+    Field(min_length=1, max_length=MAX_GROUP_PARTICIPANTS, description="phone numbers or user JIDs"),
+    Invalid(ErrorCode.INVALID_FIELD, f"must be a list of 1 to {MAX_GROUP_PARTICIPANTS} phone targets"),
+]
+InviteCode = Annotated[
+    str,
+    Field(min_length=1, max_length=256, pattern=INVITE_CODE_PATTERN, examples=["F4kS8dKZbGm2zP1vQx9aTe"]),
+    Invalid(ErrorCode.INVALID_FIELD, "must be an invite code (letters, digits, _ and -)"),
+]
+InviteLink = Annotated[
+    str,
+    Field(max_length=300, pattern=r"^https://chat\.whatsapp\.com/[A-Za-z0-9_-]+$"),
+    Invalid(ErrorCode.INVALID_FIELD, "must be a link like https://chat.whatsapp.com/<code>"),
+]
+
+
+class GroupPath(Query):
+    """The ``{id}`` and ``{groupJid}`` of /session/{id}/groups/{groupJid}/... paths."""
+
+    id: SessionId
+    groupJid: GroupJid
+
+
+class GroupCreateRequest(Body):
+    """POST /session/{id}/groups."""
+
+    subject: GroupSubject
+    participants: Participants
+
+
+class GroupUpdateRequest(Body):
+    """PATCH /session/{id}/groups/{groupJid}: at least one field."""
+
+    model_config = ConfigDict(
+        json_schema_extra=lambda s: s.update(_one_of_required("subject", "description", "announce", "locked"))
+    )
+
+    subject: GroupSubject | None = None
+    description: Annotated[
+        str | None,
+        Field(max_length=MAX_GROUP_DESCRIPTION, description='"" removes the description'),
+        Invalid(ErrorCode.INVALID_FIELD, f"must be a string of at most {MAX_GROUP_DESCRIPTION} characters"),
+    ] = None
+    announce: Annotated[
+        bool | None,
+        Field(description="only admins may send"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be true or false"),
+    ] = None
+    locked: Annotated[
+        bool | None,
+        Field(description="only admins may change the subject, description and picture"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be true or false"),
+    ] = None
+
+
+class GroupParticipantsRequest(Body):
+    """POST /session/{id}/groups/{groupJid}/participants."""
+
+    action: Annotated[
+        Literal["add", "remove", "promote", "demote"],
+        Invalid(ErrorCode.INVALID_FIELD, "must be add, remove, promote or demote"),
+    ]
+    participants: Participants
+
+
+class GroupJoinRequest(Body):
+    """POST /session/{id}/groups/join: a code or a link."""
+
+    model_config = ConfigDict(json_schema_extra=lambda s: s.update(_one_of_required("code", "link")))
+
+    code: InviteCode | None = None
+    link: InviteLink | None = None
+
+
+class InviteInfoQuery(Query):
+    """GET /session/{id}/groups/invite-info?code=."""
+
+    code: Annotated[
+        str,
+        Field(min_length=1, max_length=256, pattern=INVITE_CODE_PATTERN),
+        Invalid(ErrorCode.INVALID_QUERY, "code must be an invite code (letters, digits, _ and -)"),
+    ]
+
+
+def _jpeg_part(schema: dict[str, Any]) -> None:
+    _file_part(schema)
+    schema["properties"]["file"] |= {"contentMediaType": "image/jpeg", "description": "a JPEG of at most 5 MB"}
+
+
+class GroupPictureForm(Body):
+    """PUT /session/{id}/groups/{groupJid}/picture as multipart/form-data: a JPEG in the ``file`` part."""
+
+    model_config = ConfigDict(json_schema_extra=_jpeg_part)

@@ -74,3 +74,7 @@ class ErrorCode(StrEnum):
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     STORAGE_FULL = "STORAGE_FULL"  # the worker's disk refused a write; retry once space is freed
     INTERNAL = "INTERNAL"
+    # groups (issue 17)
+    NOT_ADMIN = "NOT_ADMIN"  # WhatsApp refuses this to a member who is not an admin of the group
+    GROUP_NOT_FOUND = "GROUP_NOT_FOUND"  # no such group, or this account is not in it
+    INVITE_INVALID = "INVITE_INVALID"  # the invite code was revoked or never issued

@@ -45,6 +45,10 @@ SESSION_ERROR_STATUS = {
     ErrorCode.SESSION_LEASED: 409,
     ErrorCode.BACKUP_REFUSED: 409,
     ErrorCode.STORAGE_UNAVAILABLE: 503,
+    # groups (issue 17)
+    ErrorCode.NOT_ADMIN: 409,
+    ErrorCode.GROUP_NOT_FOUND: 404,
+    ErrorCode.INVITE_INVALID: 404,
 }
 
 # aiohttp's own HTTP errors (no route, wrong method, body too large), by status, to machine codes.

@@ -169,6 +169,7 @@ def document() -> dict[str, Any]:
         contact_routes,
         docs,
         event_routes,
+        group_routes,
         health_routes,
         media_routes,
         message_routes,

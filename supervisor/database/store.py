@@ -727,8 +727,12 @@ class Store:
             self.tally.moved("out", *moved)
         return True
 
-    async def apply_receipt(self, session_id: str, message_id: str, status: str) -> bool:
-        """Move an outgoing message forward to delivered/read; False if that would not be forward."""
+    async def apply_receipt(self, session_id: str, message_id: str, status: str, *, by: str | None = None) -> bool:
+        """Move an outgoing message forward to delivered/read; False if that would not be forward.
+
+        ``by``: a group member's receipt. Each member's is an event (with ``by``), even when the message
+        as a whole already stood there; the row's status still only moves forward.
+        """
         if status not in PROGRESS:
             return False
 
@@ -737,13 +741,16 @@ class Store:
                 "SELECT status FROM messages WHERE session_id = ? AND id = ? AND direction = 'out'",
                 (session_id, message_id),
             ).fetchone()
-            if row is None or not moves_forward(row[0], status):
+            forward = row is not None and moves_forward(row[0], status)
+            if row is not None and (forward or by is not None):
+                data = {"messageId": message_id, "status": status}
+                self._add_event(c, session_id, "message.status", data if by is None else {**data, "by": by})
+            if not forward:
                 return None
             c.execute(
                 "UPDATE messages SET status = ?, updated_at = ? WHERE session_id = ? AND id = ?",
                 (status, time.time(), session_id, message_id),
             )
-            self._add_event(c, session_id, "message.status", {"messageId": message_id, "status": status})
             return str(row[0])
 
         old = await self._write(write)

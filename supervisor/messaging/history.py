@@ -27,6 +27,7 @@ _EXTRA_KEYS = (
     "poll",
     "view_once",
     "voice",
+    "participant",  # issue 17: who in a group sent it
 )
 
 

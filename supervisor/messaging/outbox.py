@@ -49,6 +49,9 @@ PERMANENT_ERRORS = frozenset(
         "UNKNOWN_MESSAGE",
         "NOT_OWN_MESSAGE",
         "EDIT_WINDOW_EXPIRED",
+        # issue 17: a group that refuses this sender (an announce group, or one it is not in)
+        "NOT_ADMIN",
+        "GROUP_NOT_FOUND",
     }
 )
 # The engine sent without a chosen id and cannot tell whether an interrupted send went out.

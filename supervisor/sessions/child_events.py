@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from supervisor.sessions import status as st
+from supervisor.sessions.group_events import commit_group_event
 from supervisor.sessions.session import Session
 from transport import wire
 from transport.channel import Body, RemoteError
@@ -73,8 +74,8 @@ class ChildListener:
             wire.refuse(log, exc, registry.extra(session.id))  # an event has nobody to answer: dropped
             return
         match event:
-            case wire.Receipt(id=message_id, status=status):
-                await registry.store.apply_receipt(session.id, message_id, status)
+            case wire.Receipt(id=message_id, status=status, by=by):
+                await registry.store.apply_receipt(session.id, message_id, status, by=by)
             case wire.ChatPresence() | wire.PresenceUpdate():
                 await registry.account.on_presence(session.id, event)
             case wire.Creds():
@@ -104,6 +105,8 @@ class ChildListener:
                 await self.registry.poll_votes.receive(session, request)
             case wire.MessageChange():
                 await self.registry.incoming.change(session, request)
+            case wire.GroupEvent():
+                await commit_group_event(self.registry.store, session.id, request)
             case wire.Fatal(code=code, error=error):
                 self.registry.apply_status(session, st.ChildFailed(now, code=code, error=error))
             case wire.IncomingCall():
