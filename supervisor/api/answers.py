@@ -514,3 +514,49 @@ class Metrics(Answer):
     database: DatabaseFigures
     storage: StorageHealth | None
     timestamp: IsoTime
+
+
+# -- the operator's dashboard ---------------------------------------------------------------------------
+
+
+class ProcessSample(Answer):
+    """One sample of a session process: CPU % of one core, memory in bytes."""
+
+    at: IsoTime
+    cpuPercent: float
+    rss: int
+    uss: int
+
+
+class ProcessSamples(Answer):
+    """GET /session/{id}/samples: the last hour of the session process's figures, oldest first."""
+
+    sessionId: str
+    interval: Annotated[float, Field(description="seconds between samples (SAMPLE_INTERVAL)")]
+    samples: list[ProcessSample]
+
+
+class OutboxFigures(Answer):
+    """GET /session/{id}/outbox: what waits to be sent, and what did not go out."""
+
+    sessionId: str
+    pending: Annotated[int, Field(description="messages accepted and waiting in the outbox")]
+    oldestPendingAt: IsoTime | None
+    unknown: Annotated[int, Field(description="sends a crash left undecided (neonize: never resent)")]
+    failed: int
+
+
+class SimScanned(Answer):
+    """POST /session/{id}/sim/scan."""
+
+    sessionId: str
+    phoneNumber: str
+    linked: bool
+
+
+class SimMessageSent(Answer):
+    """POST /session/{id}/sim/message."""
+
+    sessionId: str
+    phoneNumber: str
+    messageId: Annotated[str, Field(description="the id the simulated network gave the message")]

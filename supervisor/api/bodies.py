@@ -487,3 +487,21 @@ class StreamHeaders(Query):
     """Headers of GET /events/stream."""
 
     lastEventId: Annotated[EventSeq | None, Field(alias="Last-Event-ID")] = None
+
+
+# -- the operator's dashboard: the simulated network (WA_ENGINE=sim) ------------------------------------
+
+
+class SimScanRequest(Body):
+    """POST /session/{id}/sim/scan: a simulated phone scans the session's QR."""
+
+    phoneNumber: Annotated[
+        PhoneDigits | None, Field(description="the phone that scans; default: one named for the session")
+    ] = None
+
+
+class SimMessageRequest(Body):
+    """POST /session/{id}/sim/message: a simulated phone sends the session a text."""
+
+    phoneNumber: PhoneDigits
+    text: Text

@@ -58,3 +58,6 @@ class ErrorCode(StrEnum):
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     STORAGE_FULL = "STORAGE_FULL"  # the worker's disk refused a write; retry once space is freed
     INTERNAL = "INTERNAL"
+    # the simulated network, through the dashboard (WA_ENGINE=sim)
+    SIM_REFUSED = "SIM_REFUSED"  # the simulated network refused (an expired QR, no such phone linked)
+    SIM_UNAVAILABLE = "SIM_UNAVAILABLE"  # the simulated network did not answer

@@ -1,0 +1,55 @@
+"""What the operator's dashboard reads beside the seed's routes: a session process's last hour of
+CPU and memory samples, and its outbox figures."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from supervisor.api import answers
+from supervisor.api import validation as v
+from supervisor.api.errors import ok
+from supervisor.api.keys import REGISTRY, SETTINGS
+from supervisor.api.operations import json_reply, session_operation
+from supervisor.timefmt import iso
+
+routes = web.RouteTableDef()
+
+
+@session_operation(
+    routes,
+    "GET",
+    "/session/{id}/samples",
+    id="getProcessSamples",
+    tag="operations",
+    summary="The session process's CPU and memory over the last hour (kept in memory, SAMPLE_INTERVAL apart)",
+    ok=json_reply(answers.ProcessSamples),
+)
+async def get_samples(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    points = request.app[REGISTRY].samples(session_id)
+    samples = [{"at": iso(p.at), "cpuPercent": p.cpu_percent, "rss": p.rss, "uss": p.uss} for p in points]
+    interval = request.app[SETTINGS].sample_interval
+    return ok({"sessionId": session_id, "interval": interval, "samples": samples})
+
+
+@session_operation(
+    routes,
+    "GET",
+    "/session/{id}/outbox",
+    id="getOutboxFigures",
+    tag="operations",
+    summary="The session's outbox: messages waiting, the oldest's time, and those that ended unknown or failed",
+    ok=json_reply(answers.OutboxFigures),
+)
+async def get_outbox(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    figures = await request.app[REGISTRY].outbox_figures(session_id)
+    return ok(
+        {
+            "sessionId": session_id,
+            "pending": figures.pending,
+            "oldestPendingAt": iso(figures.oldest_pending_at),
+            "unknown": figures.unknown,
+            "failed": figures.failed,
+        }
+    )
