@@ -163,13 +163,16 @@ def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route (built once: the declarations do not change while running)."""
     # The route modules record their operations when imported.
     from supervisor.api import (  # noqa: F401
+        dashboard_routes,
         docs,
         event_routes,
         health_routes,
         media_routes,
         message_routes,
         metrics,
+        operator_routes,
         session_routes,
+        sim_routes,
     )
 
     declared = _declared(OPERATIONS)
