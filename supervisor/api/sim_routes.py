@@ -69,8 +69,8 @@ async def _hub_post(request: web.Request, path: str, body: dict[str, Any]) -> di
 async def sim_scan(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     asked = await v.body(request, bodies.SimScanRequest)
+    _hub_url(request)  # first: without the simulated network there is nothing to ask of a session
     session = request.app[REGISTRY].get(session_id)
-    _hub_url(request)
     qr = session.qr
     if qr is None:
         raise ApiError(409, ErrorCode.SESSION_NOT_READY, f"session {session_id!r} shows no QR now ({session.status})")
@@ -93,8 +93,8 @@ async def sim_scan(request: web.Request) -> web.Response:
 async def sim_message(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     asked = await v.body(request, bodies.SimMessageRequest)
+    _hub_url(request)  # first: without the simulated network there is nothing to ask of a session
     session = request.app[REGISTRY].get(session_id)
-    _hub_url(request)
     if session.phone is None:
         raise ApiError(409, ErrorCode.SESSION_NOT_CONNECTED, f"session {session_id!r} has no linked phone number yet")
     answer = await _hub_post(
