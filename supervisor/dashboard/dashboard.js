@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   sessions: new Map(), // sessionId -> GET /sessions item
+  rows: new Map(), // sessionId -> {sig, tr}: the table row last built for it, and what it showed
   sort: { key: "sessionId", dir: 1 },
   stream: null, // AbortController of the event stream
   lastEventId: null,
@@ -191,6 +192,7 @@ function signOut(navigate = true) {
   if (state.stream) state.stream.abort();
   state.stream = null;
   state.sessions.clear();
+  state.rows.clear();
   clearInterval(state.refreshTimer);
   state.refreshTimer = null;
   $("live").hidden = true;
@@ -230,6 +232,45 @@ function sortValue(s, key) {
   return s[key];
 }
 
+function rowOf(s) {
+  const cells = [
+    s.sessionName || "",
+    s.phoneNumber || "",
+    s.status,
+    s.lastError || "",
+    s.processState,
+    s.pid === null ? "" : String(s.pid),
+    s.pid === null ? "" : duration(s.uptime),
+    String(s.restarts),
+    s.cpuPercent === null ? "" : s.cpuPercent.toFixed(1),
+    mib(s.memory && s.memory.uss),
+    exitText(s.lastExit),
+  ];
+  const sig = cells.join("\u0000");
+  const cached = state.rows.get(s.sessionId);
+  if (cached && cached.sig === sig) return cached.tr;
+  const [name, phone, status, reason, proc, pid, uptime, restarts, cpu, uss, exit] = cells;
+  const statusCell = el("td", {}, badge(status));
+  if (reason) statusCell.append(el("span", { class: "reason" }, reason));
+  const tr = el(
+    "tr",
+    { "data-session": s.sessionId, "data-status": status },
+    el("th", { scope: "row" }, el("a", { href: "#/session/" + encodeURIComponent(s.sessionId) }, s.sessionId)),
+    el("td", { class: "opt" }, name),
+    el("td", {}, phone),
+    statusCell,
+    el("td", { class: "opt" }, proc),
+    el("td", { class: "num opt" }, pid),
+    el("td", { class: "num" }, uptime),
+    el("td", { class: "num", "data-col": "restarts" }, restarts),
+    el("td", { class: "num" }, cpu),
+    el("td", { class: "num" }, uss),
+    el("td", { "data-col": "lastExit" }, exit)
+  );
+  state.rows.set(s.sessionId, { sig, tr });
+  return tr;
+}
+
 function renderTable() {
   const query = $("search").value.trim().toLowerCase();
   const status = $("status-filter").value;
@@ -247,30 +288,10 @@ function renderTable() {
     if (y === null || y === undefined) return -1;
     return (x < y ? -1 : 1) * dir;
   });
-  const body = document.createDocumentFragment();
-  for (const s of rows) {
-    const link = el("a", { href: "#/session/" + encodeURIComponent(s.sessionId) }, s.sessionId);
-    const statusCell = el("td", {}, badge(s.status));
-    if (s.lastError) statusCell.append(el("span", { class: "reason" }, s.lastError));
-    body.append(
-      el(
-        "tr",
-        { "data-session": s.sessionId, "data-status": s.status },
-        el("th", { scope: "row" }, link),
-        el("td", { class: "opt" }, s.sessionName || ""),
-        el("td", {}, s.phoneNumber || ""),
-        statusCell,
-        el("td", { class: "opt" }, s.processState),
-        el("td", { class: "num opt" }, s.pid === null ? "" : String(s.pid)),
-        el("td", { class: "num" }, s.pid === null ? "" : duration(s.uptime)),
-        el("td", { class: "num", "data-col": "restarts" }, String(s.restarts)),
-        el("td", { class: "num" }, s.cpuPercent === null ? "" : s.cpuPercent.toFixed(1)),
-        el("td", { class: "num" }, mib(s.memory && s.memory.uss)),
-        el("td", { "data-col": "lastExit" }, exitText(s.lastExit))
-      )
-    );
-  }
-  $("sessions-body").replaceChildren(body);
+  // A row is built again only when what it shows changed: sorting and filtering move existing rows.
+  const rowsShown = rows.map(rowOf);
+  for (const id of state.rows.keys()) if (!state.sessions.has(id)) state.rows.delete(id);
+  $("sessions-body").replaceChildren(...rowsShown);
   $("sessions-empty").hidden = rows.length > 0;
   $("session-count").textContent = "(" + rows.length + " of " + state.sessions.size + ")";
   for (const th of document.querySelectorAll("#sessions-table th[scope=col]")) {
@@ -369,11 +390,19 @@ function onEvent(ev) {
     queueRender();
   }
   if (ev.sessionId === state.current) onSessionEvent(ev);
-  // A status event also means new process figures (a restart, a new pid): one list call for a burst.
-  if (!ev.event.startsWith("message.") || !s) {
-    clearTimeout(refreshSoon);
-    refreshSoon = setTimeout(refresh, 300);
-  }
+  // A change of state may come with new process figures (a restart, a new pid), and a session not in
+  // the table is new: one list call, at most once a second however many sessions change at once.
+  if (!s || PROCESS_EVENTS.has(ev.event)) refreshThrottled();
+}
+
+const PROCESS_EVENTS = new Set(["connected", "disconnected", "logged_out", "failed"]);
+
+function refreshThrottled() {
+  if (refreshSoon !== null) return;
+  refreshSoon = setTimeout(() => {
+    refreshSoon = null;
+    refresh();
+  }, 1000);
 }
 
 function refresh() {
