@@ -16,6 +16,18 @@ from typing import Any
 import aiohttp
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HEADLESS = (
+    "--headless",
+    "--no-sandbox",  # the suite runs as root in CI
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-extensions",
+    "--disable-background-networking",
+    "--disable-component-update",
+    # Every host but ours fails to resolve: a page must render from the worker alone.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+)
 
 
 class BrowserError(AssertionError):
@@ -120,15 +132,7 @@ async def chromium_page(profile: Path, *, width: int = 1280, height: int = 900) 
     await asyncio.to_thread(profile.mkdir, parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
         CHROMIUM,
-        "--headless",
-        "--no-sandbox",  # the suite runs as root in CI
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        *HEADLESS,
         "--remote-debugging-port=0",
         f"--user-data-dir={profile}",
         f"--window-size={width},{height}",
