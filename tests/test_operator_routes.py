@@ -61,3 +61,23 @@ async def test_the_simulated_phone_is_refused_without_the_simulated_network(tmp_
         for path, body in (("scan", {}), ("message", {"phoneNumber": "6280001", "text": "hi"})):
             status, answer = await w.api("POST", f"/session/n1/sim/{path}", json=body)
             assert status == 409 and answer["code"] == "NOT_SUPPORTED", answer
+
+
+async def test_a_panic_on_stderr_is_kept_for_the_operator_across_the_restart(tmp_path: Path) -> None:
+    # The first incarnation panics as the Go runtime does; the second runs.
+    async with running_worker(tmp_path / "w", WA_TEST_FAULTS="panic,incarnations=1") as w:
+        status, body = await w.api("POST", "/session/create", json={"sessionId": "p1"})
+        assert status == 200, body
+        await w.wait_session("p1", lambda s: s["restarts"] >= 1 and s["processState"] == "RUNNING", what="restarted")
+
+        async def tail() -> list[str] | None:
+            _, b = await w.api("GET", "/session/p1/stderr")
+            lines: list[str] = b["data"]["lines"]
+            return lines if any(line.startswith("goroutine 1 [running]") for line in lines) else None
+
+        lines = await wait_for(tail, what="the panic in the stderr tail")
+        assert any(line.startswith("panic: runtime error") for line in lines), lines
+        status, body = await w.api("GET", "/session/p1/process")
+        assert body["data"]["exits"][-1]["code"] == 2, body["data"]["exits"]
+        # Every line still reaches the worker's own stderr.
+        assert "panic: runtime error: invalid memory address" in w.log()

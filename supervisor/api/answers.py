@@ -536,6 +536,13 @@ class ProcessSamples(Answer):
     samples: list[ProcessSample]
 
 
+class ProcessStderr(Answer):
+    """GET /session/{id}/stderr: the process's last lines of stderr (its log, a Go panic), oldest first."""
+
+    sessionId: str
+    lines: Annotated[list[str], Field(description="at most 40, each cut at 500 characters")]
+
+
 class OutboxFigures(Answer):
     """GET /session/{id}/outbox: what waits to be sent, and what did not go out."""
 

@@ -1,5 +1,5 @@
 """What the operator's dashboard reads beside the seed's routes: a session process's last hour of
-CPU and memory samples, and its outbox figures."""
+CPU and memory samples, its last lines of stderr, and its outbox figures."""
 
 from __future__ import annotations
 
@@ -30,6 +30,20 @@ async def get_samples(request: web.Request) -> web.Response:
     samples = [{"at": iso(p.at), "cpuPercent": p.cpu_percent, "rss": p.rss, "uss": p.uss} for p in points]
     interval = request.app[SETTINGS].sample_interval
     return ok({"sessionId": session_id, "interval": interval, "samples": samples})
+
+
+@session_operation(
+    routes,
+    "GET",
+    "/session/{id}/stderr",
+    id="getProcessStderr",
+    tag="operations",
+    summary="The session process's last lines of stderr (its log and, with neonize, a Go panic), across restarts",
+    ok=json_reply(answers.ProcessStderr),
+)
+async def get_stderr(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    return ok({"sessionId": session_id, "lines": request.app[REGISTRY].stderr_lines(session_id)})
 
 
 @session_operation(

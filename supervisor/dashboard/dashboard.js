@@ -448,6 +448,12 @@ async function loadSession() {
     return;
   }
   try {
+    const tail = await api("GET", "/session/" + encodeURIComponent(id) + "/stderr");
+    $("s-stderr").textContent = tail.lines.length ? tail.lines.join("\n") : "(nothing yet)";
+  } catch (err) {
+    $("s-stderr").textContent = "";
+  }
+  try {
     detail.outbox = await api("GET", "/session/" + encodeURIComponent(id) + "/outbox");
   } catch (err) {
     detail.outbox = null;

@@ -133,6 +133,10 @@ class SessionRegistry:
         self.get(session_id)
         return self.resources.history.points(session_id)
 
+    def stderr_lines(self, session_id: str) -> list[str]:
+        """The last lines the session's process wrote to its stderr (a Go panic lands there), oldest first."""
+        return list(self.get(session_id).child.stderr.lines)
+
     async def outbox_figures(self, session_id: str) -> OutboxFigures:
         """What waits in the session's outbox, and how many of its messages ended unknown or failed."""
         self.get(session_id)
