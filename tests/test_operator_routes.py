@@ -51,6 +51,14 @@ async def test_samples_outbox_and_the_simulated_phone_through_the_api(tmp_path: 
         samples = await wait_for(sampled, what="two samples")
         assert all(isinstance(s["rss"], int) and s["rss"] > 0 for s in samples)
 
+        # Linking changed the auth state: its backup lands, under this worker's lease.
+        async def backed_up() -> dict[str, object] | None:
+            _, b = await w.api("GET", "/session/s1/storage")
+            return b["data"] if b["data"]["lastBackupAt"] else None
+
+        storage = await wait_for(backed_up, what="the session's backup")
+        assert storage["lease"] == "held", storage
+
         status, body = await w.api("GET", "/session/s1/outbox")
         assert status == 200, body
         assert body["data"] == {"sessionId": "s1", "pending": 0, "oldestPendingAt": None, "unknown": 0, "failed": 0}

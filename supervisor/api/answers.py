@@ -543,6 +543,17 @@ class ProcessStderr(Answer):
     lines: Annotated[list[str], Field(description="at most 40, each cut at 500 characters")]
 
 
+class SessionStorageFigures(Answer):
+    """GET /session/{id}/storage: the session's lease and backup, as this worker knows them."""
+
+    sessionId: str
+    lease: Annotated[
+        Literal["held", "unverified", "none"] | None,
+        Field(description="unverified: running while the object store could not confirm it; null: no storage"),
+    ]
+    lastBackupAt: Annotated[IsoTime | None, Field(description="the last backup that landed since the worker started")]
+
+
 class OutboxFigures(Answer):
     """GET /session/{id}/outbox: what waits to be sent, and what did not go out."""
 

@@ -1,5 +1,5 @@
 """What the operator's dashboard reads beside the seed's routes: a session process's last hour of
-CPU and memory samples, its last lines of stderr, and its outbox figures."""
+CPU and memory samples, its last lines of stderr, its outbox figures, and its lease and last backup."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ async def get_samples(request: web.Request) -> web.Response:
 async def get_stderr(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     return ok({"sessionId": session_id, "lines": request.app[REGISTRY].stderr_lines(session_id)})
+
+
+@session_operation(
+    routes,
+    "GET",
+    "/session/{id}/storage",
+    id="getSessionStorage",
+    tag="operations",
+    summary="The session's lease on this worker and when its last backup landed",
+    ok=json_reply(answers.SessionStorageFigures),
+)
+async def get_storage(request: web.Request) -> web.Response:
+    session_id = v.path_session_id(request)
+    lease, last_backup = request.app[REGISTRY].storage_figures(session_id)
+    return ok({"sessionId": session_id, "lease": lease, "lastBackupAt": iso(last_backup)})
 
 
 @session_operation(

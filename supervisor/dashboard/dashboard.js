@@ -455,8 +455,9 @@ async function loadSession() {
   }
   try {
     detail.outbox = await api("GET", "/session/" + encodeURIComponent(id) + "/outbox");
+    detail.storage = await api("GET", "/session/" + encodeURIComponent(id) + "/storage");
   } catch (err) {
-    detail.outbox = null;
+    detail.outbox = detail.outbox || null;
   }
   if (id !== state.current) return;
   state.sessions.set(id, detail);
@@ -505,6 +506,10 @@ function renderFacts() {
   if (s.outbox) {
     const o = s.outbox;
     facts.push(["Outbox", o.pending + " pending, " + o.unknown + " unknown, " + o.failed + " failed" + (o.oldestPendingAt ? ", oldest " + when(o.oldestPendingAt) : "")]);
+  }
+  if (s.storage) {
+    facts.push(["Lease", s.storage.lease === null ? "no object storage" : s.storage.lease]);
+    facts.push(["Last backup", s.storage.lastBackupAt ? when(s.storage.lastBackupAt) : "none since the worker started"]);
   }
   const dl = $("s-facts");
   dl.replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));

@@ -137,6 +137,13 @@ class SessionRegistry:
         """The last lines the session's process wrote to its stderr (a Go panic lands there), oldest first."""
         return list(self.get(session_id).child.stderr.lines)
 
+    def storage_figures(self, session_id: str) -> tuple[str | None, float | None]:
+        """The session's lease on this worker and its last backup's time (None, None without storage)."""
+        self.get(session_id)
+        if self.storage is None:
+            return None, None
+        return self.storage.session_figures(session_id)
+
     async def outbox_figures(self, session_id: str) -> OutboxFigures:
         """What waits in the session's outbox, and how many of its messages ended unknown or failed."""
         self.get(session_id)
