@@ -242,6 +242,24 @@ class SessionProcess:
         await wire.ask_supervisor(self.channel, event, timeout=COMMIT_TIMEOUT)
 
 
+def stderr_to_supervisor() -> None:
+    """Write stderr (our log, and a Go panic) into the FIFO the supervisor reads (WA_STDERR_FIFO), which
+    keeps its last lines for the operator and passes every line on to the worker's stderr."""
+    path = os.environ.get("WA_STDERR_FIFO")
+    if not path:
+        return
+    try:
+        # Non-blocking open: fails at once (ENXIO) instead of hanging when nobody reads it.
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        print(f"stderr stays as it is: cannot open {path}: {exc}", file=sys.stderr, flush=True)
+        return
+    os.set_blocking(fd, True)  # a full pipe waits for the supervisor rather than losing lines
+    sys.stderr.flush()
+    os.dup2(fd, 2)  # dup2 clears close-on-exec on fd 2
+    os.close(fd)
+
+
 async def _amain(args: argparse.Namespace) -> int:
     proc = SessionProcess(args)
     return await proc.run()
@@ -251,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one session process until it is told to stop or loses its supervisor."""
     args = parse_args(argv)
     die_with_parent(signal.SIGTERM)
+    stderr_to_supervisor()
     set_title(f"wa-session {args.session_id}")
     logfmt.set_context(sessionId=args.session_id, incarnation=args.incarnation)
     logfmt.configure(args.log_level, json_lines=os.environ.get("WA_LOG_FORMAT", "json") == "json")

@@ -5,31 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from pathlib import Path
 
 import aiohttp
+from cdp_browser import CHROMIUM, HEADLESS
 from harness import running_worker
 
 from supervisor.api.openapi import document
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 async def _chromium(url: str, *args: str) -> str:
     assert CHROMIUM, "chromium is missing: scripts/system-deps installs it (apt-get install chromium)"
     proc = await asyncio.create_subprocess_exec(
         CHROMIUM,
-        "--headless",
-        "--no-sandbox",  # the suite runs as root in CI
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        # Every host but ours fails to resolve: the page must render from the worker alone.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        *HEADLESS,
         "--virtual-time-budget=15000",
         "--window-size=1280,2400",
         *args,

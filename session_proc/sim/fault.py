@@ -16,6 +16,7 @@ it, and the process logs a warning naming the switches whenever it is active.
 
 - ``fail_start``: ``start()`` raises; the process reports ``fatal`` and exits with code 1;
 - ``exit=N``: the process exits with code ``N`` at start, reporting nothing (like a native crash);
+- ``panic``: at start the process writes a panic to its stderr as the Go runtime does, and exits with 2;
 - ``hang=S``: ``S`` seconds after the device connects, the event loop blocks for good: no heartbeat,
   no request answered, SIGTERM not handled (only SIGKILL ends it);
 - ``crash_on_send``: a send exits the process with code 1 before the message reaches the network;
@@ -53,7 +54,23 @@ from transport import wire
 log = logging.getLogger("session_proc.fault")
 
 SWITCHES = frozenset(
-    {"fail_start", "exit", "hang", "crash_on_send", "slow_send", "send_unknown", "grow", "sessions", "incarnations"}
+    {
+        "fail_start",
+        "exit",
+        "panic",
+        "hang",
+        "crash_on_send",
+        "slow_send",
+        "send_unknown",
+        "grow",
+        "sessions",
+        "incarnations",
+    }
+)
+# What whatsmeow's Go runtime leaves on stderr when it panics (exit code 2).
+GO_PANIC = (
+    b"panic: runtime error: invalid memory address or nil pointer dereference [fault injected]\n\n"
+    b"goroutine 1 [running]:\nmain.main()\n"
 )
 # The exit code of a crash, as session_proc/main.py's EXIT_CRASH.
 CRASH_CODE = 1
@@ -154,6 +171,9 @@ class FaultEngine(SimEngine):
         return float(self._switches.get(name) or 0)
 
     async def start(self) -> None:
+        if "panic" in self._switches:
+            os.write(2, GO_PANIC)
+            os._exit(2)
         if "exit" in self._switches:
             os._exit(int(self._switches["exit"] or CRASH_CODE))
         if "fail_start" in self._switches:

@@ -317,12 +317,6 @@ class OutboxEntry(Answer):
     expiresAt: Annotated[IsoTime, Field(description='failed with error "ttl" if not sent by then')]
 
 
-class OutboxPage(Answer):
-    """GET /session/{id}/outbox."""
-
-    messages: list[OutboxEntry]
-
-
 class Cancelled(Answer):
     """DELETE /session/{id}/outbox/{messageId}."""
 
@@ -775,3 +769,73 @@ class GroupDone(Answer):
     """A group change WhatsApp accepted."""
 
     group: str
+
+
+# -- the operator's dashboard ---------------------------------------------------------------------------
+
+
+class ProcessSample(Answer):
+    """One sample of a session process: CPU % of one core, memory in bytes."""
+
+    at: IsoTime
+    cpuPercent: float
+    rss: int
+    uss: int
+
+
+class ProcessSamples(Answer):
+    """GET /session/{id}/samples: the last hour of the session process's figures, oldest first."""
+
+    sessionId: str
+    interval: Annotated[float, Field(description="seconds between samples (SAMPLE_INTERVAL)")]
+    samples: list[ProcessSample]
+
+
+class ProcessStderr(Answer):
+    """GET /session/{id}/stderr: the process's last lines of stderr (its log, a Go panic), oldest first."""
+
+    sessionId: str
+    lines: Annotated[list[str], Field(description="at most 40, each cut at 500 characters")]
+
+
+class SessionStorageFigures(Answer):
+    """GET /session/{id}/storage: the session's lease and backup, as this worker knows them."""
+
+    sessionId: str
+    lease: Annotated[
+        Literal["held", "unverified", "none"] | None,
+        Field(description="unverified: running while the object store could not confirm it; null: no storage"),
+    ]
+    lastBackupAt: Annotated[IsoTime | None, Field(description="the last backup that landed since the worker started")]
+
+
+class OutboxFigures(Answer):
+    """What waits in a session's outbox, and what did not go out."""
+
+    sessionId: str
+    pending: Annotated[int, Field(description="messages accepted and waiting in the outbox")]
+    oldestPendingAt: IsoTime | None
+    unknown: Annotated[int, Field(description="sends a crash left undecided (neonize: never resent)")]
+    failed: int
+
+
+class OutboxPage(OutboxFigures):
+    """GET /session/{id}/outbox: the figures, and each waiting message with when and why it waits."""
+
+    messages: list[OutboxEntry]
+
+
+class SimScanned(Answer):
+    """POST /session/{id}/sim/scan."""
+
+    sessionId: str
+    phoneNumber: str
+    linked: bool
+
+
+class SimMessageSent(Answer):
+    """POST /session/{id}/sim/message."""
+
+    sessionId: str
+    phoneNumber: str
+    messageId: Annotated[str, Field(description="the id the simulated network gave the message")]

@@ -24,8 +24,8 @@ from aiohttp import web
 from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import Handler, error_response
 
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
-OPEN_PREFIXES = ("/docs/", "/media/")  # /media/: presigned URLs carry their own signature
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/dashboard"})
+OPEN_PREFIXES = ("/docs/", "/dashboard/assets/", "/media/")  # /media/: presigned URLs carry their own signature
 JWT_ALGORITHMS = ["HS256"]
 # Who the caller is, for rate limits and logs (never the secret itself).
 CLIENT = web.RequestKey("client", str)

@@ -844,3 +844,21 @@ class GroupPictureForm(Body):
     """PUT /session/{id}/groups/{groupJid}/picture as multipart/form-data: a JPEG in the ``file`` part."""
 
     model_config = ConfigDict(json_schema_extra=_jpeg_part)
+
+
+# -- the operator's dashboard: the simulated network (WA_ENGINE=sim) ------------------------------------
+
+
+class SimScanRequest(Body):
+    """POST /session/{id}/sim/scan: a simulated phone scans the session's QR."""
+
+    phoneNumber: Annotated[
+        PhoneDigits | None, Field(description="the phone that scans; default: one named for the session")
+    ] = None
+
+
+class SimMessageRequest(Body):
+    """POST /session/{id}/sim/message: a simulated phone sends the session a text."""
+
+    phoneNumber: PhoneDigits
+    text: Text

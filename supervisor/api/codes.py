@@ -78,3 +78,6 @@ class ErrorCode(StrEnum):
     NOT_ADMIN = "NOT_ADMIN"  # WhatsApp refuses this to a member who is not an admin of the group
     GROUP_NOT_FOUND = "GROUP_NOT_FOUND"  # no such group, or this account is not in it
     INVITE_INVALID = "INVITE_INVALID"  # the invite code was revoked or never issued
+    # the simulated network, through the dashboard (WA_ENGINE=sim)
+    SIM_REFUSED = "SIM_REFUSED"  # the simulated network refused (an expired QR, no such phone linked)
+    SIM_UNAVAILABLE = "SIM_UNAVAILABLE"  # the simulated network did not answer

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from supervisor.api import docs, health_routes, metrics, openapi, session_routes
+from supervisor.api import (
+    dashboard_routes,
+    docs,
+    health_routes,
+    metrics,
+    openapi,
+    operator_routes,
+    session_routes,
+    sim_routes,
+)
 from supervisor.api.auth import Credentials, JwtRules
 from supervisor.api.errors import error_middleware
 from supervisor.api.keys import CREDENTIALS
@@ -44,6 +53,9 @@ def install_api(app: web.Application, settings: Settings, token: str) -> None:
     app.add_routes(openapi.routes)
     app.add_routes(docs.routes)
     docs.add_assets(app)
+    app.add_routes(dashboard_routes.routes)
+    app.add_routes(operator_routes.routes)
+    app.add_routes(sim_routes.routes)
 
 
 def jwt_rules(settings: Settings) -> JwtRules | None:

@@ -167,6 +167,7 @@ def document() -> dict[str, Any]:
         account_routes,
         change_routes,
         contact_routes,
+        dashboard_routes,
         docs,
         event_routes,
         group_routes,
@@ -174,9 +175,11 @@ def document() -> dict[str, Any]:
         media_routes,
         message_routes,
         metrics,
+        operator_routes,
         outbox_routes,
         poll_routes,
         session_routes,
+        sim_routes,
     )
 
     declared = _declared(OPERATIONS)

@@ -10,6 +10,7 @@ from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import ApiError, ok
 from supervisor.api.keys import REGISTRY
 from supervisor.api.operations import json_reply, session_operation
+from supervisor.timefmt import iso
 
 routes = web.RouteTableDef()
 
@@ -20,13 +21,24 @@ routes = web.RouteTableDef()
     "/session/{id}/outbox",
     id="listOutbox",
     tag="messages",
-    summary="Messages accepted and not sent yet, in the order they go out, with when and why they wait",
+    summary="The session's outbox: what waits (each message with when and why), the oldest's time, and the"
+    " messages that ended unknown or failed",
     ok=json_reply(answers.OutboxPage),
 )
 async def list_outbox(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     registry = request.app[REGISTRY]
-    return ok({"messages": registry.outbox_view(session_id)})
+    figures = await registry.outbox_figures(session_id)
+    return ok(
+        {
+            "sessionId": session_id,
+            "pending": figures.pending,
+            "oldestPendingAt": iso(figures.oldest_pending_at),
+            "unknown": figures.unknown,
+            "failed": figures.failed,
+            "messages": registry.outbox_view(session_id),
+        }
+    )
 
 
 @session_operation(

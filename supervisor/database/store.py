@@ -936,6 +936,15 @@ class Store:
         rows = await self._read("SELECT session_id, COUNT(*) FROM messages GROUP BY session_id")
         return {r[0]: int(r[1]) for r in rows}
 
+    async def status_counts(self, session_id: str, statuses: Sequence[str]) -> dict[str, int]:
+        """How many of ``session_id``'s messages are in each of ``statuses`` (the dashboard's outbox figures)."""
+        marks = ",".join("?" * len(statuses))
+        rows = await self._read(
+            f"SELECT status, COUNT(*) FROM messages WHERE session_id = ? AND status IN ({marks}) GROUP BY status",
+            (session_id, *statuses),
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def _load_tally(self) -> None:
         """The message counts, once at open: every later change moves them (see MessageTally)."""
         counts = await self._read("SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status")

@@ -179,6 +179,11 @@ class Outbox:
         """Messages accepted and not settled yet."""
         return sum(len(q) for q in self._queues.values())
 
+    def waiting_of(self, session_id: str) -> tuple[int, float | None]:
+        """How many of ``session_id``'s messages wait, and when the oldest was accepted (the dashboard's figures)."""
+        queue = self._queues.get(session_id) or {}
+        return len(queue), min((row.created_at for row in queue.values()), default=None)
+
     # -- accepting ---------------------------------------------------------------------
     async def submit(
         self,

@@ -30,6 +30,7 @@ from supervisor.messaging.figures import MessageFigures
 from supervisor.messaging.history import message_view, outgoing_row
 from supervisor.messaging.inflight import InFlight
 from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
+from supervisor.messaging.outbox_figures import OutboxFigures
 from supervisor.messaging.pacer import Pacer
 from supervisor.messaging.pacing import PacingPolicy
 from supervisor.messaging.retention import HistoryRetention
@@ -47,6 +48,7 @@ from supervisor.sessions.timers import ResourceSampler, check_heartbeats
 from supervisor.storage.service import BackupRefused, LeaseHeld, SessionStorage, StorageError
 from supervisor.supervision.policy import ProcRecord
 from supervisor.supervision.procs import ChildProcess
+from supervisor.supervision.sample_history import Sample
 from supervisor.supervision.session_child import ChildConfig, SessionChild
 from supervisor.supervision.states import ProcState
 from supervisor.timefmt import iso
@@ -133,6 +135,31 @@ class SessionRegistry:
             return self.sessions[session_id]
         except KeyError:
             raise SessionError("SESSION_NOT_FOUND", f"session {session_id!r} does not exist") from None
+
+    # -- the operator's dashboard --------------------------------------------------------
+
+    def samples(self, session_id: str) -> list[Sample]:
+        """The session process's CPU and memory over the last hour, oldest first."""
+        self.get(session_id)
+        return self.resources.history.points(session_id)
+
+    def stderr_lines(self, session_id: str) -> list[str]:
+        """The last lines the session's process wrote to its stderr (a Go panic lands there), oldest first."""
+        return list(self.get(session_id).child.stderr.lines)
+
+    def storage_figures(self, session_id: str) -> tuple[str | None, float | None]:
+        """The session's lease on this worker and its last backup's time (None, None without storage)."""
+        self.get(session_id)
+        if self.storage is None:
+            return None, None
+        return self.storage.session_figures(session_id)
+
+    async def outbox_figures(self, session_id: str) -> OutboxFigures:
+        """What waits in the session's outbox, and how many of its messages ended unknown or failed."""
+        self.get(session_id)
+        pending, oldest = self.outbox.waiting_of(session_id)
+        ended = await self.store.status_counts(session_id, ("unknown", "failed"))
+        return OutboxFigures(pending, oldest, ended.get("unknown", 0), ended.get("failed", 0))
 
     def extra(self, session_id: str) -> dict[str, str]:
         """Log fields naming the session and this worker."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psutil
 from supervisor.sessions.session import Session
 from supervisor.sessions.snapshot import DiskSpace
 from supervisor.supervision.capacity import Capacity, read_capacity
+from supervisor.supervision.sample_history import SampleHistory
 from supervisor.supervision.sampler import ProcessSampler, ProcStats
 
 log = logging.getLogger("supervisor.sessions")
@@ -44,6 +46,7 @@ class ResourceSampler:
         self.disk: DiskSpace | None = None
         self.memory_limit = memory_limit  # bytes of resident memory a session process may hold; 0: any
         self.sampler = ProcessSampler()
+        self.history = SampleHistory(interval)  # the last hour of each session process, for the dashboard
         self.supervisor: ProcStats | None = None  # the supervisor's own figures, at the last sample
         self.capacity: Capacity | None = None  # what the worker may use, at the last sample (limits can change)
         self._log_extra = {"workerId": worker_id}
@@ -68,9 +71,15 @@ class ResourceSampler:
                 log.exception("process sampling failed", extra=self._log_extra)
                 stats = {}
             self.supervisor = stats.get(own)
+            now = time.time()
+            present = set()
             for session in sessions():
                 pid = session.child.pid
                 session.stats = stats.get(pid) if pid is not None else None
+                present.add(session.id)
+                if session.stats is not None:
+                    self.history.add(session.id, now, session.stats)
                 if session.stats is not None and 0 < self.memory_limit < session.stats.rss:
                     session.child.over_memory(session.child.incarnation, session.stats.rss, self.memory_limit)
+            self.history.keep_only(present)
             await asyncio.sleep(self.interval)

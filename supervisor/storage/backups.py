@@ -114,6 +114,7 @@ class BackupScheduler:
         # True while this worker holds the session's lease, renewing it as proof; None: no leases (tests).
         self.confirm_lease = confirm_lease
         self.last_backup_at: float | None = None
+        self.last_backup_of: dict[str, float] = {}  # session -> when its last backup landed (the dashboard)
         self.backups_done = 0
         self._dirty: set[str] = set()
         # The auth files as each session's last landed backup (or restore) saw them.
@@ -252,7 +253,7 @@ class BackupScheduler:
             )
             self._saw[session_id] = seen
             await self.seen.saw(session_id, _written_at(key), binds_version=True)
-            self.last_backup_at = time.time()
+            self.last_backup_at = self.last_backup_of[session_id] = time.time()
             self.backups_done += 1
             log.info("backup stored (%d bytes)", len(blob), extra={"sessionId": session_id})
             await self._prune(session_id, keep=key)
@@ -326,6 +327,7 @@ class BackupScheduler:
         """Delete every backup of the session (logout, delete)."""
         self.cancel(session_id)
         self._saw.pop(session_id, None)
+        self.last_backup_of.pop(session_id, None)
         await self.seen.forget(session_id)
         async with self._lock(session_id):
             await self.objects.delete(self.bucket, manifest_key(session_id))

@@ -260,6 +260,15 @@ class SessionStorage:
             task.add_done_callback(lambda _t: tasks.pop(session_id, None))
         return task
 
+    def session_figures(self, session_id: str) -> tuple[str, float | None]:
+        """The session's lease here (held, unverified: running while the store was down, or none) and
+        when its last backup landed since this worker started (None: none yet)."""
+        if session_id in self.leases.unverified:
+            lease = "unverified"
+        else:
+            lease = "held" if session_id in self.leases.held else "none"
+        return lease, self.backups.last_backup_of.get(session_id)
+
     def health(self) -> dict[str, Any]:
         """The ``storage`` part of /health."""
         return {

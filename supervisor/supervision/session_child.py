@@ -18,6 +18,8 @@ from supervisor.supervision.policy import RestartPolicy
 from supervisor.supervision.procs import ChildProcess, TransitionListener
 from supervisor.supervision.spawner import ProcessHandle, Spawner
 from supervisor.supervision.states import ProcState
+from supervisor.supervision.stderr_tail import ENV as STDERR_ENV
+from supervisor.supervision.stderr_tail import StderrTail
 from transport import wire
 from transport.channel import ChannelError, RouterChannel
 from transport.identity import routing_identity
@@ -64,6 +66,10 @@ class SessionChild(ChildProcess):
         self.proxy = proxy
         self.ready_incarnation = 0
         self.spawner = config.spawner
+        # Its stderr's last lines (the dashboard); the FIFO lives in the private run dir.
+        self.stderr = StderrTail(
+            config.storage_dir / "run" / "stderr" / session_id, secret=StderrTail.proxy_password(proxy)
+        )
 
     @property
     def identity(self) -> bytes:
@@ -98,6 +104,7 @@ class SessionChild(ChildProcess):
         # By environment, not argv: a proxy URL may carry a password and ps shows argv to everyone.
         env["WA_SESSION_OPTIONS"] = json.dumps({**self.config.engine_options, "proxy": self.proxy})
         env["WA_LOG_FORMAT"] = self.config.log_format
+        env[STDERR_ENV] = self.stderr.open()
         return env
 
     async def on_spawned(self, proc: ProcessHandle, incarnation: int) -> None:
@@ -108,6 +115,11 @@ class SessionChild(ChildProcess):
         self.router.forget(identity)
         # Whoever waits on this child (a send) learns now, not at its timeout.
         self.router.fail_pending(identity, "the session process exited")
+        self.stderr.flush()
+
+    async def close(self) -> None:
+        await super().close()
+        self.stderr.close()
 
     def mark_ready(self, incarnation: int) -> None:
         """The child of ``incarnation`` announced itself."""

@@ -1,0 +1,167 @@
+"""``/dashboard`` in a real browser: headless Chromium (Debian's package) driven over the DevTools
+protocol (tests/cdp_browser.py) against a worker on the simulated network. Each test keeps PNG
+screenshots of what it ended on under its temporary directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+from cdp_browser import Page, chromium_page
+from harness import TOKEN, Worker, running_worker
+
+from supervisor.api.dashboard_routes import CONTENT_SECURITY_POLICY
+
+
+async def _sign_in(page: Page, token: str) -> None:
+    await page.wait("document.getElementById('token') && !document.getElementById('view-signin').hidden")
+    await page.eval(f"document.getElementById('token').value = {token!r}")
+    await page.eval("document.querySelector('#signin-form button[type=submit]').click()")
+
+
+def _row(sid: str, expression: str) -> str:
+    """JavaScript: ``expression`` about the table row of ``sid`` (``r``), false while there is none."""
+    return (
+        f"(() => {{ const r = document.querySelector('tr[data-session=\"{sid}\"]'); return !!r && ({expression}); }})()"
+    )
+
+
+async def _pid(w: Worker, sid: str) -> int:
+    status, body = await w.api("GET", f"/session/{sid}/process")
+    assert status == 200, body
+    pid = body["data"]["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+async def test_dashboard_is_served_with_a_policy_allowing_only_its_origin(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w, aiohttp.ClientSession() as anon:
+        async with anon.get(f"{w.url}/dashboard") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+            html = await resp.text()
+        assert "default-src 'none'" in CONTENT_SECURITY_POLICY and "script-src 'self'" in CONTENT_SECURITY_POLICY
+        references = re.findall(r'(?:src|href)="([^"#]+)"', html)
+        assert references and all(r.startswith("/dashboard/") for r in references), references
+        assert "<script>" not in html and "style=" not in html  # nothing inline: the policy would block it
+        for asset in ("dashboard.js", "dashboard.css"):
+            async with anon.get(f"{w.url}/dashboard/assets/{asset}") as resp:
+                assert resp.status == 200, asset
+                assert resp.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        async with anon.get(f"{w.url}/dashboard/assets/index.html") as resp:  # only the listed files
+            assert resp.status == 404
+        # The API the page calls still wants the token.
+        async with anon.get(f"{w.url}/sessions") as resp:
+            assert resp.status == 401
+
+
+async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w, chromium_page(tmp_path / "profile") as page:
+        await page.goto(f"{w.url}/dashboard")
+
+        # A wrong token is an error the operator can act on, and no session is shown.
+        await _sign_in(page, "not-the-token")
+        text = await page.wait(
+            "!document.getElementById('error').hidden && document.getElementById('error-text').textContent",
+            what="the error banner",
+        )
+        assert "token was refused" in text, text
+        assert await page.eval("document.getElementById('view-sessions').hidden")
+        await page.screenshot(tmp_path / "wrong-token.png")
+        assert await page.eval("sessionStorage.length") == 0
+
+        await _sign_in(page, TOKEN)
+        await page.wait("!document.getElementById('view-sessions').hidden", what="the sessions table")
+        assert TOKEN not in await page.eval("location.href")
+
+        # Create a session from the page: its page shows the QR as an image.
+        await page.eval("location.hash = '#/create'")
+        await page.wait("!document.getElementById('view-create').hidden")
+        await page.eval(
+            "document.getElementById('c-id').value = 'shop1';"
+            "document.getElementById('c-name').value = 'Shop one';"
+            "document.querySelector('#create-form button[type=submit]').click()"
+        )
+        await page.wait(
+            "!document.getElementById('qr-card').hidden"
+            " && document.getElementById('qr-img').src.startsWith('data:image/png')",
+            what="the QR image",
+        )
+        assert re.match(r"Expires in \d+ s", await page.eval("document.getElementById('qr-expiry').textContent"))
+
+        # A test message before the phone is linked: the 409 is shown with what to do.
+        await page.eval(
+            "document.getElementById('send-to').value = '6281111';"
+            "document.querySelector('#send-form button[type=submit]').click()"
+        )
+        text = await page.wait(
+            "!document.getElementById('error').hidden && document.getElementById('error-text').textContent",
+            what="the 409 shown",
+        )
+        assert "current state" in text, text
+        await page.eval("document.getElementById('error-close').click()")
+
+        # The simulated phone scans: the page follows without a reload.
+        await page.eval("document.getElementById('sim-scan').click()")
+        await page.wait("document.querySelector('#s-facts .badge').textContent === 'connected'", what="connected")
+        await page.wait("!document.getElementById('phone-card').hidden", what="the phone panel")
+
+        # The simulated phone writes to the session: the message shows in the session's history.
+        await page.eval("document.querySelector('#phone-form button[type=submit]').click()")
+        await page.wait(
+            "document.getElementById('s-history').textContent.includes('message.received')", what="message.received"
+        )
+        # A test text from the session to another simulated phone, which must be linked to receive it.
+        await w.create_linked("peer", "6285550000")
+        await page.eval(
+            "document.getElementById('send-to').value = '6285550000';"
+            "document.querySelector('#send-form button[type=submit]').click()"
+        )
+        await page.wait("document.getElementById('send-result').textContent.includes(': sent')", what="sent")
+        await page.wait("document.getElementById('s-history').textContent.includes('message.status')")
+        # The charts draw the process's samples (loadCharts is the page's own function).
+        await page.wait(
+            "loadCharts('shop1').then(() => document.querySelector('#chart-mem polyline').points.length > 2)",
+            what="the memory chart",
+        )
+        await page.screenshot(tmp_path / "session-1280.png")
+        await page.viewport(390, 844)
+        await page.screenshot(tmp_path / "session-390.png")
+        await page.viewport(1280, 900)
+
+        # The table, live: a session linked meanwhile turns connected, without a reload.
+        await page.eval("location.hash = '#/sessions'")
+        await page.wait(_row("shop1", "r.dataset.status === 'connected'"), what="shop1 in the table")
+        await page.eval("window.notReloaded = true")
+        await w.create_linked("live1", "6285551111")
+        await page.wait(_row("live1", "r.dataset.status === 'connected'"), what="live1 connected in the table")
+
+        # Its process is killed: the restart and the exit's reason show, without a reload.
+        os.kill(await _pid(w, "live1"), signal.SIGKILL)
+        await page.wait(
+            _row(
+                "live1",
+                "r.querySelector('[data-col=restarts]').textContent === '1'"
+                " && r.querySelector('[data-col=lastExit]').textContent.includes('SIGKILL')",
+            ),
+            what="live1's restart and last exit",
+        )
+        assert await page.eval("window.notReloaded === true")
+        await page.screenshot(tmp_path / "sessions-1280.png")
+        await page.viewport(390, 844)
+        await page.screenshot(tmp_path / "sessions-390.png")
+
+        # The worker's overview reads /health and /metrics for the operator.
+        await page.viewport(1280, 900)
+        await page.eval("location.hash = '#/overview'")
+        await page.wait("document.getElementById('overview').textContent.includes('Event delivery')")
+        await page.screenshot(tmp_path / "overview-1280.png")
+
+        # Signing out forgets the token.
+        await page.eval("document.getElementById('sign-out').click()")
+        await page.wait("!document.getElementById('view-signin').hidden")
+        assert await page.eval("sessionStorage.length") == 0
+        assert not [line for line in page.console if "Content Security Policy" in line], page.console
