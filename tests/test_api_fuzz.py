@@ -155,3 +155,18 @@ def test_a_pairing_number_is_digits_or_a_400(value: object) -> None:
         assert exc.status == 400 and exc.code == "INVALID_PHONE"
         return
     assert digits.isascii() and digits.isdigit() and 5 <= len(digits) <= 20
+
+
+def test_a_multipart_send_reads_an_empty_or_null_mentions_field_as_none() -> None:
+    """A form field cannot be null: the document's nullable mentions arrive as "" or "null"."""
+    fields = {"type": "image", "to": "628123456789"}
+    for none in ("", "null", " null "):
+        assert v.parse(bodies.SendMediaRequest, {**fields, "mentions": none}).mentions is None
+    given = v.parse(bodies.SendMediaRequest, {**fields, "mentions": '["628123456789"]'})
+    assert given.mentions == ["628123456789@s.whatsapp.net"]
+    try:
+        v.parse(bodies.SendMediaRequest, {**fields, "mentions": "[1"})
+    except ApiError as exc:
+        assert exc.status == 400
+    else:
+        raise AssertionError("a broken JSON array was accepted")

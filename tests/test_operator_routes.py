@@ -61,7 +61,14 @@ async def test_samples_outbox_and_the_simulated_phone_through_the_api(tmp_path: 
 
         status, body = await w.api("GET", "/session/s1/outbox")
         assert status == 200, body
-        assert body["data"] == {"sessionId": "s1", "pending": 0, "oldestPendingAt": None, "unknown": 0, "failed": 0}
+        assert body["data"] == {
+            "sessionId": "s1",
+            "pending": 0,
+            "oldestPendingAt": None,
+            "unknown": 0,
+            "failed": 0,
+            "messages": [],
+        }
 
 
 async def test_the_simulated_phone_is_refused_without_the_simulated_network(tmp_path: Path) -> None:

@@ -460,6 +460,8 @@ class SendMediaRequest(Body):
     quotedMessageId: MessageId | None = None
     mentions: Annotated[
         Json[Annotated[list[PhoneTarget], Field(max_length=MAX_MENTIONS)]] | None,
+        # A form field cannot be null: an empty one, or the JSON literal null, means none.
+        BeforeValidator(lambda value: None if isinstance(value, str) and value.strip() in ("", "null") else value),
         Field(description="a JSON array of phone targets"),
         Invalid(ErrorCode.INVALID_FIELD, "must be a JSON array of phone targets"),
     ] = None
