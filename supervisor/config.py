@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common import event_loop
 from supervisor.messaging.pacing import PacingPolicy
 from supervisor.supervision.policy import RestartPolicy
 
@@ -71,6 +72,8 @@ class Settings:
     disk_free_warn_mb: float = 256.0
     # How session processes start: exec (a new interpreter each) or zygote (forked from a pre-warmed process).
     spawner: str = "zygote"
+    # The event loop of every process (common/event_loop.py; children read EVENT_LOOP themselves).
+    event_loop: str = event_loop.DEFAULT
     shutdown_timeout: float = 15.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     # API: Bearer JWTs (HS256) are accepted when set; request bodies past MAX_UPLOAD_MB answer 413.
@@ -313,6 +316,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     spawner = env.get("SPAWNER") or "zygote"
     if spawner not in ("exec", "zygote"):
         raise ConfigError(f"SPAWNER={spawner!r} must be exec or zygote")
+    try:
+        loop = event_loop.chosen(dict(env))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     level = (env.get("LOG_LEVEL") or "info").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL={level.lower()!r} must be debug, info, warning or error")
@@ -369,6 +376,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         session_memory_limit_mb=_float(env, "SESSION_MEMORY_LIMIT_MB", 512.0),
         disk_free_warn_mb=_float(env, "DISK_FREE_WARN_MB", 256.0),
         spawner=spawner,
+        event_loop=loop,
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", 15.0, minimum=0.1),
         restart_policy=policy,
         jwt_secret=jwt_secret,
