@@ -317,9 +317,12 @@ async def create_and_link(w: Worker, n: int, prefix: str = "s") -> float:
                 _, b = await w.api("GET", f"/session/{sid}/qr")
             return b["data"]["qr"] if b.get("success") else None
 
-        code = await poll(qr, 60, 0.05, f"QR of {sid}")
-        async with sem:
-            status, body = await w.hub("POST", f"/phones/{phone_of(i)}/scan", json={"qr": code})
+        for _ in range(5):
+            code = await poll(qr, 60, 0.05, f"QR of {sid}")
+            async with sem:
+                status, body = await w.hub("POST", f"/phones/{phone_of(i)}/scan", json={"qr": code})
+            if body.get("code") != "QR_EXPIRED":  # rotated meanwhile (a busy machine): scan the new one
+                break
         assert status == 200, body
 
     t0 = time.perf_counter()

@@ -120,7 +120,10 @@ class Settings:
     # -- object storage (docs/architecture.md, Storage layout; parsed by _storage) --
     sessions_bucket: str = "whatsapp-sessions"
     media_bucket: str = "whatsapp-media"
-    lease_ttl: float = 15.0  # a session's lease lapses this long after its worker stopped renewing it
+    # A session's lease lapses this long after its worker stopped renewing it (renewed every third). Failover
+    # waits for the holder's liveness record (WORKER_ALIVE_TTL), not this: the TTL only bounds a holder that
+    # keeps no record, and each renewal is one write per session (500 sessions at 15 s: 100 writes a second).
+    lease_ttl: float = 60.0
     # A worker's liveness record lapses this long after its last renewal (every third of it); then other
     # workers may take its sessions' leases over at once. Clocks must agree well within it.
     worker_alive_ttl: float = 3.0
@@ -287,7 +290,7 @@ def _storage(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         "sessions_bucket": buckets["MINIO_SESSIONS_BUCKET"],
         "media_bucket": buckets["MINIO_MEDIA_BUCKET"],
-        "lease_ttl": _float(env, "LEASE_TTL", 15.0, minimum=1.0),
+        "lease_ttl": _float(env, "LEASE_TTL", 60.0, minimum=1.0),
         "worker_alive_ttl": _float(env, "WORKER_ALIVE_TTL", 3.0, minimum=1.0),
         # S3 signs URLs for at most 7 days: a longer expiry makes every media upload fail.
         "presign_expiry": _float(env, "PRESIGN_EXPIRY", 3600.0, minimum=1.0, maximum=PRESIGN_EXPIRY_MAX),
