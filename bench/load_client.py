@@ -28,6 +28,14 @@ class LoadClient:
         request = (
             f"POST {path} HTTP/1.1\r\n{self._head}Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         ).encode() + data
+        return await self._exchange(request)
+
+    async def get(self, path: str) -> int:
+        """GET ``path``; the answer's status (its body is read and dropped)."""
+        status, _ = await self._exchange(f"GET {path} HTTP/1.1\r\n{self._head}\r\n".encode())
+        return status
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         conn = self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
         reader, writer = conn
         try:

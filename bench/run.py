@@ -23,7 +23,9 @@ run:
   SIGKILL of a session process;
 - spawn and idle USS of a neonize session process (exec, zygote) when neonize is
   installed;
-- failover between two workers through S3 (bench/failover.py).
+- failover between two workers through S3 (bench/failover.py);
+- 500 sessions on one worker: concurrent create+link, idle CPU, API p99, supervisor RSS,
+  seed-load latency (and pacing's cost), the restart storm (bench/scale.py).
 
 Every request loop is bounded in count and time. ``--quick`` shrinks it all for
 iterating.
@@ -315,9 +317,12 @@ async def create_and_link(w: Worker, n: int, prefix: str = "s") -> float:
                 _, b = await w.api("GET", f"/session/{sid}/qr")
             return b["data"]["qr"] if b.get("success") else None
 
-        code = await poll(qr, 60, 0.05, f"QR of {sid}")
-        async with sem:
-            status, body = await w.hub("POST", f"/phones/{phone_of(i)}/scan", json={"qr": code})
+        for _ in range(5):
+            code = await poll(qr, 60, 0.05, f"QR of {sid}")
+            async with sem:
+                status, body = await w.hub("POST", f"/phones/{phone_of(i)}/scan", json={"qr": code})
+            if body.get("code") != "QR_EXPIRED":  # rotated meanwhile (a busy machine): scan the new one
+                break
         assert status == 200, body
 
     t0 = time.perf_counter()
@@ -844,6 +849,37 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     else:
         add("failover", str(fo))
+    sc = results.get("scale")
+    if isinstance(sc, dict) and "create_and_link_s" in sc:
+        n = sc["sessions"]
+        add(f"{n} sessions: create + link, concurrently", f"{sc['create_and_link_s']:.1f} s")
+        ic = sc["idle_cpu"]
+        add(
+            f"{n} sessions: idle CPU supervisor + sessions",
+            f"{ic['supervisor_pct']:.1f} + {ic['sessions_total_pct']:.1f} = {ic['worker_total_pct']:.1f} %",
+            f"hub {ic['hub_pct']:.1f} %",
+        )
+        api = sc["api"]
+        add(
+            f"{n} sessions: GET /sessions, /health p99",
+            f"{api['sessions']['p99_ms']:.1f}, {api['health']['p99_ms']:.1f} ms",
+            f"p50 {api['sessions']['p50_ms']:.1f}, {api['health']['p50_ms']:.1f} ms",
+        )
+        add(f"{n} sessions: supervisor RSS", f"{sc['supervisor_rss_mib']:.0f} MiB")
+        sl, sp = sc["seed_load"], sc["seed_load_paced"]
+        add(
+            f"{n} sessions: seed load {sl['rate_msgs_per_s']:.0f} msg/s send p50/p99",
+            f"{sl['p50_ms']:.1f} / {sl['p99_ms']:.1f} ms",
+            f"default pace on: {sp['p50_ms']:.1f} / {sp['p99_ms']:.1f} ms",
+        )
+        st = sc["restart_storm"]
+        add(
+            f"{n} sessions: restart storm, all SIGKILLed -> all connected",
+            f"{st['all_connected_s']:.1f} s",
+            f"failed {st['failed_sessions']}, /health p99 {st['health_p99_ms']:.0f} ms, errors {st['health_failures']}",
+        )
+    elif sc is not None:
+        add("scale", str(sc))
     return rows
 
 
@@ -898,6 +934,7 @@ def main() -> None:
     p.add_argument("--worker-spawners", nargs="*", default=["exec", "zygote"])
     p.add_argument("--failover-runs", type=int, default=3)
     p.add_argument("--no-failover", action="store_true")
+    p.add_argument("--scale-sessions", type=int, default=500, help="bench/scale.py's sessions (0: not run)")
     p.add_argument("--table", type=Path, help="only print the table of an earlier bench.json")
     args = p.parse_args()
     if args.table is not None:
@@ -908,6 +945,7 @@ def main() -> None:
         args.load_seconds, args.idle_seconds, args.sat_count, args.sat_seconds = 5, 3, 500, 5
         args.in_count, args.kills, args.rtt_rounds, args.spawn_runs, args.baseline_runs = 100, 2, 300, 3, 5
         args.concurrency = 16
+        args.scale_sessions = min(args.scale_sessions, 20)
     results = asyncio.run(amain(args))
     # Alone, a neonize process is charged its Go library's read-only pages; beside another (any real
     # worker) those are shared. bench/neonize_memory.py measures both, with a per-mapping breakdown.
@@ -918,6 +956,11 @@ def main() -> None:
     )
     results["failover"] = (
         "not measured: --no-failover" if args.no_failover else run_script("failover", "--runs", str(args.failover_runs))
+    )
+    results["scale"] = (
+        "not measured: --scale-sessions 0"
+        if not args.scale_sessions
+        else run_script("scale", "--sessions", str(args.scale_sessions), timeout=1500)
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import logfmt
+from common import event_loop, logfmt
 from session_proc.engine import Engine, EngineContext, EngineError, IncomingMessage
 from session_proc.engines import engine_class
 from session_proc.group_requests import group_request
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     logfmt.set_context(sessionId=args.session_id, incarnation=args.incarnation)
     logfmt.configure(args.log_level, json_lines=os.environ.get("WA_LOG_FORMAT", "json") == "json")
     try:
-        return asyncio.run(_amain(args))
+        return event_loop.run(_amain(args))
     except KeyboardInterrupt:
         return EXIT_CLEAN
 

@@ -24,8 +24,7 @@ def _settings() -> config.Settings:
 
 def serve(_args: argparse.Namespace) -> int:
     """Run the worker until SIGTERM/SIGINT."""
-    import asyncio
-
+    from common import event_loop
     from common.closing import CloseFailed
     from supervisor import drain, logs
     from supervisor.app import StartupError, build_app, resolve_token
@@ -43,7 +42,7 @@ def serve(_args: argparse.Namespace) -> int:
     app = build_app(settings, token)
     try:
         # Our own runner, not web.run_app: the drain needs the second SIGTERM and a deadline (supervisor/drain.py).
-        asyncio.run(drain.serve(app, settings))
+        event_loop.run(drain.serve(app, settings))
     except (StartupError, drain.ListenError) as exc:
         print(f"wa-worker: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common import event_loop
 from supervisor.messaging.pacing import PacingPolicy
 from supervisor.supervision.policy import RestartPolicy
 
@@ -73,6 +74,8 @@ class Settings:
     disk_free_warn_mb: float = 256.0
     # How session processes start: exec (a new interpreter each) or zygote (forked from a pre-warmed process).
     spawner: str = "zygote"
+    # The event loop of every process (common/event_loop.py; children read EVENT_LOOP themselves).
+    event_loop: str = event_loop.DEFAULT
     shutdown_timeout: float = 15.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     # API: Bearer JWTs (HS256) are accepted when set; request bodies past MAX_UPLOAD_MB answer 413.
@@ -119,7 +122,10 @@ class Settings:
     # -- object storage (docs/architecture.md, Storage layout; parsed by _storage) --
     sessions_bucket: str = "whatsapp-sessions"
     media_bucket: str = "whatsapp-media"
-    lease_ttl: float = 15.0  # a session's lease lapses this long after its worker stopped renewing it
+    # A session's lease lapses this long after its worker stopped renewing it (renewed every third). Failover
+    # waits for the holder's liveness record (WORKER_ALIVE_TTL), not this: the TTL only bounds a holder that
+    # keeps no record, and each renewal is one write per session (500 sessions at 15 s: 100 writes a second).
+    lease_ttl: float = 60.0
     # A worker's liveness record lapses this long after its last renewal (every third of it); then other
     # workers may take its sessions' leases over at once. Clocks must agree well within it.
     worker_alive_ttl: float = 3.0
@@ -286,7 +292,7 @@ def _storage(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         "sessions_bucket": buckets["MINIO_SESSIONS_BUCKET"],
         "media_bucket": buckets["MINIO_MEDIA_BUCKET"],
-        "lease_ttl": _float(env, "LEASE_TTL", 15.0, minimum=1.0),
+        "lease_ttl": _float(env, "LEASE_TTL", 60.0, minimum=1.0),
         "worker_alive_ttl": _float(env, "WORKER_ALIVE_TTL", 3.0, minimum=1.0),
         # S3 signs URLs for at most 7 days: a longer expiry makes every media upload fail.
         "presign_expiry": _float(env, "PRESIGN_EXPIRY", 3600.0, minimum=1.0, maximum=PRESIGN_EXPIRY_MAX),
@@ -315,6 +321,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     spawner = env.get("SPAWNER") or "zygote"
     if spawner not in ("exec", "zygote"):
         raise ConfigError(f"SPAWNER={spawner!r} must be exec or zygote")
+    try:
+        loop = event_loop.chosen(dict(env))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     level = (env.get("LOG_LEVEL") or "info").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL={level.lower()!r} must be debug, info, warning or error")
@@ -372,6 +382,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         session_memory_limit_mb=_float(env, "SESSION_MEMORY_LIMIT_MB", 512.0),
         disk_free_warn_mb=_float(env, "DISK_FREE_WARN_MB", 256.0),
         spawner=spawner,
+        event_loop=loop,
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", 15.0, minimum=0.1),
         restart_policy=policy,
         jwt_secret=jwt_secret,

@@ -1,5 +1,7 @@
 """Async ZeroMQ channels speaking the wire protocol: requests with correlation ids
-and timeouts, fire-and-forget events, and heartbeats both ways.
+and timeouts, fire-and-forget events, and heartbeats both ways: the binder beats
+every tracked peer each period, and a connecting peer answers each beat with its
+own (so each side hears the other every period, with one timer between them).
 
 The supervisor (and the sim hub) bind a :class:`RouterChannel`; each session
 process connects a :class:`DealerChannel`. Malformed frames are logged and
@@ -41,6 +43,8 @@ MAX_FRAME_BYTES = 1 << 20
 MAX_IN_PROGRESS_PER_PEER = 1024
 # How a connecting side names its one peer (the binder) where a routing identity would stand.
 _BINDER = b"peer"
+# The heartbeat frame (it carries nothing).
+_BEAT = Frame(kind=HB)
 # Plain ints: pyzmq's enum members cost an enum construction per operator use, several per frame.
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
@@ -441,6 +445,8 @@ class DealerChannel(_Endpoint):
         self._sock.connect(self.endpoint)
         self._last_heard = time.monotonic()
         self._start_reader()
+        with contextlib.suppress(PeerGone):
+            self._send_checked(None, _BEAT)  # heard from at once, before the binder's first beat
         self._beater = asyncio.create_task(self._beat_loop(), name=f"{self.name}-heartbeat")
 
     def _send(self, identity: bytes | None, frame: Frame) -> None:
@@ -467,14 +473,24 @@ class DealerChannel(_Endpoint):
         """Send an event; raises PeerGone if it cannot be queued now."""
         self._send_checked(None, Frame(kind=EVENT, op=op, body={} if body is None else body))
 
+    def _dispatch(self, identity: bytes, frame: Frame) -> None:
+        if frame.kind == HB:
+            # The binder's heartbeat, answered at once: the binder hears us every period without a timer
+            # of our own, so an idle dealer wakes once per period instead of twice (and a binder's answers
+            # arrive together, read in batches).
+            with contextlib.suppress(PeerGone):
+                self._send_checked(None, _BEAT)
+            return
+        super()._dispatch(identity, frame)
+
     async def _beat_loop(self) -> None:
-        beat = Frame(kind=HB)
+        """Watch the binder's heartbeats: silence past ``liveness`` periods is a lost peer."""
         lost = False
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            with contextlib.suppress(PeerGone):
-                self._send_checked(None, beat)
-            if self.silence > self.heartbeat_interval * self.liveness:
+            limit = self.heartbeat_interval * self.liveness
+            # Wake when the silence would pass the limit, not every period: heard from since, sleep on.
+            await asyncio.sleep(max(self.heartbeat_interval, limit - self.silence))
+            if self.silence > limit:
                 if not lost and self._on_peer_lost is not None:
                     lost = True
                     log.warning("%s: peer silent for %.1fs", self.name, self.silence)

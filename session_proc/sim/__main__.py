@@ -20,7 +20,7 @@ from pathlib import Path
 import zmq
 from aiohttp import web
 
-from common import logfmt
+from common import event_loop, logfmt
 from common.tasks import cancel_and_wait
 from session_proc.proctitle import die_with_parent, set_title
 from session_proc.sim import ops
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("parent %d died before the hub started", args.parent_pid)
             return 0
     try:
-        asyncio.run(serve(args))
+        event_loop.run(serve(args))
     except OSError as exc:  # the HTTP port is taken, the data dir is not writable, ...
         log.error("hub cannot start: %s", exc)
         return 2

@@ -50,7 +50,7 @@ log = logging.getLogger("sim.engine")
 
 BACKOFF_MIN = 0.2  # seconds before the first reconnect; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 5.0
-HEARTBEAT_INTERVAL = 1.0  # default of options["heartbeat_interval"]
+HEARTBEAT_INTERVAL = 3.0  # default of options["heartbeat_interval"] (the hub's own: session_proc/sim/hub.py)
 REQUEST_TIMEOUT = 10.0  # default of options["request_timeout"]
 HELLO_TIMEOUT = 5.0  # a hello waits at most this long (or until the hub is found silent)
 BYE_TIMEOUT = 0.5  # stop() tells the hub it leaves, but never waits long for that
@@ -101,7 +101,7 @@ class _Link:
 class SimEngine(SimAccount, SimGroups, Engine):
     """A linked device on the simulated network; ``ctx.options["hub"]`` is the hub's ZeroMQ endpoint.
 
-    Other options: ``heartbeat_interval`` (seconds, default 1.0), ``request_timeout``
+    Other options: ``heartbeat_interval`` (seconds, default 3.0), ``request_timeout``
     (seconds, default 10.0), ``max_media_bytes`` (received media larger than this is not taken:
     the hub is told in the hello and leaves the bytes out; default: no ceiling).
     """

@@ -43,7 +43,10 @@ log = logging.getLogger("sim.hub")
 
 QR_TTL = 20.0  # seconds a QR string stays scannable before the next one replaces it
 PAIR_CODE_TTL = 180.0  # WhatsApp's pairing codes stay valid for about three minutes
-HEARTBEAT_INTERVAL = 1.0  # seconds between the hub's heartbeats to each connection
+# Seconds between the hub's heartbeats to each connection (and theirs to it): a lost link is noticed
+# after three. WhatsApp's own keepalive (whatsmeow) is 20-30 s; 3 s keeps the simulated network's idle
+# wake-ups at 500 sessions low while a crashed hub is still noticed within 10 s.
+HEARTBEAT_INTERVAL = 3.0
 HEARTBEAT_LIVENESS = 3  # missed periods before a silent connection is closed
 EXPIRED_CODES_KEPT = 10_000  # remembered to tell "expired" (410) from "unknown" (404); bounded memory
 MAX_ID_LENGTH = 128

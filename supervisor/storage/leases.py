@@ -2,7 +2,7 @@
 
 ``sessions/<id>/lease.json`` = ``{"workerId", "expiresAt", "acquiredAt", "renewedAt",
 "incarnation"}``. A worker takes a lease before it starts a session's process and
-renews it every ``ttl / 3`` (``LEASE_TTL``, 15 s) while the process runs. Every
+renews it every ``ttl / 3`` (``LEASE_TTL``, 60 s) while the process runs. Every
 write is conditional: a fresh lease with ``If-None-Match: *``, a renewal or a
 takeover with ``If-Match: <etag we read>``. Of two workers racing for one session
 exactly one write succeeds; the other gets 412 and sees the winner's live lease.

@@ -24,6 +24,7 @@ PASSED = frozenset(
         "TZ",
         "TMPDIR",
         "LOG_LEVEL",
+        "EVENT_LOOP",  # the worker's choice of event loop (common/event_loop.py)
         "LD_LIBRARY_PATH",
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",

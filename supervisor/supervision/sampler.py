@@ -4,7 +4,9 @@ The psutil.Process objects are kept between samples: cpu_percent() measures
 since the previous call on the same object, so a fresh object would always say 0.
 Sampling reads /proc and smaps, so callers run it in a thread on a timer, never
 per message. USS (smaps_rollup: the kernel walks every page table of the process)
-costs several times what CPU and RSS cost, so it is re-read less often.
+costs several times what CPU and RSS cost, so it is re-read less often, and with it the
+thread and open-file counts (listing /proc/<pid>/fd and task/ for 500 processes every
+sample was a visible share of an idle worker's CPU).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class ProcessSampler:
 
     def __init__(self, *, uss_interval: float = USS_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
         self._procs: dict[int, psutil.Process] = {}
-        self._uss: dict[int, tuple[int, float]] = {}  # pid -> (uss, when read)
+        self._slow: dict[int, tuple[int, int, int, float]] = {}  # pid -> (uss, threads, fds, when read)
         self.uss_interval = uss_interval
         self._clock = clock
 
@@ -48,7 +50,7 @@ class ProcessSampler:
         wanted = set(pids)
         for gone in set(self._procs) - wanted:
             del self._procs[gone]
-            self._uss.pop(gone, None)
+            self._slow.pop(gone, None)
         now = self._clock()
         out: dict[int, ProcStats] = {}
         for pid in wanted:
@@ -62,27 +64,28 @@ class ProcessSampler:
                 assert proc is not None
                 with proc.oneshot():
                     mem = proc.memory_info()
-                    last = None if fresh else self._uss.get(pid)
-                    if last is not None and now - last[1] < self.uss_interval:
-                        uss = last[0]
+                    last = None if fresh else self._slow.get(pid)
+                    if last is not None and now - last[3] < self.uss_interval:
+                        uss, threads, fds = last[:3]
                     else:
                         try:
                             uss = int(getattr(proc.memory_full_info(), "uss", 0))
                         except psutil.AccessDenied:
                             uss = 0
-                        self._uss[pid] = (uss, now)
+                        threads, fds = proc.num_threads(), proc.num_fds()
+                        self._slow[pid] = (uss, threads, fds, now)
                     out[pid] = ProcStats(
                         pid=pid,
                         # A fresh object measured over microseconds says nonsense: 0 until the next sample.
                         cpu_percent=0.0 if fresh else proc.cpu_percent(None),
                         rss=int(mem.rss),
                         uss=uss,
-                        threads=proc.num_threads(),
-                        open_files=proc.num_fds(),
+                        threads=threads,
+                        open_files=fds,
                     )
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 self._procs.pop(pid, None)
-                self._uss.pop(pid, None)
+                self._slow.pop(pid, None)
             except psutil.Error as exc:
                 log.warning("cannot sample pid %d: %s", pid, exc)
         return out
