@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from session_proc.engine import EngineError, IncomingCall, ReadMessage
 from session_proc.sim import ops
-from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
+from transport.channel import DealerChannel, PeerGone
 
 if TYPE_CHECKING:
     from session_proc.engine import EngineContext
@@ -35,27 +35,15 @@ class SimAccount:
     ctx: EngineContext
     _request_timeout: float
 
-    def _online_channel(self) -> DealerChannel:
-        """The link's channel while the device is online; EngineError NOT_CONNECTED otherwise."""
-        raise NotImplementedError
-
-    async def _ask_hub(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        channel = self._online_channel()
-        try:
-            return await channel.request(op, body, timeout=self._request_timeout)
-        except RemoteError as exc:
-            raise EngineError(exc.code, exc.message) from None
-        except RequestTimeout:
-            raise EngineError("ENGINE_TIMEOUT", "WhatsApp did not answer in time") from None
-        except ChannelError as exc:
-            raise EngineError("NOT_CONNECTED", f"the connection to WhatsApp was lost: {exc}") from None
+    async def hub_request(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError  # the engine's: one request to the hub while online
 
     async def mark_read(self, chat: str, messages: list[ReadMessage]) -> None:
         """Read receipts for ``messages`` of the 1:1 ``chat`` (the sim has no groups)."""
         phone = _phone(chat)
         if phone is None:
             raise EngineError("INVALID_RECIPIENT", f"{chat!r} is not a user JID like 628123@s.whatsapp.net")
-        await self._ask_hub(ops.READ, {"chat": phone, "ids": [m.id for m in messages]})
+        await self.hub_request(ops.READ, {"chat": phone, "ids": [m.id for m in messages]})
 
     async def send_presence(self, state: str, chat: str | None) -> None:
         """The account's presence, or a chat state shown to ``chat``."""
@@ -65,7 +53,7 @@ class SimAccount:
             if phone is None:
                 raise EngineError("INVALID_RECIPIENT", f"{chat!r} is not a user JID like 628123@s.whatsapp.net")
             body["to"] = phone
-        await self._ask_hub(ops.PRESENCE, body)
+        await self.hub_request(ops.PRESENCE, body)
 
     async def _on_account_event(self, channel: DealerChannel, op: str, body: dict[str, Any]) -> None:
         """A presence or call event from the hub."""

@@ -220,12 +220,6 @@ class SimEngine(SimAccount, SimGroups, Engine):
             timestamp=float(timestamp) if isinstance(timestamp, int | float) else 0.0,
         )
 
-    def _online_channel(self) -> DealerChannel:
-        link = self._link
-        if link is None or not link.online or link.lost.is_set():
-            raise EngineError("NOT_CONNECTED", "the session is not connected to WhatsApp")
-        return link.channel
-
     async def pair_code(self, phone: str) -> str:
         """Ask the hub for an ``ABCD-EFGH`` code that ``POST /phones/{phone}/pair`` accepts."""
         if phone_of(phone) != phone:
@@ -243,8 +237,8 @@ class SimEngine(SimAccount, SimGroups, Engine):
             raise EngineError("NOT_CONNECTED", f"no answer from WhatsApp: {exc}") from None
         return str(reply.get("code", ""))
 
-    # -- contacts, blocking, disappearing messages ---------------------------------
-    async def account_request(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    # -- account operations (read, presence, contacts, groups...) ---------------------
+    async def hub_request(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         """An account operation answered by the hub while linked and online; the hub's codes as EngineError."""
         link = self._link
         if link is None or not link.online or link.lost.is_set():
@@ -256,18 +250,20 @@ class SimEngine(SimAccount, SimGroups, Engine):
                 link.lose("the hub forgot the connection")
                 raise EngineError("NOT_CONNECTED", "the connection to WhatsApp was lost") from None
             raise EngineError(exc.code, exc.message) from None
+        except RequestTimeout:
+            raise EngineError("ENGINE_TIMEOUT", "WhatsApp did not answer in time") from None
         except ChannelError as exc:
             raise EngineError("NOT_CONNECTED", f"no answer from WhatsApp: {exc}") from None
 
     async def check_phones(self, phones: list[str]) -> list[PhoneCheck]:
         """Asks the hub's phone registry."""
-        reply = await self.account_request(ops.CHECK_PHONES, {"phones": phones})
+        reply = await self.hub_request(ops.CHECK_PHONES, {"phones": phones})
         found = {r["phone"]: bool(r["exists"]) for r in reply.get("results", [])}
         return [PhoneCheck(phone=p, exists=found.get(p, False), jid=jid(p) if found.get(p) else None) for p in phones]
 
     async def contact_info(self, address: str) -> ContactCard:
         """The profile the hub's phone registry keeps for the number."""
-        reply = await self.account_request(ops.CONTACT_INFO, {"phone": _user(address)})
+        reply = await self.hub_request(ops.CONTACT_INFO, {"phone": _user(address)})
         return ContactCard(
             jid=jid(str(reply["phone"])),
             push_name=_opt(reply, "pushName", str),
@@ -277,16 +273,16 @@ class SimEngine(SimAccount, SimGroups, Engine):
 
     async def set_blocked(self, address: str, blocked: bool) -> None:
         """The hub keeps the account's blocklist and applies it to messages both ways."""
-        await self.account_request(ops.SET_BLOCKED, {"phone": _user(address), "blocked": blocked})
+        await self.hub_request(ops.SET_BLOCKED, {"phone": _user(address), "blocked": blocked})
 
     async def blocklist(self) -> list[str]:
         """The account's blocklist as the hub keeps it."""
-        reply = await self.account_request(ops.BLOCKLIST, {})
+        reply = await self.hub_request(ops.BLOCKLIST, {})
         return [jid(p) for p in reply.get("phones", []) if isinstance(p, str)]
 
     async def set_disappearing(self, chat: str, seconds: int) -> None:
         """The hub keeps the chat's timer and stamps the chat's messages with it."""
-        await self.account_request(ops.SET_DISAPPEARING, {"phone": _user(chat), "seconds": seconds})
+        await self.hub_request(ops.SET_DISAPPEARING, {"phone": _user(chat), "seconds": seconds})
 
     async def logout(self) -> None:
         """Unlink the device at the hub, delete the credentials, report ``logged_out``."""
@@ -317,18 +313,6 @@ class SimEngine(SimAccount, SimGroups, Engine):
             self._store.close()
             self._store = None
         self._done.set()
-
-    async def hub_request(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        """An account operation at the hub while online; the hub's refusal is an EngineError with its code."""
-        link = self._link
-        if link is None or not link.online or link.lost.is_set():
-            raise EngineError("NOT_CONNECTED", "the session is not connected to WhatsApp")
-        try:
-            return await link.channel.request(op, body, timeout=self._request_timeout)
-        except RemoteError as exc:
-            raise EngineError(exc.code, exc.message) from None
-        except ChannelError as exc:
-            raise EngineError("NOT_CONNECTED", f"no answer from WhatsApp: {exc}") from None
 
     # -- connection loop -------------------------------------------------------
     async def _run(self) -> None:
