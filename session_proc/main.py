@@ -155,6 +155,8 @@ class SessionProcess:
         try:
             match request:
                 case wire.OutgoingMessage():
+                    if request.typing > 0:
+                        await self._show_typing(engine, request)
                     return await engine.send(request)
                 case wire.Logout():
                     await engine.logout()
@@ -185,6 +187,20 @@ class SessionProcess:
         except EngineError as exc:
             raise RemoteError(exc.code, exc.message) from None
         raise RemoteError(wire.PROTOCOL_ERROR, f"request {op!r} has no handler")  # a ToChild op left out above
+
+    async def _show_typing(self, engine: Engine, message: wire.OutgoingMessage) -> None:
+        """ "typing" in the chat for ``message.typing`` seconds before it goes (paced sending's typing);
+        a chat state the engine cannot show delays nothing and stops nothing."""
+        try:
+            await engine.send_presence("typing", message.to)
+        except EngineError as exc:
+            log.info("typing not shown before %s: %s", message.id, exc.code)
+            return
+        await asyncio.sleep(message.typing)
+        try:
+            await engine.send_presence("paused", message.to)
+        except EngineError as exc:
+            log.info("typing not cleared after %s: %s", message.id, exc.code)
 
     # -- EngineSink -------------------------------------------------------------
     def _emit(self, event: wire.Event) -> None:

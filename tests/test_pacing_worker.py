@@ -4,6 +4,7 @@ message can be cancelled; the daily cap and the TTL hold."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 from datetime import UTC, datetime
@@ -167,3 +168,46 @@ async def test_the_daily_cap_queues_outreach_for_the_next_day_and_the_ttl_still_
         row = await wait_for(failed, timeout=20, what="the capped message past its TTL")
         assert row["error"] == "ttl"
         assert await _outbox(w, "cap") == []
+
+
+async def test_a_sessions_own_pace_is_kept_across_restarts_and_types_before_a_text(tmp_path: Path) -> None:
+    storage = tmp_path / "w"
+    async with running_worker(storage, PACING_COLD_GAP="0") as w:
+        await w.create_linked("own", SESSION_PHONE)
+        status, body = await w.api("PUT", "/session/own/settings", json={"pacing": {"coldGap": 0.4, "typing": True}})
+        assert status == 200, body
+        assert body["data"]["pacingOwn"] == {"coldGap": 0.4, "typing": True}
+        assert body["data"]["pacing"]["coldGap"] == 0.4 and body["data"]["pacing"]["gap"] == 0.0
+        for bad in ({"gap": -1}, {"dailyCap": 1.5}, {"typing": "yes"}, {"coldGap": 7200}):
+            status, body = await w.api("PUT", "/session/own/settings", json={"pacing": bad})
+            assert status == 400 and body["code"] == "INVALID_FIELD", (bad, body)
+    async with running_worker(storage, PACING_COLD_GAP="0") as w:
+        await w.wait_session("own", lambda s: s["status"] == "connected", what="connected again")
+        _, body = await w.api("GET", "/session/own/settings")
+        assert body["data"]["pacingOwn"] == {"coldGap": 0.4, "typing": True}  # kept across the restart
+        text = "x" * 15  # typed for 1 s at 15 characters a second
+        # At once: the second is accepted while the first is being typed.
+        sent = list(await asyncio.gather(*(_send(w, "own", _phone(n), text) for n in range(2))))
+        assert sorted(d["status"] for d in sent) == ["queued", "sent"]  # the session's own cold gap, not 0
+        arrivals = await _arrivals(w, [(_phone(n), d) for n, d in enumerate(sent)])
+        for n, arrived in enumerate(arrivals):
+            _, seen = await w.hub("GET", f"/phones/{_phone(n)}/presence")
+            typing = [p for p in seen["presence"] if p["state"] == "typing"]
+            assert typing and typing[0]["from"].startswith(SESSION_PHONE), seen
+            assert arrived - typing[0]["at"] >= 0.95  # the text went out after about a second of typing
+        # null puts a setting back to the worker's default
+        status, body = await w.api("PUT", "/session/own/settings", json={"pacing": {"typing": None}})
+        assert status == 200 and body["data"]["pacingOwn"] == {"coldGap": 0.4}, body
+
+
+async def test_metrics_show_each_sessions_outbox_depth_and_oldest_wait(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w", PACING_COLD_GAP="30") as w:
+        await w.create_linked("depth", SESSION_PHONE)
+        for n in range(3):
+            await _send(w, "depth", _phone(n), "hello")
+        status, metrics = await w.api("GET", "/metrics?format=prometheus")
+        assert status == 200
+        assert 'wa_worker_session_outbox_messages{sessionId="depth"} 2.0' in metrics
+        oldest = 'wa_worker_session_outbox_oldest_seconds{sessionId="depth"}'
+        [line] = [m for m in metrics.splitlines() if m.startswith(oldest)]
+        assert float(line.split()[-1]) >= 0.0

@@ -204,6 +204,7 @@ class OutgoingMessage(ChildRequest[SendResult]):
     address: str | None = None  # location address
     vcard: str | None = None  # type "contact"
     reaction_to: str | None = None  # type "reaction": the message reacted to; the emoji is `text` ("" removes it)
+    typing: float = 0.0  # seconds of "typing" shown in the chat before it goes (paced sending)
     poll: PollSpec | None = None  # type "poll"
     view_once: bool = False  # image or video shown once
     voice: bool = False  # audio as a voice note (push-to-talk)

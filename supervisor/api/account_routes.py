@@ -7,6 +7,8 @@ and chats are the worker's own records and answer whatever the session's state.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from aiohttp import web
 
 from supervisor.api import answers, bodies
@@ -14,6 +16,11 @@ from supervisor.api import validation as v
 from supervisor.api.errors import ok
 from supervisor.api.keys import REGISTRY
 from supervisor.api.operations import ACCOUNT_ERRORS, json_reply, session_operation
+from supervisor.messaging.pacing import settings_view
+from supervisor.sessions.settings import SessionSettings
+
+if TYPE_CHECKING:
+    from supervisor.sessions.registry import SessionRegistry
 
 routes = web.RouteTableDef()
 
@@ -66,8 +73,8 @@ async def send_presence(request: web.Request) -> web.Response:
 )
 async def get_settings(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
-    settings = await request.app[REGISTRY].account.settings(session_id)
-    return ok({"sessionId": session_id, **settings.view()})
+    registry = request.app[REGISTRY]
+    return ok(_settings_answer(registry, session_id, await registry.account.settings(session_id)))
 
 
 @session_operation(
@@ -84,8 +91,19 @@ async def get_settings(request: web.Request) -> web.Response:
 async def put_settings(request: web.Request) -> web.Response:
     session_id = v.path_session_id(request)
     asked = await v.body(request, bodies.SettingsRequest)
-    settings = await request.app[REGISTRY].account.update_settings(session_id, asked.changes())
-    return ok({"sessionId": session_id, **settings.view()})
+    registry = request.app[REGISTRY]
+    return ok(
+        _settings_answer(registry, session_id, await registry.account.update_settings(session_id, asked.changes()))
+    )
+
+
+def _settings_answer(registry: SessionRegistry, session_id: str, settings: SessionSettings) -> dict[str, Any]:
+    return {
+        "sessionId": session_id,
+        "rejectCalls": settings.reject_calls,
+        "pacing": settings_view(registry.pacing_policy(session_id)),
+        "pacingOwn": settings.pacing,
+    }
 
 
 @session_operation(

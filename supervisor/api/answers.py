@@ -627,11 +627,27 @@ class PresenceResult(Answer):
     chat: str | None
 
 
+class PacingView(Answer):
+    """A session's pace (README "Paced sending")."""
+
+    gap: float
+    coldGap: float
+    jitter: float
+    dailyCap: int
+    warmupDays: float
+    typing: bool
+
+
 class SessionSettingsView(Answer):
     """GET and PUT /session/{id}/settings."""
 
     sessionId: str
     rejectCalls: Annotated[bool, Field(description="the session declines incoming calls itself")]
+    pacing: Annotated[PacingView, Field(description="the pace in force: the session's own settings over PACING_*")]
+    pacingOwn: Annotated[
+        dict[str, float | int | bool],
+        Field(description="the pacing settings set for this session (the others follow the worker's defaults)"),
+    ]
 
 
 class Chat(Answer):

@@ -699,25 +699,68 @@ class PresenceRequest(Body):
         return self
 
 
+PacingGap = Annotated[
+    float | None,
+    Field(ge=0, le=3600),
+    Invalid(ErrorCode.INVALID_FIELD, "must be a number of seconds from 0 to 3600, or null"),
+]
+
+
+class PacingSettings(Body):
+    """A session's own pace (README "Paced sending"): each setting given replaces the worker's PACING_*
+    default; null puts it back; those left out keep their values."""
+
+    gap: Annotated[PacingGap, Field(description="seconds between two sends of a lane (0: off)")] = None
+    coldGap: Annotated[PacingGap, Field(description="seconds between first messages to new chats (0: off)")] = None
+    jitter: Annotated[
+        float | None,
+        Field(ge=0, le=10, description="each gap stretched by a random fraction of itself, up to this"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be a number from 0 to 10, or null"),
+    ] = None
+    dailyCap: Annotated[
+        int | None,
+        Field(ge=0, le=1_000_000, description="outreach sends per UTC day (0: no cap); replies are never held"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be a whole number from 0, or null"),
+    ] = None
+    warmupDays: Annotated[
+        float | None,
+        Field(ge=0, le=365, description="days after the session's creation at a third of the pace"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be a number of days from 0 to 365, or null"),
+    ] = None
+    typing: Annotated[
+        bool | None,
+        Field(description="show typing in the chat before a text, for as long as a person would type it"),
+        Invalid(ErrorCode.INVALID_FIELD, "must be true or false, or null"),
+    ] = None
+
+    def changes(self) -> dict[str, Any]:
+        """The settings given, nulls included (API names)."""
+        return self.model_dump(exclude_unset=True)
+
+
 class SettingsRequest(Body):
     """PUT /session/{id}/settings: the settings to change (those left out keep their values)."""
 
-    model_config = ConfigDict(json_schema_extra=_one_of_required("rejectCalls"))
+    model_config = ConfigDict(json_schema_extra=_one_of_required("rejectCalls", "pacing"))
 
     rejectCalls: Annotated[
         bool | None,
         Field(description="the session declines every incoming call itself (call.rejected follows call.received)"),
         Invalid(ErrorCode.INVALID_FIELD, "must be true or false"),
     ] = None
+    pacing: Annotated[PacingSettings | None, Field(description="the session's own pace")] = None
 
     def changes(self) -> dict[str, Any]:
         """The settings given (API names)."""
-        return self.model_dump(exclude_none=True)
+        out = self.model_dump(exclude_none=True, exclude={"pacing"})
+        if self.pacing is not None:
+            out["pacing"] = self.pacing.changes()
+        return out
 
     @model_validator(mode="after")
     def _something(self) -> SettingsRequest:
         if not self.changes():
-            raise PydanticCustomError(ErrorCode.INVALID_FIELD, "give at least one setting, e.g. rejectCalls")
+            raise PydanticCustomError(ErrorCode.INVALID_FIELD, "give at least one setting: rejectCalls, pacing")
         return self
 
 

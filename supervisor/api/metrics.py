@@ -128,7 +128,16 @@ class SessionCollector(Collector):
         )
         up = GaugeMetricFamily("wa_worker_session_up", "1 while the session's process runs", labels=label)
         connected = GaugeMetricFamily("wa_worker_session_connected", "1 while the session is connected", labels=label)
+        waiting = GaugeMetricFamily(
+            "wa_worker_session_outbox_messages", "Messages waiting in a session's outbox (paced or unsent)", labels=label
+        )
+        oldest = GaugeMetricFamily(
+            "wa_worker_session_outbox_oldest_seconds", "How long the oldest of them has waited; 0: none", labels=label
+        )
+        now = self.snapshot.at
         for s in self.snapshot.sessions:
+            waiting.add_metric([s.session_id], s.outbox)
+            oldest.add_metric([s.session_id], max(0.0, now - s.outbox_oldest) if s.outbox_oldest is not None else 0.0)
             restarts.add_metric([s.session_id], s.restarts)
             up.add_metric([s.session_id], 1 if s.up else 0)
             connected.add_metric([s.session_id], 1 if s.status == SessionStatus.CONNECTED else 0)
@@ -144,7 +153,7 @@ class SessionCollector(Collector):
         )
         for direction, status, count in self.messages.by_status:
             messages.add_metric([direction, status], count)
-        yield from (cpu, rss, uss, restarts, up, connected, by_status, messages)
+        yield from (cpu, rss, uss, restarts, up, connected, waiting, oldest, by_status, messages)
         disk = self.snapshot.disk
         if disk is not None:
             yield GaugeMetricFamily(

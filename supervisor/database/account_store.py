@@ -49,6 +49,15 @@ class AccountStore:
         data = json.loads(rows[0][0]) if rows else {}
         return data if isinstance(data, dict) else {}
 
+    async def all_settings(self) -> dict[str, dict[str, Any]]:
+        """Every session's stored settings (at start: the outbox paces from the first send)."""
+        rows = await self.store._read("SELECT session_id, data FROM session_settings")
+        out: dict[str, dict[str, Any]] = {}
+        for session_id, raw in rows:
+            data = json.loads(raw)
+            out[str(session_id)] = data if isinstance(data, dict) else {}
+        return out
+
     async def save_settings(self, session_id: str, data: dict[str, Any]) -> None:
         """Replace the session's stored settings."""
         encoded = json.dumps(data)

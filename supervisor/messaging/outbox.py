@@ -234,6 +234,7 @@ class Outbox:
         if self.pacer is not None:
             waiting = self._queues.get(session_id, {}).values()
             slot = await self.pacer.place(session_id, payload.to, payload.type, waiting)
+            payload.typing = self.pacer.typing(session_id, payload.type, payload.text)
         now = time.time()
         due = slot.at if slot is not None else now
         paced = slot is not None and slot.reason is not None and message is not None
@@ -413,7 +414,9 @@ class Outbox:
         settling = False
         try:
             message = wire.parse(wire.OutgoingMessage, row.payload, what="outbox payload")
-            result = await wire.ask_child(self.router, identity, message, timeout=self.settings.attempt_timeout)
+            # Typing shown before the text (paced sending) is part of the attempt.
+            timeout = self.settings.attempt_timeout + message.typing
+            result = await wire.ask_child(self.router, identity, message, timeout=timeout)
         except wire.WireError as exc:
             # A row this version cannot read, or a reply that breaks the contract: a retry would change nothing.
             log.error("message %s: %s", message_id, exc, extra={"sessionId": session_id})

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from supervisor.database.store import OutboxRow, Store
-from supervisor.messaging.pacing import DAY, Chat, Lane, Ledger, PacingPolicy, Slot, schedule, take
+from supervisor.messaging.pacing import DAY, Chat, Lane, Ledger, PacingPolicy, Slot, schedule, take, typing_seconds
 
 # Message types that are not new messages to a chat (they change one already there): never paced.
 UNPACED_TYPES = frozenset({"reaction", "edit", "revoke"})
@@ -66,6 +66,10 @@ class Pacer:
         slot = schedule(policy, ledger, facts, time.time(), self._random.random())
         self._take(session_id, slot)
         return slot
+
+    def typing(self, session_id: str, message_type: str, text: str | None) -> float:
+        """Seconds of "typing" to show before a message goes (texts only; 0 unless the session types)."""
+        return typing_seconds(self.policy(session_id), text) if message_type == "text" else 0.0
 
     def forget(self, session_id: str) -> None:
         """A deleted session's ledger."""

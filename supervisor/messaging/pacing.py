@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 DAY = 86400.0
 
@@ -68,6 +69,26 @@ class PacingPolicy:
 
 # Pacing off: what the bench runs with.
 OFF = PacingPolicy(cold_gap=0.0)
+
+# A session's own pacing settings (PUT /session/{id}/settings {pacing: {...}}): API name -> policy field.
+SETTINGS = {
+    "gap": "gap",
+    "coldGap": "cold_gap",
+    "jitter": "jitter",
+    "dailyCap": "daily_cap",
+    "warmupDays": "warmup_days",
+    "typing": "typing",
+}
+
+
+def overridden(policy: PacingPolicy, overrides: dict[str, Any]) -> PacingPolicy:
+    """``policy`` (the worker's defaults) with a session's own settings (API names) in force."""
+    return replace(policy, **{SETTINGS[name]: value for name, value in overrides.items() if name in SETTINGS})
+
+
+def settings_view(policy: PacingPolicy) -> dict[str, Any]:
+    """The policy as the settings API names it."""
+    return {name: getattr(policy, attr) for name, attr in SETTINGS.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ class AccountOperations:
         async with self._settings_lock:
             updated = SessionSettings.from_stored(await self.store.settings(session_id)).changed(changes)
             await self.store.save_settings(session_id, updated.stored())
+            self.registry.settings_changed(session_id, updated)
         log.info("settings changed: %s", ", ".join(sorted(changes)), extra=self.registry.extra(session_id))
         return updated
 

@@ -32,7 +32,7 @@ from supervisor.messaging.inflight import InFlight
 from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
 from supervisor.messaging.outbox_figures import OutboxFigures
 from supervisor.messaging.pacer import Pacer
-from supervisor.messaging.pacing import PacingPolicy
+from supervisor.messaging.pacing import PacingPolicy, overridden
 from supervisor.messaging.retention import HistoryRetention
 from supervisor.sessions import status as st
 from supervisor.sessions.account import AccountOperations
@@ -42,6 +42,7 @@ from supervisor.sessions.incoming import IncomingMessages
 from supervisor.sessions.poll_votes import PollVotes
 from supervisor.sessions.proxy import ProxySeal, ProxyUnreadable, masked
 from supervisor.sessions.session import Session, SessionError
+from supervisor.sessions.settings import SessionSettings
 from supervisor.sessions.snapshot import WorkerSnapshot, session_figures, take_snapshot
 from supervisor.sessions.status import QR_TIMEOUT, QR_WAIT_OVER, SessionStatus, StatusRecord, StatusRules
 from supervisor.sessions.timers import ResourceSampler, check_heartbeats
@@ -124,6 +125,8 @@ class SessionRegistry:
         self._tasks = BackgroundTasks()
         # Stored sessions waiting for their staggered start after a worker start.
         self._queued: set[str] = set()
+        # Sessions' own pacing settings (the rest of their settings is read where it is used).
+        self._pacing_own: dict[str, dict[str, Any]] = {}
         self._loops: list[asyncio.Task[None]] = []
 
     # -- lookup ---------------------------------------------------------------------
@@ -183,6 +186,9 @@ class SessionRegistry:
                 on_removed=self._history_removed,
             )
             self._loops.append(asyncio.create_task(retention.run(), name="history-retention"))
+        # Each session's own pace, before the first send is accepted.
+        for session_id, data in (await self.account.store.all_settings()).items():
+            self._pacing_own[session_id] = SessionSettings.from_stored(data).pacing
         await self.outbox.start()
         rows = await self.store.sessions()
         counts = await self.store.message_counts()
@@ -463,6 +469,7 @@ class SessionRegistry:
         async with self.events.last(session_id):
             await self.store.delete_session(session_id)
         self.outbox.forget_session(session_id)
+        self._pacing_own.pop(session_id, None)
         log.info("session deleted", extra=self.extra(session_id))
 
     async def send(
@@ -592,8 +599,12 @@ class SessionRegistry:
             ) from None
 
     def pacing_policy(self, session_id: str) -> PacingPolicy:
-        """The pace of the session's sends: the worker's defaults (PACING_*)."""
-        return self.settings.pacing
+        """The pace of the session's sends: its own settings over the worker's defaults (PACING_*)."""
+        return overridden(self.settings.pacing, self._pacing_own.get(session_id, {}))
+
+    def settings_changed(self, session_id: str, settings: SessionSettings) -> None:
+        """A session's settings were changed (and committed): in force from its next send."""
+        self._pacing_own[session_id] = settings.pacing
 
     def _linked_at(self, session_id: str) -> float | None:
         # Warm-up counts from the session's creation: a session is linked to its number right after.
@@ -617,7 +628,7 @@ class SessionRegistry:
     # -- what routes read ----------------------------------------------------------------
     def snapshot(self) -> WorkerSnapshot:
         """Sessions by status and the processes' resource use, now (for /health, /metrics, heartbeats)."""
-        figures = (session_figures(s) for s in self)
+        figures = (session_figures(s, self.outbox.waiting_of(s.id)) for s in self)
         return take_snapshot(
             figures,
             self.resources.supervisor,

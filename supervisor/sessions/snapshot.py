@@ -43,6 +43,8 @@ class SessionFigures:
     up: bool  # its process runs
     restarts: int
     stats: ProcStats | None
+    outbox: int = 0  # messages waiting in its outbox (paced, or not sent yet)
+    outbox_oldest: float | None = None  # when the oldest of them was accepted (epoch seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +93,16 @@ class WorkerSnapshot:
         return {status.value: count for status, count in self.by_status.items()}
 
 
-def session_figures(session: Session) -> SessionFigures:
-    """One session's figures now."""
+def session_figures(session: Session, outbox: tuple[int, float | None] = (0, None)) -> SessionFigures:
+    """One session's figures now; ``outbox``: how many messages wait for it and since when."""
     return SessionFigures(
         session_id=session.id,
         status=session.status,
         up=session.child.pid is not None,
         restarts=session.child.record.restarts,
         stats=session.stats,
+        outbox=outbox[0],
+        outbox_oldest=outbox[1],
     )
 
 
