@@ -13,20 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from session_proc.engine import EngineError, IncomingCall, ReadMessage
 from session_proc.sim import ops
+from session_proc.sim.jids import jid, phone_of
 from transport.channel import DealerChannel, PeerGone
 
 if TYPE_CHECKING:
     from session_proc.engine import EngineContext
 
 log = logging.getLogger("sim.engine")
-
-USER_SERVER = "s.whatsapp.net"
-
-
-def _phone(address: str) -> str | None:
-    user, _, server = address.partition("@")
-    user = user.split(":", 1)[0]
-    return user if server in ("", USER_SERVER) and user.isascii() and user.isdigit() else None
 
 
 class SimAccount:
@@ -40,7 +33,7 @@ class SimAccount:
 
     async def mark_read(self, chat: str, messages: list[ReadMessage]) -> None:
         """Read receipts for ``messages`` of the 1:1 ``chat`` (the sim has no groups)."""
-        phone = _phone(chat)
+        phone = phone_of(chat)
         if phone is None:
             raise EngineError("INVALID_RECIPIENT", f"{chat!r} is not a user JID like 628123@s.whatsapp.net")
         await self.hub_request(ops.READ, {"chat": phone, "ids": [m.id for m in messages]})
@@ -49,7 +42,7 @@ class SimAccount:
         """The account's presence, or a chat state shown to ``chat``."""
         body: dict[str, Any] = {"state": state}
         if chat is not None:
-            phone = _phone(chat)
+            phone = phone_of(chat)
             if phone is None:
                 raise EngineError("INVALID_RECIPIENT", f"{chat!r} is not a user JID like 628123@s.whatsapp.net")
             body["to"] = phone
@@ -58,10 +51,10 @@ class SimAccount:
     async def _on_account_event(self, channel: DealerChannel, op: str, body: dict[str, Any]) -> None:
         """A presence or call event from the hub."""
         sender = body.get("from")
-        if not isinstance(sender, str) or _phone(sender) is None:
+        if not isinstance(sender, str) or phone_of(sender) is None:
             log.warning("session %s: %s event without a sender dropped", self.ctx.session_id, op)
             return
-        sender_jid = f"{sender}@{USER_SERVER}"
+        sender_jid = jid(sender)
         if op == ops.CHAT_PRESENCE:
             state = body.get("state")
             if isinstance(state, str):

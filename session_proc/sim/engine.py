@@ -40,8 +40,8 @@ from session_proc.media_files import MEDIA_DIR, write_media
 from session_proc.sim import ops, poll_votes
 from session_proc.sim.account import SimAccount
 from session_proc.sim.device_store import DeviceCreds, DeviceStore
-from session_proc.sim.group_jid import is_group
 from session_proc.sim.groups import SimGroups, group_event
+from session_proc.sim.jids import is_group, jid, phone_of
 from transport.channel import ChannelError, DealerChannel, PeerGone, RemoteError, RequestTimeout
 from transport.wire import MessageChange
 
@@ -55,22 +55,6 @@ REQUEST_TIMEOUT = 10.0  # default of options["request_timeout"]
 HELLO_TIMEOUT = 5.0  # a hello waits at most this long (or until the hub is found silent)
 BYE_TIMEOUT = 0.5  # stop() tells the hub it leaves, but never waits long for that
 MEDIA_INLINE_MAX = 8 * 1024 * 1024  # media up to this size travel to the hub, so linked recipients get the file
-
-USER_SERVER = "s.whatsapp.net"
-
-
-def jid(phone: str) -> str:
-    """The user JID of a phone number: ``628123@s.whatsapp.net``."""
-    return f"{phone}@{USER_SERVER}"
-
-
-def phone_of(address: str) -> str | None:
-    """The phone number (digits) of a user JID or a bare number; None for groups and garbage."""
-    user, _, server = address.partition("@")
-    if server not in ("", USER_SERVER):
-        return None
-    user = user.split(":", 1)[0]  # a device JID (628123:12@...) names the same number
-    return user if user.isascii() and user.isdigit() else None
 
 
 @dataclass(eq=False)

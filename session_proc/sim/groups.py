@@ -8,13 +8,12 @@ from typing import Any
 
 from session_proc.engine import EngineError
 from session_proc.sim import ops
+from session_proc.sim.jids import jid
 from transport import wire
-
-USER_SERVER = "s.whatsapp.net"
 
 
 def _jid(phone: object) -> str:
-    return f"{phone}@{USER_SERVER}"
+    return jid(str(phone))
 
 
 def _phones(values: object) -> list[str]:

@@ -32,11 +32,11 @@ from typing import Any
 from common.message_id import new_message_id
 from common.tasks import cancel_and_wait
 from session_proc.sim import hub_account, hub_changes, hub_polls, ops
-from session_proc.sim.group_jid import is_group
 from session_proc.sim.hub_contacts import OPS as CONTACT_OPS
 from session_proc.sim.hub_contacts import ContactBook, ContactError
 from session_proc.sim.hub_phones import PhoneRegistry
 from session_proc.sim.hub_store import Device, HubStore, InboxEntry, Pending
+from session_proc.sim.jids import is_group
 from transport.channel import PeerGone, RemoteError, RouterChannel
 
 log = logging.getLogger("sim.hub")

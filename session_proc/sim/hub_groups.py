@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from session_proc.sim import ops
-from session_proc.sim.group_jid import GROUP_SERVER, is_group
 from session_proc.sim.hub import HubError, check_phone, opt_str, req_str
+from session_proc.sim.jids import GROUP_SERVER, is_group
 
 INVITE_PREFIX = "https://chat.whatsapp.com/"
 MAX_SUBJECT = 100  # WhatsApp's limit on a group's subject

@@ -129,7 +129,7 @@ class SessionCollector(Collector):
         up = GaugeMetricFamily("wa_worker_session_up", "1 while the session's process runs", labels=label)
         connected = GaugeMetricFamily("wa_worker_session_connected", "1 while the session is connected", labels=label)
         waiting = GaugeMetricFamily(
-            "wa_worker_session_outbox_messages", "Messages waiting in a session's outbox (paced or unsent)", labels=label
+            "wa_worker_session_outbox_messages", "Messages waiting in a session's outbox (paced, unsent)", labels=label
         )
         oldest = GaugeMetricFamily(
             "wa_worker_session_outbox_oldest_seconds", "How long the oldest of them has waited; 0: none", labels=label
