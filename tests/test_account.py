@@ -115,7 +115,7 @@ async def test_calls_rejected_by_setting_across_a_worker_restart(tmp_path: Path)
     async with running_worker(storage) as w:
         await w.create_linked("calls", ACCOUNT)
         status, body = await w.api("GET", "/session/calls/settings")
-        assert status == 200 and body["data"] == {"sessionId": "calls", "rejectCalls": False}, body
+        assert status == 200 and body["data"]["sessionId"] == "calls" and body["data"]["rejectCalls"] is False, body
         _, call = await w.hub("POST", f"/phones/{ALICE}/call", json={"to": ACCOUNT})
         data = await _event(w, "calls", "call.received")
         assert data["callId"] == call["id"] and data["from"] == jid(ALICE) and data["video"] is False

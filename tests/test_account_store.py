@@ -77,7 +77,13 @@ async def test_the_migration_fills_chats_from_existing_history(tmp_path: Path) -
 
 
 def test_settings_records_keep_what_a_newer_version_wrote() -> None:
-    stored = {"rejectCalls": "yes", "pacing": {"gap": 3}}
+    stored = {"rejectCalls": "yes", "futureSetting": {"x": 3}, "pacing": {"gap": 3, "coldGap": "fast", "later": 1}}
     settings = SessionSettings.from_stored(stored)
     assert settings.reject_calls is False  # a mistyped value reads as its default
-    assert settings.changed({"rejectCalls": True}).stored() == {"pacing": {"gap": 3}, "rejectCalls": True}
+    assert settings.pacing == {"gap": 3}  # pacing settings this version knows, with a number or a flag
+    assert settings.changed({"rejectCalls": True}).stored() == {
+        "futureSetting": {"x": 3},
+        "pacing": {"gap": 3},
+        "rejectCalls": True,
+    }
+    assert settings.changed({"pacing": {"gap": None, "typing": True}}).pacing == {"typing": True}
