@@ -147,6 +147,10 @@ def apply_sent(
     return None
 
 
+# Outgoing types that change another message in history once sent (a reaction is also a message of its own).
+CHANGING_TYPES = frozenset({"edit", "revoke", "reaction"})
+
+
 def is_change(payload: dict[str, Any]) -> bool:
     """Whether an outbox payload changes another message (edit, revoke) instead of being one in history."""
     return payload.get("type") in ("edit", "revoke")

@@ -681,13 +681,21 @@ class Store:
         )
 
     async def finish_outgoing(
-        self, session_id: str, message_id: str, status: str, *, timestamp: float | None = None, error: str | None = None
+        self,
+        session_id: str,
+        message_id: str,
+        status: str,
+        *,
+        timestamp: float | None = None,
+        error: str | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> bool:
         """Settle an outgoing message (sent, failed, unknown): out of the outbox, into history, one event.
 
         An edit, revoke or reaction that was sent changes its target message in the same transaction
         (``message_changes.apply_sent``); an edit or revoke has no history row nor ``message.status`` of its own.
-        Returns False when it was already settled (nothing changed).
+        Returns False when it was already settled (nothing changed). ``payload``: the outbox row's, when the
+        caller holds it (the outbox does): not read back and decoded once more per message.
         """
         sets = _KEEP_BEYOND_SENT + " error = ?, updated_at = ?"
         args: list[Any] = [*BEYOND_SENT, status, MessageStatus.SENT, status, error, time.time()]
@@ -700,20 +708,26 @@ class Store:
 
         def write(c: sqlite3.Connection) -> tuple[str, str] | None:
             key = (session_id, message_id)
-            waiting = c.execute("SELECT payload FROM outbox WHERE session_id = ? AND message_id = ?", key).fetchone()
-            if waiting is None:
+            sent = payload
+            if sent is None:
+                waiting = c.execute(
+                    "SELECT payload FROM outbox WHERE session_id = ? AND message_id = ?", key
+                ).fetchone()
+                if waiting is None:
+                    return None
+                sent = json.loads(waiting[0])
+            if c.execute("DELETE FROM outbox WHERE session_id = ? AND message_id = ?", key).rowcount == 0:
                 return None
-            c.execute("DELETE FROM outbox WHERE session_id = ? AND message_id = ?", key)
-            payload = json.loads(waiting[0])
-            change = (
-                message_changes.apply_sent(c, session_id, payload, timestamp or time.time())
-                if status == MessageStatus.SENT
-                else None
-            )
-            if change is not None:
-                self._add_event(c, session_id, *change)
-            if message_changes.is_change(payload):
-                return ("", "")
+            if sent.get("type") in message_changes.CHANGING_TYPES:
+                change = (
+                    message_changes.apply_sent(c, session_id, sent, timestamp or time.time())
+                    if status == MessageStatus.SENT
+                    else None
+                )
+                if change is not None:
+                    self._add_event(c, session_id, *change)
+                if message_changes.is_change(sent):
+                    return ("", "")
             before = c.execute("SELECT status FROM messages WHERE session_id = ? AND id = ?", key).fetchone()
             c.execute(f"UPDATE messages SET {sets} WHERE session_id = ? AND id = ?", (*args, *key))
             after = c.execute("SELECT status FROM messages WHERE session_id = ? AND id = ?", key).fetchone()

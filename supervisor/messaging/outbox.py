@@ -456,7 +456,9 @@ class Outbox:
         self, row: OutboxRow, status: MessageStatus, *, timestamp: float | None = None, error: str | None = None
     ) -> None:
         session_id, message_id = row.session_id, row.message_id
-        finished = await self.store.finish_outgoing(session_id, message_id, status, timestamp=timestamp, error=error)
+        finished = await self.store.finish_outgoing(
+            session_id, message_id, status, timestamp=timestamp, error=error, payload=row.payload
+        )
         queue = self._queues.get(session_id)
         if queue is not None:
             queue.pop(message_id, None)
