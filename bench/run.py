@@ -302,9 +302,9 @@ async def sessions_by_id(w: Worker) -> dict[str, dict[str, Any]]:
     return {s["sessionId"]: s for s in body["data"]["sessions"]}
 
 
-async def create_and_link(w: Worker, n: int, prefix: str = "s") -> float:
+async def create_and_link(w: Worker, n: int, prefix: str = "s", concurrency: int = 16) -> float:
     """Create ``n`` sessions at once, scan each QR as its phone, until all are connected; seconds."""
-    sem = asyncio.Semaphore(16)  # at most this many API calls in flight, like a backend would
+    sem = asyncio.Semaphore(concurrency)  # at most this many API calls in flight, like a backend would
 
     async def one(i: int) -> None:
         sid = f"{prefix}{i}"
