@@ -2,7 +2,7 @@
 
 Measures, on the sim engine with the zygote spawner:
 
-- create and link N sessions, driven concurrently as a backend would (64 API calls in flight);
+- create and link N sessions, driven concurrently as a backend would (16 API calls in flight);
 - once settled: supervisor RSS, session USS, idle CPU of the supervisor, all session processes
   and the hub over a window;
 - ``GET /sessions`` and ``GET /health`` p50/p99 (sequential calls, the only client);
@@ -120,8 +120,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     env = {**worker_env("zygote"), "MAX_SESSIONS": str(n + 10)}
     with tempfile.TemporaryDirectory(prefix="wa-scale-") as tmp:
         async with running_worker(Path(tmp) / "w", **env) as w:
-            # A backend placing sessions in bulk: 64 API calls in flight.
-            out["create_and_link_s"] = await create_and_link(w, n, concurrency=64)
+            out["create_and_link_s"] = await create_and_link(w, n)
             await asyncio.sleep(args.settle_seconds)  # past start-up work: figures of a settled worker
             out["memory"] = process_memory(w)
             with CpuWindow(w) as cpu:
