@@ -19,6 +19,9 @@ from supervisor.supervision.sampler import ProcessSampler, ProcStats
 
 log = logging.getLogger("supervisor.sessions")
 
+# Processes sampled in one go (one thread hand-off) by the resource sampler.
+SAMPLE_SLICE = 25
+
 
 async def check_heartbeats(sessions: Callable[[], Iterable[Session]], interval: float) -> None:
     """Every half ``interval``, let each child notice silence past its heartbeat liveness (runs until cancelled)."""
@@ -61,15 +64,22 @@ class ResourceSampler:
         """Sample until cancelled; each session's ``stats`` holds its process's figures (None without one)."""
         while True:
             current = list(sessions())
-            pids = [s.child.pid for s in current if s.child.pid is not None]
-            own = os.getpid()
+            pids = [os.getpid(), *(s.child.pid for s in current if s.child.pid is not None)]
+            own = pids[0]
+            stats: dict[int, ProcStats] = {}
             try:
-                stats = await asyncio.to_thread(self.sampler.sample, [own, *pids])
+                self.sampler.keep_only(set(pids))
+                # A slice of processes at a time, spread over a tenth of the interval: psutil's work holds
+                # the GIL, and 500 processes read in one go stalled the event loop (and its requests).
+                for start in range(0, len(pids), SAMPLE_SLICE):
+                    if start:
+                        await asyncio.sleep(self.interval / 10 * SAMPLE_SLICE / len(pids))
+                    chunk = pids[start : start + SAMPLE_SLICE]
+                    stats.update(await asyncio.to_thread(self.sampler.sample, chunk, only=False))
                 self.capacity = await asyncio.to_thread(read_capacity)
                 self.disk = await asyncio.to_thread(self._disk)
             except Exception:
                 log.exception("process sampling failed", extra=self._log_extra)
-                stats = {}
             self.supervisor = stats.get(own)
             now = time.time()
             present = set()

@@ -45,12 +45,12 @@ class ProcessSampler:
         self.uss_interval = uss_interval
         self._clock = clock
 
-    def sample(self, pids: Iterable[int]) -> dict[int, ProcStats]:
-        """Figures for each pid that is still alive (blocking: call from a thread)."""
+    def sample(self, pids: Iterable[int], *, only: bool = True) -> dict[int, ProcStats]:
+        """Figures for each pid that is still alive (blocking: call from a thread). ``only``: these are
+        all the pids of interest, the others are forgotten (else see :meth:`keep_only`)."""
         wanted = set(pids)
-        for gone in set(self._procs) - wanted:
-            del self._procs[gone]
-            self._slow.pop(gone, None)
+        if only:
+            self.keep_only(wanted)
         now = self._clock()
         out: dict[int, ProcStats] = {}
         for pid in wanted:
@@ -89,3 +89,9 @@ class ProcessSampler:
             except psutil.Error as exc:
                 log.warning("cannot sample pid %d: %s", pid, exc)
         return out
+
+    def keep_only(self, pids: set[int]) -> None:
+        """Forget every process but these."""
+        for gone in set(self._procs) - pids:
+            del self._procs[gone]
+            self._slow.pop(gone, None)
