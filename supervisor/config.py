@@ -97,7 +97,8 @@ class Settings:
     message_retention_days: float | None = None
     backend_url: str | None = None  # the gateway this worker reports to; /health checks it is reachable
     # Per minute; 0 switches a limit off. Sends per session: WhatsApp bans accounts that blast.
-    rate_limit_send_per_session: int = 100
+    # A guard against runaway clients only: a burst within it is accepted and paced by the outbox.
+    rate_limit_send_per_session: int = 1000
     # Session operations (create, restart, logout, pair-code, delete) per client credential, once its
     # burst is spent: a token bucket of `rate_limit_session_ops_burst`, so a backend moving all of a
     # dead worker's sessions here at once is not refused. Default burst: twice MAX_SESSIONS (at least
@@ -393,7 +394,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_upload_mb=_float(env, "MAX_UPLOAD_MB", 16.0, minimum=0.001),
         max_incoming_media_mb=_float(env, "MAX_INCOMING_MEDIA_MB", 64.0, minimum=0.001),
         message_retention_days=_retention_days(env),
-        rate_limit_send_per_session=_int(env, "RATE_LIMIT_SEND_PER_SESSION", 100),
+        rate_limit_send_per_session=_int(env, "RATE_LIMIT_SEND_PER_SESSION", 1000),
         rate_limit_session_ops=session_ops,
         rate_limit_session_ops_burst=_int(
             env, "RATE_LIMIT_SESSION_OPS_BURST", max(2 * max_sessions, session_ops), minimum=1
