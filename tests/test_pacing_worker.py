@@ -198,6 +198,10 @@ async def test_a_sessions_own_pace_is_kept_across_restarts_and_types_before_a_te
         # null puts a setting back to the worker's default
         status, body = await w.api("PUT", "/session/own/settings", json={"pacing": {"typing": None}})
         assert status == 200 and body["data"]["pacingOwn"] == {"coldGap": 0.4}, body
+        status, body = await w.api("PUT", "/session/own/settings", json={"pacing": {"dailyCap": 2.0}})
+        assert status == 200 and body["data"]["pacingOwn"] == {"coldGap": 0.4, "dailyCap": 2}, body
+        status, body = await w.api("PUT", "/session/own/settings", json={"pacing": {"dailyCap": None, "gap": None}})
+        assert status == 200 and body["data"]["pacingOwn"] == {"coldGap": 0.4}, body
 
 
 async def test_metrics_show_each_sessions_outbox_depth_and_oldest_wait(tmp_path: Path) -> None:

@@ -720,6 +720,8 @@ class PacingSettings(Body):
     dailyCap: Annotated[
         int | None,
         Field(ge=0, le=1_000_000, description="outreach sends per UTC day (0: no cap); replies are never held"),
+        # JSON has one number type: 2.0 is the integer 2 (as JSON Schema's "integer" says).
+        BeforeValidator(lambda value: int(value) if isinstance(value, float) and value.is_integer() else value),
         Invalid(ErrorCode.INVALID_FIELD, "must be a whole number from 0, or null"),
     ] = None
     warmupDays: Annotated[

@@ -81,6 +81,10 @@ async def receive(request: web.Request, target: Path, *, max_bytes: int) -> Uplo
                 got_file = (size, digest, part.filename, part.headers.get("Content-Type"))
             elif part.name:
                 fields[part.name] = (await _read_field(part)).decode("utf-8", "replace")
+            elif part.name == "":
+                # An empty name (name="") names no field this API has: read (bounded) and ignored, like
+                # any other field it does not know.
+                await _read_field(part)
             else:
                 # Skipping it would still read it through: refused before a byte of it is read.
                 raise ApiError(400, ErrorCode.INVALID_MULTIPART, "every form part needs a name")

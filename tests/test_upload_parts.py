@@ -1,0 +1,43 @@
+"""Multipart uploads: a part with an empty name is ignored like an unknown field; one with no name is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from supervisor.api import upload
+from supervisor.api.errors import error_middleware, ok
+
+BOUNDARY = "b0undary"
+
+
+def _body(*parts: tuple[str, bytes]) -> bytes:
+    out = b""
+    for disposition, content in parts:
+        out += f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def _post(tmp_path: Path, body: bytes) -> tuple[int, dict[str, object]]:
+    async def handler(request: web.Request) -> web.Response:
+        received = await upload.receive(request, tmp_path / "upload", max_bytes=1 << 20)
+        return ok({"fields": received.fields, "size": received.size})
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_post("/", handler)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/", data=body, headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        return resp.status, await resp.json()
+
+
+async def test_an_empty_named_part_is_ignored_and_a_nameless_one_refused(tmp_path: Path) -> None:
+    file_part = ('form-data; name="file"; filename="a.jpg"', b"\xff\xd8\xff" + b"x" * 10)
+    status, answer = await _post(
+        tmp_path, _body(('form-data; name=""', b"junk"), ('form-data; name="to"', b"62811"), file_part)
+    )
+    assert status == 200, answer
+    assert answer["data"] == {"fields": {"to": "62811"}, "size": 13}
+    status, answer = await _post(tmp_path, _body(("form-data", b"junk"), file_part))
+    assert status == 400 and answer["code"] == "INVALID_MULTIPART", answer
