@@ -81,6 +81,13 @@ class _Link:
         assert self.chan is not None, "the link's channel is created with the link"
         return self.chan
 
+    def refused(self, exc: RemoteError) -> EngineError:
+        """The hub's refusal of a request as an EngineError; a hub that forgot this connection loses the link."""
+        if exc.code == ops.ERR_NOT_CONNECTED:
+            self.lose("the hub forgot the connection")
+            return EngineError("NOT_CONNECTED", "the connection to WhatsApp was lost")
+        return EngineError(exc.code, exc.message)
+
 
 class SimEngine(SimAccount, SimGroups, Engine):
     """A linked device on the simulated network; ``ctx.options["hub"]`` is the hub's ZeroMQ endpoint.
@@ -187,10 +194,7 @@ class SimEngine(SimAccount, SimGroups, Engine):
         try:
             reply = await link.channel.request(ops.SEND, body, timeout=self._request_timeout)
         except RemoteError as exc:
-            if exc.code == ops.ERR_NOT_CONNECTED:
-                link.lose("the hub forgot the connection")
-                raise EngineError("NOT_CONNECTED", "the connection to WhatsApp was lost") from None
-            raise EngineError(exc.code, exc.message) from None
+            raise link.refused(exc) from None
         except RequestTimeout:
             # The outcome is unknown: a retry with the same id is safe, the recipient sees it once.
             raise EngineError("SEND_TIMEOUT", "WhatsApp did not answer; the message may have been sent") from None
@@ -230,10 +234,7 @@ class SimEngine(SimAccount, SimGroups, Engine):
         try:
             return await link.channel.request(op, body, timeout=self._request_timeout)
         except RemoteError as exc:
-            if exc.code == ops.ERR_NOT_CONNECTED:
-                link.lose("the hub forgot the connection")
-                raise EngineError("NOT_CONNECTED", "the connection to WhatsApp was lost") from None
-            raise EngineError(exc.code, exc.message) from None
+            raise link.refused(exc) from None
         except RequestTimeout:
             raise EngineError("ENGINE_TIMEOUT", "WhatsApp did not answer in time") from None
         except ChannelError as exc:
