@@ -46,6 +46,7 @@ class Record:
     url: str
     status: int
     content_type: str
+    whole_api: bool  # as the origin was watched when the answer came (its port may serve another later)
     body: bytes | None = None
 
 
@@ -71,6 +72,11 @@ def watch(origin: str, *, whole_api: bool = True) -> None:
     WATCH.origins[origin.rstrip("/")] = whole_api
 
 
+def unwatch(origin: str) -> None:
+    """Stop checking answers from ``origin``: its port may next serve something that is not the API."""
+    WATCH.origins.pop(origin.rstrip("/"), None)
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
@@ -85,8 +91,9 @@ def install() -> None:
 
     async def start(self: aiohttp.ClientResponse, connection: Any) -> aiohttp.ClientResponse:
         response = await original_start(self, connection)
-        if _origin(str(self.url)) in WATCH.origins:
-            record = Record(self.method, str(self.url), self.status, self.content_type)
+        whole_api = WATCH.origins.get(_origin(str(self.url)))
+        if whole_api is not None:
+            record = Record(self.method, str(self.url), self.status, self.content_type, whole_api)
             WATCH.records[id(self)] = (self, record)
         return response
 
@@ -221,8 +228,7 @@ def check_all(records: list[Record]) -> list[str]:
     """What is wrong with the answers recorded, by the document."""
     problems = []
     for record in records:
-        whole_api = WATCH.origins.get(_origin(record.url), False)
-        problems += check(record, whole_api=whole_api)
+        problems += check(record, whole_api=record.whole_api)
     return problems
 
 

@@ -219,6 +219,7 @@ class Worker:
         if self.http is not None:
             await self.http.close()
             self.http = None
+        contract.unwatch(self.url)
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
