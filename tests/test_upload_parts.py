@@ -41,3 +41,13 @@ async def test_an_empty_named_part_is_ignored_and_a_nameless_one_refused(tmp_pat
     assert answer["data"] == {"fields": {"to": "62811"}, "size": 13}
     status, answer = await _post(tmp_path, _body(("form-data", b"junk"), file_part))
     assert status == 400 and answer["code"] == "INVALID_MULTIPART", answer
+
+
+async def test_a_part_header_aiohttp_cannot_parse_is_a_400_not_a_500(tmp_path: Path) -> None:
+    # A control character in a part's header (found by the API fuzz run on the group picture route)
+    # makes aiohttp's part reader raise InvalidHeader, which is neither a ValueError nor ours.
+    file_part = ('form-data; name="file"; filename="a.jpg"', b"\xff\xd8\xff" + b"x" * 10)
+    bad_header = ('form-data; name="\xdf\x11t[["', b"{}")
+    status, answer = await _post(tmp_path, _body(bad_header, file_part))
+    assert status == 400 and answer["code"] == "INVALID_MULTIPART", answer
+    assert not (tmp_path / "upload").exists()

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import filetype
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from supervisor.api.codes import ErrorCode
 from supervisor.api.errors import ApiError
@@ -31,6 +32,9 @@ FILE_PARTS = ("file", "media")
 # What a declared type's bytes must sniff as; a document may be anything.
 TYPE_FAMILIES = {"image": "image/", "audio": "audio/", "video": "video/"}
 STICKER_MIMETYPE = "image/webp"
+# What aiohttp's multipart reader raises for a body it cannot parse (a part header with a control
+# character is a BadHttpMessage, not a ValueError): the client's fault, so a 400, never a 500.
+MALFORMED = (ValueError, AssertionError, BadHttpMessage)
 
 
 @dataclass(slots=True)
@@ -58,15 +62,18 @@ async def receive(request: web.Request, target: Path, *, max_bytes: int) -> Uplo
         raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"the upload is larger than {max_bytes // (1024 * 1024)} MB")
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
-        raise ApiError(400, ErrorCode.INVALID_MULTIPART, f"malformed multipart body: {exc}") from None
+    except MALFORMED as exc:
+        raise _malformed(exc) from None
     fields: dict[str, str] = {}
     got_file: tuple[int, str, str | None, str | None] | None = None
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     parts = 0
     try:
         while True:
-            part = await reader.next()
+            try:
+                part = await reader.next()
+            except MALFORMED as exc:
+                raise _malformed(exc) from None
             if part is None:
                 break
             parts += 1
@@ -98,6 +105,12 @@ async def receive(request: web.Request, target: Path, *, max_bytes: int) -> Uplo
         await asyncio.to_thread(target.unlink, True)
         raise ApiError(400, ErrorCode.MEDIA_MISSING, "the file part is empty")
     return Upload(target, size, digest, _mimetype(target, filename, declared), filename, fields)
+
+
+def _malformed(exc: Exception) -> ApiError:
+    # aiohttp's header errors quote the raw header bytes over several lines: say which part of the body is bad.
+    what = "a part's headers cannot be read" if isinstance(exc, BadHttpMessage) else str(exc)
+    return ApiError(400, ErrorCode.INVALID_MULTIPART, f"malformed multipart body: {what}")
 
 
 async def _read_field(part: BodyPartReader) -> bytes:
