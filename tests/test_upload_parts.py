@@ -1,4 +1,4 @@
-"""Multipart uploads: a part with an empty name is ignored like an unknown field; one with no name is refused."""
+"""Multipart uploads: an empty-named part is ignored, a nameless, unparsable or undecodable one is a 400."""
 
 from __future__ import annotations
 
@@ -51,3 +51,11 @@ async def test_a_part_header_aiohttp_cannot_parse_is_a_400_not_a_500(tmp_path: P
     status, answer = await _post(tmp_path, _body(bad_header, file_part))
     assert status == 400 and answer["code"] == "INVALID_MULTIPART", answer
     assert not (tmp_path / "upload").exists()
+
+
+async def test_a_field_in_an_encoding_that_cannot_be_decoded_is_a_400(tmp_path: Path) -> None:
+    file_part = ('form-data; name="file"; filename="a.jpg"', b"\xff\xd8\xff" + b"x" * 10)
+    for encoding in ("foo", "base64"):  # unknown to aiohttp; base64 with bad padding
+        field = (f'form-data; name="to"\r\nContent-Transfer-Encoding: {encoding}', b"zz!!!")
+        status, answer = await _post(tmp_path, _body(field, file_part))
+        assert status == 400 and answer["code"] == "INVALID_MULTIPART", (encoding, answer)

@@ -120,7 +120,14 @@ async def _read_field(part: BodyPartReader) -> bytes:
         data += chunk
         if len(data) > MAX_FIELD:
             raise ApiError(400, ErrorCode.INVALID_FIELD, f"form field {part.name} is longer than {MAX_FIELD} bytes")
-    return part.decode(bytes(data))
+    try:
+        return part.decode(bytes(data))
+    except (RuntimeError, ValueError):
+        # aiohttp raises RuntimeError for a transfer encoding it does not know, binascii.Error (a ValueError)
+        # for bad base64: the client's body, so a 400.
+        raise ApiError(
+            400, ErrorCode.INVALID_MULTIPART, f"form field {part.name} cannot be decoded as its headers declare"
+        ) from None
 
 
 async def _stream(part: BodyPartReader, target: Path, max_bytes: int) -> tuple[int, str]:
