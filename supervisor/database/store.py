@@ -842,7 +842,7 @@ class Store:
         """Commit a vote as the voter's latest (mapped to option names) with its poll.vote event.
 
         Returns "counted", "duplicate" (this vote was counted already), "older" (a later vote of the same
-        voter stands), or why it could not be counted (polls.UNKNOWN_POLL / UNKNOWN_OPTION): then a
+        voter stands), or why it could not be counted (one of polls.NOT_COUNTED): then a
         poll.vote_failed event is committed instead, so nobody's vote disappears unseen.
         """
 
@@ -850,10 +850,11 @@ class Store:
             row = c.execute(
                 "SELECT extra FROM messages WHERE session_id = ? AND id = ? AND type = 'poll'", (session_id, poll_id)
             ).fetchone()
-            poll = (json.loads(row[0]) if row and row[0] else {}).get("poll")
+            extra = json.loads(row[0]) if row and row[0] else {}
+            poll = extra.get("poll")
             names = polls.option_names(poll, hashes) if isinstance(poll, dict) else None
             if names is None:
-                reason = polls.UNKNOWN_POLL if not isinstance(poll, dict) else polls.UNKNOWN_OPTION
+                reason = polls.not_counted(extra)
                 self._add_event(c, session_id, "poll.vote_failed", polls.failed_event(poll_id, voter, reason, at))
                 return reason
             before = c.execute(

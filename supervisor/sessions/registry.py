@@ -711,7 +711,8 @@ class SessionRegistry:
         return views, total
 
     async def poll_results(self, session_id: str, poll_id: str) -> dict[str, Any] | None:
-        """A poll's tally from history (each voter's latest vote); None for no such poll."""
+        """A poll's tally from history (each voter's latest vote); None for no such poll, SessionError
+        MESSAGE_REVOKED for one deleted for everyone."""
         return await self.poll_votes.results(session_id, poll_id)
 
     async def sent_media_url(self, session_id: str, message_id: str) -> str | None:
