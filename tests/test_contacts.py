@@ -179,6 +179,57 @@ async def _has(w: Worker, sid: str, phone: str, texts: list[str]) -> bool:
     return got == texts
 
 
+async def _events(w: Worker, name: str) -> list[dict[str, Any]]:
+    data = await _ok(w, "GET", "/events?sessionId=c&limit=1000")
+    return [e["data"] for e in data["events"] if e["event"] == name]
+
+
+async def _ana_does_everything(w: Worker, first: str, second: str, poll: str, *, blocked: bool) -> None:
+    """Ana edits ``first``, revokes ``second`` (while blocked) or ``first``, votes, types and calls."""
+    tag = "while blocked" if blocked else "after"
+    assert (await w.hub("POST", f"/phones/{ANA}/messages/{first}/edit", json={"text": f"edited {tag}"}))[0] == 200
+    assert (await w.hub("POST", f"/phones/{ANA}/messages/{second if blocked else first}/revoke"))[0] == 200
+    vote = await w.hub("POST", f"/phones/{ANA}/polls/{poll}/vote", json={"options": ["no" if blocked else "yes"]})
+    assert vote[0] == 200, vote  # the voter is not told either
+    state = "typing" if blocked else "recording"
+    status, shown = await w.hub("POST", f"/phones/{ANA}/presence", json={"to": ME, "state": state})
+    assert (status, shown["delivered"]) == (200, 0 if blocked else 1), shown
+    assert (await w.hub("POST", f"/phones/{ANA}/call", json={"to": ME, "video": not blocked}))[0] == 200
+
+
+async def test_a_blocked_number_reaches_the_session_with_nothing_at_all(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("c", ME)
+        await w.hub("POST", "/phones", json={"phone": ANA})
+        first = (await w.hub("POST", f"/phones/{ANA}/messages", json={"to": ME, "text": "first"}))[1]["id"]
+        second = (await w.hub("POST", f"/phones/{ANA}/messages", json={"to": ME, "text": "second"}))[1]["id"]
+
+        async def both_in() -> bool:
+            return await _texts_from(w, "c", ANA) == ["first", "second"]
+
+        await wait_for(both_in, what="Ana's messages")
+        poll_body = {"to": ANA, "type": "poll", "poll": {"name": "Lunch?", "options": ["yes", "no"]}}
+        poll = (await _ok(w, "POST", "/session/c/send", json=poll_body))["messageId"]
+
+        await _ok(w, "PUT", f"/session/c/contacts/{jid(ANA)}/block")
+        await _ana_does_everything(w, first, second, poll, blocked=True)
+        await _ok(w, "DELETE", f"/session/c/contacts/{jid(ANA)}/block")
+        await _ana_does_everything(w, first, second, poll, blocked=False)
+
+        # The hub pushes each kind in order: once the later one is in, a dropped earlier one would be too.
+        async def all_in() -> bool:
+            kinds = ("message.edited", "message.revoked", "poll.vote", "chat.presence", "call.received")
+            return all([await _events(w, kind) for kind in kinds])
+
+        await wait_for(all_in, what="what Ana did after she was unblocked")
+        assert [e["text"] for e in await _events(w, "message.edited")] == ["edited after"]
+        assert [e["messageId"] for e in await _events(w, "message.revoked")] == [first]
+        assert [e["selectedOptions"] for e in await _events(w, "poll.vote")] == [["yes"]]
+        assert [e["state"] for e in await _events(w, "chat.presence")] == ["recording"]
+        assert [e["video"] for e in await _events(w, "call.received")] == [True]
+        assert await _texts_from(w, "c", ANA) == [None, "second"]  # first revoked, second untouched
+
+
 async def test_disappearing_timer_is_kept_and_shown_by_the_network(tmp_path: Path) -> None:
     async with running_worker(tmp_path / "w") as w:
         await w.create_linked("c", ME)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from harness import Worker, history_message, pid_alive, running_worker, wait_for
+from test_messaging import _form, _png  # a multipart send form; a real PNG
 
 PHONE = "6281666000"
 FRIEND = "6281666001"
@@ -193,6 +196,37 @@ async def test_the_phones_edit_revoke_and_reaction_arrive_as_events_and_change_h
         assert status == 404 and body["code"] == "UNKNOWN_MESSAGE"
         status, body = await w.hub("POST", f"/phones/{FRIEND}/messages/{incoming}/revoke")
         assert status == 409 and body["code"] == "MESSAGE_REVOKED"
+
+
+async def _url_status(url: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status
+
+
+async def test_a_revoked_messages_media_leaves_storage(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("md", PHONE)
+        form = _form({"to": FRIEND, "type": "image", "caption": "ours"}, _png(3000), "ours.png", "image/png")
+        status, resp = await w.api("POST", "/session/md/send", data=form)
+        assert status == 200 and resp["data"]["status"] == "sent", resp
+        ours, ours_url = resp["data"]["messageId"], resp["data"]["mediaUrl"]
+        photo = {"type": "image", "mimetype": "image/png", "mediaBase64": base64.b64encode(_png(2000)).decode()}
+        _, pushed = await w.hub("POST", f"/phones/{FRIEND}/messages", json={"to": PHONE, **photo})
+        theirs = await wait_for(functools.partial(history_message, w, "md", pushed["id"]), what="the phone's image")
+        stored = tmp_path / "w" / "media" / "md"  # STORAGE_DIR's media objects of this session
+        assert len(list(stored.iterdir())) == 2 and await _url_status(theirs["mediaUrl"]) == 200
+
+        assert (await w.api("DELETE", f"/session/md/messages/{ours}"))[0] == 200
+        assert (await w.hub("POST", f"/phones/{FRIEND}/messages/{pushed['id']}/revoke"))[0] == 200
+        await _event(w, "md", "message.revoked", pushed["id"])
+
+        async def removed() -> bool:
+            return not list(stored.iterdir())
+
+        # Removed after the revoke's commit, in the background: waited for, not assumed.
+        await wait_for(removed, what="both revoked messages' media removed")
+        assert await _url_status(ours_url) == 404 and await _url_status(theirs["mediaUrl"]) == 404
+        assert "not removed" not in w.log()
 
 
 async def test_an_edit_accepted_before_the_worker_is_killed_is_not_lost(tmp_path: Path) -> None:

@@ -79,3 +79,38 @@ async def test_a_sent_edit_changes_its_target_and_a_failed_one_nothing(tmp_path:
         }
     finally:
         await store.close()
+
+
+async def test_a_committed_revoke_hands_over_the_media_it_emptied(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "w.db")
+    gone: list[MessageRow] = []
+    store.on_media_revoked = gone.append
+    try:
+        photo = _row("IN1", direction="in", sender=PEER, kind="image")
+        photo.media_ref, photo.mimetype = "media/s1/in-IN1.png", "image/png"
+        unstored = _row("IN2", direction="in", sender=PEER, kind="image")  # its upload failed: a local copy
+        unstored.mimetype = "image/png"
+        for row in (photo, unstored, _row("IN3", direction="in", sender=PEER, text="no media")):
+            assert await store.add_incoming(row, {"message": {}})
+        assert not await store.apply_message_change("s1", "IN1", kind="revoke", chat=PEER, by=OURS, text=None, at=1.0)
+        assert gone == []  # refused: someone else's message keeps its media
+        for msg_id in ("IN1", "IN2", "IN3", "IN1"):  # the last: delivered again, already revoked
+            await store.apply_message_change("s1", msg_id, kind="revoke", chat=PEER, by=PEER, text=None, at=2.0)
+        assert [(m.id, m.direction, m.media_ref) for m in gone] == [
+            ("IN1", "in", "media/s1/in-IN1.png"),
+            ("IN2", "in", None),
+        ]
+
+        ours = _row("OUT1", direction="out", sender=OURS, kind="image", caption="pic")
+        ours.media_ref, ours.mimetype = "media/s1/out.png", "image/png"
+        await store.accept_outgoing(ours, OutboxRow("s1", "OUT1", {"id": "OUT1", "to": PEER}, 0, 0.0, 1e12, 0.0))
+        assert await store.finish_outgoing("s1", "OUT1", "sent", timestamp=1.0)
+        for change_id, status in (("R1", "failed"), ("R2", "sent")):  # a revoke that failed changes nothing
+            revoke = {"id": change_id, "to": PEER, "type": "revoke", "revoke_of": "OUT1"}
+            await store.accept_outgoing(None, OutboxRow("s1", change_id, revoke, 0, 0.0, 1e12, 0.0))
+            assert await store.finish_outgoing("s1", change_id, status, timestamp=3.0)
+        assert [(m.id, m.media_ref) for m in gone[2:]] == [("OUT1", "media/s1/out.png")]
+        revoked = await store.message("s1", "OUT1")
+        assert revoked is not None and revoked.media_ref is None  # history no longer names it
+    finally:
+        await store.close()

@@ -15,7 +15,7 @@ from supervisor.database.store import MessageRow, OutboxRow, Store
 from supervisor.messaging import polls
 from supervisor.messaging.history import message_view, outgoing_row
 from supervisor.sessions.poll_votes import PollVotes
-from supervisor.sessions.session import Session
+from supervisor.sessions.session import Session, SessionError
 from transport import wire
 
 POLL = {"name": "Colour?", "options": ["Red", "Green", "Blue"], "multiple": True}
@@ -148,5 +148,30 @@ async def test_an_undecryptable_vote_becomes_an_event_and_a_log_line(
         assert len(lines) == 2 and all(getattr(r, "sessionId", None) == "s1" for r in lines)
         assert await receiver.results("s1", "gone") is None
         assert (await receiver.results("s1", "poll-1") or {})["voters"] == []
+    finally:
+        await store.close()
+
+
+async def test_a_revoked_poll_drops_its_votes_and_counts_no_later_one(tmp_path: Path) -> None:
+    store = await _poll_store(tmp_path / "w.db")
+    try:
+        assert await store.apply_poll_vote("s1", "poll-1", "v1", ANA, _h("Red"), 10.0) == "counted"
+        await store.finish_outgoing("s1", "poll-1", "sent", timestamp=1.0)
+        revoke = {"id": "r1", "to": ANA, "type": "revoke", "revoke_of": "poll-1"}
+        await store.accept_outgoing(None, OutboxRow("s1", "r1", revoke, 0, 0.0, 1e12, 0.0))
+        assert await store.finish_outgoing("s1", "r1", "sent", timestamp=2.0)
+
+        row = await store.message("s1", "poll-1")
+        assert row is not None and row.extra == {"revoked": True, "revoked_at": 2.0}
+        assert "poll" not in message_view(row)
+        assert await store.poll_votes("s1", "poll-1") == []
+        # A vote that was on its way when the poll went: reported with its reason, never counted.
+        assert await store.apply_poll_vote("s1", "poll-1", "v2", BUDI, _h("Blue"), 11.0) == polls.REVOKED_POLL
+        assert await store.poll_votes("s1", "poll-1") == []
+        failed = [(d["voter"], d["reason"]) for e, d in await _events(store) if e == "poll.vote_failed"]
+        assert failed == [(BUDI, "revoked_poll")]
+        with pytest.raises(SessionError) as refused:
+            await PollVotes(store, worker_id="w").results("s1", "poll-1")
+        assert refused.value.code == "MESSAGE_REVOKED"
     finally:
         await store.close()

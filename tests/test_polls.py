@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import Worker, running_worker, wait_for
+from harness import Worker, history_message, running_worker, wait_for
 from test_messaging import _form, _inbox  # a multipart send form; what a phone received
 
 PHONE = "6281777000"
@@ -102,6 +102,48 @@ async def test_poll_votes_are_tallied_and_reported(tmp_path: Path) -> None:
         status, body = await w.api("GET", "/session/nobody/polls/NOPE")
         assert status == 404 and body["code"] == "SESSION_NOT_FOUND"
         assert await _events(w, "poll.vote_failed") == []
+
+
+async def test_a_revoked_poll_loses_its_content_and_its_tally(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("gone", PHONE)
+        ours = await _send_poll(w, "gone", ALICE, {"name": "Lunch?", "options": ["Rice", "Noodles"]})
+        assert (await _vote(w, ALICE, ours, ["Rice"]))[0] == 200
+
+        async def voted() -> list[dict[str, Any]] | None:
+            return await _events(w, "poll.vote") or None
+
+        await wait_for(voted, what="the vote")
+        status, body = await w.api("DELETE", f"/session/gone/messages/{ours}")
+        assert status == 200, body
+        # History keeps a revoked poll as a poll with no question, options or votes, as the phone sees it.
+        row = await history_message(w, "gone", ours)
+        assert row is not None and row["type"] == "poll" and row["revoked"] is True, row
+        assert "poll" not in row, row
+        assert "poll" not in (await _inbox(w, ALICE))[ours]
+        status, body = await w.api("GET", f"/session/gone/polls/{ours}")
+        assert status == 409 and body["code"] == "MESSAGE_REVOKED", body
+        # The phone cannot vote on it any more (the hub removed it, as WhatsApp does).
+        status, body = await _vote(w, ALICE, ours, ["Noodles"])
+        assert status == 404 and body["code"] == "POLL_NOT_FOUND", body
+
+        # A poll the phone sent and then deleted for everyone: the same in history.
+        _, sent = await w.hub(
+            "POST",
+            f"/phones/{ALICE}/messages",
+            json={"to": PHONE, "type": "poll", "poll": {"name": "Q", "options": ["a", "b"]}},
+        )
+        theirs = str(sent["id"])
+        await wait_for(lambda: history_message(w, "gone", theirs), what="the phone's poll")
+        assert (await w.hub("POST", f"/phones/{ALICE}/messages/{theirs}/revoke"))[0] == 200
+
+        async def revoked() -> dict[str, Any] | None:
+            row = await history_message(w, "gone", theirs)
+            return row if row is not None and row.get("revoked") else None
+
+        assert "poll" not in await wait_for(revoked, what="the phone's poll revoked")
+        status, body = await w.api("GET", f"/session/gone/polls/{theirs}")
+        assert status == 409 and body["code"] == "MESSAGE_REVOKED", body
 
 
 async def test_bad_polls_are_refused_field_by_field(tmp_path: Path) -> None:

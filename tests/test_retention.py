@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+from typing import cast
+
+import pytest
 
 from supervisor.config import load
 from supervisor.database.store import MessageRow, OutboxRow, Store
+from supervisor.messaging.media_removal import remove_message_media
 from supervisor.messaging.retention import HistoryRetention
-from supervisor.storage.service import build_storage
+from supervisor.storage.service import SessionStorage, StorageError, build_storage
 
 TOKEN = "t" * 32
 DAY = 86400.0
@@ -60,3 +65,24 @@ async def test_old_history_is_removed_with_its_media_but_never_a_waiting_message
 def test_retention_is_off_by_default() -> None:
     assert load({"WORKER_AUTH_TOKEN": TOKEN}).message_retention_days is None
     assert load({"WORKER_AUTH_TOKEN": TOKEN, "MESSAGE_RETENTION_DAYS": "0"}).message_retention_days is None
+
+
+class _RefusingStorage:
+    async def remove_media(self, key: str) -> None:
+        raise StorageError("object storage unreachable")
+
+
+async def test_media_that_cannot_be_removed_is_logged_once_with_its_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    local = tmp_path / "sessions" / "s1" / "media" / "IN1.png"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"\x89PNG")
+    storage = cast(SessionStorage, _RefusingStorage())
+    with caplog.at_level(logging.WARNING, logger="supervisor.messaging.media"):
+        await remove_message_media(
+            storage, tmp_path / "sessions", _incoming("IN1", 0, "media/s1/in-IN1.png"), why="revoked"
+        )
+    [record] = caplog.records  # no exception: the caller (a revoke, a sweep) goes on
+    assert getattr(record, "sessionId", None) == "s1" and "revoked message IN1" in record.getMessage()
+    assert not local.exists()  # the local copy still goes

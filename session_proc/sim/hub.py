@@ -489,21 +489,19 @@ class Hub:
         if is_group(body.get("to")):
             return self._phone_group_send(phone, body)
         to = check_phone(body.get("to"), "to")
-        targets = self._store.devices(to)
-        if not targets:
+        if not self._store.devices(to):
             raise HubError(404, "NOT_LINKED", f"no device is linked to {to}")
         entry, media = self._phone_entry(phone, to, body)
         self.account.record_sent(entry)
         self.phones.seen(phone)  # a number that sends is on WhatsApp
-        if self.contacts.blocks(to, phone):
-            # The account blocked this number: the server drops it; the sender never learns why.
-            log.info("phone %s sent %s to %s, which blocked it: dropped", phone, entry.id, to)
+        hearing = self.devices_hearing(phone, to, f"message {entry.id}")
+        if not hearing:  # a device is linked (checked above): the account blocked this number
             return {"id": entry.id, "queued": True}
         self._store.remember_sent(phone, entry.id, to, entry.timestamp)
         incoming = self._incoming_body(entry, media)
         pushed = False
-        for target in targets:
-            pushed |= self._queue(target.device_id, ops.MESSAGE, entry.id, incoming)
+        for device_id in hearing:
+            pushed |= self._queue(device_id, ops.MESSAGE, entry.id, incoming)
         log.info("phone %s sent %s to %s (%s)", phone, entry.id, to, "pushed" if pushed else "queued")
         return {"id": entry.id, "queued": not pushed}
 
@@ -559,12 +557,11 @@ class Hub:
         check_phone(phone)
         entries = self._store.inbox(phone, [message_id])
         vote = hub_polls.vote_body(entries[0] if entries else None, body, vote_id=new_message_id(), at=time.time())
-        targets = self._store.devices(vote["to"])
-        if not targets:
+        if not self._store.devices(vote["to"]):
             raise HubError(404, "NOT_LINKED", f"no device is linked to {vote['to']}, who sent the poll")
         pushed = False
-        for target in targets:
-            pushed |= self._queue(target.device_id, ops.MESSAGE, vote["id"], vote)
+        for device_id in self.devices_hearing(phone, vote["to"], f"vote {vote['id']}"):
+            pushed |= self._queue(device_id, ops.MESSAGE, vote["id"], vote)
         log.info("phone %s voted on poll %s (%s)", phone, message_id, "pushed" if pushed else "queued")
         return {"id": vote["id"], "queued": not pushed}
 
@@ -574,8 +571,8 @@ class Hub:
         check_phone(phone)
         to, push = hub_changes.phone_change(self._store, phone, msg_id, kind, text, window=self._edit_window)
         pushed = False
-        for target in self._store.devices(to):
-            pushed |= self._queue(target.device_id, ops.MESSAGE, push["id"], push)
+        for device_id in self.devices_hearing(phone, to, f"{kind} {push['id']}"):
+            pushed |= self._queue(device_id, ops.MESSAGE, push["id"], push)
         log.info("phone %s: %s of %s (%s)", phone, kind, msg_id, "pushed" if pushed else "queued")
         return {"id": push["id"], "queued": not pushed}
 
@@ -619,6 +616,18 @@ class Hub:
         if device is None:
             raise HubError(409, "NOT_LINKED", "this connection has no linked device: scan a QR first")
         return device
+
+    def devices_hearing(self, sender: str, account: str, what: str) -> list[str]:
+        """The ids of the devices linked to ``account`` that get what ``sender`` does (``what``, for the log).
+
+        No device when the account blocked ``sender``: WhatsApp's server drops everything a blocked number sends
+        it (messages, reactions, edits and revokes, poll votes, presence, calls), and the sender never
+        learns why, so this is no error. The one place that rule lives for what phones do.
+        """
+        if self.contacts.blocks(account, sender):
+            log.info("%s from %s to %s, which blocked it: dropped", what, sender, account)
+            return []
+        return [device.device_id for device in self._store.devices(account)]
 
     def linked(self, phone: str) -> list[str]:
         """The ids of the devices linked to ``phone``, or HubError 404."""

@@ -165,8 +165,9 @@ class HubAccount:
 
     # -- what phones do ----------------------------------------------------------------------
     def phone_presence(self, phone: str, to: str, state: str) -> int:
-        """The phone shows ``state`` to the account ``to``: its online devices hear it. Returns how many."""
-        targets = self._hub.linked(to)
+        """The phone shows ``state`` to the account ``to``: its online devices hear it (none when it blocked
+        the phone). Returns how many."""
+        self._hub.linked(to)  # 404 NOT_LINKED first
         body: dict[str, Any]
         if state in CHAT_STATES:
             op, body = ops.CHAT_PRESENCE, {"from": phone, "state": state}
@@ -178,6 +179,7 @@ class HubAccount:
             )
         else:
             raise _refused(400, ops.ERR_BAD_REQUEST, f"state must be one of {', '.join(ACCOUNT_STATES + CHAT_STATES)}")
+        targets = self._hub.devices_hearing(phone, to, f"presence {state}")
         return sum(self._hub.push_now(device_id, op, body) for device_id in targets)
 
     def presence_seen(self, phone: str) -> list[dict[str, Any]]:
@@ -187,9 +189,11 @@ class HubAccount:
         return [s.to_json() for s in sorted(seen, key=lambda s: s.at)]
 
     def call(self, phone: str, to: str, video: bool) -> dict[str, Any]:
-        """The phone calls the account ``to``: its devices get the offer (kept until acknowledged)."""
-        targets = self._hub.linked(to)
+        """The phone calls the account ``to``: its devices get the offer (kept until acknowledged); a call
+        to an account that blocked the phone rings on the phone's side only, as on WhatsApp."""
+        self._hub.linked(to)  # 404 NOT_LINKED first
         call_id = secrets.token_hex(16).upper()
+        targets = self._hub.devices_hearing(phone, to, f"call {call_id}")
         now = time.time()
         self._db.execute(
             "INSERT INTO phone_calls (id, phone, to_phone, video, status, timestamp) VALUES (?, ?, ?, ?, 'ringing', ?)",

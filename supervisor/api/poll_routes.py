@@ -20,9 +20,10 @@ routes = web.RouteTableDef()
     "/session/{id}/polls/{messageId}",
     id="getPollResults",
     tag="messages",
-    summary="A poll's votes: each option with its voters, each voter's latest vote counted (an empty vote retracts)",
+    summary="A poll's votes: each option with its voters, each voter's latest vote counted (an empty vote retracts;"
+    " a poll deleted for everyone answers 409 MESSAGE_REVOKED)",
     path_params=bodies.PollPath,
-    errors=(400, 404),
+    errors=(400, 404, 409),
     ok=json_reply(answers.PollResults),
 )
 async def poll_results(request: web.Request) -> web.Response:

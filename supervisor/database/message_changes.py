@@ -18,8 +18,8 @@ from supervisor.timefmt import iso
 # The message types whose text (or caption) WhatsApp lets its sender edit.
 TEXT_TYPES = frozenset({"text"})
 CAPTION_TYPES = frozenset({"image", "video", "document"})
-# Keys of extra that hold content: a revoked message keeps none of them.
-_CONTENT_KEYS = ("latitude", "longitude", "name", "address", "vcard", "mentions", "reactions", "edited_at")
+# Keys of extra that hold content: a revoked message keeps none of them (a poll's question and options too).
+_CONTENT_KEYS = ("latitude", "longitude", "name", "address", "vcard", "mentions", "reactions", "edited_at", "poll")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,8 @@ def apply_edit(
 def apply_revoke(
     c: sqlite3.Connection, session_id: str, message_id: str, *, chat: str, by: str | None, at: float
 ) -> dict[str, Any] | None:
-    """Delete the message's content for everyone (text, caption, media); the ``message.revoked`` event's data.
+    """Delete the message's content for everyone (text, caption, media, a poll and its votes); the
+    ``message.revoked`` event's data.
 
     Like :func:`apply_edit`: only ``by``'s own message changes; unknown messages are still reported.
     """
@@ -100,6 +101,9 @@ def apply_revoke(
         " filename = NULL WHERE session_id = ? AND id = ?",
         (session_id, message_id),
     )
+    if found.type == "poll":
+        # Who voted for what is the poll's content too; a later vote on it is reported, not counted.
+        c.execute("DELETE FROM poll_votes WHERE session_id = ? AND poll_id = ?", (session_id, message_id))
     kept = {k: v for k, v in found.extra.items() if k not in _CONTENT_KEYS}
     _save_extra(c, session_id, message_id, {**kept, "revoked": True, "revoked_at": at}, at)
     return data

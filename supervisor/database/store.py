@@ -375,6 +375,16 @@ def _message(row: Any) -> MessageRow:
     return MessageRow(*values)
 
 
+def _with_media(c: sqlite3.Connection, session_id: str, message_id: str) -> MessageRow | None:
+    """The message as history holds it when it has media (read before a revoke clears that); else None."""
+    row = c.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id = ?"
+        " AND (media_ref IS NOT NULL OR mimetype IS NOT NULL)",
+        (session_id, message_id),
+    ).fetchone()
+    return _message(row) if row else None
+
+
 class Store:
     """The worker's SQLite database: writes group-committed on one connection, reads on another."""
 
@@ -387,6 +397,15 @@ class Store:
         # Message counts for /metrics and heartbeats: loaded at open, moved after each commit that
         # changes history (on the event loop, once the write returned).
         self.tally = MessageTally()
+        # Called with each message a committed revoke emptied that had media (as it was before), on the
+        # event loop: history no longer names its file and object, so only its owner can delete them.
+        self.on_media_revoked: Callable[[MessageRow], None] | None = None
+
+    def _media_revoked(self, rows: list[MessageRow]) -> None:
+        """Hand committed revokes' media to ``on_media_revoked``."""
+        if self.on_media_revoked is not None:
+            for row in rows:
+                self.on_media_revoked(row)
 
     def _after_commit(self) -> None:
         if self._wrote_events:
@@ -694,6 +713,7 @@ class Store:
 
         An edit, revoke or reaction that was sent changes its target message in the same transaction
         (``message_changes.apply_sent``); an edit or revoke has no history row nor ``message.status`` of its own.
+        A revoked message's media goes to ``on_media_revoked`` once committed.
         Returns False when it was already settled (nothing changed). ``payload``: the outbox row's, when the
         caller holds it (the outbox does): not read back and decoded once more per message.
         """
@@ -705,6 +725,7 @@ class Store:
         data: dict[str, Any] = {"messageId": message_id, "status": status}
         if error:
             data["error"] = error
+        revoked: list[MessageRow] = []  # filled by the write: read only once it committed
 
         def write(c: sqlite3.Connection) -> tuple[str, str] | None:
             key = (session_id, message_id)
@@ -719,6 +740,7 @@ class Store:
             if c.execute("DELETE FROM outbox WHERE session_id = ? AND message_id = ?", key).rowcount == 0:
                 return None
             if sent.get("type") in message_changes.CHANGING_TYPES:
+                media = _with_media(c, session_id, str(sent.get("revoke_of"))) if sent.get("type") == "revoke" else None
                 change = (
                     message_changes.apply_sent(c, session_id, sent, timestamp or time.time())
                     if status == MessageStatus.SENT
@@ -726,6 +748,8 @@ class Store:
                 )
                 if change is not None:
                     self._add_event(c, session_id, *change)
+                    if media is not None:
+                        revoked.append(media)
                 if message_changes.is_change(sent):
                     return ("", "")
             before = c.execute("SELECT status FROM messages WHERE session_id = ? AND id = ?", key).fetchone()
@@ -735,6 +759,7 @@ class Store:
             return (str(before[0]), str(after[0])) if before and after else ("", "")
 
         moved = await self._write(write)
+        self._media_revoked(revoked)
         if moved is None:
             return False
         if moved[0]:
@@ -842,7 +867,7 @@ class Store:
         """Commit a vote as the voter's latest (mapped to option names) with its poll.vote event.
 
         Returns "counted", "duplicate" (this vote was counted already), "older" (a later vote of the same
-        voter stands), or why it could not be counted (polls.UNKNOWN_POLL / UNKNOWN_OPTION): then a
+        voter stands), or why it could not be counted (one of polls.NOT_COUNTED): then a
         poll.vote_failed event is committed instead, so nobody's vote disappears unseen.
         """
 
@@ -850,10 +875,11 @@ class Store:
             row = c.execute(
                 "SELECT extra FROM messages WHERE session_id = ? AND id = ? AND type = 'poll'", (session_id, poll_id)
             ).fetchone()
-            poll = (json.loads(row[0]) if row and row[0] else {}).get("poll")
+            extra = json.loads(row[0]) if row and row[0] else {}
+            poll = extra.get("poll")
             names = polls.option_names(poll, hashes) if isinstance(poll, dict) else None
             if names is None:
-                reason = polls.UNKNOWN_POLL if not isinstance(poll, dict) else polls.UNKNOWN_OPTION
+                reason = polls.not_counted(extra)
                 self._add_event(c, session_id, "poll.vote_failed", polls.failed_event(poll_id, voter, reason, at))
                 return reason
             before = c.execute(
@@ -887,21 +913,29 @@ class Store:
         self, session_id: str, target: str, *, kind: str, chat: str, by: str, text: str | None, at: float
     ) -> bool:
         """Commit someone's edit or revoke of ``target`` with its event; False when refused (not ``by``'s
-        own message, or already revoked), and nothing is written."""
+        own message, or already revoked), and nothing is written. A revoked message's media goes to
+        ``on_media_revoked`` once committed."""
+        revoked: list[MessageRow] = []  # filled by the write: read only once it committed
 
         def write(c: sqlite3.Connection) -> bool:
+            media = None
             if kind == "edit":
                 data = message_changes.apply_edit(c, session_id, target, chat=chat, by=by, text=text or "", at=at)
                 name = "message.edited"
             else:
+                media = _with_media(c, session_id, target)
                 data = message_changes.apply_revoke(c, session_id, target, chat=chat, by=by, at=at)
                 name = "message.revoked"
             if data is None:
                 return False
             self._add_event(c, session_id, name, data)
+            if media is not None:
+                revoked.append(media)
             return True
 
-        return await self._write(write)
+        applied = await self._write(write)
+        self._media_revoked(revoked)
+        return applied
 
     async def message(self, session_id: str, message_id: str) -> MessageRow | None:
         row = _first(

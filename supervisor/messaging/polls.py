@@ -18,6 +18,8 @@ from supervisor.timefmt import iso
 # Why a vote could not be counted (the reason of a poll.vote_failed event).
 UNKNOWN_POLL = "unknown_poll"  # no poll with that id in this session's history (never ours, or purged)
 UNKNOWN_OPTION = "unknown_option"  # a digest that matches none of the poll's options
+REVOKED_POLL = "revoked_poll"  # the poll was deleted for everyone: its votes went with it
+NOT_COUNTED = frozenset({UNKNOWN_POLL, UNKNOWN_OPTION, REVOKED_POLL})
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,6 +44,13 @@ def option_names(poll: dict[str, Any], hashes: list[str]) -> list[str] | None:
     if not chosen <= by_hash.keys():
         return None
     return [name for digest, name in by_hash.items() if digest in chosen]
+
+
+def not_counted(extra: dict[str, Any]) -> str:
+    """Why a vote could not be mapped on the history row whose extra is ``extra`` (the row of its poll id)."""
+    if extra.get("revoked"):
+        return REVOKED_POLL
+    return UNKNOWN_OPTION if isinstance(extra.get("poll"), dict) else UNKNOWN_POLL
 
 
 def vote_event(poll_id: str, vote: Vote) -> dict[str, Any]:

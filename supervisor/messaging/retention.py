@@ -1,8 +1,8 @@
 """History retention (MESSAGE_RETENTION_DAYS): messages older than that leave history with their media.
 
 A message still waiting in the outbox is never removed (the store's query excludes it); its media
-goes too: the object in storage and, for a received message whose upload failed, the copy in the
-session's media folder.
+goes too (``media_removal.py``): the object in storage and, for a received message whose upload
+failed, the copy in the session's media folder.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from common.media_names import MEDIA_DIR, media_stem
-from supervisor.database.store import MessageRow, Store
-from supervisor.storage.service import SessionStorage, StorageError
+from supervisor.database.store import Store
+from supervisor.messaging.media_removal import remove_message_media
+from supervisor.storage.service import SessionStorage
 
 log = logging.getLogger("supervisor.messaging.retention")
 
@@ -61,23 +61,8 @@ class HistoryRetention:
             for session_id, count in Counter(m.session_id for m in batch).items():
                 self.on_removed(session_id, count)
             for message in batch:
-                await self._remove_media(message)
+                await remove_message_media(self.storage, self.sessions_dir, message, why="purged")
             total += len(batch)
         if total:
             log.info("history retention removed %d messages older than %.1f days", total, self.max_age / DAY)
         return total
-
-    async def _remove_media(self, message: MessageRow) -> None:
-        if message.media_ref and self.storage is not None:
-            try:
-                await self.storage.remove_media(message.media_ref)
-            except StorageError as exc:
-                log.warning("media of purged message %s not removed: %s", message.id, exc)
-        if message.direction == "in":
-            await asyncio.to_thread(_remove_local_media, self.sessions_dir / message.session_id, message.id)
-
-
-def _remove_local_media(session_dir: Path, message_id: str) -> None:
-    """A received message's copy in the session's media folder (kept when its upload failed)."""
-    for path in (session_dir / MEDIA_DIR).glob(f"{media_stem(message_id)}.*"):
-        path.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from supervisor.database.store import Store
 from supervisor.messaging import polls
-from supervisor.sessions.session import Session
+from supervisor.sessions.session import Session, SessionError
 from transport import wire
 
 log = logging.getLogger("supervisor.sessions")
@@ -34,14 +34,17 @@ class PollVotes:
         outcome = await self.store.apply_poll_vote(
             session.id, vote.poll_id, vote.id, vote.voter, vote.option_hashes, vote.timestamp
         )
-        if outcome in (polls.UNKNOWN_POLL, polls.UNKNOWN_OPTION):
+        if outcome in polls.NOT_COUNTED:
             log.warning("vote %s on poll %s not counted: %s", vote.id, vote.poll_id, outcome, extra=extra)
         else:
             log.info("vote %s on poll %s: %s", vote.id, vote.poll_id, outcome, extra=extra)
 
     async def results(self, session_id: str, poll_id: str) -> dict[str, Any] | None:
-        """The poll's tally; None when the session's history holds no poll with that id."""
+        """The poll's tally; None when the session's history holds no poll with that id, SessionError
+        MESSAGE_REVOKED when it was deleted for everyone (its votes went with it)."""
         row = await self.store.message(session_id, poll_id)
+        if row is not None and row.type == "poll" and row.extra.get("revoked"):
+            raise SessionError("MESSAGE_REVOKED", f"poll {poll_id!r} was deleted for everyone: it has no votes")
         poll = row.extra.get("poll") if row is not None and row.type == "poll" else None
         if not isinstance(poll, dict):
             return None

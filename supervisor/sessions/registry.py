@@ -24,11 +24,12 @@ from common.message_id import new_message_id
 from common.tasks import BackgroundTasks, cancel_and_wait
 from supervisor.config import Settings
 from supervisor.database.account_store import AccountStore
-from supervisor.database.store import ConsumerLag, OutboxRow, SessionRow, Store
+from supervisor.database.store import ConsumerLag, MessageRow, OutboxRow, SessionRow, Store
 from supervisor.messaging import changes
 from supervisor.messaging.figures import MessageFigures
 from supervisor.messaging.history import message_view, outgoing_row
 from supervisor.messaging.inflight import InFlight
+from supervisor.messaging.media_removal import remove_message_media
 from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
 from supervisor.messaging.outbox_figures import OutboxFigures
 from supervisor.messaging.pacer import Pacer
@@ -123,6 +124,7 @@ class SessionRegistry:
             Pacer(store, self.pacing_policy, self._linked_at),
         )
         self._tasks = BackgroundTasks()
+        store.on_media_revoked = self._media_revoked
         # Stored sessions waiting for their staggered start after a worker start.
         self._queued: set[str] = set()
         # Sessions' own pacing settings (the rest of their settings is read where it is used).
@@ -639,6 +641,12 @@ class SessionRegistry:
             disk=self.resources.disk,
         )
 
+    def _media_revoked(self, message: MessageRow) -> None:
+        """A message deleted for everyone takes its media along, as retention would (in the background:
+        the revoke's commit and its answer never wait for storage)."""
+        sessions_dir = self.settings.storage_dir / "sessions"
+        self._tasks.spawn(remove_message_media(self.storage, sessions_dir, message, why="revoked"))
+
     def _history_removed(self, session_id: str, count: int) -> None:
         session = self.sessions.get(session_id)
         if session is not None:
@@ -711,7 +719,8 @@ class SessionRegistry:
         return views, total
 
     async def poll_results(self, session_id: str, poll_id: str) -> dict[str, Any] | None:
-        """A poll's tally from history (each voter's latest vote); None for no such poll."""
+        """A poll's tally from history (each voter's latest vote); None for no such poll, SessionError
+        MESSAGE_REVOKED for one deleted for everyone."""
         return await self.poll_votes.results(session_id, poll_id)
 
     async def sent_media_url(self, session_id: str, message_id: str) -> str | None:
