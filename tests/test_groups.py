@@ -111,6 +111,44 @@ async def test_a_session_creates_a_group_and_talks_in_it(tmp_path: Path) -> None
         assert [m["id"] for m in await _inbox(w, C)].count(in_id) == 1  # C's phone got it too
         assert in_id not in [m["id"] for m in await _inbox(w, B)]  # never to its sender
 
+        # The session reads B's group message: the receipt goes to B, the participant who sent it.
+        status, body = await w.api("POST", "/session/owner/read", json={"chat": gjid, "messageIds": [in_id]})
+        assert status == 200 and body["data"]["read"] == [in_id], body
+        _, sent = await w.hub("GET", f"/phones/{B}/sent")
+        assert [(m["id"], m["to"], m["status"]) for m in sent["messages"]] == [(in_id, gjid, "read")]
+        # It types in the group: every other member's phone sees it, shown in that group.
+        status, body = await w.api("POST", "/session/owner/presence", json={"state": "typing", "chat": gjid})
+        assert status == 200 and body["data"] == {"state": "typing", "chat": gjid}, body
+        for phone in (B, C):
+            _, seen = await w.hub("GET", f"/phones/{phone}/presence")
+            assert [(p["from"], p["state"], p.get("group")) for p in seen["presence"]] == [(A, "typing", gjid)]
+        # Paced sending's typing shows in the group too, before the text and cleared after it.
+        status, body = await w.api("PUT", "/session/owner/settings", json={"pacing": {"typing": True}})
+        assert status == 200, body
+        status, body = await w.api("POST", "/session/owner/send", json={"to": gjid, "text": "ok"})
+        assert status == 200 and body["data"]["status"] == "sent", body
+        _, seen = await w.hub("GET", f"/phones/{C}/presence")
+        assert [p["state"] for p in seen["presence"]] == ["typing", "typing", "paused"], seen
+        status, body = await w.api("PUT", "/session/owner/settings", json={"pacing": {"typing": None}})
+        assert status == 200, body
+
+        # A poll in the group reaches every member, and each member's vote is counted.
+        poll = {"name": "Lunch?", "options": ["Rice", "Noodles"], "multiple": False}
+        status, body = await w.api("POST", "/session/owner/send", json={"to": gjid, "type": "poll", "poll": poll})
+        assert status == 200, body
+        poll_id = body["data"]["messageId"]
+        for phone, choice in ((B, "Rice"), (C, "Noodles")):
+            status, body = await w.hub("POST", f"/phones/{phone}/polls/{poll_id}/vote", json={"options": [choice]})
+            assert status == 200, body
+
+        async def tallied() -> dict[str, Any] | None:
+            status, body = await w.api("GET", f"/session/owner/polls/{poll_id}")
+            assert status == 200, body
+            return body["data"] if len(body["data"]["voters"]) == 2 else None
+
+        tally = await wait_for(tallied, what="both members' votes")
+        assert [(o["name"], o["voters"]) for o in tally["options"]] == [("Rice", [jid(B)]), ("Noodles", [jid(C)])]
+
         # Bad input answers 400 with its code before any session process hears of it.
         for method, path, body, code in (
             ("POST", "/session/owner/groups", {"subject": "", "participants": [B]}, "INVALID_FIELD"),
