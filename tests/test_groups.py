@@ -111,6 +111,51 @@ async def test_a_session_creates_a_group_and_talks_in_it(tmp_path: Path) -> None
         assert [m["id"] for m in await _inbox(w, C)].count(in_id) == 1  # C's phone got it too
         assert in_id not in [m["id"] for m in await _inbox(w, B)]  # never to its sender
 
+        # The session reads B's group message: the receipt goes to B, the participant who sent it.
+        status, body = await w.api("POST", "/session/owner/read", json={"chat": gjid, "messageIds": [in_id]})
+        assert status == 200 and body["data"]["read"] == [in_id], body
+        _, sent = await w.hub("GET", f"/phones/{B}/sent")
+        assert [(m["id"], m["to"], m["status"]) for m in sent["messages"]] == [(in_id, gjid, "read")]
+        # It types in the group: every other member's phone sees it, shown in that group.
+        status, body = await w.api("POST", "/session/owner/presence", json={"state": "typing", "chat": gjid})
+        assert status == 200 and body["data"] == {"state": "typing", "chat": gjid}, body
+        for phone in (B, C):
+            _, seen = await w.hub("GET", f"/phones/{phone}/presence")
+            assert [(p["from"], p["state"], p.get("group")) for p in seen["presence"]] == [(A, "typing", gjid)]
+        # Paced sending's typing shows in the group too, before the text and cleared after it.
+        status, body = await w.api("PUT", "/session/owner/settings", json={"pacing": {"typing": True}})
+        assert status == 200, body
+        status, body = await w.api("POST", "/session/owner/send", json={"to": gjid, "text": "ok"})
+        assert status == 200 and body["data"]["status"] == "sent", body
+        _, seen = await w.hub("GET", f"/phones/{C}/presence")
+        assert [p["state"] for p in seen["presence"]] == ["typing", "typing", "paused"], seen
+        status, body = await w.api("PUT", "/session/owner/settings", json={"pacing": {"typing": None}})
+        assert status == 200, body
+
+        # A poll in the group reaches every member, and each member's vote is counted.
+        poll = {"name": "Lunch?", "options": ["Rice", "Noodles"], "multiple": False}
+        status, body = await w.api("POST", "/session/owner/send", json={"to": gjid, "type": "poll", "poll": poll})
+        assert status == 200, body
+        poll_id = body["data"]["messageId"]
+        for phone, choice in ((B, "Rice"), (C, "Noodles")):
+            status, body = await w.hub("POST", f"/phones/{phone}/polls/{poll_id}/vote", json={"options": [choice]})
+            assert status == 200, body
+
+        async def tallied() -> dict[str, Any] | None:
+            status, body = await w.api("GET", f"/session/owner/polls/{poll_id}")
+            assert status == 200, body
+            return body["data"] if len(body["data"]["voters"]) == 2 else None
+
+        tally = await wait_for(tallied, what="both members' votes")
+        assert [(o["name"], o["voters"]) for o in tally["options"]] == [("Rice", [jid(B)]), ("Noodles", [jid(C)])]
+
+        # A description set, read back, and removed with "".
+        for description, shown in (("Ask here", "Ask here"), ("", None)):
+            status, body = await w.api("PATCH", f"/session/owner/groups/{gjid}", json={"description": description})
+            assert status == 200 and body["data"] == {"group": gjid}, body
+            status, body = await w.api("GET", f"/session/owner/groups/{gjid}")
+            assert status == 200 and body["data"]["description"] == shown, body
+
         # Bad input answers 400 with its code before any session process hears of it.
         for method, path, body, code in (
             ("POST", "/session/owner/groups", {"subject": "", "participants": [B]}, "INVALID_FIELD"),
@@ -163,13 +208,31 @@ async def test_a_phone_administers_and_the_session_hears_every_change_in_order(t
             assert (await _change(w, B, gjid, "add", D))[0]["result"] == "ok"
             assert (await _change(w, B, gjid, "remove", C))[0]["result"] == "ok"
             assert await _change(w, B, gjid, "add", E) == [{"phone": E, "result": "invite_required", "code": 403}]
-            events = await _wait_events(w, "member", 3)
+            # E joins by the invite B reads from its phone (privacy does not stop a join), then leaves.
+            status, body = await w.hub("GET", f"/phones/{B}/groups/{gjid}/invite")
+            assert status == 200, body
+            status, body = await w.hub("POST", f"/phones/{E}/groups/join", json={"code": body["code"]})
+            assert status == 200 and body["group"]["jid"] == gjid, body
+            status, body = await w.hub("GET", f"/phones/{E}/groups")
+            assert status == 200 and [g["jid"] for g in body["groups"]] == [gjid], body
+            status, body = await w.hub("POST", f"/phones/{E}/groups/{gjid}/leave")
+            assert status == 200, body
+            status, body = await w.hub("GET", f"/phones/{E}/groups")
+            assert status == 200 and body["groups"] == [], body
+            status, body = await w.hub("GET", f"/phones/{B}/groups")
+            assert status == 200, body
+            members = {p["phone"]: p["admin"] for p in body["groups"][0]["participants"]}
+            assert members == {B: "superadmin", A: None, D: None}, body
+            events = await _wait_events(w, "member", 5)
             assert _summary(events) == [
                 ("group.joined", None, []),
                 ("group.participants", "add", [jid(D)]),
                 ("group.participants", "remove", [jid(C)]),
+                ("group.participants", "add", [jid(E)]),
+                ("group.participants", "remove", [jid(E)]),
             ]
-            assert all(e["data"]["by"] == jid(B) and e["data"]["group"] == gjid for e in events)
+            assert [e["data"]["by"] for e in events] == [jid(B)] * 3 + [jid(E)] * 2  # E joined and left itself
+            assert all(e["data"]["group"] == gjid for e in events)
 
             # A member who is not an admin: WhatsApp refuses, and so does the API.
             status, body = await w.api(
@@ -193,7 +256,7 @@ async def test_a_phone_administers_and_the_session_hears_every_change_in_order(t
                 (jid(D), "already", 409),
                 (jid("6289999999"), "not_found", 404),
             ]
-            await _wait_events(w, "member", 5)
+            await _wait_events(w, "member", 7)
 
         # The worker is down; the group goes on. Nothing is lost, and the order holds when it is back.
         async with running_worker(tmp_path / "w2", **hub_env) as w2:
@@ -202,15 +265,15 @@ async def test_a_phone_administers_and_the_session_hears_every_change_in_order(t
             status, body = await w2.hub("PATCH", f"/phones/{B}/groups/{gjid}", json={"subject": "Ops 2"})
             assert status == 200, body
         async with running_worker(tmp_path / "w", **hub_env) as w:
-            events = await _wait_events(w, "member", 8)
-            assert _summary(events)[5:] == [
+            events = await _wait_events(w, "member", 10)
+            assert _summary(events)[7:] == [
                 ("group.participants", "remove", [jid(D)]),
                 ("group.participants", "demote", [jid(A)]),
                 ("group.updated", None, []),
             ]
-            assert events[7]["data"]["changes"] == {"subject": "Ops 2"}
+            assert events[9]["data"]["changes"] == {"subject": "Ops 2"}
             seqs = [e["id"] for e in events]
-            assert seqs == sorted(seqs) and len(set(e["data"]["id"] for e in events)) == 8
+            assert seqs == sorted(seqs) and len(set(e["data"]["id"] for e in events)) == 10
 
 
 async def test_invite_join_and_leave_between_two_sessions(tmp_path: Path) -> None:
@@ -272,6 +335,7 @@ async def test_invite_join_and_leave_between_two_sessions(tmp_path: Path) -> Non
 
         status, body = await w.api("POST", f"/session/s1/groups/{gjid}/invite/revoke")
         assert status == 200 and body["data"]["code"] != code, body
+        new_code = body["data"]["code"]
         status, body = await w.api("GET", f"/session/s2/groups/invite-info?code={code}")
         assert status == 404 and body["code"] == "INVITE_INVALID", body
 
@@ -284,6 +348,12 @@ async def test_invite_join_and_leave_between_two_sessions(tmp_path: Path) -> Non
         assert _summary(s1)[5] == ("group.participants", "remove", [jid(B)])
         status, body = await w.api("GET", "/session/s2/groups")
         assert status == 200 and body["data"]["groups"] == [], body
+
+        # Back in by the new code alone (a link was used above).
+        status, body = await w.api("POST", "/session/s2/groups/join", json={"code": new_code})
+        assert status == 200 and body["data"]["group"]["jid"] == gjid, body
+        status, body = await w.api("GET", "/session/s2/groups")
+        assert status == 200 and [g["jid"] for g in body["data"]["groups"]] == [gjid], body
 
 
 async def test_group_events_reach_a_backend_that_was_down_in_order(tmp_path: Path) -> None:

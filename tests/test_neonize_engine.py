@@ -472,7 +472,10 @@ async def test_ambiguous_errors_settle_unknown_and_refusals_may_be_retried(tmp_p
         ("failed to send message node: websocket not connected", "SEND_FAILED"),
         ("the store doesn't contain a device JID", "SEND_FAILED"),
         ("failed to get device list: info query timed out", "SEND_FAILED"),
-        ("failed to get group members: that group does not exist", "SEND_FAILED"),
+        ("failed to get group members: info query timed out", "SEND_FAILED"),
+        # A group that refuses the account: failed for good, never retried.
+        ("failed to get group members: that group does not exist", "GROUP_NOT_FOUND"),
+        ("failed to get group members: you're not participating in that group", "GROUP_NOT_FOUND"),
         ("failed to get LID for PN 628222@s.whatsapp.net: info query timed out", "SEND_FAILED"),
         ("no LID found for 628222@s.whatsapp.net from server", "SEND_FAILED"),
         ("failed to prefetch sessions: context canceled", "SEND_FAILED"),

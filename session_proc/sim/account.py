@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from session_proc.engine import EngineError, IncomingCall, ReadMessage
 from session_proc.sim import ops
-from session_proc.sim.jids import jid, phone_of
+from session_proc.sim.jids import is_group, jid, phone_of
 from transport.channel import DealerChannel, PeerGone
 
 if TYPE_CHECKING:
@@ -32,20 +32,23 @@ class SimAccount:
         raise NotImplementedError  # the engine's: one request to the hub while online
 
     async def mark_read(self, chat: str, messages: list[ReadMessage]) -> None:
-        """Read receipts for ``messages`` of the 1:1 ``chat`` (the sim has no groups)."""
-        phone = phone_of(chat)
-        if phone is None:
-            raise EngineError("INVALID_RECIPIENT", f"{chat!r} is not a user JID like 628123@s.whatsapp.net")
-        await self.hub_request(ops.READ, {"chat": phone, "ids": [m.id for m in messages]})
+        """Read receipts for ``messages`` of ``chat``: one request per sender, as WhatsApp sends them
+        (in a group each goes to the participant who sent the message)."""
+        target = _chat(chat)
+        by_sender: dict[str, list[str]] = {}
+        for message in messages:
+            sender = phone_of(message.sender) if is_group(target) else target
+            if sender is None:
+                raise EngineError("INVALID_RECIPIENT", f"{message.sender!r} is not a user JID: no sender to tell")
+            by_sender.setdefault(sender, []).append(message.id)
+        for sender, ids in by_sender.items():
+            await self.hub_request(ops.READ, {"chat": target, "sender": sender, "ids": ids})
 
     async def send_presence(self, state: str, chat: str | None) -> None:
-        """The account's presence, or a chat state shown to ``chat``."""
+        """The account's presence, or a chat state shown in ``chat`` (a person or a group)."""
         body: dict[str, Any] = {"state": state}
         if chat is not None:
-            phone = phone_of(chat)
-            if phone is None:
-                raise EngineError("INVALID_RECIPIENT", f"{chat!r} is not a user JID like 628123@s.whatsapp.net")
-            body["to"] = phone
+            body["to"] = _chat(chat)
         await self.hub_request(ops.PRESENCE, body)
 
     async def _on_account_event(self, channel: DealerChannel, op: str, body: dict[str, Any]) -> None:
@@ -91,3 +94,13 @@ class SimAccount:
             channel.emit(ops.CALL_ACK, {"id": call_id})
         except PeerGone:
             log.info("session %s: ack of call %s not sent; it will be offered again", self.ctx.session_id, call_id)
+
+
+def _chat(address: str) -> str:
+    """A chat as the hub names it: a person's number, or a group's JID; INVALID_RECIPIENT otherwise."""
+    if is_group(address):
+        return address
+    phone = phone_of(address)
+    if phone is None:
+        raise EngineError("INVALID_RECIPIENT", f"{address!r} is not a user JID (628123@s.whatsapp.net) or a group JID")
+    return phone

@@ -636,10 +636,15 @@ async def _sleep_jittered(delay: float) -> None:
 
 
 def _user(address: str) -> str:
-    """The number of a user JID; EngineError for a group (the simulated network has none yet) or garbage."""
+    """The number of a user JID; NOT_SUPPORTED for anything else: contacts and blocking concern people,
+    and the simulated network keeps disappearing timers for 1:1 chats only, not for groups."""
     phone = phone_of(address)
     if phone is None:
-        raise EngineError("NOT_SUPPORTED", f"{address!r} is not a user JID: the simulated network has no groups")
+        raise EngineError(
+            "NOT_SUPPORTED",
+            f"{address!r} is not a user JID: on the simulated network this works for a person's chat only"
+            " (a group's disappearing timer is not simulated)",
+        )
     return phone
 
 

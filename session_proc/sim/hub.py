@@ -26,7 +26,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.message_id import new_message_id
@@ -506,7 +506,7 @@ class Hub:
         return {"id": entry.id, "queued": not pushed}
 
     def _phone_entry(
-        self, phone: str, to: str, body: dict[str, Any], group: str | None = None, msg_id: str | None = None
+        self, phone: str, to: str, body: dict[str, Any], group: str | None = None
     ) -> tuple[InboxEntry, bytes | None]:
         """A message the phone sends, as the recipient's inbox keeps it, and its media."""
         media_b64 = opt_str(body, "mediaBase64", max_len=1 << 27)
@@ -521,7 +521,7 @@ class Hub:
             body = hub_changes.reaction_fields(body)
             hub_changes.react_in_inbox(self._store, phone, body["reactionTo"], body["text"])
         entry = InboxEntry(
-            id=msg_id or new_message_id(),
+            id=new_message_id(),
             phone=to,
             from_phone=phone,
             from_device=None,
@@ -539,12 +539,15 @@ class Hub:
     def _phone_group_send(self, phone: str, body: dict[str, Any]) -> dict[str, Any]:
         """The phone writes in a group: every other member's inbox and linked devices get it (issue 17)."""
         group = str(body["to"])
-        msg_id = new_message_id()
         pushed = False
         members = self.groups.recipients(phone, group)
         self.phones.seen(phone)
+        # Kept once as sent to the group (read receipts name the group), delivered to each member.
+        sent, media = self._phone_entry(phone, group, body, group)
+        self.account.record_sent(sent)
+        msg_id = sent.id
         for member in members:
-            entry, media = self._phone_entry(phone, member, body, group, msg_id)
+            entry = replace(sent, phone=member)
             self._store.record_delivery(entry)
             incoming = self._incoming_body(entry, media)
             for target in self._store.devices(member):

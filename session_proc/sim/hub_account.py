@@ -1,9 +1,11 @@
 """The hub's side of read receipts, presence and calls, and what phones see of them.
 
 - What a phone sent (``GET /phones/{phone}/sent``) is kept in ``hub.db`` (``phone_sent``): its status
-  becomes ``read`` when a linked device sends read receipts for it.
+  becomes ``read`` when a linked device sends read receipts for it. In a group, as on WhatsApp, a
+  receipt goes to each message's sender (the participant): the device names the sender and the group.
 - Presence is ephemeral, as on WhatsApp: a device offline misses it; what phones saw of linked
-  accounts is kept in memory, bounded, and a hub restart forgets it.
+  accounts is kept in memory, bounded, and a hub restart forgets it. A chat state in a group is shown
+  to every other member.
 - A phone's call (``phone_calls`` in ``hub.db``) is pushed to the callee's devices and waits for
   their ``call_ack`` like a message waits for its ``ack``; a device may reject it while it rings.
 """
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from session_proc.sim import ops
 from session_proc.sim.hub_store import InboxEntry
+from session_proc.sim.jids import is_group
 
 if TYPE_CHECKING:
     from session_proc.sim.hub import Connection, Hub
@@ -71,9 +74,10 @@ class Seen:
     sender: str
     state: str
     at: float
+    group: str | None = None  # the group JID of a chat state shown in a group
 
     def to_json(self) -> dict[str, Any]:
-        return {"from": self.sender, "state": self.state, "at": self.at}
+        return {"from": self.sender, "state": self.state, "at": self.at} | ({"group": self.group} if self.group else {})
 
 
 class HubAccount:
@@ -92,7 +96,7 @@ class HubAccount:
 
     # -- what phones send (hooked into Hub.phone_send) ---------------------------------------
     def record_sent(self, entry: InboxEntry) -> None:
-        """Remember a message a phone sent, as ``sent``."""
+        """Remember a message a phone sent, as ``sent`` (a group message once, to the group's JID)."""
         self._db.execute(
             "INSERT OR IGNORE INTO phone_sent (phone, id, to_phone, type, text, status, timestamp)"
             " VALUES (?, ?, ?, ?, ?, 'sent', ?)",
@@ -119,9 +123,15 @@ class HubAccount:
         return {}
 
     def _read(self, account: str, body: dict[str, Any]) -> int:
+        """Read receipts of ``account`` for messages ``sender`` sent to it (a 1:1 chat: the sender is
+        the chat) or to the group ``chat``."""
         chat, ids = body.get("chat"), body.get("ids")
         if not isinstance(chat, str) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise _refused(400, ops.ERR_BAD_REQUEST, "read needs chat (a phone) and ids (a list of message ids)")
+            raise _refused(400, ops.ERR_BAD_REQUEST, "read needs chat (a phone or a group) and ids (message ids)")
+        group = is_group(chat)
+        sender = body.get("sender") if group else chat
+        if not isinstance(sender, str) or not sender:
+            raise _refused(400, ops.ERR_BAD_REQUEST, "a read in a group needs sender (the phone that sent them)")
         if len(ids) > MAX_READ_IDS:
             raise _refused(400, ops.ERR_BAD_REQUEST, f"at most {MAX_READ_IDS} ids per read")
         if not ids:
@@ -129,9 +139,9 @@ class HubAccount:
         marks = ",".join("?" * len(ids))
         cur = self._db.execute(
             f"UPDATE phone_sent SET status = 'read' WHERE phone = ? AND to_phone = ? AND id IN ({marks})",
-            (chat, account, *ids),
+            (sender, chat if group else account, *ids),
         )
-        log.info("account %s read %d messages of %s", account, cur.rowcount, chat)
+        log.info("account %s read %d messages of %s in %s", account, cur.rowcount, sender, chat)
         return cur.rowcount
 
     def _device_presence(self, account: str, body: dict[str, Any]) -> None:
@@ -141,9 +151,11 @@ class HubAccount:
             self._account_seen[account] = Seen(account, str(state), now)
             return
         if state not in CHAT_STATES or not isinstance(to, str) or not to:
-            raise _refused(400, ops.ERR_BAD_REQUEST, "presence: a chat state needs to (a phone)")
-        seen = self._chat_seen.setdefault(to, collections.deque(maxlen=PRESENCE_KEPT))
-        seen.append(Seen(account, str(state), now))
+            raise _refused(400, ops.ERR_BAD_REQUEST, "presence: a chat state needs to (a phone or a group)")
+        group = to if is_group(to) else None
+        for viewer in self._hub.groups.others(account, to) if group else [to]:
+            seen = self._chat_seen.setdefault(viewer, collections.deque(maxlen=PRESENCE_KEPT))
+            seen.append(Seen(account, str(state), now, group))
 
     def _reject(self, account: str, body: dict[str, Any]) -> None:
         call_id = body.get("id")

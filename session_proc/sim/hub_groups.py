@@ -251,6 +251,14 @@ class HubGroups:
             raise HubError(409, ERR_NOT_ADMIN, f"only admins may send to {jid}")
         return [member for member in group.members if member != phone]
 
+    def others(self, phone: str, jid: str) -> list[str]:
+        """The other members of a group ``phone`` is in, who see its chat states; none when it is not
+        in the group (WhatsApp's server drops a chat state there and tells the sender nothing)."""
+        group = self._groups.get(jid)
+        if group is None or phone not in group.members:
+            return []
+        return [member for member in group.members if member != phone]
+
     def device_request(self, phone: str, body: dict[str, Any]) -> dict[str, Any]:
         """A linked device's ``group`` op for its ``phone``: ``body["call"]`` names the operation."""
         call = body.get("call")

@@ -90,8 +90,12 @@ EXTRA_FIELDS: dict[str, tuple[type, ...]] = {
 
 # -- read receipts, presence and calls (session_proc/sim/account.py, hub_account.py) ---------
 # engine → hub requests
-READ = "read"  # {chat: phone, ids: [...]} → {read: n}: read receipts to the phone that sent them
-PRESENCE = "presence"  # {state, to?: phone} → {}: available/unavailable, or typing/recording/paused in a chat
+# {chat: phone | groupJid, sender: phone (in a group), ids: [...]} → {read: n}: read receipts to the phone
+# that sent them (in a group, the participant)
+READ = "read"
+# {state, to?: phone | groupJid} → {}: available/unavailable, or typing/recording/paused in a chat
+# (in a group, shown to every other member)
+PRESENCE = "presence"
 REJECT_CALL = "reject_call"  # {id} → {}: decline a ringing call
 # engine → hub events
 CALL_ACK = "call_ack"  # {id}: the call was taken over by the worker; stop redelivering it
