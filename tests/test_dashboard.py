@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 from cdp_browser import Page, chromium_page
-from harness import TOKEN, Worker, running_worker
+from harness import TOKEN, Worker, running_worker, wait_for
 
 from supervisor.api.dashboard_routes import CONTENT_SECURITY_POLICY
 
@@ -27,6 +27,25 @@ def _row(sid: str, expression: str) -> str:
     return (
         f"(() => {{ const r = document.querySelector('tr[data-session=\"{sid}\"]'); return !!r && ({expression}); }})()"
     )
+
+
+def _fact(title: str, name: str) -> str:
+    """JavaScript: the text of the fact ``name`` in the overview's card ``title``, null while there is none."""
+    return (
+        "(() => { const card = [...document.querySelectorAll('#overview .card')]"
+        f".find((c) => c.querySelector('h3').textContent === {title!r});"
+        f" const dt = card && [...card.querySelectorAll('dt')].find((d) => d.textContent === {name!r});"
+        " return dt ? dt.nextElementSibling.textContent : null; })()"
+    )
+
+
+def _corrupt_database(w: Worker) -> None:
+    """Garbage over the database and its WAL and index headers: SQLite calls it "not a database"."""
+    db = w.storage / "worker.db"
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if path.exists():
+            with open(path, "r+b") as f:
+                f.write(b"\xff" * 4096)
 
 
 async def _pid(w: Worker, sid: str) -> int:
@@ -165,3 +184,39 @@ async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path:
         await page.wait("!document.getElementById('view-signin').hidden")
         assert await page.eval("sessionStorage.length") == 0
         assert not [line for line in page.console if "Content Security Policy" in line], page.console
+
+
+async def test_dashboard_shows_an_unhealthy_worker_and_why(tmp_path: Path) -> None:
+    # /health answers 503 with its figures when the database is unusable: the page shows them, the state
+    # and why, and still knows the engine (the simulated phone's button under the QR).
+    async with running_worker(tmp_path / "w") as w, chromium_page(tmp_path / "profile") as page:
+        status, body = await w.api("POST", "/session/create", json={"sessionId": "q1"})
+        assert status == 200, body
+        await w.wait_session("q1", lambda s: s["status"] == "qr_ready", what="q1's QR")
+        _corrupt_database(w)
+
+        async def unhealthy() -> bool:
+            status, body = await w.api("GET", "/health")
+            return status == 503 and body["status"] == "unhealthy"
+
+        await wait_for(unhealthy, timeout=10, what="/health 503")
+
+        await page.goto(f"{w.url}/dashboard#/session/q1")
+        await _sign_in(page, TOKEN)
+        await page.wait(
+            "!document.getElementById('qr-card').hidden && !document.getElementById('sim-scan').hidden",
+            what="the QR with the simulated phone's button",
+        )
+
+        await page.eval("location.hash = '#/overview'")
+        state = "document.getElementById('overview-state')"
+        line = await page.wait(f"!{state}.hidden && {state}.textContent", what="the worker's state")
+        assert line.startswith("Unhealthy (/health answers 503"), line
+        assert "the database cannot be used (DatabaseError)" in line, line
+        assert await page.eval(_fact("Health", "Status")) == "unhealthy"
+        assert await page.eval(_fact("Sessions", "qr_ready")) == "1"
+        assert await page.eval(_fact("Storage and backend", "Database")) == "error (DatabaseError)"
+        assert re.fullmatch(r"\d+\.\d MiB USS", await page.eval(_fact("Resources", "Supervisor memory")))
+        # /metrics reads the database: its part says it is not available, and why.
+        assert "Not available: Error 500" in await page.eval("document.getElementById('overview').textContent")
+        await page.screenshot(tmp_path / "overview-unhealthy-1280.png")
