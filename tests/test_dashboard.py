@@ -78,7 +78,10 @@ async def test_dashboard_is_served_with_a_policy_allowing_only_its_origin(tmp_pa
 
 
 async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path: Path) -> None:
-    async with running_worker(tmp_path / "w") as w, chromium_page(tmp_path / "profile") as page:
+    # A process stays STARTING 2 s after READY (RESTART_START_SECS), past the table's re-read after a
+    # status event.
+    env = {"RESTART_START_SECS": "2"}
+    async with running_worker(tmp_path / "w", **env) as w, chromium_page(tmp_path / "profile") as page:
         await page.goto(f"{w.url}/dashboard")
 
         # A wrong token is an error the operator can act on, and no session is shown.
@@ -158,7 +161,10 @@ async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path:
         await w.create_linked("live1", "6285551111")
         await page.wait(_row("live1", "r.dataset.status === 'connected'"), what="live1 connected in the table")
 
-        # Its process is killed: the restart and the exit's reason show, without a reload.
+        # Its process is killed: the restart and the exit's reason show, without a reload; and the process,
+        # RUNNING again (no event says so), is shown RUNNING. The 10 s re-read is stopped: only the events
+        # and what the page does after them move the row.
+        await page.eval("clearInterval(state.refreshTimer)")
         os.kill(await _pid(w, "live1"), signal.SIGKILL)
         await page.wait(
             _row(
@@ -167,6 +173,11 @@ async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path:
                 " && r.querySelector('[data-col=lastExit]').textContent.includes('SIGKILL')",
             ),
             what="live1's restart and last exit",
+        )
+        await w.wait_session("live1", lambda s: s["processState"] == "RUNNING", what="live1 running again")
+        await page.wait(
+            _row("live1", "r.dataset.status === 'connected' && r.textContent.includes('RUNNING')"),
+            what="live1's process shown RUNNING",
         )
         assert await page.eval("window.notReloaded === true")
         await page.screenshot(tmp_path / "sessions-1280.png")

@@ -216,6 +216,7 @@ async function loadSessions() {
     const data = await api("GET", "/sessions");
     state.sessions = new Map(data.sessions.map((s) => [s.sessionId, s]));
     queueRender();
+    settleSoon(data.sessions);
   } catch (err) {
     showError(err);
   } finally {
@@ -404,6 +405,16 @@ function onEvent(ev) {
 
 const PROCESS_EVENTS = new Set(["connected", "disconnected", "logged_out", "failed"]);
 
+// A process leaves these states with no event: STARTING turns RUNNING once it has stayed up
+// RESTART_START_SECS after READY (a session is often connected before that), BACKOFF starts again when
+// its delay is out, STOPPING ends. While one is shown, the list is read again a second later, not at the
+// next 10 s period (a row would say STARTING, uptime 0 s, for seconds after the process was running).
+const PASSING_STATES = new Set(["STARTING", "BACKOFF", "STOPPING"]);
+
+function settleSoon(sessions) {
+  if (sessions.some((s) => PASSING_STATES.has(s.processState))) refreshThrottled();
+}
+
 function refreshThrottled() {
   if (refreshSoon !== null) return;
   refreshSoon = setTimeout(() => {
@@ -468,6 +479,7 @@ async function loadSession() {
   if (id !== state.current) return;
   state.sessions.set(id, detail);
   renderFacts();
+  settleSoon([detail]);
   const exits = $("s-exits");
   exits.replaceChildren(
     ...(detail.exits.length
