@@ -29,6 +29,19 @@ def _row(sid: str, expression: str) -> str:
     )
 
 
+def _rows() -> str:
+    """JavaScript: the session ids of the table's rows, in the order shown, joined by commas."""
+    return "[...document.querySelectorAll('#sessions-body tr')].map((r) => r.dataset.session).join(',')"
+
+
+def _set(field: str, value: str, event: str) -> str:
+    """JavaScript: type ``value`` into the form field ``field`` as the operator would (``event`` follows)."""
+    return (
+        f"(() => {{ const f = document.getElementById({field!r}); f.value = {value!r};"
+        f" f.dispatchEvent(new Event({event!r})); }})()"
+    )
+
+
 def _fact(title: str, name: str) -> str:
     """JavaScript: the text of the fact ``name`` in the overview's card ``title``, null while there is none."""
     return (
@@ -37,6 +50,13 @@ def _fact(title: str, name: str) -> str:
         f" const dt = card && [...card.querySelectorAll('dt')].find((d) => d.textContent === {name!r});"
         " return dt ? dt.nextElementSibling.textContent : null; })()"
     )
+
+
+async def _error_text(page: Page, what: str) -> str:
+    text: str = await page.wait(
+        "!document.getElementById('error').hidden && document.getElementById('error-text').textContent", what=what
+    )
+    return text
 
 
 def _corrupt_database(w: Worker) -> None:
@@ -78,9 +98,9 @@ async def test_dashboard_is_served_with_a_policy_allowing_only_its_origin(tmp_pa
 
 
 async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path: Path) -> None:
-    # A process stays STARTING 2 s after READY (RESTART_START_SECS), past the table's re-read after a
-    # status event.
-    env = {"RESTART_START_SECS": "2"}
+    # Two sends a minute per session: the third shows the 429 with how long to wait. A process stays
+    # STARTING 2 s after READY (RESTART_START_SECS), past the table's re-read after a status event.
+    env = {"RATE_LIMIT_SEND_PER_SESSION": "2", "RESTART_START_SECS": "2"}
     async with running_worker(tmp_path / "w", **env) as w, chromium_page(tmp_path / "profile") as page:
         await page.goto(f"{w.url}/dashboard")
 
@@ -125,6 +145,13 @@ async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path:
         )
         assert "current state" in text, text
         await page.eval("document.getElementById('error-close').click()")
+        # The page of a session waiting for its scan, with a few samples in its charts (README's screenshot).
+        await page.wait(
+            "loadCharts('shop1').then(() => document.querySelector('#chart-mem polyline').points.length > 6)",
+            what="samples of the new process",
+        )
+        assert re.match(r"Expires in \d+ s", await page.eval("document.getElementById('qr-expiry').textContent"))
+        await page.screenshot(tmp_path / "session-qr-1280.png")
 
         # The simulated phone scans: the page follows without a reload.
         await page.eval("document.getElementById('sim-scan').click()")
@@ -143,6 +170,11 @@ async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path:
             "document.querySelector('#send-form button[type=submit]').click()"
         )
         await page.wait("document.getElementById('send-result').textContent.includes(': sent')", what="sent")
+        # A third send within the minute is over the limit: the 429 says how long to wait.
+        await page.eval("document.querySelector('#send-form button[type=submit]').click()")
+        text = await _error_text(page, "the 429 shown")
+        assert re.search(r"Too many requests: .*Wait \d+ s and try again", text), text
+        await page.eval("document.getElementById('error-close').click()")
         await page.wait("document.getElementById('s-history').textContent.includes('message.status')")
         # The charts draw the process's samples (loadCharts is the page's own function).
         await page.wait(
@@ -160,6 +192,9 @@ async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path:
         await page.eval("window.notReloaded = true")
         await w.create_linked("live1", "6285551111")
         await page.wait(_row("live1", "r.dataset.status === 'connected'"), what="live1 connected in the table")
+        status, body = await w.api("POST", "/session/create", json={"sessionId": "wait1", "sessionName": "Front desk"})
+        assert status == 200, body
+        await page.wait(_row("wait1", "r.dataset.status === 'qr_ready'"), what="wait1 waiting for its scan")
 
         # Its process is killed: the restart and the exit's reason show, without a reload; and the process,
         # RUNNING again (no event says so), is shown RUNNING. The 10 s re-read is stopped: only the events
@@ -183,11 +218,38 @@ async def test_dashboard_in_a_browser_from_sign_in_to_a_linked_session(tmp_path:
         await page.screenshot(tmp_path / "sessions-1280.png")
         await page.viewport(390, 844)
         await page.screenshot(tmp_path / "sessions-390.png")
-
-        # The worker's overview reads /health and /metrics for the operator.
         await page.viewport(1280, 900)
+
+        # Search by id, filter by status, sort by a column.
+        assert await page.eval(_rows()) == "live1,peer,shop1,wait1"  # by session id, ascending
+        await page.eval(_set("search", "shop", "input"))
+        await page.wait(f"{_rows()} === 'shop1'", what="the search for shop")
+        assert await page.eval("document.getElementById('session-count').textContent") == "(1 of 4)"
+        await page.eval(_set("search", "", "input"))
+        for chosen, shown in (("qr_ready", "wait1"), ("connected", "live1,peer,shop1"), ("", "live1,peer,shop1,wait1")):
+            await page.eval(_set("status-filter", chosen, "change"))
+            await page.wait(f"{_rows()} === {shown!r}", what=f"the rows of status {chosen or 'all'}")
+        restarts = "document.querySelector('#sessions-table button[data-sort=restarts]')"
+        await page.eval(f"{restarts}.click()")  # ascending; equal counts by session id
+        await page.wait(f"{_rows()} === 'peer,shop1,wait1,live1'", what="sorted by restarts")
+        await page.eval(f"{restarts}.click()")
+        await page.wait(f"{_rows()} === 'live1,peer,shop1,wait1'", what="sorted by restarts, descending")
+        assert await page.eval(f"{restarts}.closest('th').getAttribute('aria-sort')") == "descending"
+        by_id = "document.querySelector('#sessions-table button[data-sort=sessionId]')"
+        await page.eval(f"{by_id}.click(); {by_id}.click()")
+        await page.wait(f"{_rows()} === 'wait1,shop1,peer,live1'", what="sorted by session id, descending")
+
+        # The worker's overview reads /health and /metrics for the operator: the figures, not just cards.
         await page.eval("location.hash = '#/overview'")
-        await page.wait("document.getElementById('overview').textContent.includes('Event delivery')")
+        await page.wait(_fact("Sessions", "connected") + " === '3'", what="the sessions by status")
+        assert await page.eval(_fact("Sessions", "qr_ready")) == "1"
+        assert await page.eval(_fact("Sessions", "Total")) == "4 of at most 50"
+        assert await page.eval(_fact("Health", "Status")) == "healthy"
+        assert await page.eval(_fact("Health", "Engine")) == "sim"
+        assert re.fullmatch(r"\d+\.\d MiB USS", await page.eval(_fact("Resources", "Supervisor memory")))
+        assert re.fullmatch(r"4 using \d+\.\d MiB USS", await page.eval(_fact("Resources", "Session processes")))
+        assert await page.eval(_fact("Messages", "Sent")) == "1"
+        assert (await page.eval("document.getElementById('overview-state').textContent")).startswith("Healthy")
         await page.screenshot(tmp_path / "overview-1280.png")
 
         # Signing out forgets the token.

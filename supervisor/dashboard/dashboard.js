@@ -610,9 +610,11 @@ async function loadCharts(id) {
   if (id !== state.current) return;
   const parse = (p) => ({ ...p, at: new Date(p.at).getTime() / 1000 });
   const points = data.samples.map(parse);
-  // The last hour; a younger process's samples span the whole width (at least a minute).
+  // The last hour; a younger process's samples span the whole width: at least a minute, or twenty
+  // sampling intervals where sampling is faster (a line, not a dot at the right edge).
   const now = Date.now() / 1000;
-  const since = Math.max(now - 3600, Math.min(now - 60, points.length ? points[0].at : now));
+  const least = Math.min(60, 20 * (data.interval || 3));
+  const since = Math.max(now - 3600, Math.min(now - least, points.length ? points[0].at : now));
   const span = now - since;
   const cpuMax = Math.max(5, ...points.map((p) => p.cpuPercent));
   const memMax = Math.max(1, ...points.map((p) => p.rss));
