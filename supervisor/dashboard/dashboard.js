@@ -37,7 +37,8 @@ function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-async function api(method, path, body) {
+// ``answers``: statuses besides 2xx whose body is the answer (GET /health's 503 carries its figures).
+async function api(method, path, body, answers = []) {
   const headers = { Authorization: "Bearer " + token() };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let resp;
@@ -52,12 +53,18 @@ async function api(method, path, body) {
   } catch (e) {
     answer = null;
   }
+  if (answers.includes(resp.status) && answer !== null) return answer;
   if (!resp.ok || (answer && answer.success === false)) {
     const retry = resp.headers.get("Retry-After");
     throw new ApiError(resp.status, answer && answer.code, (answer && answer.error) || resp.statusText, retry);
   }
   // /health is not enveloped; every other answer is {success, data}.
   return answer && "data" in answer ? answer.data : answer;
+}
+
+// The worker's health: answered with 503 when it is unhealthy or draining, and with the figures that say why.
+function getHealth() {
+  return api("GET", "/health", undefined, [503]);
 }
 
 // What the operator can do about an error, in words.
@@ -209,6 +216,7 @@ async function loadSessions() {
     const data = await api("GET", "/sessions");
     state.sessions = new Map(data.sessions.map((s) => [s.sessionId, s]));
     queueRender();
+    settleSoon(data.sessions);
   } catch (err) {
     showError(err);
   } finally {
@@ -397,6 +405,16 @@ function onEvent(ev) {
 
 const PROCESS_EVENTS = new Set(["connected", "disconnected", "logged_out", "failed"]);
 
+// A process leaves these states with no event: STARTING turns RUNNING once it has stayed up
+// RESTART_START_SECS after READY (a session is often connected before that), BACKOFF starts again when
+// its delay is out, STOPPING ends. While one is shown, the list is read again a second later, not at the
+// next 10 s period (a row would say STARTING, uptime 0 s, for seconds after the process was running).
+const PASSING_STATES = new Set(["STARTING", "BACKOFF", "STOPPING"]);
+
+function settleSoon(sessions) {
+  if (sessions.some((s) => PASSING_STATES.has(s.processState))) refreshThrottled();
+}
+
 function refreshThrottled() {
   if (refreshSoon !== null) return;
   refreshSoon = setTimeout(() => {
@@ -430,10 +448,9 @@ async function openSession(id) {
 async function loadEngine() {
   if (state.engine !== null) return;
   try {
-    const health = await api("GET", "/health");
-    state.engine = health.engine || "";
+    state.engine = (await getHealth()).engine || "";
   } catch (err) {
-    state.engine = "";
+    // Unknown for now (the sim buttons stay hidden): asked again when a session's page opens.
   }
 }
 
@@ -462,6 +479,7 @@ async function loadSession() {
   if (id !== state.current) return;
   state.sessions.set(id, detail);
   renderFacts();
+  settleSoon([detail]);
   const exits = $("s-exits");
   exits.replaceChildren(
     ...(detail.exits.length
@@ -592,9 +610,11 @@ async function loadCharts(id) {
   if (id !== state.current) return;
   const parse = (p) => ({ ...p, at: new Date(p.at).getTime() / 1000 });
   const points = data.samples.map(parse);
-  // The last hour; a younger process's samples span the whole width (at least a minute).
+  // The last hour; a younger process's samples span the whole width: at least a minute, or twenty
+  // sampling intervals where sampling is faster (a line, not a dot at the right edge).
   const now = Date.now() / 1000;
-  const since = Math.max(now - 3600, Math.min(now - 60, points.length ? points[0].at : now));
+  const least = Math.min(60, 20 * (data.interval || 3));
+  const since = Math.max(now - 3600, Math.min(now - least, points.length ? points[0].at : now));
   const span = now - since;
   const cpuMax = Math.max(5, ...points.map((p) => p.cpuPercent));
   const memMax = Math.max(1, ...points.map((p) => p.rss));
@@ -620,42 +640,93 @@ async function loadCharts(id) {
 
 // -- worker overview ------------------------------------------------------------------------------
 
+// Why the worker is not healthy, in words, from /health's figures.
+function healthReasons(h) {
+  const reasons = [];
+  const db = h.database || {};
+  const storage = h.storage || {};
+  const backend = h.backend || {};
+  if (h.status === "draining") reasons.push("it is shutting down: new work is refused while sessions stop");
+  if (db.status === "error") reasons.push("the database cannot be used (" + (db.error || "error") + ")");
+  if (storage.status === "error") reasons.push("the storage directory " + (storage.path || "") + " cannot be written (" + (storage.error || "error") + ")");
+  if (backend.status === "unreachable") reasons.push("the backend " + (backend.url || "") + " cannot be reached (" + (backend.error || "error") + ")");
+  if (storage.lowSpace) reasons.push("the disk is low on space (" + mib(storage.freeBytes) + " free)");
+  return reasons;
+}
+
+function healthLine(h) {
+  const reasons = healthReasons(h);
+  const why = reasons.length ? ": " + reasons.join("; ") + "." : ".";
+  switch (h.status) {
+    case "healthy":
+      return "Healthy: /health answers 200.";
+    case "degraded":
+      return "Degraded (/health still answers 200)" + why;
+    case "draining":
+      return "Draining (/health answers 503: probes count the worker out)" + why;
+    default:
+      return "Unhealthy (/health answers 503: probes count the worker out)" + why;
+  }
+}
+
 async function loadOverview() {
-  let health, metrics;
-  try {
-    [health, metrics] = await Promise.all([api("GET", "/health"), api("GET", "/metrics")]);
-  } catch (err) {
-    showError(err);
+  // /health answers 503 with its figures when the worker is unhealthy or draining; /metrics may fail on its
+  // own (it reads the database): each part shows what it has.
+  const [h, m] = await Promise.allSettled([getHealth(), api("GET", "/metrics")]);
+  if (h.status === "rejected" && m.status === "rejected") {
+    showError(h.reason);
     return;
   }
+  const health = h.status === "fulfilled" ? h.value : null;
+  const metrics = m.status === "fulfilled" ? m.value : null;
   const card = (title, ...rows) => el("div", { class: "card" }, el("h3", {}, title), el("dl", { class: "facts" }, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
-  const res = health.resources || {};
-  const byStatus = Object.entries((metrics.sessions && metrics.sessions.byStatus) || {}).map(([k, v]) => [k, String(v)]);
-  const storage = health.storage || {};
-  const lag = (metrics.eventConsumers || []).map((c) => [c.name, c.oldestUndeliveredAge ? duration(c.oldestUndeliveredAge) + " behind" : "up to date"]);
+  const missing = (title, result) => el("div", { class: "card" }, el("h3", {}, title), el("p", { class: "muted" }, "Not available: " + advice(result.reason)));
   const pct = (v) => (v === null || v === undefined ? "—" : v.toFixed(1) + " %");
-  $("overview").replaceChildren(
-    card("Health", ["Status", badge(health.status)], ["Worker", health.workerId], ["Engine", health.engine || "—"], ["Uptime", duration(health.uptime)], ["Version", metrics.worker.version]),
-    card("Sessions", ["Total", String(metrics.sessions.total)], ...byStatus),
-    card(
-      "Resources",
-      ["CPU", pct(res.cpuUsage) + " of what the worker may use"],
-      ["Memory", pct(res.memoryUsage) + " of " + (res.memoryTotal ? res.memoryTotal + " MB" : "what the worker may use")],
-      ["Supervisor memory", res.supervisor ? mib(res.supervisor.memory ? res.supervisor.memory.uss : null) : "—"],
-      ["Session processes", res.sessions ? res.sessions.processes + " using " + mib(res.sessions.memory ? res.sessions.memory.uss : null) + " USS" : "—"]
-    ),
-    card(
-      "Storage and backend",
-      ["Store", storage.type || "—"],
-      ["MinIO connected", storage.minioConnected ? "yes" : "no"],
-      ["Free disk", storage.freeBytes !== undefined && storage.freeBytes !== null ? mib(storage.freeBytes) + (storage.lowSpace ? " (LOW)" : "") : "—"],
-      ["Last backup", storage.lastBackupAt ? when(storage.lastBackupAt) : "none yet"],
-      ["Database", health.database ? health.database.status + (health.database.latencyMs !== undefined && health.database.latencyMs !== null ? ", " + health.database.latencyMs.toFixed(1) + " ms" : "") : "—"],
-      ["Backend", health.backend ? health.backend.status : "—"]
-    ),
-    card("Messages", ["Sent", String(metrics.messages.sent)], ["Received", String(metrics.messages.received)], ["Failed", String(metrics.messages.failed)], ["Last hour", String(metrics.messages.lastHour)]),
-    card("Event delivery", ...(lag.length ? lag : [["Consumers", "none"]]))
-  );
+  const line = $("overview-state");
+  line.className = "state " + (health ? "state-" + health.status : "state-unhealthy");
+  line.textContent = health ? healthLine(health) : "/health did not answer: " + advice(h.reason);
+  line.hidden = false;
+  const cards = [];
+  if (health) {
+    const res = health.resources || {};
+    const storage = health.storage || {};
+    const db = health.database;
+    const sessions = health.sessions || {};
+    const counts = Object.entries(sessions).filter(([k]) => !["total", "max", "active"].includes(k)); // active: connected
+    cards.push(
+      card("Health", ["Status", badge(health.status)], ["Worker", health.workerId], ["Engine", health.engine || "—"], ["Uptime", duration(health.uptime)], ["Version", metrics ? metrics.worker.version : "—"]),
+      card("Sessions", ["Total", String(sessions.total) + (sessions.max ? " of at most " + sessions.max : "")], ...counts.map(([k, v]) => [k, String(v)])),
+      card(
+        "Resources",
+        ["CPU", pct(res.cpuUsage) + " of what the worker may use"],
+        ["Memory", pct(res.memoryUsage) + " of " + (res.memoryTotal ? res.memoryTotal + " MB" : "what the worker may use")],
+        ["Supervisor memory", res.supervisor && res.supervisor.memory && res.supervisor.memory.uss !== null ? mib(res.supervisor.memory.uss) + " USS" : "—"],
+        ["Session processes", res.sessions ? res.sessions.processes + " using " + mib(res.sessions.memory ? res.sessions.memory.uss : null) + " USS" : "—"]
+      ),
+      card(
+        "Storage and backend",
+        ["Store", storage.type || "—"],
+        ["Storage directory", storage.status === undefined ? "—" : storage.writable ? "writable" : "not writable (" + (storage.error || "error") + ")"],
+        ["Free disk", storage.freeBytes !== undefined && storage.freeBytes !== null ? mib(storage.freeBytes) + (storage.lowSpace ? " (LOW)" : "") : "—"],
+        ["MinIO connected", storage.minioConnected ? "yes" : "no"],
+        ["Last backup", storage.lastBackupAt ? when(storage.lastBackupAt) : "none yet"],
+        ["Database", db ? db.status + (db.error ? " (" + db.error + ")" : "") + (db.latencyMs !== undefined && db.latencyMs !== null ? ", " + db.latencyMs.toFixed(1) + " ms" : "") : "—"],
+        ["Backend", health.backend ? health.backend.status + (health.backend.error ? " (" + health.backend.error + ")" : "") : "—"]
+      )
+    );
+  } else {
+    cards.push(missing("Health", h));
+  }
+  if (metrics) {
+    const lag = (metrics.eventConsumers || []).map((c) => [c.name, c.oldestUndeliveredAge ? duration(c.oldestUndeliveredAge) + " behind" : "up to date"]);
+    cards.push(
+      card("Messages", ["Sent", String(metrics.messages.sent)], ["Received", String(metrics.messages.received)], ["Failed", String(metrics.messages.failed)], ["Last hour", String(metrics.messages.lastHour)]),
+      card("Event delivery", ...(lag.length ? lag : [["Consumers", "none"]]))
+    );
+  } else {
+    cards.push(missing("Messages and event delivery (/metrics)", m));
+  }
+  $("overview").replaceChildren(...cards);
 }
 
 // -- wiring ---------------------------------------------------------------------------------------
