@@ -365,6 +365,10 @@ def _counted(c: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> _Remov
     )
 
 
+# Statuses of a message that really went to a chat or came from it (pacing's cold chats).
+_EXCHANGED = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.RECEIVED)
+
+
 def _first(rows: list[Any]) -> Any:
     return rows[0] if rows else None
 
@@ -652,12 +656,14 @@ class Store:
         ]
 
     async def chat_seen(self, session_id: str, chat: str) -> tuple[bool, float | None]:
-        """Whether the chat has any message in history (either way, waiting ones included), and when
-        it last wrote to us (pacing's cold chats and replies)."""
+        """Whether a message really went to or came from the chat (sent, delivered, read or received: one
+        that failed, was cancelled, is still waiting or whose send is unknown does not make a chat warm),
+        and when it last wrote to us (pacing's cold chats and replies)."""
         rows = await self._read(
             "SELECT COUNT(*), MAX(CASE WHEN direction = 'in' THEN timestamp END) FROM"
-            " (SELECT direction, timestamp FROM messages WHERE session_id = ? AND chat = ? LIMIT 1000)",
-            (session_id, chat),
+            " (SELECT direction, timestamp FROM messages WHERE session_id = ? AND chat = ?"
+            f" AND status IN ({', '.join('?' * len(_EXCHANGED))}) LIMIT 1000)",
+            (session_id, chat, *_EXCHANGED),
         )
         count, last_inbound = rows[0]
         return bool(count), last_inbound
