@@ -401,8 +401,32 @@ class Outbox:
         row = self._queues.get(session_id, {}).get(message_id)
         if row is None or (session_id, message_id) in self._inflight:
             return False
-        await self._finish(row, MessageStatus.FAILED, error=CANCELLED_ERROR)
+        await self._drop(row, CANCELLED_ERROR)
         return True
+
+    async def _drop(self, row: OutboxRow, error: str) -> None:
+        """Fail a waiting message that is not on its way (cancelled, past its TTL, unlinked). It leaves the
+        queue before the commit is awaited: a flush woken meanwhile cannot send it any more."""
+        self._withdraw(row)
+        try:
+            await self._finish(row, MessageStatus.FAILED, error=error)
+        except Exception:
+            self._put_back(row)  # still in the outbox table: it waits again, in its place
+            raise
+
+    def _withdraw(self, row: OutboxRow) -> None:
+        queue = self._queues.get(row.session_id)
+        if queue is not None:
+            queue.pop(row.message_id, None)
+            if not queue:
+                del self._queues[row.session_id]
+
+    def _put_back(self, row: OutboxRow) -> None:
+        queue = self._queues.setdefault(row.session_id, {})
+        queue[row.message_id] = row
+        ordered = sorted(queue.values(), key=lambda r: (r.created_at, r.message_id))
+        queue.clear()
+        queue.update((r.message_id, r) for r in ordered)
 
     async def _attempt(self, row: OutboxRow) -> None:
         session_id, message_id = row.session_id, row.message_id
@@ -489,8 +513,15 @@ class Outbox:
         self._closed[session_id] = (time.time(), error)
         queue = self._queues.get(session_id, {})
         waiting = [row for row in queue.values() if (session_id, row.message_id) not in self._inflight]
-        for row in waiting:
-            await self._finish(row, MessageStatus.FAILED, error=error)
+        for row in waiting:  # all out of the queue before the first commit is awaited
+            self._withdraw(row)
+        for n, row in enumerate(waiting):
+            try:
+                await self._drop(row, error)
+            except Exception:
+                for rest in waiting[n + 1 :]:
+                    self._put_back(rest)
+                raise
         return len(waiting)
 
     async def _retry_later(self, row: OutboxRow, why: str) -> None:
@@ -522,8 +553,10 @@ class Outbox:
                 for row in [r for q in list(self._queues.values()) for r in q.values()]:
                     if (row.session_id, row.message_id) in self._inflight:
                         continue  # its outcome is being decided (or committed) right now
+                    if row.message_id not in self._queues.get(row.session_id, {}):
+                        continue  # settled while an earlier one was being failed
                     if row.expires_at <= now:
-                        await self._finish(row, MessageStatus.FAILED, error=TTL_ERROR)
+                        await self._drop(row, TTL_ERROR)
                     elif row.next_attempt_at <= now and self.target(row.session_id) is not None:
                         due.add(row.session_id)
                 for session_id in due:
