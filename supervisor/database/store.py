@@ -686,6 +686,20 @@ class Store:
             )
         )
 
+    async def outbox_reslot(
+        self, session_id: str, moves: Sequence[tuple[str, float, float | None, str | None]]
+    ) -> None:
+        """Move waiting messages to new times, all or nothing: ``(message id, next attempt, paced slot, why
+        it waits)`` each (paced messages re-spaced after a restart or a reconnect)."""
+        rows = [(at, slot, wait, session_id, message_id) for message_id, at, slot, wait in moves]
+        await self._write(
+            lambda c: c.executemany(
+                "UPDATE outbox SET next_attempt_at = ?, scheduled_at = ?, wait = ?"
+                " WHERE session_id = ? AND message_id = ?",
+                rows,
+            )
+        )
+
     async def finish_outgoing(
         self,
         session_id: str,
