@@ -255,4 +255,11 @@ async def test_metrics_show_each_sessions_outbox_depth_and_oldest_wait(tmp_path:
         assert 'wa_worker_session_outbox_messages{sessionId="depth"} 2.0' in metrics
         oldest = 'wa_worker_session_outbox_oldest_seconds{sessionId="depth"}'
         [line] = [m for m in metrics.splitlines() if m.startswith(oldest)]
-        assert float(line.split()[-1]) >= 0.0
+        assert float(line.split()[-1]) > 0.0  # the second message has waited since it was accepted
+        status, figures = await w.api("GET", "/metrics")
+        assert status == 200
+        [depth] = [o for o in figures["outboxes"] if o["sessionId"] == "depth"]
+        assert depth["pending"] == 2 and depth["oldestPendingAge"] > 0.0
+        assert _epoch(depth["oldestPendingAt"]) <= _epoch(figures["timestamp"]) - depth["oldestPendingAge"] + 0.002
+        assert figures["database"]["outboxWaiting"] == 2  # the seed's figure, unchanged
+

@@ -634,6 +634,12 @@ async function loadOverview() {
   const storage = health.storage || {};
   const lag = (metrics.eventConsumers || []).map((c) => [c.name, c.oldestUndeliveredAge ? duration(c.oldestUndeliveredAge) + " behind" : "up to date"]);
   const pct = (v) => (v === null || v === undefined ? "—" : v.toFixed(1) + " %");
+  // Each session's outbox (paced sends wait there): the ten that have waited longest.
+  const queued = (metrics.outboxes || [])
+    .filter((o) => o.pending > 0)
+    .sort((a, b) => b.oldestPendingAge - a.oldestPendingAge)
+    .slice(0, 10)
+    .map((o) => [o.sessionId, o.pending + " waiting, the oldest for " + duration(o.oldestPendingAge)]);
   $("overview").replaceChildren(
     card("Health", ["Status", badge(health.status)], ["Worker", health.workerId], ["Engine", health.engine || "—"], ["Uptime", duration(health.uptime)], ["Version", metrics.worker.version]),
     card("Sessions", ["Total", String(metrics.sessions.total)], ...byStatus),
@@ -654,7 +660,8 @@ async function loadOverview() {
       ["Backend", health.backend ? health.backend.status : "—"]
     ),
     card("Messages", ["Sent", String(metrics.messages.sent)], ["Received", String(metrics.messages.received)], ["Failed", String(metrics.messages.failed)], ["Last hour", String(metrics.messages.lastHour)]),
-    card("Event delivery", ...(lag.length ? lag : [["Consumers", "none"]]))
+    card("Event delivery", ...(lag.length ? lag : [["Consumers", "none"]])),
+    card("Outboxes", ...(queued.length ? queued : [["Waiting", "nothing"]]))
   );
 }
 
