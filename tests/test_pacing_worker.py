@@ -263,3 +263,17 @@ async def test_metrics_show_each_sessions_outbox_depth_and_oldest_wait(tmp_path:
         assert _epoch(depth["oldestPendingAt"]) <= _epoch(figures["timestamp"]) - depth["oldestPendingAge"] + 0.002
         assert figures["database"]["outboxWaiting"] == 2  # the seed's figure, unchanged
 
+
+async def test_warm_up_counts_from_when_the_number_was_linked_not_from_the_sessions_creation(tmp_path: Path) -> None:
+    storage = tmp_path / "w"
+    env = {"PACING_COLD_GAP": "0.3", "PACING_JITTER": "0.2", "PACING_WARMUP_DAYS": "1"}
+    async with running_worker(storage, **env) as w:
+        await w.create_linked("warm", SESSION_PHONE)
+    # A session created long ago, whose number was linked just now (and the link kept across a restart).
+    with contextlib.closing(sqlite3.connect(storage / "worker.db")) as db, db:
+        db.execute("UPDATE sessions SET created_at = created_at - 30 * 86400 WHERE id = 'warm'")
+    async with running_worker(storage, **env) as w:
+        await w.wait_session("warm", lambda s: s["status"] == "connected", what="connected again")
+        sent = [await _send(w, "warm", _phone(n), f"w{n}") for n in range(3)]
+        slots = [_epoch(d["scheduledAt"]) for d in sent[1:]]
+        assert slots[1] - slots[0] >= 3 * 0.3 - 0.002  # warming up: three times the cold gap

@@ -202,6 +202,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, poll_id, voter)
     );
     """,
+    # 10: the phone number last linked to a session and when (pacing's warm-up counts from then); a
+    # session linked before this version counts from its creation, as it did.
+    """
+    ALTER TABLE sessions ADD COLUMN linked_phone TEXT;
+    ALTER TABLE sessions ADD COLUMN linked_at REAL;
+    UPDATE sessions SET linked_phone = phone, linked_at = created_at WHERE phone IS NOT NULL;
+    """,
 )
 
 # A receipt may overtake the send's own confirmation: "sent" never demotes what is beyond it.
@@ -221,6 +228,8 @@ class SessionRow:
     phone: str | None
     last_error: str | None
     proxy: bytes | None = None  # as stored: sealed, or the plain form without ENCRYPTION_KEY (sessions.proxy)
+    linked_phone: str | None = None  # the number last linked to it (kept after a logout)
+    linked_at: float | None = None  # when that number was linked (pacing's warm-up)
 
 
 @dataclass(slots=True)
@@ -461,8 +470,8 @@ class Store:
         )
 
     async def update_session(self, session_id: str, **fields: Any) -> None:
-        """Change some of a session's columns (status, phone, last_error, proxy as stored)."""
-        allowed = {"status", "phone", "last_error", "user_id", "session_name", "proxy"}
+        """Change some of a session's columns (status, phone, last_error, proxy as stored, linked_phone, linked_at)."""
+        allowed = {"status", "phone", "last_error", "user_id", "session_name", "proxy", "linked_phone", "linked_at"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"not session columns: {sorted(unknown)}")
@@ -497,7 +506,7 @@ class Store:
     async def sessions(self) -> list[SessionRow]:
         """Every stored session, oldest first."""
         rows = await self._read(
-            "SELECT id, user_id, session_name, created_at, status, phone, last_error, proxy"
+            "SELECT id, user_id, session_name, created_at, status, phone, last_error, proxy, linked_phone, linked_at"
             " FROM sessions ORDER BY created_at, id"
         )
         return [SessionRow(*tuple(r)) for r in rows]
