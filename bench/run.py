@@ -11,6 +11,8 @@ run:
 - the API contract: reading a typical send body through its declaration (json.loads
   + pydantic) vs json.loads alone, and encoding a typical answer through its model vs
   json.dumps alone;
+- pacing's cost per send: the outbox's pacing calls (Pacer.place, typing, keeps_pace)
+  with pacing off and with the default pace on, vs a bare await of a no-op coroutine;
 - the IPC round trip of transport/ (RouterChannel.request -> DealerChannel) vs
   that bare ping-pong;
 - spawn of a session process (exec -> ``ready``; also through the zygote when
@@ -273,7 +275,7 @@ def worker_env(spawner: str) -> dict[str, str]:
         "START_STAGGER": "0.2",
         "RATE_LIMIT_SEND_PER_SESSION": "0",
         "RATE_LIMIT_SESSION_OPS": "0",
-        # Throughput figures: every message goes out as soon as it can (pacing's own cost: pacing_cost()).
+        # Throughput figures: every message goes out as soon as it can (pacing's own cost: pacing_costs()).
         "PACING_COLD_GAP": "0",
         "MAX_SESSIONS": "200",
         "LOG_LEVEL": "warning",
@@ -685,6 +687,65 @@ def contract_costs(calls: int = 20_000) -> dict[str, float]:
     }
 
 
+# The seed's load: 50 sessions x 100 messages a minute.
+SEED_SENDS_PER_S = 50 * 100 / 60
+
+
+async def pacing_costs(calls: int = 5_000) -> dict[str, float]:
+    """Microseconds per send of the pacing path as the outbox runs it (``Pacer.place`` when a message is
+    accepted, ``Pacer.typing``, ``Pacer.keeps_pace`` when it is due), on a real store: pacing off (the
+    bench's throughput figures), and the default pace on (a warm chat: one indexed query of its history,
+    the policy, no wait); next to a bare await of a no-op coroutine in this run (median of 5 rounds)."""
+    from supervisor.database.store import MessageRow, OutboxRow, Store
+    from supervisor.messaging.pacer import Pacer
+    from supervisor.messaging.pacing import OFF, PacingPolicy
+
+    chat = "6281000000@s.whatsapp.net"
+    now = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await Store.open(Path(tmp) / "worker.db")
+        try:
+            sent = MessageRow("s", "m0", "out", chat, None, chat, "text", now, "pending", text="hi")
+            await store.accept_outgoing(sent, OutboxRow("s", "m0", {"to": chat, "text": "hi"}, 0, now, now + 60, now))
+            await store.finish_outgoing("s", "m0", "sent", timestamp=now)
+
+            async def per_send(step: Callable[[], Awaitable[object]]) -> float:
+                rounds = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    for _ in range(calls):
+                        await step()
+                    rounds.append((time.perf_counter() - started) / calls)
+                return 1e6 * median(rounds)
+
+            # The message once due, as the outbox holds it: paced (on its lane) or not.
+            due = {
+                None: OutboxRow("s", "m1", {"to": chat}, 0, now, now + 60, now),
+                "outreach": OutboxRow("s", "m1", {"to": chat}, 0, now, now + 60, now, now, "outreach", None, False),
+            }
+
+            def pacing(policy: PacingPolicy) -> Callable[[], Awaitable[object]]:
+                pacer = Pacer(store, lambda _sid: policy, lambda _sid: None)
+
+                async def step() -> None:
+                    slot = await pacer.place("s", chat, "text", ())
+                    pacer.typing("s", "text", "hello")
+                    assert pacer.keeps_pace(due[slot.lane if slot is not None else None], time.time())
+
+                return step
+
+            async def noop() -> None:
+                return None
+
+            return {
+                "bare_await_us": await per_send(noop),
+                "pacing_off_us": await per_send(pacing(OFF)),
+                "pacing_on_us": await per_send(pacing(PacingPolicy())),
+            }
+        finally:
+            await store.close()
+
+
 def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(figure, value, vs baseline) rows."""
     b = results["baselines"]
@@ -733,6 +794,24 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             "send answer: checked + encoded by its model",
             f"{c['answer_model_dump_us']:.1f} us",
             f"{c['answer_model_dump_us'] / c['json_dumps_us']:.1f}x json.dumps (not done per request)",
+        )
+    pc = results.get("pacing")
+    if isinstance(pc, dict):
+        bare = pc["bare_await_us"]
+
+        def share(us: float) -> str:
+            return f"{us * SEED_SENDS_PER_S / 1e4:.4f}% of a core at the seed's {SEED_SENDS_PER_S:.0f} sends/s"
+
+        add("pacing per send: bare await (baseline)", f"{bare:.2f} us")
+        add(
+            "pacing per send: off (place, typing, keeps_pace)",
+            f"{pc['pacing_off_us']:.2f} us",
+            f"{pc['pacing_off_us'] / bare:.1f}x bare await; {share(pc['pacing_off_us'])}",
+        )
+        add(
+            "pacing per send: default pace on, warm chat (one query)",
+            f"{pc['pacing_on_us']:.1f} us",
+            f"{pc['pacing_on_us'] / bare:.0f}x bare await; {share(pc['pacing_on_us'])}",
         )
     for spawner, s in results["spawn"].items():
         add(
@@ -897,6 +976,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     }
     results["channel_rtt_s"] = median([await channel_rtt(args.rtt_rounds) for _ in range(args.repeat)])
     results["contract"] = contract_costs()
+    results["pacing"] = await pacing_costs()
     results["durability"] = {
         "commits": await durability.commit_costs(),
         "backup_round": await durability.backup_round(args.sessions),

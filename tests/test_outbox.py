@@ -398,3 +398,39 @@ async def test_start_removes_staged_uploads_no_waiting_message_refers_to(
     settings = replace(FAST, staging_dir=staging)
     await start_outbox(store, outboxes, ScriptedRouter(), Target(connected=False), settings)
     assert waiting.exists() and not any(path.exists() for path in orphans)
+
+
+@pytest.mark.parametrize("how", ["cancel", "ttl"])
+async def test_a_message_being_failed_is_never_sent_by_a_flush_woken_meanwhile(
+    store: Store, outboxes: list[Outbox], how: str
+) -> None:
+    """Cancelling (DELETE .../outbox/{id}) or expiring a waiting message takes it out of the queue before
+    its commit is awaited: a flush woken in that window (the session connects) has nothing to send."""
+    router = ScriptedRouter()
+    target = Target(connected=False)
+    ttl = 0.2 if how == "ttl" else 60.0
+    settings = OutboxSettings(attempt_timeout=1.0, send_timeout=0.01, message_ttl=ttl, sweep_interval=0.02)
+    outbox = await start_outbox(store, outboxes, router, target, settings)
+    assert (await submit(outbox, "m1")).http_status == 202  # offline: it waits
+    committing = asyncio.Event()
+    finish = store.finish_outgoing
+
+    async def finish_slowly(*args: Any, **kwargs: Any) -> bool:
+        committing.set()
+        # The session connects while the failure is being committed.
+        target.connected = True
+        outbox.kick(SESSION)
+        await asyncio.sleep(0.05)
+        return await finish(*args, **kwargs)
+
+    store.finish_outgoing = finish_slowly  # type: ignore[method-assign]
+    if how == "cancel":
+        assert await outbox.cancel(SESSION, "m1")
+    else:
+        async with asyncio.timeout(5):
+            await committing.wait()
+    assert await settled(store, "m1") == "failed"
+    await asyncio.sleep(settings.sweep_interval * 4)  # the flush and a few sweeps have come and gone
+    assert router.calls == []
+    assert (await status_of(store, "m1"))[1] == ("cancelled" if how == "cancel" else "ttl")
+    assert outbox.waiting == 0 and await store.outbox() == []

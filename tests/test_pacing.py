@@ -12,8 +12,11 @@ from supervisor.messaging.pacing import (
     Lane,
     Ledger,
     PacingPolicy,
+    Queued,
     Slot,
     Wait,
+    keeps_pace,
+    respace,
     schedule,
     take,
     typing_seconds,
@@ -119,3 +122,60 @@ def test_typing_time_grows_with_the_text_up_to_a_bound() -> None:
     assert typing_seconds(on, "x" * 20) == 2.0
     assert typing_seconds(on, "x" * 500) == 5.0
     assert typing_seconds(on, None) == 0.0
+
+
+def overdue_burst(policy: PacingPolicy, count: int) -> list[Queued]:
+    """A burst of first messages to ``count`` new chats accepted at T0, waiting in the outbox."""
+    slots, _ = burst(policy, [COLD] * count)
+    return [Queued(slot, f"chat{n}") for n, slot in enumerate(slots)]
+
+
+def test_overdue_messages_are_respaced_from_now_with_jitter_in_order() -> None:
+    policy = PacingPolicy(cold_gap=2.0, jitter=0.5)
+    queue = overdue_burst(policy, 6)
+    now = T0 + 600  # the worker was down for ten minutes: every slot has passed
+    draws = iter(random.Random(3).random, None)
+    slots, ledger = respace(policy, Ledger(), queue, now, draws)
+    assert slots[0].at == now  # nothing went out lately: the first leaves at once
+    gaps = [b.at - a.at for a, b in itertools.pairwise(slots)]
+    assert all(2.0 <= g <= 3.0 for g in gaps), gaps  # the pace, not a burst
+    assert len({round(g, 9) for g in gaps}) == len(gaps)  # jittered again
+    assert [s.reason for s in slots[1:]] == [Wait.COLD_CHAT] * 5
+    assert ledger.last_cold == slots[-1].at and ledger.per_day == {int(now // DAY): 6}
+    # Something went out just now (the message in flight at a crash, a first one after a reconnect).
+    after_send, _ = respace(policy, Ledger(last={Lane.OUTREACH: now}, last_cold=now), queue, now, draws)
+    assert after_send[0].at >= now + 2.0
+
+
+def test_respacing_keeps_a_slot_that_keeps_the_pace_and_moves_only_what_it_must() -> None:
+    policy = PacingPolicy(cold_gap=2.0, jitter=0.0)
+    queue = overdue_burst(policy, 3)
+    later = Queued(Slot(T0 + 100, Lane.OUTREACH, True, Wait.COLD_CHAT), "later")
+    close = Queued(Slot(T0 + 101, Lane.OUTREACH, True, Wait.COLD_CHAT), "close")
+    slots, _ = respace(policy, Ledger(), [*queue, later, close], T0 + 10, iter(lambda: 0.0, None))
+    assert [s.at - T0 for s in slots] == [10.0, 12.0, 14.0, 100.0, 102.0]
+    # Not overdue and paced already: the same slots.
+    again, _ = respace(policy, Ledger(), queue, T0 - 1, iter(lambda: 0.0, None))
+    assert [s.at for s in again] == [q.slot.at for q in queue]
+
+
+def test_respacing_keeps_a_chats_order_across_lanes_and_the_daily_cap() -> None:
+    policy = PacingPolicy(gap=1.0, cold_gap=0.0, jitter=0.0, daily_cap=3)
+    first = Queued(Slot(T0, Lane.OUTREACH, False, None), "x")
+    second = Queued(Slot(T0 + 1, Lane.OUTREACH, False, Wait.GAP), "y")
+    reply = Queued(Slot(T0 + 0.5, Lane.REPLY, False, None), "y")  # the chat wrote meanwhile
+    slots, _ = respace(policy, Ledger(), [first, reply, second], T0 + 60, iter(lambda: 0.0, None))
+    assert [s.at - T0 for s in slots] == [60.0, 60.0, 61.0]
+    # Two outreach sends already went out today: one left under the cap, the other moves to tomorrow.
+    capped, _ = respace(policy, Ledger(per_day={int(T0 // DAY): 2}), [first, second], T0 + 60, iter(lambda: 0.5, None))
+    assert capped[0].at == T0 + 60 and capped[1].reason == Wait.DAILY_CAP
+    assert capped[1].at >= (T0 // DAY + 1) * DAY
+
+
+def test_a_send_keeps_the_pace_of_the_last_real_sends() -> None:
+    policy = PacingPolicy(gap=1.0, cold_gap=3.0, jitter=0.5)
+    sent = Ledger(last={Lane.OUTREACH: T0}, last_cold=T0)
+    assert not keeps_pace(policy, sent, Slot(T0 + 2, Lane.OUTREACH, True, None), T0 + 2)  # the cold gap
+    assert keeps_pace(policy, sent, Slot(T0 + 2, Lane.OUTREACH, False, None), T0 + 2)  # a warm chat: the gap
+    assert keeps_pace(policy, sent, Slot(T0 + 0.1, Lane.REPLY, False, None), T0 + 0.1)  # its own lane
+    assert keeps_pace(policy, sent, Slot(T0 + 3, Lane.OUTREACH, True, None), T0 + 3)  # unstretched

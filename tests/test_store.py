@@ -176,3 +176,27 @@ async def test_retention_never_purges_a_message_still_in_the_outbox(tmp_path: Pa
         assert await store.message("s1", "m1") is None
     finally:
         await store.close()
+
+
+async def test_a_chat_is_seen_only_once_a_message_really_went_there_or_came_from_it(tmp_path: Path) -> None:
+    """Pacing's cold chats: a chat whose only messages failed, were cancelled, wait, or whose send is
+    unknown is still cold."""
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        chat = "c@s.whatsapp.net"
+        for i, (status, error) in enumerate(
+            [("failed", "INVALID_RECIPIENT"), ("failed", "cancelled"), ("unknown", "")]
+        ):
+            await store.accept_outgoing(*_outgoing(i))
+            await store.finish_outgoing("s1", f"m{i}", status, error=error or None)
+        await store.accept_outgoing(*_outgoing(3))  # still waiting
+        assert await store.chat_seen("s1", chat) == (False, None)
+        await store.finish_outgoing("s1", "m3", "sent", timestamp=time.time())
+        assert await store.chat_seen("s1", chat) == (True, None)
+        other = "d@s.whatsapp.net"
+        now = time.time()
+        incoming = MessageRow("s1", "in1", "in", other, other, None, "text", now, "received", text="hi")
+        assert await store.add_incoming(incoming, {})
+        assert await store.chat_seen("s1", other) == (True, now)
+    finally:
+        await store.close()

@@ -594,6 +594,17 @@ class DatabaseFigures(Answer):
     outboxWaiting: Annotated[int, Field(description="outgoing messages not settled yet")]
 
 
+class SessionOutboxFigures(Answer):
+    """What waits in one session's outbox (paced, or not sent yet), as ``wa_worker_session_outbox_*``."""
+
+    sessionId: str
+    pending: Annotated[int, Field(description="messages accepted and waiting in the session's outbox")]
+    oldestPendingAt: Annotated[IsoTime | None, Field(description="when the oldest of them was accepted; null: none")]
+    oldestPendingAge: Annotated[
+        float | None, Field(description="seconds the oldest of them has waited; null: none waits")
+    ]
+
+
 class Metrics(Answer):
     """GET /metrics as JSON (not wrapped in an envelope)."""
 
@@ -603,6 +614,7 @@ class Metrics(Answer):
     eventConsumers: list[EventConsumerFigures]
     performance: Performance
     database: DatabaseFigures
+    outboxes: Annotated[list[SessionOutboxFigures], Field(description="every session's outbox, in session order")]
     storage: StorageHealth | None
     timestamp: IsoTime
 

@@ -186,6 +186,11 @@ class EventCollector(Collector):
         )
 
 
+def _waited(since: float | None, now: float) -> float | None:
+    """Seconds since ``since`` (the oldest waiting message was accepted); None: nothing waits."""
+    return None if since is None else round(max(0.0, now - since), 3)
+
+
 def _age(consumer: ConsumerLag, now: float) -> float | None:
     if consumer.oldest_pending_at is None:
         return None
@@ -278,6 +283,15 @@ async def metrics(request: web.Request) -> web.Response:
         ],
         "performance": request.app[STATS].performance(),
         "database": {"commits": commits, "writes": writes, "outboxWaiting": outbox_waiting},
+        "outboxes": [
+            {
+                "sessionId": s.session_id,
+                "pending": s.outbox,
+                "oldestPendingAt": iso(s.outbox_oldest),
+                "oldestPendingAge": _waited(s.outbox_oldest, snap.at),
+            }
+            for s in snap.sessions
+        ],
         "storage": request.app[STORAGE].health() if STORAGE in request.app else None,
         "timestamp": iso(snap.at),
     }

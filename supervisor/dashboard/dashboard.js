@@ -718,10 +718,17 @@ async function loadOverview() {
     cards.push(missing("Health", h));
   }
   if (metrics) {
+    // Each session's outbox (paced sends wait there): the ten that have waited longest.
+    const queued = (metrics.outboxes || [])
+      .filter((o) => o.pending > 0)
+      .sort((a, b) => b.oldestPendingAge - a.oldestPendingAge)
+      .slice(0, 10)
+      .map((o) => [o.sessionId, o.pending + " waiting, the oldest for " + duration(o.oldestPendingAge)]);
     const lag = (metrics.eventConsumers || []).map((c) => [c.name, c.oldestUndeliveredAge ? duration(c.oldestUndeliveredAge) + " behind" : "up to date"]);
     cards.push(
       card("Messages", ["Sent", String(metrics.messages.sent)], ["Received", String(metrics.messages.received)], ["Failed", String(metrics.messages.failed)], ["Last hour", String(metrics.messages.lastHour)]),
-      card("Event delivery", ...(lag.length ? lag : [["Consumers", "none"]]))
+      card("Event delivery", ...(lag.length ? lag : [["Consumers", "none"]])),
+      card("Outboxes", ...(queued.length ? queued : [["Waiting", "nothing"]]))
     );
   } else {
     cards.push(missing("Messages and event delivery (/metrics)", m));

@@ -202,6 +202,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, poll_id, voter)
     );
     """,
+    # 10: the phone number last linked to a session and when (pacing's warm-up counts from then); a
+    # session linked before this version counts from its creation, as it did.
+    """
+    ALTER TABLE sessions ADD COLUMN linked_phone TEXT;
+    ALTER TABLE sessions ADD COLUMN linked_at REAL;
+    UPDATE sessions SET linked_phone = phone, linked_at = created_at WHERE phone IS NOT NULL;
+    """,
 )
 
 # A receipt may overtake the send's own confirmation: "sent" never demotes what is beyond it.
@@ -221,6 +228,8 @@ class SessionRow:
     phone: str | None
     last_error: str | None
     proxy: bytes | None = None  # as stored: sealed, or the plain form without ENCRYPTION_KEY (sessions.proxy)
+    linked_phone: str | None = None  # the number last linked to it (kept after a logout)
+    linked_at: float | None = None  # when that number was linked (pacing's warm-up)
 
 
 @dataclass(slots=True)
@@ -365,6 +374,10 @@ def _counted(c: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> _Remov
     )
 
 
+# Statuses of a message that really went to a chat or came from it (pacing's cold chats).
+_EXCHANGED = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.RECEIVED)
+
+
 def _first(rows: list[Any]) -> Any:
     return rows[0] if rows else None
 
@@ -476,8 +489,8 @@ class Store:
         )
 
     async def update_session(self, session_id: str, **fields: Any) -> None:
-        """Change some of a session's columns (status, phone, last_error, proxy as stored)."""
-        allowed = {"status", "phone", "last_error", "user_id", "session_name", "proxy"}
+        """Change some of a session's columns (status, phone, last_error, proxy as stored, linked_phone, linked_at)."""
+        allowed = {"status", "phone", "last_error", "user_id", "session_name", "proxy", "linked_phone", "linked_at"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"not session columns: {sorted(unknown)}")
@@ -512,7 +525,7 @@ class Store:
     async def sessions(self) -> list[SessionRow]:
         """Every stored session, oldest first."""
         rows = await self._read(
-            "SELECT id, user_id, session_name, created_at, status, phone, last_error, proxy"
+            "SELECT id, user_id, session_name, created_at, status, phone, last_error, proxy, linked_phone, linked_at"
             " FROM sessions ORDER BY created_at, id"
         )
         return [SessionRow(*tuple(r)) for r in rows]
@@ -671,12 +684,14 @@ class Store:
         ]
 
     async def chat_seen(self, session_id: str, chat: str) -> tuple[bool, float | None]:
-        """Whether the chat has any message in history (either way, waiting ones included), and when
-        it last wrote to us (pacing's cold chats and replies)."""
+        """Whether a message really went to or came from the chat (sent, delivered, read or received: one
+        that failed, was cancelled, is still waiting or whose send is unknown does not make a chat warm),
+        and when it last wrote to us (pacing's cold chats and replies)."""
         rows = await self._read(
             "SELECT COUNT(*), MAX(CASE WHEN direction = 'in' THEN timestamp END) FROM"
-            " (SELECT direction, timestamp FROM messages WHERE session_id = ? AND chat = ? LIMIT 1000)",
-            (session_id, chat),
+            " (SELECT direction, timestamp FROM messages WHERE session_id = ? AND chat = ?"
+            f" AND status IN ({', '.join('?' * len(_EXCHANGED))}) LIMIT 1000)",
+            (session_id, chat, *_EXCHANGED),
         )
         count, last_inbound = rows[0]
         return bool(count), last_inbound
@@ -696,6 +711,20 @@ class Store:
             lambda c: c.execute(
                 "UPDATE outbox SET attempts = ?, next_attempt_at = ? WHERE session_id = ? AND message_id = ?",
                 (attempts, at, session_id, message_id),
+            )
+        )
+
+    async def outbox_reslot(
+        self, session_id: str, moves: Sequence[tuple[str, float, float | None, str | None]]
+    ) -> None:
+        """Move waiting messages to new times, all or nothing: ``(message id, next attempt, paced slot, why
+        it waits)`` each (paced messages re-spaced after a restart or a reconnect)."""
+        rows = [(at, slot, wait, session_id, message_id) for message_id, at, slot, wait in moves]
+        await self._write(
+            lambda c: c.executemany(
+                "UPDATE outbox SET next_attempt_at = ?, scheduled_at = ?, wait = ?"
+                " WHERE session_id = ? AND message_id = ?",
+                rows,
             )
         )
 

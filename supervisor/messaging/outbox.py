@@ -351,8 +351,11 @@ class Outbox:
                 for row in rows:
                     if self.target(session_id) is None:
                         return  # not connected: the next `connected` kicks us again
-                    if row.message_id in queue:  # not settled meanwhile (sweep, deletion)
-                        await self._attempt(row)
+                    if row.message_id not in queue:  # settled meanwhile (sweep, deletion, cancel)
+                        continue
+                    if row.next_attempt_at > time.time() or not await self._keeps_pace(row):
+                        continue  # re-spaced: it waits for its new slot
+                    await self._attempt(row)
                 if session_id not in self._again:
                     self._wake_next(session_id)
                     return
@@ -361,6 +364,44 @@ class Outbox:
         finally:
             if self._flushing.get(session_id) is asyncio.current_task():
                 del self._flushing[session_id]
+
+    async def _keeps_pace(self, row: OutboxRow) -> bool:
+        """Whether a due message may go now; False: the pace does not let it, and the session's paced
+        messages were re-spaced (after a restart, a reconnect, or a send slower than its gap, overdue
+        messages leave one by one, spaced from now, instead of back to back)."""
+        if self.pacer is None or row.lane is None or self.pacer.keeps_pace(row, time.time()):
+            return True
+        await self._respace(row.session_id)
+        return row.next_attempt_at <= time.time()
+
+    async def _respace(self, session_id: str) -> None:
+        """Give the session's waiting paced messages new slots from now, stored before any is sent by them."""
+        assert self.pacer is not None
+        queue = self._queues.get(session_id, {})
+        waiting = [r for r in queue.values() if (session_id, r.message_id) not in self._inflight]
+        moved = self.pacer.respace(session_id, waiting, time.time())
+        if not moved:
+            return
+        slots = {row.message_id: slot for row, slot in moved}
+        changes: list[tuple[str, float, float | None, str | None]] = [
+            (row.message_id, slot.at, slot.at, slot.reason or row.wait) for row, slot in moved
+        ]
+        # An edit or revoke goes after the message it changes.
+        for row in waiting:
+            target = slots.get(str(row.payload.get("edit_of") or row.payload.get("revoke_of") or ""))
+            if target is not None and row.message_id not in slots and row.next_attempt_at < target.at:
+                changes.append((row.message_id, target.at, row.scheduled_at, row.wait))
+        await self.store.outbox_reslot(session_id, changes)
+        for message_id, at, slot_at, wait in changes:
+            kept = queue.get(message_id)
+            if kept is not None:  # not settled meanwhile
+                kept.next_attempt_at, kept.scheduled_at, kept.wait = at, slot_at, wait
+        log.info(
+            "%d overdue paced messages re-spaced, the next at %s",
+            len(moved),
+            iso(min(slot.at for slot in slots.values())),
+            extra={"sessionId": session_id},
+        )
 
     def _wake(self, session_id: str, at: float) -> None:
         """Flush the session's outbox at ``at`` (a paced slot), unless a flush is due earlier."""
@@ -401,8 +442,32 @@ class Outbox:
         row = self._queues.get(session_id, {}).get(message_id)
         if row is None or (session_id, message_id) in self._inflight:
             return False
-        await self._finish(row, MessageStatus.FAILED, error=CANCELLED_ERROR)
+        await self._drop(row, CANCELLED_ERROR)
         return True
+
+    async def _drop(self, row: OutboxRow, error: str) -> None:
+        """Fail a waiting message that is not on its way (cancelled, past its TTL, unlinked). It leaves the
+        queue before the commit is awaited: a flush woken meanwhile cannot send it any more."""
+        self._withdraw(row)
+        try:
+            await self._finish(row, MessageStatus.FAILED, error=error)
+        except Exception:
+            self._put_back(row)  # still in the outbox table: it waits again, in its place
+            raise
+
+    def _withdraw(self, row: OutboxRow) -> None:
+        queue = self._queues.get(row.session_id)
+        if queue is not None:
+            queue.pop(row.message_id, None)
+            if not queue:
+                del self._queues[row.session_id]
+
+    def _put_back(self, row: OutboxRow) -> None:
+        queue = self._queues.setdefault(row.session_id, {})
+        queue[row.message_id] = row
+        ordered = sorted(queue.values(), key=lambda r: (r.created_at, r.message_id))
+        queue.clear()
+        queue.update((r.message_id, r) for r in ordered)
 
     async def _attempt(self, row: OutboxRow) -> None:
         session_id, message_id = row.session_id, row.message_id
@@ -430,8 +495,12 @@ class Outbox:
                 await self._retry_later(row, f"{exc.code}: {exc.message}")
         except (RequestTimeout, PeerGone) as exc:
             # The outcome is open; the retry reuses the id, so the recipient still sees one message.
+            if self.pacer is not None:
+                self.pacer.sent(row, time.time())  # it may have gone out: the pace counts it
             await self._retry_later(row, str(exc))
         else:
+            if self.pacer is not None:
+                self.pacer.sent(row, time.time())
             # The session's next message goes out while this one's settlement is committed: the network
             # has it, and a crash before the commit only resends it under its id. It stays in flight
             # (never attempted again meanwhile) until settled.
@@ -489,8 +558,15 @@ class Outbox:
         self._closed[session_id] = (time.time(), error)
         queue = self._queues.get(session_id, {})
         waiting = [row for row in queue.values() if (session_id, row.message_id) not in self._inflight]
-        for row in waiting:
-            await self._finish(row, MessageStatus.FAILED, error=error)
+        for row in waiting:  # all out of the queue before the first commit is awaited
+            self._withdraw(row)
+        for n, row in enumerate(waiting):
+            try:
+                await self._drop(row, error)
+            except Exception:
+                for rest in waiting[n + 1 :]:
+                    self._put_back(rest)
+                raise
         return len(waiting)
 
     async def _retry_later(self, row: OutboxRow, why: str) -> None:
@@ -522,8 +598,10 @@ class Outbox:
                 for row in [r for q in list(self._queues.values()) for r in q.values()]:
                     if (row.session_id, row.message_id) in self._inflight:
                         continue  # its outcome is being decided (or committed) right now
+                    if row.message_id not in self._queues.get(row.session_id, {}):
+                        continue  # settled while an earlier one was being failed
                     if row.expires_at <= now:
-                        await self._finish(row, MessageStatus.FAILED, error=TTL_ERROR)
+                        await self._drop(row, TTL_ERROR)
                     elif row.next_attempt_at <= now and self.target(row.session_id) is not None:
                         due.add(row.session_id)
                 for session_id in due:

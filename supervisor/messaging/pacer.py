@@ -5,17 +5,36 @@ A slot is taken when a message is accepted, before it is stored, with no await b
 the decision and the ledger update: concurrent sends of one session get distinct slots.
 A restarted worker rebuilds the ledgers from the waiting messages (their slots are in
 the outbox table) and the day's sent messages, so the pace holds across restarts.
+
+Slots are decided when messages are accepted; whether one may really leave is checked
+again when its time comes, against when the session's last messages really went out
+(:meth:`Pacer.sent`): after a restart or a reconnect, or behind a send slower than its
+gap, the messages whose slots passed are re-spaced from then (:meth:`Pacer.respace`,
+stored by the outbox) instead of leaving back to back.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from supervisor.database.store import OutboxRow, Store
-from supervisor.messaging.pacing import DAY, Chat, Lane, Ledger, PacingPolicy, Slot, schedule, take, typing_seconds
+from supervisor.messaging.pacing import (
+    DAY,
+    Chat,
+    Lane,
+    Ledger,
+    PacingPolicy,
+    Queued,
+    Slot,
+    keeps_pace,
+    respace,
+    schedule,
+    take,
+    typing_seconds,
+)
 
 # Message types that are not new messages to a chat (they change one already there): never paced.
 UNPACED_TYPES = frozenset({"reaction", "edit", "revoke"})
@@ -34,6 +53,8 @@ class Pacer:
         self.policy = policy
         self.linked_at = linked_at
         self._ledgers: dict[str, Ledger] = {}
+        # When each session's paced messages last really went out (each lane's, the last cold chat's).
+        self._sent: dict[str, Ledger] = {}
         self._random = random.SystemRandom()
 
     async def restore(self, rows: Iterable[OutboxRow]) -> None:
@@ -49,6 +70,10 @@ class Pacer:
         for row in rows:
             if row.scheduled_at is not None and row.lane is not None:
                 self._take(row.session_id, Slot(row.scheduled_at, Lane(row.lane), row.cold, None))
+        # What went out last before the restart (the message in flight at a crash included) is not known:
+        # as if just now, so the first paced message after the restart waits a gap too.
+        for session_id in self._ledgers:
+            self._sent[session_id] = Ledger(last={Lane.REPLY: now, Lane.OUTREACH: now}, last_cold=now)
 
     async def place(self, session_id: str, chat: str, message_type: str, waiting: Iterable[OutboxRow]) -> Slot | None:
         """The slot of a message to ``chat`` accepted now, taken from the session's ledger; None: not paced.
@@ -74,6 +99,60 @@ class Pacer:
     def forget(self, session_id: str) -> None:
         """A deleted session's ledger."""
         self._ledgers.pop(session_id, None)
+        self._sent.pop(session_id, None)
+
+    def sent(self, row: OutboxRow, at: float) -> None:
+        """A paced message went out (or may have: an attempt without an answer) at ``at``."""
+        if row.lane is None:
+            return
+        lane = Lane(row.lane)
+        sent = self._sent.get(row.session_id, Ledger())
+        last = {**sent.last, lane: max(at, sent.last.get(lane, at))}
+        last_cold = max(at, sent.last_cold or at) if row.cold else sent.last_cold
+        self._sent[row.session_id] = Ledger(last=last, last_cold=last_cold)
+
+    def keeps_pace(self, row: OutboxRow, now: float) -> bool:
+        """Whether a paced message due now may go: far enough after the session's last real sends."""
+        if row.lane is None:
+            return True
+        policy = self.policy(row.session_id)
+        if not policy.enabled:
+            return True
+        slot = Slot(now, Lane(row.lane), row.cold, None)
+        return keeps_pace(policy, self._real(row.session_id), slot, now)
+
+    def respace(self, session_id: str, rows: Sequence[OutboxRow], now: float) -> list[tuple[OutboxRow, Slot]]:
+        """New slots for the session's waiting paced ``rows`` once some went overdue, taken from its ledger
+        (no await: a message accepted meanwhile is placed after them); returns the rows that move."""
+        paced = sorted(
+            (r for r in rows if r.lane is not None and r.scheduled_at is not None),
+            key=lambda r: (_at(r), r.created_at),
+        )
+        if not paced:
+            return []
+        ledger = self._ledger(session_id)
+        per_day = dict(ledger.per_day)
+        for row in paced:  # counted again at their new slots
+            if row.lane == Lane.OUTREACH and row.scheduled_at is not None:
+                day = int(row.scheduled_at // DAY)
+                if per_day.get(day, 0) > 0:
+                    per_day[day] -= 1
+        base = replace(self._real(session_id), per_day=per_day)
+        queue = [
+            Queued(Slot(_at(r), Lane(r.lane), r.cold, None), str(r.payload.get("to", ""))) for r in paced if r.lane
+        ]
+        slots, taken = respace(self.policy(session_id), base, queue, now, iter(self._random.random, None))
+        last = dict(ledger.last)
+        for lane, at in taken.last.items():
+            last[lane] = max(at, last.get(lane, at))
+        last_cold = max(filter(None, (ledger.last_cold, taken.last_cold)), default=None)
+        self._ledgers[session_id] = replace(ledger, last=last, last_cold=last_cold, per_day=taken.per_day)
+        # An overdue message the pace lets go now stays as it is (due).
+        return [(row, slot) for row, slot in zip(paced, slots, strict=True) if slot.at > max(_at(row), now)]
+
+    def _real(self, session_id: str) -> Ledger:
+        """The ledger of what really went out (with the warm-up of the number)."""
+        return replace(self._sent.get(session_id, Ledger()), linked_at=self._ledger(session_id).linked_at)
 
     def _ledger(self, session_id: str) -> Ledger:
         ledger = self._ledgers.get(session_id)
@@ -88,3 +167,8 @@ class Pacer:
     def linked(self, session_id: str, at: float) -> None:
         """The session's number was (re)linked at ``at``: its warm-up counts from then."""
         self._ledgers[session_id] = replace(self._ledger(session_id), linked_at=at)
+
+
+def _at(row: OutboxRow) -> float:
+    """When a paced message is to go: its slot, or later (a retry's time, an edit after its message)."""
+    return max(row.next_attempt_at, row.scheduled_at or row.next_attempt_at)

@@ -12,17 +12,25 @@ Two lanes keep conversations fast while outreach is paced:
 - *replies* (the chat wrote to us within ``reply_window``) are spaced by ``gap`` only,
   so they overtake outreach waiting for its slots and are never held by the daily cap;
 - *outreach* (everything else) is spaced by ``gap``; a first message to a *cold* chat
-  (nothing ever written or received there) also waits ``cold_gap`` after the previous
+  (nothing ever sent or received there) also waits ``cold_gap`` after the previous
   cold one, and outreach beyond the daily cap waits for the next UTC day.
 
-Each gap is stretched by a random fraction (up to ``jitter``) of itself, so no two are
-equal. During the first ``warmup_days`` after linking, gaps are ``warmup_factor`` times
-longer and the cap that many times smaller. A chat's messages keep their order.
+``gap`` spaces the sends of a lane, not of the session: a reply may leave right after
+an outreach message. Each gap is stretched by a random fraction (up to ``jitter``) of
+itself, so no two are equal. During the first ``warmup_days`` after the session's
+number was linked, gaps are ``warmup_factor`` times longer and the cap that many times
+smaller. A chat's messages keep their order.
+
+Slots passed by (a restart, a reconnect, a slow send) do not release a burst: when a
+message is due, :func:`keeps_pace` checks it against the session's last *real* sends,
+and :func:`respace` gives the overdue messages new slots from then, paced and jittered
+like a burst accepted at that moment.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -50,7 +58,7 @@ class Wait(StrEnum):
 class PacingPolicy:
     """One session's pace; zeros turn a rule off."""
 
-    gap: float = 0.0  # seconds between two sends of a lane
+    gap: float = 0.0  # seconds between two sends of a lane (replies and outreach each have their own)
     cold_gap: float = 3.0  # seconds between first messages to cold chats
     jitter: float = 0.5  # each gap is stretched by a random fraction of itself, up to this
     daily_cap: int = 0  # outreach sends per UTC day
@@ -127,6 +135,12 @@ def schedule(policy: PacingPolicy, ledger: Ledger, chat: Chat, now: float, draw:
         if chat.last_inbound is not None and now - chat.last_inbound <= policy.reply_window
         else Lane.OUTREACH
     )
+    return _slot(policy, ledger, lane, chat.cold, chat.waiting_until, now, draw)
+
+
+def _slot(
+    policy: PacingPolicy, ledger: Ledger, lane: Lane, cold: bool, waiting_until: float | None, now: float, draw: float
+) -> Slot:
     factor = policy.warmup_factor if _warming_up(policy, ledger, now) else 1.0
     stretch = factor * (1.0 + policy.jitter * draw)
     at, reason = now, None
@@ -139,10 +153,10 @@ def schedule(policy: PacingPolicy, ledger: Ledger, chat: Chat, now: float, draw:
     previous = ledger.last.get(lane)
     if previous is not None and policy.gap > 0:
         later(previous + policy.gap * stretch, Wait.GAP)
-    if chat.cold and ledger.last_cold is not None and policy.cold_gap > 0:
+    if cold and ledger.last_cold is not None and policy.cold_gap > 0:
         later(ledger.last_cold + policy.cold_gap * stretch, Wait.COLD_CHAT)
-    if chat.waiting_until is not None:
-        later(chat.waiting_until, Wait.CHAT_ORDER)
+    if waiting_until is not None:
+        later(waiting_until, Wait.CHAT_ORDER)
     cap = _cap(policy, factor)
     if lane == Lane.OUTREACH and cap:
         day = _day(at)
@@ -150,7 +164,52 @@ def schedule(policy: PacingPolicy, ledger: Ledger, chat: Chat, now: float, draw:
             day += 1
             # Not all at midnight either: spread over the first gap of the day.
             later(day * DAY + max(policy.gap, policy.cold_gap, 1.0) * policy.jitter * draw, Wait.DAILY_CAP)
-    return Slot(at=at, lane=lane, cold=chat.cold, reason=reason)
+    return Slot(at=at, lane=lane, cold=cold, reason=reason)
+
+
+def keeps_pace(policy: PacingPolicy, sent: Ledger, slot: Slot, now: float) -> bool:
+    """Whether a message of ``slot`` may leave at ``now``: at least the gaps (unstretched) after the
+    session's last real sends (``sent``: when each lane's, and the last cold chat's, went out)."""
+    return _slot(policy, sent, slot.lane, slot.cold, None, now, 0.0).at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A paced message waiting in the outbox, as re-spacing needs it."""
+
+    slot: Slot  # its slot now (``at`` may have passed)
+    chat: str
+
+
+def respace(
+    policy: PacingPolicy, sent: Ledger, queue: Sequence[Queued], now: float, draws: Iterator[float]
+) -> tuple[list[Slot], Ledger]:
+    """The slots of a session's waiting paced messages once some went overdue (a worker restart, a
+    reconnect, a send slower than its gap), and the ledger once they are taken.
+
+    ``queue``: every waiting paced message, in the order of its slots; ``sent``: the ledger of what
+    really went out (each lane's and the last cold chat's last send), with the day counts of the slots
+    not in ``queue``. An overdue message would leave at ``now``: it keeps that time if the pace allows
+    it, else it moves to the first jittered slot that does (one ``draws`` sample each); a message whose
+    slot has not come keeps it if the pace allows. So overdue messages leave one by one, spaced like a
+    burst accepted now, in their order (a chat's messages too), and what comes after them moves back
+    only as far as needed. Outreach beyond a day's cap still moves to the next day.
+    """
+    ledger = sent
+    slots = []
+    last_of_chat: dict[str, float] = {}
+    for item in queue:
+        at = max(item.slot.at, now)
+        waiting_until = last_of_chat.get(item.chat)
+        earliest = _slot(policy, ledger, item.slot.lane, item.slot.cold, waiting_until, at, 0.0)
+        if earliest.at <= at:
+            slot = replace(item.slot, at=at)
+        else:
+            slot = _slot(policy, ledger, item.slot.lane, item.slot.cold, waiting_until, at, next(draws))
+        ledger = take(ledger, slot)
+        last_of_chat[item.chat] = slot.at
+        slots.append(slot)
+    return slots, ledger
 
 
 def take(ledger: Ledger, slot: Slot) -> Ledger:

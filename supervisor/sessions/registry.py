@@ -609,9 +609,24 @@ class SessionRegistry:
         self._pacing_own[session_id] = settings.pacing
 
     def _linked_at(self, session_id: str) -> float | None:
-        # Warm-up counts from the session's creation: a session is linked to its number right after.
+        # Warm-up counts from when the session's number was linked (None: no number yet).
         session = self.sessions.get(session_id)
-        return session.created_at if session is not None else None
+        return session.linked_at if session is not None else None
+
+    def _linked(self, session: Session, phone: str, at: float) -> None:
+        """A number other than the last one linked to the session connected: its warm-up starts now."""
+        session.linked_phone, session.linked_at = phone, at
+        if self.outbox.pacer is not None:
+            self.outbox.pacer.linked(session.id, at)
+        log.info("number %s linked: pacing's warm-up counts from now", phone, extra=self.extra(session.id))
+
+        async def write() -> None:
+            try:
+                await self.store.update_session(session.id, linked_phone=phone, linked_at=at)
+            except Exception:
+                log.exception("cannot persist when the number was linked", extra=self.extra(session.id))
+
+        self._tasks.spawn(write())
 
     def _connected_identity(self, session_id: str) -> bytes | None:
         """The routing identity of the session's process while it is connected and ready, else None."""
@@ -758,6 +773,8 @@ class SessionRegistry:
             created_at=row.created_at,
             child=child,
             state=state,
+            linked_phone=row.linked_phone,
+            linked_at=row.linked_at,
         )
         self.sessions[row.id] = session
         return session
@@ -813,6 +830,8 @@ class SessionRegistry:
     def apply_status(self, session: Session, event: st.Event) -> None:
         """Move the session's status by ``event`` and carry out the effects, in order."""
         session.state, effects = st.apply(session.state, event, self.rules)
+        if isinstance(event, st.Connected) and event.phone and event.phone != session.linked_phone:
+            self._linked(session, event.phone, event.now)
         for effect in effects:
             self._carry_out(session, effect)
 

@@ -56,6 +56,9 @@ class Session:
     stats: ProcStats | None = None
     # Why its stored proxy cannot be used; set, the session is never started (it would dial directly).
     proxy_error: str | None = None
+    # The phone number last linked to it, and when (pacing's warm-up counts from then; kept after a logout).
+    linked_phone: str | None = None
+    linked_at: float | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
