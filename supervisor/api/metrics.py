@@ -179,7 +179,7 @@ class EventCollector(Collector):
             labels=["consumer"],
         )
         for consumer in self.lag:
-            behind.add_metric([consumer.name], _age(consumer, self.now) or 0.0)
+            behind.add_metric([consumer.name], _waited(consumer.oldest_pending_at, self.now) or 0.0)
         yield behind
         yield CounterMetricFamily(
             "wa_worker_messages_purged", "Messages removed by MESSAGE_RETENTION_DAYS since start", value=self.purged
@@ -187,14 +187,8 @@ class EventCollector(Collector):
 
 
 def _waited(since: float | None, now: float) -> float | None:
-    """Seconds since ``since`` (the oldest waiting message was accepted); None: nothing waits."""
+    """Seconds since ``since`` (the oldest of what waits: an event, a message); None: nothing waits."""
     return None if since is None else round(max(0.0, now - since), 3)
-
-
-def _age(consumer: ConsumerLag, now: float) -> float | None:
-    if consumer.oldest_pending_at is None:
-        return None
-    return round(max(0.0, now - consumer.oldest_pending_at), 3)
 
 
 class DatabaseCollector(Collector):
@@ -278,7 +272,12 @@ async def metrics(request: web.Request) -> web.Response:
             "purged": figures.purged,
         },
         "eventConsumers": [
-            {"name": c.name, "sessionId": c.session_id, "lastEventId": c.last_seq, "oldestUndeliveredAge": _age(c, now)}
+            {
+                "name": c.name,
+                "sessionId": c.session_id,
+                "lastEventId": c.last_seq,
+                "oldestUndeliveredAge": _waited(c.oldest_pending_at, now),
+            }
             for c in lag
         ],
         "performance": request.app[STATS].performance(),
