@@ -426,10 +426,17 @@ SendRequest = Annotated[
 ]
 
 
+# A part's name travels in its Content-Disposition header, where HTTP allows no control character but
+# the tab; form encoders escape line breaks (and quotes) as %0A, %0D and %22, so those names still fit.
+# The server's part reader refuses the rest (400 INVALID_MULTIPART), so the document says so.
+FORM_FIELD_NAME = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"
+
+
 def _file_part(schema: dict[str, Any]) -> None:
     # The file is streamed to disk by the upload, not validated here; the document still names it.
     schema["properties"]["file"] = {"type": "string", "format": "binary", "description": "at most MAX_UPLOAD_MB"}
     schema["required"] = ["file", *schema.get("required", [])]
+    schema["propertyNames"] = {"pattern": FORM_FIELD_NAME}
 
 
 def _form_flag(value: Any) -> Any:
