@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,33 @@ async def test_calls_rejected_by_setting_across_a_worker_restart(tmp_path: Path)
             return bool(calls["calls"][0]["status"] == "rejected")
 
         await wait_for(rejected, what="the phone sees its call rejected")
+
+
+async def test_an_account_operation_caught_by_a_restart_is_409_not_connected_never_a_502(tmp_path: Path) -> None:
+    # The process can drop its connection between the supervisor's status check and the call (the API
+    # fuzz run found it): the engine's NOT_CONNECTED is then the same race as a process gone, not a failure.
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("race", ACCOUNT)
+        answers: Counter[tuple[int, str | None]] = Counter()
+
+        async def through_a_restart() -> None:
+            refused = False
+            while True:
+                status, body = await w.api("GET", "/session/race/groups")
+                answers[status, body.get("code")] += 1
+                refused = refused or status == 409
+                if refused and status == 200:
+                    return
+                await asyncio.sleep(0.002)
+
+        for _ in range(3):
+            await w.wait_session("race", lambda s: s["status"] == "connected", what="connected")
+            asking = asyncio.create_task(through_a_restart())
+            await asyncio.sleep(0.05)  # asks in flight while the restart starts
+            status, body = await w.api("POST", "/session/race/restart")
+            assert status == 200, body
+            await asyncio.wait_for(asking, 30)
+        assert set(answers) == {(200, None), (409, "SESSION_NOT_CONNECTED")}, answers
 
 
 async def test_account_operations_need_a_connected_session(tmp_path: Path) -> None:

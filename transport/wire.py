@@ -35,6 +35,8 @@ B = TypeVar("B", bound="msgspec.Struct")
 STRICT_ENV = "WA_WIRE_STRICT"
 # The machine code of a reply to a request that broke the contract.
 PROTOCOL_ERROR = "PROTOCOL_ERROR"
+# An engine's code for "this session is not connected to WhatsApp (now)", on both engines.
+ERR_NOT_CONNECTED = "NOT_CONNECTED"
 
 
 class WireError(ProtocolError):

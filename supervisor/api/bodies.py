@@ -434,7 +434,12 @@ FORM_FIELD_NAME = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f]*$"
 
 def _file_part(schema: dict[str, Any]) -> None:
     # The file is streamed to disk by the upload, not validated here; the document still names it.
-    schema["properties"]["file"] = {"type": "string", "format": "binary", "description": "at most MAX_UPLOAD_MB"}
+    schema["properties"]["file"] = {
+        "type": "string",
+        "format": "binary",
+        "minLength": 1,  # an empty file part is 400 MEDIA_MISSING
+        "description": "at most MAX_UPLOAD_MB",
+    }
     schema["required"] = ["file", *schema.get("required", [])]
     schema["propertyNames"] = {"pattern": FORM_FIELD_NAME}
 
@@ -453,10 +458,23 @@ def _form_flag(value: Any) -> Any:
 FormFlag = Annotated[bool, BeforeValidator(_form_flag), Invalid(ErrorCode.INVALID_FIELD, "must be true or false")]
 
 
+def _flag_for(flag: str, types: tuple[str, ...]) -> dict[str, Any]:
+    """JSON Schema for "when ``flag`` is true, ``type`` is one of ``types``"."""
+    # Not if/then: schemathesis cannot judge an if/then over a form holding a file (it crashes).
+    return {"anyOf": [{"properties": {flag: {"const": False}}}, {"properties": {"type": {"enum": list(types)}}}]}
+
+
+def _media_form(schema: dict[str, Any]) -> None:
+    _file_part(schema)
+    # The rule SendMediaRequest._flags_fit checks, in the document too, so a client generating forms
+    # from it (a test's fuzzer, a code generator) knows it.
+    schema["allOf"] = [_flag_for("viewOnce", VIEW_ONCE_TYPES), _flag_for("voice", ("audio",))]
+
+
 class SendMediaRequest(Body):
     """POST /session/{id}/send as multipart/form-data: a media file and its fields."""
 
-    model_config = ConfigDict(json_schema_extra=_file_part)
+    model_config = ConfigDict(json_schema_extra=_media_form)
 
     type: Annotated[
         Literal["image", "document", "audio", "video", "sticker"],

@@ -574,8 +574,8 @@ class SessionRegistry:
 
         The engine's error codes in ``passthrough`` reach the client as they are (each must be an
         ``ErrorCode`` with its HTTP status); any other engine error is ``ENGINE_ERROR``, a process that
-        does not answer in ``timeout`` is ``ENGINE_TIMEOUT``, and one that went away meanwhile is
-        ``SESSION_NOT_CONNECTED`` with a Retry-After.
+        does not answer in ``timeout`` is ``ENGINE_TIMEOUT``, and one that went away or lost WhatsApp
+        meanwhile is ``SESSION_NOT_CONNECTED`` with a Retry-After.
         """
         self._check_open()
         session = self.get(session_id)
@@ -585,6 +585,13 @@ class SessionRegistry:
         try:
             return await wire.ask_child(self.router, identity, request, timeout=timeout)
         except RemoteError as exc:
+            if exc.code == wire.ERR_NOT_CONNECTED:
+                # Its connection dropped between our status check and the call: a race, not a failure.
+                raise SessionError(
+                    "SESSION_NOT_CONNECTED",
+                    f"session {session_id!r} lost its connection: {exc.message}",
+                    retry_after=START_RETRY_AFTER,
+                ) from None
             code = exc.code if exc.code in passthrough else "ENGINE_ERROR"
             if code == "ENGINE_ERROR":
                 log.warning(
