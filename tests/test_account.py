@@ -11,6 +11,11 @@ from typing import Any
 
 from harness import Worker, running_worker, wait_for
 
+from supervisor.api import contact_routes, group_routes
+from supervisor.api.codes import ErrorCode
+from supervisor.api.errors import SESSION_ERROR_STATUS
+from supervisor.sessions.account import ENGINE_CODES
+
 ACCOUNT = "6281700100"
 ALICE = "6289700201"
 BOB = "6289700202"
@@ -199,3 +204,10 @@ async def test_an_engine_that_does_not_answer_is_a_504(tmp_path: Path) -> None:
         status, body = await w.api("POST", "/session/hung/presence", json={"state": "available"})
         assert status == 504 and body["code"] == "ENGINE_TIMEOUT", body
         assert time.monotonic() - started < 30
+
+
+def test_every_engine_code_an_account_operation_passes_on_has_an_http_status() -> None:
+    # One that had none (INVALID_RECIPIENT) was answered 500 INTERNAL instead of the client's mistake.
+    for codes in (ENGINE_CODES, contact_routes.PASSTHROUGH, group_routes.GROUP_CODES):
+        for code in codes:
+            assert code in ErrorCode.__members__ and ErrorCode(code) in SESSION_ERROR_STATUS, code

@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     POLL_NOT_FOUND = "POLL_NOT_FOUND"
     NOT_FOUND = "NOT_FOUND"
     NOT_ON_WHATSAPP = "NOT_ON_WHATSAPP"  # a contact looked up, blocked or timed is not on WhatsApp
+    INVALID_RECIPIENT = "INVALID_RECIPIENT"  # the engine cannot address that chat or sender
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     HTTP_ERROR = "HTTP_ERROR"
     # credentials and limits
