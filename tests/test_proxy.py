@@ -111,7 +111,15 @@ async def test_a_create_with_another_proxy_is_refused(tmp_path: Path) -> None:
         status, body = await w.api("POST", "/session/create", json={"sessionId": "direct", "proxy": PROXY})
         assert status == 409 and body["code"] == "PROXY_MISMATCH", body
 
-        for bad in ("socks5h://h:1080", "socks4://h:1080", "socks5://h", "socks5://h:70000", "socks5://h:1/x", "h:1"):
+        for bad in (
+            "socks5h://h:1080",
+            "socks4://h:1080",
+            "socks5://h",
+            "socks5://h:70000",
+            "socks5://h:1/x",
+            "h:1",
+            "socks5://[1::2::3]:1080",
+        ):
             status, body = await w.api("POST", "/session/create", json={"sessionId": "bad", "proxy": bad})
             assert status == 400 and body["code"] == "INVALID_PROXY", (bad, body)
         status, body = await w.api("GET", "/session/bad/status")

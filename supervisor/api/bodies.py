@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from supervisor.api.codes import ErrorCode
 from supervisor.sessions.proxy import PROXY_SCHEMES, PROXY_URL_PATTERN
+from supervisor.url_hosts import IPV6_LITERAL
 
 # Session ids become file and object names: nothing else may pass.
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -38,7 +39,7 @@ PHONE_TARGET_PATTERN = f"{JID_PATTERN}|{PHONE_DIGITS_PATTERN}"
 MESSAGE_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 # An http(s) URL with a host: what a webhook delivery can be POSTed to.
 WEBHOOK_URL_PATTERN = (
-    r"^[hH][tT][tT][pP][sS]?://([^\s/?#@]+@)?(\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:]+)(:[0-9]{0,5})?([/?#]\S*)?$"
+    rf"^[hH][tT][tT][pP][sS]?://([^\s/?#@]+@)?({IPV6_LITERAL}|[^\s/?#@\[\]:]+)(:[0-9]{{0,5}})?([/?#]\S*)?$"
 )
 # /session/create is the create route, so a session of that name could not be deleted or told apart.
 RESERVED_IDS = ("create",)

@@ -9,6 +9,7 @@ be read is never started (it would connect from the worker's own address).
 from __future__ import annotations
 
 from supervisor.storage.cipher import MAGIC_PLAIN, BackupCipher, BackupRefused
+from supervisor.url_hosts import IPV6_LITERAL
 
 # What whatsmeow's SetProxyAddress takes (socks5, http, https: anything else fails every dial), with a
 # host and an explicit port, no path. Lower-case schemes only: one spelling, compared as written.
@@ -16,7 +17,7 @@ from supervisor.storage.cipher import MAGIC_PLAIN, BackupCipher, BackupRefused
 PROXY_URL_PATTERN = (
     r"^(socks5|http|https)://"
     r"((?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})+@)?"  # user:password@ (RFC 3986 userinfo)
-    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"  # [IPv6], IPv4 or a host name
+    rf"({IPV6_LITERAL}|[A-Za-z0-9._-]+)"  # [IPv6], IPv4 or a host name
     r":(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"  # port 1-65535
     r"/?$"
 )
