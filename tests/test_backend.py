@@ -442,3 +442,12 @@ async def test_pull_replay_and_sse_resume(tmp_path: Path) -> None:
             assert status == 200
             await asyncio.wait_for(read_sse(resp, len(ids) + 1), 20)
         assert seen[: len(ids)] == ids and len(seen) == len(set(seen))
+        # An empty Last-Event-ID (a proxy's or a library's; browsers leave it out) means none: ?since= decides.
+        seen.clear()
+        stream = f"{w.url}/events/stream?since={ids[2]}"
+        async with w.http.get(stream, headers={"Last-Event-ID": ""}) as resp:
+            assert resp.status == 200
+            await asyncio.wait_for(read_sse(resp, 2), 20)
+        assert seen == ids[3:5]
+        async with w.http.get(stream, headers={"Last-Event-ID": "x"}) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == "INVALID_QUERY"

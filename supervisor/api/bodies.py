@@ -674,7 +674,12 @@ class SendHeaders(Query):
 class StreamHeaders(Query):
     """Headers of GET /events/stream."""
 
-    lastEventId: Annotated[EventSeq | None, Field(alias="Last-Event-ID")] = None
+    lastEventId: Annotated[
+        EventSeq | Literal[""] | None,
+        # Browsers never send it empty, but a proxy or a client library may: it means "from the start".
+        Field(alias="Last-Event-ID", description="the last event id received; empty means none, as if left out"),
+        Invalid(ErrorCode.INVALID_QUERY, f"must be an event id (an integer between 0 and {MAX_SEQ}) or empty"),
+    ] = None
 
 
 # -- read receipts, presence, settings, chats (supervisor/api/account_routes.py) -------------------

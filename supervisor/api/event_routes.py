@@ -68,10 +68,10 @@ async def list_events(request: web.Request) -> web.Response:
 )
 async def stream_events(request: web.Request) -> web.StreamResponse:
     asked = v.query(request, bodies.StreamQuery, blank_is_absent=BLANK_IS_ABSENT)
-    last_id = request.headers.get("Last-Event-ID") or None
-    resume = v.parse(bodies.StreamHeaders, {"Last-Event-ID": last_id} if last_id else {}).lastEventId
+    last_id = request.headers.get("Last-Event-ID")
+    resume = v.parse(bodies.StreamHeaders, {} if last_id is None else {"Last-Event-ID": last_id}).lastEventId
     # Last-Event-ID (what EventSource sends on reconnect) wins over ?since=.
-    cursor = resume if resume is not None else asked.since or 0
+    cursor = resume if isinstance(resume, int) else asked.since or 0
     session_id = asked.sessionId
     events = request.app[EVENTS]
     registry = request.app[REGISTRY]
