@@ -230,6 +230,31 @@ async def test_a_blocked_number_reaches_the_session_with_nothing_at_all(tmp_path
         assert await _texts_from(w, "c", ANA) == [None, "second"]  # first revoked, second untouched
 
 
+async def test_an_account_that_blocked_a_session_hears_none_of_its_edits_or_revokes(tmp_path: Path) -> None:
+    # Another session (a linked device) blocks us after a message: our later changes to it must not reach it.
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("c", ME)
+        await w.create_linked("ana", ANA)
+        sent = (await _ok(w, "POST", "/session/c/send", json={"to": ANA, "text": "before"}))["messageId"]
+
+        async def received() -> bool:
+            return await _texts_from(w, "ana", ME) == ["before"]
+
+        await wait_for(received, what="the message at Ana's session")
+        await _ok(w, "PUT", f"/session/ana/contacts/{jid(ME)}/block")
+        await _ok(w, "PATCH", f"/session/c/messages/{sent}", json={"text": "edited while blocked"})
+        await _ok(w, "DELETE", f"/session/ana/contacts/{jid(ME)}/block")
+        await _ok(w, "DELETE", f"/session/c/messages/{sent}")
+
+        async def changes_at_ana() -> list[str] | None:
+            data = await _ok(w, "GET", "/events?sessionId=ana&limit=1000")
+            seen = [e["event"] for e in data["events"] if e["event"] in ("message.edited", "message.revoked")]
+            # The hub pushes in order: once the later revoke is in, the earlier edit would be too.
+            return seen if "message.revoked" in seen else None
+
+        assert await wait_for(changes_at_ana, what="the revoke at Ana's session") == ["message.revoked"]
+
+
 async def test_disappearing_timer_is_kept_and_shown_by_the_network(tmp_path: Path) -> None:
     async with running_worker(tmp_path / "w") as w:
         await w.create_linked("c", ME)

@@ -369,7 +369,7 @@ class Hub:
         members = self.groups.recipients(device.phone, group) if group else [check_phone(body.get("to"), "to")]
         msg_type = opt_str(body, "type", max_len=32) or "text"
         if msg_type in hub_changes.CHANGE_TYPES:
-            return self._device_change(device, msg_id, group or members[0], members, body)
+            return self._device_change(device, msg_id, group, members, body)
         media = body.get("media")
         if media is not None and not isinstance(media, bytes):
             raise HubError(400, "BAD_REQUEST", "media must be bytes")
@@ -415,12 +415,13 @@ class Hub:
         return {"id": msg_id, "timestamp": ts}
 
     def _device_change(
-        self, device: Device, msg_id: str, chat: str, members: list[str], body: dict[str, Any]
+        self, device: Device, msg_id: str, group: str | None, members: list[str], body: dict[str, Any]
     ) -> dict[str, Any]:
         """A device edits or revokes a message it sent (hub_changes.py); the recipients' linked devices
-        (every member's, in a group) hear of it like a message."""
+        (every member's, in a group) hear of it like a message, but not an account that blocked the sender."""
         change = hub_changes.device_change(self._store, device.phone, body, window=self._edit_window)
         ts = time.time()
+        chat = group or members[0]
         push = {
             "id": msg_id,
             "from": device.phone,
@@ -431,9 +432,14 @@ class Hub:
             "timestamp": ts,
         }
         for member in members:
-            for target in self._store.devices(member):
-                if target.device_id != device.device_id:
-                    self._queue(target.device_id, ops.MESSAGE, msg_id, push)
+            # In a group, blocking does not hide a member's messages (as WhatsApp does), so nor their changes.
+            if group:
+                hearing = [target.device_id for target in self._store.devices(member)]
+            else:
+                hearing = self.devices_hearing(device.phone, member, change.kind)
+            for device_id in hearing:
+                if device_id != device.device_id:
+                    self._queue(device_id, ops.MESSAGE, msg_id, push)
         log.info("device %s: %s of %s sent to %s", device.device_id, change.kind, change.target, chat)
         return {"id": msg_id, "timestamp": ts}
 
