@@ -384,3 +384,52 @@ async def test_group_events_reach_a_backend_that_was_down_in_order(tmp_path: Pat
             ]
         finally:
             await backend.stop()
+
+
+async def test_edits_and_revokes_in_a_group_reach_every_member_as_the_groups(tmp_path: Path) -> None:
+    async with running_worker(tmp_path / "w") as w:
+        await w.create_linked("owner", A)
+        await w.create_linked("member", B)
+        await _register(w, C)
+        status, body = await w.api("POST", "/session/owner/groups", json={"subject": "Ops", "participants": [B, C]})
+        assert status == 200, body
+        gjid = body["data"]["group"]["jid"]
+
+        # The session edits, then revokes, what it wrote: the phone's inbox and the other session follow.
+        status, body = await w.api("POST", "/session/owner/send", json={"to": gjid, "text": "draft"})
+        assert status == 200, body
+        ours = body["data"]["messageId"]
+        await wait_for(lambda: history_message(w, "member", ours), what="our group message at the member")
+        status, body = await w.api("PATCH", f"/session/owner/messages/{ours}", json={"text": "final"})
+        assert status == 200 and body["data"]["status"] == "sent", body
+        edited = await _wait_events(w, "member", 1, "message.edited")
+        assert edited[0]["data"] | {"editedAt": None} == {
+            "messageId": ours,
+            "chat": gjid,
+            "from": jid(A),
+            "text": "final",
+            "editedAt": None,
+        }
+        [at_c] = [m for m in await _inbox(w, C) if m["id"] == ours]
+        assert at_c["text"] == "final" and at_c["edited"] is True
+        status, body = await w.api("DELETE", f"/session/owner/messages/{ours}")
+        assert status == 200, body
+        revoked = await _wait_events(w, "member", 1, "message.revoked")
+        assert revoked[0]["data"] == {"messageId": ours, "chat": gjid, "by": jid(A)}
+
+        # A phone edits and revokes what it wrote in the group: both sessions hear it, as the group's.
+        status, body = await w.hub("POST", f"/phones/{C}/messages", json={"to": gjid, "text": "typo"})
+        assert status == 200, body
+        theirs = body["id"]
+        await wait_for(lambda: history_message(w, "owner", theirs), what="the phone's message at the owner")
+        await wait_for(lambda: history_message(w, "member", theirs), what="the phone's message at the member")
+        assert (await w.hub("POST", f"/phones/{C}/messages/{theirs}/edit", json={"text": "fixed"}))[0] == 200
+        assert (await w.hub("POST", f"/phones/{C}/messages/{theirs}/revoke"))[0] == 200
+        for sid in ("owner", "member"):
+            [edit] = [e for e in await _wait_events(w, sid, 2, "message.edited") if e["data"]["messageId"] == theirs]
+            assert (edit["data"]["chat"], edit["data"]["from"], edit["data"]["text"]) == (gjid, jid(C), "fixed")
+            revokes = await _wait_events(w, sid, 2 if sid == "member" else 1, "message.revoked")
+            [revoke] = [e for e in revokes if e["data"]["messageId"] == theirs]
+            assert revoke["data"] == {"messageId": theirs, "chat": gjid, "by": jid(C)}
+        [at_b] = [m for m in await _inbox(w, B) if m["id"] == theirs]
+        assert at_b["revoked"] is True and at_b["text"] is None

@@ -664,9 +664,10 @@ def _change(body: dict[str, Any]) -> MessageChange | None:
         return None
     sender = jid(str(body.get("from", "")))
     timestamp = body.get("timestamp")
+    to = body.get("to")
     return MessageChange(
         id=str(body["id"]),
-        chat=sender,
+        chat=str(to) if is_group(to) else sender,  # in a group, the change is the group's
         sender=sender,
         target=target,
         kind=str(kind),

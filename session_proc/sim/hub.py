@@ -419,7 +419,7 @@ class Hub:
     ) -> dict[str, Any]:
         """A device edits or revokes a message it sent (hub_changes.py); the recipients' linked devices
         (every member's, in a group) hear of it like a message, but not an account that blocked the sender."""
-        change = hub_changes.device_change(self._store, device.phone, body, window=self._edit_window)
+        change = hub_changes.device_change(self._store, device.phone, members, body, window=self._edit_window)
         ts = time.time()
         chat = group or members[0]
         push = {
@@ -551,6 +551,7 @@ class Hub:
         # Kept once as sent to the group (read receipts name the group), delivered to each member.
         sent, media = self._phone_entry(phone, group, body, group)
         self.account.record_sent(sent)
+        self._store.remember_sent(phone, sent.id, group, sent.timestamp)  # so the phone may edit or revoke it
         msg_id = sent.id
         for member in members:
             entry = replace(sent, phone=member)
@@ -579,8 +580,15 @@ class Hub:
         linked to its recipient receive the change (hub_changes.py)."""
         check_phone(phone)
         to, push = hub_changes.phone_change(self._store, phone, msg_id, kind, text, window=self._edit_window)
+        if is_group(to):
+            # Every other member sees it, in their inbox and on their linked devices; blocking hides nothing.
+            members = self.groups.others(phone, to)
+            hub_changes.apply_to_inboxes(self._store, members, hub_changes.Change(kind, msg_id, text))
+            hearing = [device.device_id for member in members for device in self._store.devices(member)]
+        else:
+            hearing = self.devices_hearing(phone, to, f"{kind} {push['id']}")
         pushed = False
-        for device_id in self.devices_hearing(phone, to, f"{kind} {push['id']}"):
+        for device_id in hearing:
             pushed |= self._queue(device_id, ops.MESSAGE, push["id"], push)
         log.info("phone %s: %s of %s (%s)", phone, kind, msg_id, "pushed" if pushed else "queued")
         return {"id": push["id"], "queued": not pushed}

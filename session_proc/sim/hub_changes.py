@@ -1,10 +1,11 @@
 """Edits, revokes and reactions on the simulated network, with WhatsApp's rules.
 
 Only a message's sender may edit or revoke it, an edit only within the edit window (WhatsApp's 15
-minutes), and a revoked message stays revoked. A linked device's change of a message it sent to a phone
-shows in that phone's inbox (``text`` becomes the new text, ``edited``/``revoked``); a phone's change of
-a message it sent reaches the devices linked to the recipient as a ``message`` push of type ``edit`` or
-``revoke`` (``editOf``/``revokeOf``), acknowledged like any message. A phone's reaction to a message in
+minutes), and a revoked message stays revoked. A change of a message sent to a phone shows in that
+phone's inbox (``text`` becomes the new text, ``edited``/``revoked``), and in every other member's for a
+group message; a phone's change reaches the devices linked to the recipient (to every other member's, in
+a group) as a ``message`` push of type ``edit`` or ``revoke`` (``editOf``/``revokeOf``), acknowledged like
+any message. A phone's reaction to a message in
 its inbox is listed on that message (``reactions``, the latest per reactor, "" removes).
 """
 
@@ -44,16 +45,17 @@ def _check(kind: str, sent_at: float, target: str, *, revoked: bool, window: flo
         raise _refuse(409, "EDIT_WINDOW_EXPIRED", f"message {target} is older than the {window:g}s edit window")
 
 
-def device_change(store: HubStore, sender_phone: str, body: dict[str, Any], *, window: float) -> Change:
-    """A linked device edits or revokes a message it sent to ``body["to"]``: checked, then applied to that
-    phone's inbox. HubError for an unknown message (404), someone else's (409 NOT_OWN_MESSAGE) or an edit
-    past the window (409 EDIT_WINDOW_EXPIRED)."""
+def device_change(
+    store: HubStore, sender_phone: str, recipients: list[str], body: dict[str, Any], *, window: float
+) -> Change:
+    """A linked device edits or revokes a message it sent to ``recipients`` (the phone, or a group's other
+    members): checked, then applied to their inboxes. HubError for an unknown message (404), someone else's
+    (409 NOT_OWN_MESSAGE) or an edit past the window (409 EDIT_WINDOW_EXPIRED)."""
     kind = str(body.get("type"))
     target = _hub.req_str(body, TARGET_KEYS[kind], max_len=_hub.MAX_ID_LENGTH)
-    to = _hub.check_phone(body.get("to"), "to")
-    found = store.inbox(to, [target])
+    found = [entry for phone in recipients for entry in store.inbox(phone, [target])]
     if not found:
-        raise _refuse(404, "UNKNOWN_MESSAGE", f"{to} has no message {target}")
+        raise _refuse(404, "UNKNOWN_MESSAGE", f"{body.get('to')} has no message {target}")
     entry = found[0]
     if entry.from_phone != sender_phone:
         raise _refuse(409, "NOT_OWN_MESSAGE", f"message {target} was not sent by {sender_phone}")
@@ -61,8 +63,16 @@ def device_change(store: HubStore, sender_phone: str, body: dict[str, Any], *, w
     if kind == "revoke" and entry.extra.get("revoked"):
         return change  # a resend of the same revoke: done already
     _check(kind, entry.timestamp, target, revoked=bool(entry.extra.get("revoked")), window=window, now=time.time())
-    _apply(store, entry, change)
+    for each in found:
+        _apply(store, each, change)
     return change
+
+
+def apply_to_inboxes(store: HubStore, recipients: list[str], change: Change) -> None:
+    """A phone's change of a message it sent, shown in its recipients' inboxes (a group's other members)."""
+    for phone in recipients:
+        for entry in store.inbox(phone, [change.target]):
+            _apply(store, entry, change)
 
 
 def _apply(store: HubStore, entry: InboxEntry, change: Change) -> None:
