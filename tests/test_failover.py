@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -224,6 +225,55 @@ async def test_a_session_deleted_during_an_outage_loses_its_objects_once_the_sto
             assert status == 200, body
             item = await w.wait_session("d1", lambda s: s["status"] == "qr_ready", what="a new login for d1")
             assert item["phoneNumber"] is None  # a new session: the deleted one's login did not come back
+    finally:
+        await outage.cut()
+
+
+async def test_a_revoked_messages_media_the_outage_and_a_kill_left_is_removed_at_the_next_start(
+    tmp_path: Path,
+    s3: S3Server,  # noqa: F811
+    hub: dict[str, str],
+) -> None:
+    outage = S3Outage(s3)
+    await outage.restore()
+    env = {**worker_env(s3, hub, "worker-r", "rvk"), **outage.worker_env(prefix="rvk")}
+    try:
+        w = Worker(tmp_path / "w", env)
+        await w.start()
+        try:
+            await w.create_linked("r1", "6285600001")
+            photo = b"\x89PNG\r\n\x1a\n" + b"\0" * 500
+            status, pushed = await w.hub(
+                "POST",
+                "/phones/6289600009/messages",
+                json={"to": "6285600001", "type": "image", "mimetype": "image/png",
+                      "mediaBase64": base64.b64encode(photo).decode()},
+            )  # fmt: skip
+            assert status == 200, pushed
+            await w.wait_session("r1", lambda s: s["messageCount"] == 1, what="the image in history")
+            assert s3.keys("rvk-media", "media/r1/")
+            await outage.cut()
+            status, body = await w.hub("POST", f"/phones/6289600009/messages/{pushed['id']}/revoke")
+            assert status == 200, body
+
+            async def refused() -> bool:
+                return f"media of revoked message {pushed['id']} not removed" in w.log()
+
+            await wait_for(refused, timeout=30, what="the revoke's removal refused by the store")
+            children = w.child_pids()
+            await w.stop(signal.SIGKILL)  # no drain, no later retry in this run
+            await kill_tree(children)
+        finally:
+            await w.stop()
+        assert s3.keys("rvk-media", "media/r1/")  # still stored: history no longer names it
+        await outage.restore()
+        # The revoke queued its removal in its own commit: the next run finds it and finishes it.
+        async with running_worker(tmp_path / "w", **env) as w:
+
+            async def removed() -> bool:
+                return not s3.keys("rvk-media", "media/r1/")
+
+            await wait_for(removed, timeout=30, what="the revoked message's media to go")
     finally:
         await outage.cut()
 

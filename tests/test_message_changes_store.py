@@ -112,5 +112,11 @@ async def test_a_committed_revoke_hands_over_the_media_it_emptied(tmp_path: Path
         assert [(m.id, m.media_ref) for m in gone[2:]] == [("OUT1", "media/s1/out.png")]
         revoked = await store.message("s1", "OUT1")
         assert revoked is not None and revoked.media_ref is None  # history no longer names it
+        # Each removal was queued by the revoke's own commit: it outlives a removal that fails or never runs.
+        assert [(r.message_id, r.media_ref, r.local) for r in await store.media_removals()] == [
+            ("IN1", "media/s1/in-IN1.png", True),
+            ("IN2", None, True),
+            ("OUT1", "media/s1/out.png", False),
+        ]
     finally:
         await store.close()

@@ -200,3 +200,31 @@ async def test_a_chat_is_seen_only_once_a_message_really_went_there_or_came_from
         assert await store.chat_seen("s1", other) == (True, now)
     finally:
         await store.close()
+
+
+async def test_a_purge_queues_its_media_for_removal_and_a_deleted_session_drops_its_queue(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        old = time.time() - 40 * 86400
+        ref = "media/s1/in-in1.png"
+        stored = MessageRow("s1", "in1", "in", "c", "c", "me", "image", old, "received", media_ref=ref)
+        ours = MessageRow("s1", "out1", "out", "c", "me", "c", "image", old, "sent", media_ref="media/s1/out1.png")
+        text = MessageRow("s1", "out2", "out", "c", "me", "c", "text", old, "sent", text="no media")
+        other = MessageRow("s2", "in2", "in", "c", "c", "me", "image", old, "received")  # maybe a local copy
+        for row in (stored, ours, text, other):
+            await store.add_incoming(row, {"message": {}})
+        assert len(await store.purge_messages(time.time() - 86400)) == 4
+        # Queued in the purge's own commit: a crash before the removal still leaves it to do.
+        queued = {(r.session_id, r.message_id, r.media_ref, r.local) for r in await store.media_removals()}
+        assert queued == {
+            ("s1", "in1", "media/s1/in-in1.png", True),
+            ("s1", "out1", "media/s1/out1.png", False),
+            ("s2", "in2", None, True),
+        }
+        await store.delete_session("s1")  # its media prefix and folder go with it: nothing left to queue
+        assert [r.message_id for r in await store.media_removals()] == ["in2"]
+        [left] = await store.media_removals()
+        await store.media_removed(left)
+        assert await store.media_removals() == []
+    finally:
+        await store.close()

@@ -209,6 +209,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sessions ADD COLUMN linked_at REAL;
     UPDATE sessions SET linked_phone = phone, linked_at = created_at WHERE phone IS NOT NULL;
     """,
+    # 11: media still to remove (a revoked or purged message's object and local copy), queued in the
+    # revoke's or purge's own transaction and deleted once the media is gone: a failed or cut-off
+    # removal is retried (supervisor/messaging/media_removal.py) instead of leaving the file forever.
+    """
+    CREATE TABLE media_removals (
+        session_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        media_ref  TEXT,
+        local      INTEGER NOT NULL,
+        queued_at  REAL NOT NULL,
+        PRIMARY KEY (session_id, message_id)
+    );
+    """,
 )
 
 # A receipt may overtake the send's own confirmation: "sent" never demotes what is beyond it.
@@ -253,6 +266,18 @@ class MessageRow:
     filename: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRemoval:
+    """A message's media still to remove (a row of media_removals)."""
+
+    session_id: str
+    message_id: str
+    media_ref: str | None  # its object in storage, if it has one
+    local: bool  # a received message: a copy may be in the session's media folder (its upload failed)
+    queued_at: float
+    seq: int = 0  # the row's rowid: where a pass over the queue stands
 
 
 @dataclass(slots=True)
@@ -398,6 +423,18 @@ def _with_media(c: sqlite3.Connection, session_id: str, message_id: str) -> Mess
     return _message(row) if row else None
 
 
+def _queue_removal(c: sqlite3.Connection, message: MessageRow) -> None:
+    """Queue ``message``'s media for removal, in the transaction that drops it from history (a revoke,
+    a purge): committed together, so no media is ever left that nothing remembers."""
+    c.execute(
+        "INSERT INTO media_removals (session_id, message_id, media_ref, local, queued_at) VALUES (?, ?, ?, ?, ?)"
+        # Queued again (a purge of a message redelivered after a revoke): keep what either names.
+        " ON CONFLICT (session_id, message_id) DO UPDATE SET media_ref = COALESCE(excluded.media_ref, media_ref),"
+        " local = MAX(local, excluded.local), queued_at = excluded.queued_at",
+        (message.session_id, message.id, message.media_ref, int(message.direction == "in"), time.time()),
+    )
+
+
 class Store:
     """The worker's SQLite database: writes group-committed on one connection, reads on another."""
 
@@ -412,6 +449,7 @@ class Store:
         self.tally = MessageTally()
         # Called with each message a committed revoke emptied that had media (as it was before), on the
         # event loop: history no longer names its file and object, so only its owner can delete them.
+        # The revoke queued that removal in its own transaction (media_removals): this only starts it now.
         self.on_media_revoked: Callable[[MessageRow], None] | None = None
 
     def _media_revoked(self, rows: list[MessageRow]) -> None:
@@ -514,6 +552,8 @@ class Store:
                 ("outbox", "session_id"),
                 ("idempotency", "session_id"),
                 ("poll_votes", "session_id"),
+                # Its media went with the session's media prefix and folder (SessionStorage.forget).
+                ("media_removals", "session_id"),
             ):
                 c.execute(f"DELETE FROM {table} WHERE {column} = ?", (session_id,))
             self._add_event(c, session_id, "session.deleted", {})
@@ -778,6 +818,7 @@ class Store:
                 if change is not None:
                     self._add_event(c, session_id, *change)
                     if media is not None:
+                        _queue_removal(c, media)
                         revoked.append(media)
                 if message_changes.is_change(sent):
                     return ("", "")
@@ -959,6 +1000,7 @@ class Store:
                 return False
             self._add_event(c, session_id, name, data)
             if media is not None:
+                _queue_removal(c, media)
                 revoked.append(media)
             return True
 
@@ -1033,9 +1075,10 @@ class Store:
 
     async def purge_messages(self, before: float, *, batch: int = 1000) -> list[MessageRow]:
         """Delete up to ``batch`` messages older than ``before`` (epoch seconds) that are not waiting in
-        the outbox, and return them (their media is the caller's to remove)."""
+        the outbox, and return them; their media is queued for removal in the same transaction
+        (:meth:`media_removals`)."""
 
-        def write(c: sqlite3.Connection) -> list[Any]:
+        def write(c: sqlite3.Connection) -> list[MessageRow]:
             rows = c.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.timestamp < ? AND NOT EXISTS"
                 " (SELECT 1 FROM outbox o WHERE o.session_id = m.session_id AND o.message_id = m.id)"
@@ -1045,13 +1088,47 @@ class Store:
             c.executemany("DELETE FROM messages WHERE session_id = ? AND id = ?", [(r[0], r[1]) for r in rows])
             # A purged poll's votes go with it (a later vote on it is reported as unknown_poll).
             c.executemany("DELETE FROM poll_votes WHERE session_id = ? AND poll_id = ?", [(r[0], r[1]) for r in rows])
-            return rows
+            purged = [_message(r) for r in rows]
+            for message in purged:
+                if message.media_ref is not None or message.direction == "in":  # an object, or maybe a local copy
+                    _queue_removal(c, message)
+            return purged
 
-        purged = [_message(r) for r in await self._write(write)]
+        purged = await self._write(write)
         counts = Counter((m.direction, m.status) for m in purged)
         recent = Counter(int(m.timestamp // MINUTE) for m in purged if m.timestamp >= time.time() - HOUR)
         self.tally.removed([(d, s, n) for (d, s), n in counts.items()], list(recent.items()), purged=True)
         return purged
+
+    # -- media to remove -------------------------------------------------------------
+    async def media_removals(self, *, after: int = 0, limit: int = 500) -> list[MediaRemoval]:
+        """Queued media removals after queue position ``after``, in the order they were queued."""
+        rows = await self._read(
+            "SELECT session_id, message_id, media_ref, local, queued_at, rowid FROM media_removals"
+            " WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
+        return [MediaRemoval(r[0], r[1], r[2], bool(r[3]), r[4], int(r[5])) for r in rows]
+
+    async def media_removals_of(self, session_id: str, message_id: str) -> MediaRemoval | None:
+        """The message's queued media removal, if one is queued."""
+        r = _first(
+            await self._read(
+                "SELECT session_id, message_id, media_ref, local, queued_at, rowid FROM media_removals"
+                " WHERE session_id = ? AND message_id = ?",
+                (session_id, message_id),
+            )
+        )
+        return MediaRemoval(r[0], r[1], r[2], bool(r[3]), r[4], int(r[5])) if r else None
+
+    async def media_removed(self, removal: MediaRemoval) -> None:
+        """The removal's media is gone: drop its queue row (unless queued again meanwhile)."""
+        await self._write(
+            lambda c: c.execute(
+                "DELETE FROM media_removals WHERE session_id = ? AND message_id = ? AND queued_at = ?",
+                (removal.session_id, removal.message_id, removal.queued_at),
+            )
+        )
 
     async def ping(self) -> None:
         """Read the schema from the file (not a cache): raises when the database is unusable."""

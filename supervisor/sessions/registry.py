@@ -29,7 +29,7 @@ from supervisor.messaging import changes
 from supervisor.messaging.figures import MessageFigures
 from supervisor.messaging.history import message_view, outgoing_row
 from supervisor.messaging.inflight import InFlight
-from supervisor.messaging.media_removal import remove_message_media
+from supervisor.messaging.media_removal import MediaRemovals
 from supervisor.messaging.outbox import Outbox, OutboxSettings, SendAnswer
 from supervisor.messaging.outbox_figures import OutboxFigures
 from supervisor.messaging.pacer import Pacer
@@ -124,6 +124,7 @@ class SessionRegistry:
             Pacer(store, self.pacing_policy, self._linked_at),
         )
         self._tasks = BackgroundTasks()
+        self.media_removals = MediaRemovals(store, storage, settings.storage_dir / "sessions")
         store.on_media_revoked = self._media_revoked
         # Stored sessions waiting for their staggered start after a worker start.
         self._queued: set[str] = set()
@@ -179,15 +180,14 @@ class SessionRegistry:
             ),
             asyncio.create_task(self.resources.run(self.__iter__), name="process-sampler"),
         ]
-        if self.settings.message_retention_days is not None:
-            retention = HistoryRetention(
-                self.store,
-                self.storage,
-                self.settings.storage_dir / "sessions",
-                days=self.settings.message_retention_days,
-                on_removed=self._history_removed,
-            )
-            self._loops.append(asyncio.create_task(retention.run(), name="history-retention"))
+        # Also without MESSAGE_RETENTION_DAYS: its sweep (now, then hourly) retries queued media removals.
+        retention = HistoryRetention(
+            self.store,
+            self.media_removals,
+            days=self.settings.message_retention_days,
+            on_removed=self._history_removed,
+        )
+        self._loops.append(asyncio.create_task(retention.run(), name="history-retention"))
         # Each session's own pace, before the first send is accepted.
         for session_id, data in (await self.account.store.all_settings()).items():
             self._pacing_own[session_id] = SessionSettings.from_stored(data).pacing
@@ -665,9 +665,8 @@ class SessionRegistry:
 
     def _media_revoked(self, message: MessageRow) -> None:
         """A message deleted for everyone takes its media along, as retention would (in the background:
-        the revoke's commit and its answer never wait for storage)."""
-        sessions_dir = self.settings.storage_dir / "sessions"
-        self._tasks.spawn(remove_message_media(self.storage, sessions_dir, message, why="revoked"))
+        the revoke's commit and its answer never wait for storage; what this misses, the queue keeps)."""
+        self._tasks.spawn(self.media_removals.remove_revoked(message))
 
     def _history_removed(self, session_id: str, count: int) -> None:
         session = self.sessions.get(session_id)
