@@ -55,6 +55,16 @@ async def backed_up(w: Worker) -> bool:
 SLOW_LAPSE = {"LEASE_TTL": "10", "WORKER_ALIVE_TTL": "10"}
 
 
+async def _phone_sends_an_image(w: Worker, phone: str, to: str, session_id: str) -> str:
+    """A phone sends the session a small PNG; its id, once it is the session's one message in history."""
+    photo = b"\x89PNG\r\n\x1a\n" + b"\0" * 500
+    body = {"to": to, "type": "image", "mimetype": "image/png", "mediaBase64": base64.b64encode(photo).decode()}
+    status, pushed = await w.hub("POST", f"/phones/{phone}/messages", json=body)
+    assert status == 200, pushed
+    await w.wait_session(session_id, lambda s: s["messageCount"] == 1, what="the image in history")
+    return str(pushed["id"])
+
+
 async def test_failover_to_another_worker_without_a_scan(tmp_path: Path, s3: S3Server, hub: dict[str, str]) -> None:  # noqa: F811
     a = Worker(tmp_path / "a", {**worker_env(s3, hub, "worker-a", "fo"), **SLOW_LAPSE})
     await a.start()
@@ -187,15 +197,7 @@ async def test_a_session_deleted_during_an_outage_loses_its_objects_once_the_sto
     try:
         async with running_worker(tmp_path / "w", **env) as w:
             await w.create_linked("d1", "6285400001")
-            photo = b"\x89PNG\r\n\x1a\n" + b"\0" * 500
-            status, body = await w.hub(
-                "POST",
-                "/phones/6289400009/messages",
-                json={"to": "6285400001", "type": "image", "mimetype": "image/png",
-                      "mediaBase64": base64.b64encode(photo).decode()},
-            )  # fmt: skip
-            assert status == 200, body
-            await w.wait_session("d1", lambda s: s["messageCount"] == 1, what="the image in history")
+            await _phone_sends_an_image(w, "6289400009", "6285400001", "d1")
             await wait_for(lambda: backed_up(w), what="the backup")
             assert s3.keys("dlt-media", "media/d1/") and "sessions/d1/auth/current.json" in s3.keys("dlt-sessions", "")
             await outage.cut()
@@ -242,22 +244,14 @@ async def test_a_revoked_messages_media_the_outage_and_a_kill_left_is_removed_at
         await w.start()
         try:
             await w.create_linked("r1", "6285600001")
-            photo = b"\x89PNG\r\n\x1a\n" + b"\0" * 500
-            status, pushed = await w.hub(
-                "POST",
-                "/phones/6289600009/messages",
-                json={"to": "6285600001", "type": "image", "mimetype": "image/png",
-                      "mediaBase64": base64.b64encode(photo).decode()},
-            )  # fmt: skip
-            assert status == 200, pushed
-            await w.wait_session("r1", lambda s: s["messageCount"] == 1, what="the image in history")
+            image = await _phone_sends_an_image(w, "6289600009", "6285600001", "r1")
             assert s3.keys("rvk-media", "media/r1/")
             await outage.cut()
-            status, body = await w.hub("POST", f"/phones/6289600009/messages/{pushed['id']}/revoke")
+            status, body = await w.hub("POST", f"/phones/6289600009/messages/{image}/revoke")
             assert status == 200, body
 
             async def refused() -> bool:
-                return f"media of revoked message {pushed['id']} not removed" in w.log()
+                return f"media of revoked message {image} not removed" in w.log()
 
             await wait_for(refused, timeout=30, what="the revoke's removal refused by the store")
             children = w.child_pids()
